@@ -1,0 +1,481 @@
+#include "core/dispatcher.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+
+#include "proto/dirent.h"
+
+namespace efuse {
+
+using abi::Opcode;
+using proto::Reply;
+using proto::Request;
+
+abi::Attr ToWireAttr(const Attributes& a) {
+  abi::Attr w{};
+  w.ino = a.ino;
+  w.size = a.size;
+  w.blocks = a.blocks;
+  w.atime = static_cast<uint64_t>(a.atime.tv_sec);
+  w.mtime = static_cast<uint64_t>(a.mtime.tv_sec);
+  w.ctime = static_cast<uint64_t>(a.ctime.tv_sec);
+  w.atimensec = static_cast<uint32_t>(a.atime.tv_nsec);
+  w.mtimensec = static_cast<uint32_t>(a.mtime.tv_nsec);
+  w.ctimensec = static_cast<uint32_t>(a.ctime.tv_nsec);
+  w.mode = a.mode;
+  w.nlink = a.nlink;
+  w.uid = a.uid;
+  w.gid = a.gid;
+  w.rdev = a.rdev;
+  w.blksize = a.blksize;
+  return w;
+}
+
+void SplitTimeout(double seconds, uint64_t* sec, uint32_t* nsec) {
+  if (!(seconds > 0)) {  // also catches NaN
+    *sec = 0;
+    *nsec = 0;
+    return;
+  }
+  double whole = std::floor(seconds);
+  *sec = whole >= 1e15 ? uint64_t{1000000000000000} : static_cast<uint64_t>(whole);
+  *nsec = static_cast<uint32_t>(std::min(999999999.0, (seconds - whole) * 1e9));
+}
+
+abi::EntryOut ToWireEntry(const Entry& e) {
+  abi::EntryOut w{};
+  w.nodeid = e.nodeid;
+  w.generation = e.generation;
+  SplitTimeout(e.entry_timeout, &w.entry_valid, &w.entry_valid_nsec);
+  SplitTimeout(e.attr_timeout, &w.attr_valid, &w.attr_valid_nsec);
+  w.attr = ToWireAttr(e.attr);
+  return w;
+}
+
+namespace {
+
+abi::Statx ToWireStatx(const Attributes& a) {
+  abi::Statx s{};
+  s.mask = STATX_BASIC_STATS | STATX_BTIME;
+  s.blksize = a.blksize;
+  s.nlink = a.nlink;
+  s.uid = a.uid;
+  s.gid = a.gid;
+  s.mode = static_cast<uint16_t>(a.mode);
+  s.ino = a.ino;
+  s.size = a.size;
+  s.blocks = a.blocks;
+  auto t = [](const timespec& ts) {
+    return abi::SxTime{ts.tv_sec, static_cast<uint32_t>(ts.tv_nsec), 0};
+  };
+  s.atime = t(a.atime);
+  s.btime = t(a.btime);
+  s.ctime = t(a.ctime);
+  s.mtime = t(a.mtime);
+  // fuse_attr.rdev is the kernel's new_encode_dev() form.
+  s.rdev_major = (a.rdev & 0xfff00) >> 8;
+  s.rdev_minor = (a.rdev & 0xff) | ((a.rdev >> 12) & 0xfff00);
+  return s;
+}
+
+// READDIR/READDIRPLUS: packs what the backend offers into the scratch buffer.
+class WireDirSink final : public DirSink {
+ public:
+  WireDirSink(std::span<uint8_t> buffer, bool plus) : writer_(buffer), plus_(plus) {}
+  bool Add(std::string_view name, uint64_t ino, uint32_t mode, uint64_t next_offset,
+           const Entry* entry) override {
+    if (!plus_) return writer_.Add(ino, next_offset, mode, name);
+    abi::EntryOut out{};
+    if (entry != nullptr) out = ToWireEntry(*entry);
+    return writer_.AddPlus(out, ino, next_offset, mode, name);
+  }
+  bool plus() const override { return plus_; }
+  std::span<const uint8_t> bytes() const { return writer_.bytes(); }
+
+ private:
+  proto::DirentWriter writer_;
+  bool plus_;
+};
+
+timespec Ts(uint64_t sec, uint32_t nsec) {
+  return timespec{static_cast<time_t>(sec), static_cast<long>(nsec)};
+}
+
+LockRequest ToLock(const abi::LkIn& in) {
+  LockRequest l;
+  l.fh = in.fh;
+  l.owner = in.owner;
+  l.start = in.lk.start;
+  l.end = in.lk.end;
+  l.type = in.lk.type;
+  l.pid = in.lk.pid;
+  l.flock = (in.lk_flags & abi::kLkFlock) != 0;
+  return l;
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(FileSystem* fs, const proto::InitConfig& init_config,
+                       size_t interrupt_slots)
+    : fs_(fs), init_config_(init_config), interrupts_(interrupt_slots) {}
+
+void Dispatcher::Send(ReplySender& sender, Reply& reply) {
+  if (reply.error() != 0) stats_.errors.fetch_add(1, std::memory_order_relaxed);
+  int err = sender.Send(reply);
+  if (err != 0 && err != ENOENT) Log(LogLevel::kDebug, "reply to %d failed: errno %d", reply.unique(), err);
+}
+
+void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
+  Reply r = Reply::Error(unique, err);
+  Send(sender, r);
+}
+
+void Dispatcher::Handle(std::span<uint8_t> buffer, size_t length, InterruptTable::Slot* slot,
+                        ReplySender& sender) {
+  Request req;
+  proto::DecodeError derr = proto::DecodeRequest(buffer.first(length), decode_options_, &req);
+  if (!derr.ok()) {
+    stats_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (bad_request_log_.Allow(&suppressed)) {
+      Log(LogLevel::kWarning,
+          "malformed request (opcode %u %s, unique %u, %u bytes): %s; answered errno %d%s",
+          derr.header_valid ? req.header.opcode : 0,
+          derr.header_valid ? proto::OpcodeName(req.header.opcode) : "?",
+          derr.header_valid ? req.header.unique : 0, length, derr.reason, derr.error,
+          suppressed ? absl::StrFormat(" (%u similar lines suppressed)", suppressed) : "");
+    }
+    const bool no_reply = req.traits != nullptr && req.traits->no_reply;
+    if (derr.header_valid && !no_reply) SendError(sender, req.header.unique, derr.error);
+    return;
+  }
+  const uint32_t op = req.header.opcode;
+  if (op <= abi::kMaxOpcode) stats_.requests[op].fetch_add(1, std::memory_order_relaxed);
+
+  if (req.opcode() == Opcode::kInit) return HandleInit(req, sender);
+  if (!initialized()) return SendError(sender, req.header.unique, EIO);
+  if (req.opcode() == Opcode::kInterrupt) {
+    uint64_t target = req.Arg<abi::InterruptIn>().unique;
+    if (interrupts_.Interrupt(target)) {
+      stats_.interrupts.fetch_add(1, std::memory_order_relaxed);
+      return;  // INTERRUPT itself gets no reply when it found its target
+    }
+    // Not (yet) in flight: EAGAIN makes the kernel queue it again.
+    return SendError(sender, req.header.unique, EAGAIN);
+  }
+
+  RequestContext ctx;
+  ctx.unique = req.header.unique;
+  ctx.uid = req.header.uid;
+  ctx.gid = req.header.gid;
+  ctx.pid = req.header.pid;
+  ctx.groups = req.groups;
+  if (slot != nullptr) {
+    InterruptTable::Begin(slot, req.header.unique);
+    ctx.interrupted = &slot->interrupted;
+  }
+  Dispatch(req, buffer, ctx, sender);
+  if (slot != nullptr) InterruptTable::End(slot);
+}
+
+void Dispatcher::HandleInit(const Request& req, ReplySender& sender) {
+  if (initialized()) return SendError(sender, req.header.unique, EPROTO);
+  abi::InitIn in = req.Arg<abi::InitIn>();
+  proto::InitResult r = proto::NegotiateInit(in, req.fixed_size, init_config_);
+  if (r.error != 0) {
+    Log(LogLevel::kError, "INIT: kernel protocol %u.%u is not supported (need 7.%u or newer)",
+        in.major, in.minor, abi::kMinSupportedMinor);
+    return SendError(sender, req.header.unique, r.error);
+  }
+  Reply reply(req.header.unique);
+  reply.AddStruct(r.out, r.out_size);
+  if (!r.major_retry) {
+    conn_ = r.conn;
+    decode_options_.minor = conn_.minor;
+    decode_options_.setxattr_ext = conn_.Has(abi::init::kSetxattrExt);
+    fs_->Init(conn_.flags);
+    initialized_.store(true, std::memory_order_release);
+    Log(LogLevel::kInfo, "INIT: protocol 7.%u, flags 0x%x, max_write %u, max_pages %u",
+        conn_.minor, conn_.flags, conn_.max_write, conn_.max_pages);
+  }
+  Send(sender, reply);
+}
+
+void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
+                          const RequestContext& ctx, ReplySender& sender) {
+  const uint64_t unique = req.header.unique;
+  const uint64_t node = req.header.nodeid;
+  const uint32_t minor = conn_.minor;
+
+  auto reply_status = [&](const Status& s) {
+    if (!s.ok()) return SendError(sender, unique, s.error().value());
+    Reply r(unique);
+    Send(sender, r);
+  };
+  auto reply_entry = [&](const Result<Entry>& e) {
+    if (!e.ok()) return SendError(sender, unique, e.error().value());
+    Reply r(unique);
+    r.AddStruct(ToWireEntry(*e), proto::EntryOutSize(minor));
+    Send(sender, r);
+  };
+  auto reply_attr = [&](const Result<AttrReply>& a) {
+    if (!a.ok()) return SendError(sender, unique, a.error().value());
+    abi::AttrOut out{};
+    SplitTimeout(a->attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+    out.attr = ToWireAttr(a->attr);
+    Reply r(unique);
+    r.AddStruct(out, proto::AttrOutSize(minor));
+    Send(sender, r);
+  };
+  auto reply_open = [&](const Result<OpenReply>& o) {
+    if (!o.ok()) return SendError(sender, unique, o.error().value());
+    Reply r(unique);
+    r.AddStruct(abi::OpenOut{o->fh, o->open_flags, o->backing_id});
+    Send(sender, r);
+  };
+  auto reply_create = [&](const Result<CreateReply>& c) {
+    if (!c.ok()) return SendError(sender, unique, c.error().value());
+    Reply r(unique);
+    r.AddStruct(ToWireEntry(c->entry), proto::EntryOutSize(minor));
+    r.AddStruct(abi::OpenOut{c->open.fh, c->open.open_flags, c->open.backing_id});
+    Send(sender, r);
+  };
+  // GETXATTR/LISTXATTR: size 0 asks for the length; too small is ERANGE.
+  auto reply_xattr = [&](const Result<std::string>& v, uint32_t size) {
+    if (!v.ok()) return SendError(sender, unique, v.error().value());
+    Reply r(unique);
+    if (size == 0) {
+      r.AddStruct(abi::GetxattrOut{static_cast<uint32_t>(v->size()), 0});
+    } else if (v->size() > size) {
+      return SendError(sender, unique, ERANGE);
+    } else {
+      r.AddPayload(*v);
+    }
+    Send(sender, r);
+  };
+  auto reply_u32_size = [&](uint64_t n) {
+    Reply r(unique);
+    r.AddStruct(abi::WriteOut{static_cast<uint32_t>(n), 0});
+    Send(sender, r);
+  };
+
+  switch (req.opcode()) {
+    case Opcode::kLookup:
+      return reply_entry(fs_->Lookup(ctx, node, req.name));
+    case Opcode::kForget:
+      fs_->Forget(node, req.Arg<abi::ForgetIn>().nlookup);
+      return;
+    case Opcode::kBatchForget:
+      for (const abi::ForgetOne& f : req.forgets) fs_->Forget(f.nodeid, f.nlookup);
+      return;
+    case Opcode::kGetattr: {
+      auto in = req.Arg<abi::GetattrIn>();
+      const bool has_fh = (in.getattr_flags & abi::kGetattrFh) != 0;
+      return reply_attr(fs_->GetAttr(ctx, node, has_fh ? &in.fh : nullptr));
+    }
+    case Opcode::kStatx: {
+      auto in = req.Arg<abi::StatxIn>();
+      const bool has_fh = (in.getattr_flags & abi::kGetattrFh) != 0;
+      Result<AttrReply> a = fs_->GetAttr(ctx, node, has_fh ? &in.fh : nullptr);
+      if (!a.ok()) return SendError(sender, unique, a.error().value());
+      abi::StatxOut out{};
+      SplitTimeout(a->attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+      out.stat = ToWireStatx(a->attr);
+      Reply r(unique);
+      r.AddStruct(out);
+      return Send(sender, r);
+    }
+    case Opcode::kSetattr: {
+      auto in = req.Arg<abi::SetattrIn>();
+      SetAttrRequest s;
+      s.valid = in.valid;
+      s.fh = in.fh;
+      s.mode = in.mode;
+      s.uid = in.uid;
+      s.gid = in.gid;
+      s.size = in.size;
+      s.atime = Ts(in.atime, in.atimensec);
+      s.mtime = Ts(in.mtime, in.mtimensec);
+      s.ctime = Ts(in.ctime, in.ctimensec);
+      s.lock_owner = in.lock_owner;
+      return reply_attr(fs_->SetAttr(ctx, node, s));
+    }
+    case Opcode::kReadlink: {
+      Result<std::string> t = fs_->ReadLink(ctx, node);
+      if (!t.ok()) return SendError(sender, unique, t.error().value());
+      Reply r(unique);
+      r.AddPayload(*t);
+      return Send(sender, r);
+    }
+    case Opcode::kSymlink:
+      return reply_entry(fs_->Symlink(ctx, node, req.name, req.name2));
+    case Opcode::kMknod: {
+      auto in = req.Arg<abi::MknodIn>();
+      return reply_entry(fs_->Mknod(ctx, node, req.name, in.mode, in.rdev, in.umask));
+    }
+    case Opcode::kMkdir: {
+      auto in = req.Arg<abi::MkdirIn>();
+      return reply_entry(fs_->Mkdir(ctx, node, req.name, in.mode, in.umask));
+    }
+    case Opcode::kUnlink:
+      return reply_status(fs_->Unlink(ctx, node, req.name));
+    case Opcode::kRmdir:
+      return reply_status(fs_->Rmdir(ctx, node, req.name));
+    case Opcode::kRename:
+      return reply_status(
+          fs_->Rename(ctx, node, req.name, req.Arg<abi::RenameIn>().newdir, req.name2, 0));
+    case Opcode::kRename2: {
+      auto in = req.Arg<abi::Rename2In>();
+      return reply_status(fs_->Rename(ctx, node, req.name, in.newdir, req.name2, in.flags));
+    }
+    case Opcode::kLink:
+      return reply_entry(fs_->Link(ctx, req.Arg<abi::LinkIn>().oldnodeid, node, req.name));
+    case Opcode::kOpen: {
+      auto in = req.Arg<abi::OpenIn>();
+      return reply_open(fs_->Open(ctx, node, in.flags, in.open_flags));
+    }
+    case Opcode::kRead: {
+      auto in = req.Arg<abi::ReadIn>();
+      std::span<uint8_t> out = scratch.first(std::min<size_t>(in.size, scratch.size()));
+      Result<size_t> n = fs_->Read(ctx, node, in.fh, in.offset, out, in.flags);
+      if (!n.ok()) return SendError(sender, unique, n.error().value());
+      Reply r(unique);
+      r.AddPayload(out.first(std::min(*n, out.size())));
+      return Send(sender, r);
+    }
+    case Opcode::kWrite: {
+      auto in = req.Arg<abi::WriteIn>();
+      Result<size_t> n =
+          fs_->Write(ctx, node, in.fh, in.offset, req.data, in.write_flags, in.flags);
+      if (!n.ok()) return SendError(sender, unique, n.error().value());
+      return reply_u32_size(*n);
+    }
+    case Opcode::kStatfs: {
+      Result<FsStats> s = fs_->StatFs(ctx, node);
+      if (!s.ok()) return SendError(sender, unique, s.error().value());
+      abi::StatfsOut out{};
+      out.st = {s->blocks, s->bfree, s->bavail, s->files, s->ffree,
+                s->bsize,  s->namelen, s->frsize, 0, {}};
+      Reply r(unique);
+      r.AddStruct(out);
+      return Send(sender, r);
+    }
+    case Opcode::kRelease: {
+      auto in = req.Arg<abi::ReleaseIn>();
+      fs_->Release(ctx, node, in.fh, in.flags, in.release_flags, in.lock_owner);
+      return reply_status(OkStatus());
+    }
+    case Opcode::kFsync: {
+      auto in = req.Arg<abi::FsyncIn>();
+      return reply_status(
+          fs_->Fsync(ctx, node, in.fh, (in.fsync_flags & abi::kFsyncFdatasync) != 0));
+    }
+    case Opcode::kSetxattr: {
+      auto in = req.Arg<abi::SetxattrIn>();
+      return reply_status(
+          fs_->SetXattr(ctx, node, req.name, req.data, in.flags, in.setxattr_flags));
+    }
+    case Opcode::kGetxattr:
+      return reply_xattr(fs_->GetXattr(ctx, node, req.name), req.Arg<abi::GetxattrIn>().size);
+    case Opcode::kListxattr:
+      return reply_xattr(fs_->ListXattr(ctx, node), req.Arg<abi::GetxattrIn>().size);
+    case Opcode::kRemovexattr:
+      return reply_status(fs_->RemoveXattr(ctx, node, req.name));
+    case Opcode::kFlush: {
+      auto in = req.Arg<abi::FlushIn>();
+      return reply_status(fs_->Flush(ctx, node, in.fh, in.lock_owner));
+    }
+    case Opcode::kOpendir:
+      return reply_open(fs_->OpenDir(ctx, node, req.Arg<abi::OpenIn>().flags));
+    case Opcode::kReaddir:
+    case Opcode::kReaddirplus: {
+      auto in = req.Arg<abi::ReadIn>();
+      WireDirSink sink(scratch.first(std::min<size_t>(in.size, scratch.size())),
+                       req.opcode() == Opcode::kReaddirplus);
+      Status s = fs_->ReadDir(ctx, node, in.fh, in.offset, sink);
+      if (!s.ok()) return SendError(sender, unique, s.error().value());
+      Reply r(unique);
+      r.AddPayload(sink.bytes());
+      return Send(sender, r);
+    }
+    case Opcode::kReleasedir:
+      fs_->ReleaseDir(ctx, node, req.Arg<abi::ReleaseIn>().fh);
+      return reply_status(OkStatus());
+    case Opcode::kFsyncdir: {
+      auto in = req.Arg<abi::FsyncIn>();
+      return reply_status(
+          fs_->FsyncDir(ctx, node, in.fh, (in.fsync_flags & abi::kFsyncFdatasync) != 0));
+    }
+    case Opcode::kGetlk: {
+      Result<LockRequest> l = fs_->GetLk(ctx, node, ToLock(req.Arg<abi::LkIn>()));
+      if (!l.ok()) return SendError(sender, unique, l.error().value());
+      Reply r(unique);
+      r.AddStruct(abi::LkOut{{l->start, l->end, l->type, l->pid}});
+      return Send(sender, r);
+    }
+    case Opcode::kSetlk:
+    case Opcode::kSetlkw:
+      return reply_status(fs_->SetLk(ctx, node, ToLock(req.Arg<abi::LkIn>()),
+                                     req.opcode() == Opcode::kSetlkw));
+    case Opcode::kAccess:
+      return reply_status(fs_->Access(ctx, node, req.Arg<abi::AccessIn>().mask));
+    case Opcode::kCreate: {
+      auto in = req.Arg<abi::CreateIn>();
+      return reply_create(fs_->Create(ctx, node, req.name, in.mode, in.umask, in.flags));
+    }
+    case Opcode::kTmpfile: {
+      auto in = req.Arg<abi::CreateIn>();
+      return reply_create(fs_->TmpFile(ctx, node, in.mode, in.umask, in.flags));
+    }
+    case Opcode::kDestroy:
+      destroyed_.store(true, std::memory_order_release);
+      fs_->Destroy();
+      return reply_status(OkStatus());
+    case Opcode::kFallocate: {
+      auto in = req.Arg<abi::FallocateIn>();
+      return reply_status(fs_->Fallocate(ctx, node, in.fh, in.offset, in.length, in.mode));
+    }
+    case Opcode::kLseek: {
+      auto in = req.Arg<abi::LseekIn>();
+      Result<uint64_t> off = fs_->Lseek(ctx, node, in.fh, in.offset, in.whence);
+      if (!off.ok()) return SendError(sender, unique, off.error().value());
+      Reply r(unique);
+      r.AddStruct(abi::LseekOut{*off});
+      return Send(sender, r);
+    }
+    case Opcode::kCopyFileRange:
+    case Opcode::kCopyFileRange64: {
+      auto in = req.Arg<abi::CopyFileRangeIn>();
+      const bool wide = req.opcode() == Opcode::kCopyFileRange64;
+      // The 32-bit reply cannot say more than UINT32_MAX; copy no more.
+      uint64_t len = wide ? in.len : std::min<uint64_t>(in.len, UINT32_MAX & ~uint64_t{4095});
+      Result<uint64_t> n = fs_->CopyFileRange(ctx, node, in.fh_in, in.off_in, in.nodeid_out,
+                                              in.fh_out, in.off_out, len, in.flags);
+      if (!n.ok()) return SendError(sender, unique, n.error().value());
+      if (!wide) return reply_u32_size(*n);
+      Reply r(unique);
+      r.AddStruct(abi::CopyFileRangeOut{*n});
+      return Send(sender, r);
+    }
+    case Opcode::kSyncfs:
+      return reply_status(fs_->SyncFs(ctx));
+    case Opcode::kNotifyReply:
+      return;  // data for a RETRIEVE we never send yet; the kernel expects no reply
+    case Opcode::kBmap:
+    case Opcode::kIoctl:
+    case Opcode::kPoll:
+    case Opcode::kSetupmapping:
+    case Opcode::kRemovemapping:
+    case Opcode::kCuseInit:
+    case Opcode::kInit:
+    case Opcode::kInterrupt:
+      return SendError(sender, unique, ENOSYS);
+  }
+  SendError(sender, unique, ENOSYS);
+}
+
+}  // namespace efuse

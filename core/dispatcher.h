@@ -1,0 +1,88 @@
+// core/dispatcher.h — from one decoded request to one FileSystem call to one reply.
+//
+// Owns: the per-opcode glue: decoding (through proto/), INIT negotiation and
+// the connection state it produces, the request context, interrupt slots,
+// converting backend values to wire structs, and sending exactly one reply
+// (none for FORGET/BATCH_FORGET/NOTIFY_REPLY). Malformed requests are
+// answered with the decoder's errno and a rate-limited log line.
+//
+// Threading: Handle() is called concurrently from every worker. INIT must be
+// handled (once) before any other request; the session guarantees that by
+// serving INIT before it starts the workers.
+#ifndef EFUSE_CORE_DISPATCHER_H_
+#define EFUSE_CORE_DISPATCHER_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <span>
+
+#include "core/filesystem.h"
+#include "core/interrupts.h"
+#include "core/log.h"
+#include "proto/init.h"
+#include "proto/reply.h"
+#include "proto/request.h"
+
+namespace efuse {
+
+// Where replies go: the transport's write side.
+class ReplySender {
+ public:
+  virtual ~ReplySender() = default;
+  // Sends one reply; returns 0 or an errno (ENOENT: the kernel no longer
+  // waits for this request, which is normal after an interrupt).
+  virtual int Send(proto::Reply& reply) = 0;
+};
+
+struct DispatcherStats {
+  std::array<std::atomic<uint64_t>, abi::kMaxOpcode + 1> requests{};
+  std::atomic<uint64_t> errors{};       // replies with error != 0
+  std::atomic<uint64_t> bad_requests{}; // failed to decode
+  std::atomic<uint64_t> interrupts{};   // INTERRUPTs that found their request
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(FileSystem* fs, const proto::InitConfig& init_config, size_t interrupt_slots);
+
+  // Handles the request in buffer[0, length). After decoding, the whole
+  // `buffer` is reused as scratch space for READ/READDIR data, so the reply
+  // payload is written once, by the backend, where the transport sends from.
+  // `slot` is this request's interrupt slot (the worker's).
+  void Handle(std::span<uint8_t> buffer, size_t length, InterruptTable::Slot* slot,
+              ReplySender& sender);
+
+  bool initialized() const { return initialized_.load(std::memory_order_acquire); }
+  bool destroyed() const { return destroyed_.load(std::memory_order_acquire); }
+  const proto::Connection& connection() const { return conn_; }
+  const DispatcherStats& stats() const { return stats_; }
+  InterruptTable& interrupts() { return interrupts_; }
+  FileSystem* filesystem() { return fs_; }
+
+ private:
+  void HandleInit(const proto::Request& req, ReplySender& sender);
+  void Dispatch(const proto::Request& req, std::span<uint8_t> scratch,
+                const RequestContext& ctx, ReplySender& sender);
+  void Send(ReplySender& sender, proto::Reply& reply);
+  void SendError(ReplySender& sender, uint64_t unique, int err);
+
+  FileSystem* const fs_;
+  const proto::InitConfig init_config_;
+  proto::Connection conn_;  // written once by INIT before workers start
+  proto::DecodeOptions decode_options_;
+  std::atomic<bool> initialized_{false};
+  std::atomic<bool> destroyed_{false};
+  InterruptTable interrupts_;
+  DispatcherStats stats_;
+  RateLimiter bad_request_log_{5};
+};
+
+// Conversions between backend values and wire structs (shared with tests).
+abi::Attr ToWireAttr(const Attributes& a);
+void SplitTimeout(double seconds, uint64_t* sec, uint32_t* nsec);
+abi::EntryOut ToWireEntry(const Entry& e);
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_DISPATCHER_H_

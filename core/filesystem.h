@@ -1,0 +1,224 @@
+// core/filesystem.h — the interface every efuse backend implements.
+//
+// Owns: the typed calls the dispatcher makes once proto/ has decoded a request,
+// and the value types they exchange. Every call has a default that answers
+// ENOSYS, so a backend implements only what it supports and the kernel learns
+// (and, for most opcodes, remembers) that the rest is absent.
+//
+// Threading: the dispatcher calls a FileSystem concurrently from every worker
+// thread; implementations must be thread-safe. A call returns a value (never a
+// callback), which is how "exactly one reply per request" is guaranteed.
+//
+// Node ids: the backend chooses them. Every successful call that returns an
+// Entry with a non-zero nodeid (Lookup, Mknod, Mkdir, Symlink, Link, Create,
+// Tmpfile, and each entry that DirSink::Add accepts in ReadDirPlus) makes the
+// kernel take one lookup reference, which the backend must count; Forget
+// gives them back. Node id 1 is the root, never forgotten.
+#ifndef EFUSE_CORE_FILESYSTEM_H_
+#define EFUSE_CORE_FILESYSTEM_H_
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/result.h"
+
+namespace efuse {
+
+// Who asks, from the request header and its extensions.
+struct RequestContext {
+  uint64_t unique = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t pid = 0;
+  // Supplementary groups, when the kernel sent them (FUSE_EXT_GROUPS) or the
+  // dispatcher looked them up; may be empty.
+  std::span<const uint32_t> groups;
+  // Set by the dispatcher when the kernel sends INTERRUPT for this request. A
+  // backend that may block checks it and answers EINTR.
+  const std::atomic<bool>* interrupted = nullptr;
+
+  bool Interrupted() const {
+    return interrupted != nullptr && interrupted->load(std::memory_order_relaxed);
+  }
+  // True if `g` is the caller's gid or one of its supplementary groups. When
+  // the kernel sent no group list, the list is read once from
+  // /proc/<pid>/status (the caller is blocked in the syscall, so it exists).
+  bool InGroup(uint32_t g) const;
+
+ private:
+  mutable bool proc_groups_loaded_ = false;
+  mutable std::vector<uint32_t> proc_groups_;
+};
+
+// Attributes of an inode, as the kernel wants them (struct stat subset + btime).
+struct Attributes {
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 512-byte units
+  timespec atime{};
+  timespec mtime{};
+  timespec ctime{};
+  timespec btime{};
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t rdev = 0;  // dev_t in the kernel's new_encode_dev form is done by proto
+  uint32_t blksize = 4096;
+};
+
+struct AttrReply {
+  Attributes attr;
+  double attr_timeout = 1.0;  // seconds the kernel may cache them
+};
+
+// The answer to a name lookup. nodeid == 0 is a negative entry: the kernel
+// caches "does not exist" for entry_timeout and takes no reference.
+struct Entry {
+  uint64_t nodeid = 0;
+  uint64_t generation = 0;
+  Attributes attr;
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+};
+
+struct OpenReply {
+  uint64_t fh = 0;
+  uint32_t open_flags = 0;  // abi::kFopen*
+  int32_t backing_id = 0;   // with abi::kFopenPassthrough
+};
+
+struct CreateReply {
+  Entry entry;
+  OpenReply open;
+};
+
+// SETATTR: only the fields whose abi::kFattr* bit is in `valid` are meaningful.
+struct SetAttrRequest {
+  uint32_t valid = 0;
+  uint64_t fh = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  timespec atime{};  // ignored if kFattrAtimeNow
+  timespec mtime{};
+  timespec ctime{};
+  uint64_t lock_owner = 0;
+};
+
+struct FsStats {
+  uint64_t blocks = 0;
+  uint64_t bfree = 0;
+  uint64_t bavail = 0;
+  uint64_t files = 0;
+  uint64_t ffree = 0;
+  uint32_t bsize = 4096;
+  uint32_t namelen = 255;
+  uint32_t frsize = 4096;
+};
+
+struct LockRequest {
+  uint64_t fh = 0;
+  uint64_t owner = 0;
+  uint64_t start = 0;
+  uint64_t end = 0;
+  uint32_t type = 0;  // F_RDLCK / F_WRLCK / F_UNLCK
+  uint32_t pid = 0;
+  bool flock = false;  // BSD flock() rather than POSIX fcntl()
+};
+
+// Receives directory entries for READDIR/READDIRPLUS. Add returns false when
+// the reply buffer is full: the entry was NOT sent, and (for plus) the backend
+// must not count a lookup for it. `next_offset` is the cookie the kernel sends
+// back to continue after this entry.
+class DirSink {
+ public:
+  virtual ~DirSink() = default;
+  // `entry` is consulted only for READDIRPLUS; pass nullptr for READDIR. For
+  // "." and ".." in READDIRPLUS pass an Entry with nodeid 0 (the kernel takes
+  // no reference for them).
+  virtual bool Add(std::string_view name, uint64_t ino, uint32_t mode,
+                   uint64_t next_offset, const Entry* entry) = 0;
+  virtual bool plus() const = 0;
+};
+
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  // Names the backend for logs and `efusectl status`.
+  virtual std::string_view Name() const = 0;
+
+  // Called once after INIT, before any other call; `init_flags` are the
+  // negotiated abi::init bits.
+  virtual void Init(uint64_t /*init_flags*/) {}
+  virtual void Destroy() {}
+
+  virtual Result<Entry> Lookup(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/) { return Errno(ENOSYS); }
+  virtual void Forget(uint64_t /*nodeid*/, uint64_t /*nlookup*/) {}
+  virtual Result<AttrReply> GetAttr(const RequestContext&, uint64_t /*nodeid*/, const uint64_t* /*fh*/) { return Errno(ENOSYS); }
+  virtual Result<AttrReply> SetAttr(const RequestContext&, uint64_t /*nodeid*/, const SetAttrRequest&) { return Errno(ENOSYS); }
+  virtual Result<std::string> ReadLink(const RequestContext&, uint64_t /*nodeid*/) { return Errno(ENOSYS); }
+  virtual Result<Entry> Symlink(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, std::string_view /*target*/) { return Errno(ENOSYS); }
+  virtual Result<Entry> Mknod(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, uint32_t /*mode*/, uint32_t /*rdev*/, uint32_t /*umask*/) { return Errno(ENOSYS); }
+  virtual Result<Entry> Mkdir(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, uint32_t /*mode*/, uint32_t /*umask*/) { return Errno(ENOSYS); }
+  virtual Status Unlink(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/) { return Errno(ENOSYS); }
+  virtual Status Rmdir(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/) { return Errno(ENOSYS); }
+  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT.
+  virtual Status Rename(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, uint64_t /*newparent*/, std::string_view /*newname*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  virtual Result<Entry> Link(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*newparent*/, std::string_view /*newname*/) { return Errno(ENOSYS); }
+
+  // flags: the open(2) flags. open_flags: abi::kOpenKillSuidgid.
+  virtual Result<OpenReply> Open(const RequestContext&, uint64_t /*nodeid*/, uint32_t /*flags*/, uint32_t /*open_flags*/) { return Errno(ENOSYS); }
+  // Reads up to out.size() bytes at `offset` into `out` (the transport's reply
+  // buffer: no extra copy); returns the count, 0 at end of file.
+  virtual Result<size_t> Read(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<uint8_t> /*out*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  // write_flags: abi::kWrite* (kWriteKillSuidgid: clear setuid/setgid).
+  virtual Result<size_t> Write(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<const uint8_t> /*data*/, uint32_t /*write_flags*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  virtual Result<FsStats> StatFs(const RequestContext&, uint64_t /*nodeid*/) { return Errno(ENOSYS); }
+  virtual void Release(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint32_t /*flags*/, uint32_t /*release_flags*/, uint64_t /*lock_owner*/) {}
+  virtual Status Fsync(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, bool /*datasync*/) { return Errno(ENOSYS); }
+  virtual Status Flush(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*lock_owner*/) { return Errno(ENOSYS); }
+
+  // flags: XATTR_CREATE / XATTR_REPLACE.
+  virtual Status SetXattr(const RequestContext&, uint64_t /*nodeid*/, std::string_view /*name*/, std::span<const uint8_t> /*value*/, uint32_t /*flags*/, uint32_t /*setxattr_flags*/) { return Errno(ENOSYS); }
+  // Returns the whole value; the dispatcher answers size probes and ERANGE.
+  virtual Result<std::string> GetXattr(const RequestContext&, uint64_t /*nodeid*/, std::string_view /*name*/) { return Errno(ENOSYS); }
+  // Returns the names, each followed by NUL.
+  virtual Result<std::string> ListXattr(const RequestContext&, uint64_t /*nodeid*/) { return Errno(ENOSYS); }
+  virtual Status RemoveXattr(const RequestContext&, uint64_t /*nodeid*/, std::string_view /*name*/) { return Errno(ENOSYS); }
+
+  virtual Result<OpenReply> OpenDir(const RequestContext&, uint64_t /*nodeid*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  // Fills `sink` starting after cookie `offset` (0 = from the start) until it
+  // refuses an entry or the directory ends. sink.plus() tells READDIRPLUS.
+  virtual Status ReadDir(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, DirSink& /*sink*/) { return Errno(ENOSYS); }
+  virtual void ReleaseDir(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/) {}
+  virtual Status FsyncDir(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, bool /*datasync*/) { return Errno(ENOSYS); }
+
+  virtual Result<LockRequest> GetLk(const RequestContext&, uint64_t /*nodeid*/, const LockRequest&) { return Errno(ENOSYS); }
+  // `sleep` is SETLKW: may block until granted or ctx.Interrupted().
+  virtual Status SetLk(const RequestContext&, uint64_t /*nodeid*/, const LockRequest&, bool /*sleep*/) { return Errno(ENOSYS); }
+
+  virtual Status Access(const RequestContext&, uint64_t /*nodeid*/, uint32_t /*mask*/) { return Errno(ENOSYS); }
+  virtual Result<CreateReply> Create(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, uint32_t /*mode*/, uint32_t /*umask*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  // O_TMPFILE: an unnamed regular file in `parent`, opened.
+  virtual Result<CreateReply> TmpFile(const RequestContext&, uint64_t /*parent*/, uint32_t /*mode*/, uint32_t /*umask*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  virtual Status Fallocate(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, uint64_t /*length*/, uint32_t /*mode*/) { return Errno(ENOSYS); }
+  virtual Result<uint64_t> Lseek(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, uint32_t /*whence*/) { return Errno(ENOSYS); }
+  virtual Result<uint64_t> CopyFileRange(const RequestContext&, uint64_t /*nodeid_in*/, uint64_t /*fh_in*/, uint64_t /*off_in*/, uint64_t /*nodeid_out*/, uint64_t /*fh_out*/, uint64_t /*off_out*/, uint64_t /*len*/, uint64_t /*flags*/) { return Errno(ENOSYS); }
+  virtual Status SyncFs(const RequestContext&) { return Errno(ENOSYS); }
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_FILESYSTEM_H_

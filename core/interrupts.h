@@ -1,0 +1,46 @@
+// core/interrupts.h — which requests are in flight, for FUSE_INTERRUPT.
+//
+// Owns: a fixed array of slots, one per request a worker can have in
+// flight. A worker claims its slot for the duration of a request (two atomic
+// stores, no lock); INTERRUPT scans the slots (few: workers x depth) and sets
+// the target's flag, which the backend sees through RequestContext.
+// Thread-safe.
+#ifndef EFUSE_CORE_INTERRUPTS_H_
+#define EFUSE_CORE_INTERRUPTS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+namespace efuse {
+
+class InterruptTable {
+ public:
+  struct Slot {
+    std::atomic<uint64_t> unique{0};  // 0: free
+    std::atomic<bool> interrupted{false};
+  };
+
+  explicit InterruptTable(size_t slots) : size_(slots), slots_(new Slot[slots]) {}
+  size_t size() const { return size_; }
+  Slot* slot(size_t i) { return &slots_[i]; }
+
+  // Marks `slot` as running request `unique`.
+  static void Begin(Slot* slot, uint64_t unique) {
+    slot->interrupted.store(false, std::memory_order_relaxed);
+    slot->unique.store(unique, std::memory_order_release);
+  }
+  static void End(Slot* slot) { slot->unique.store(0, std::memory_order_release); }
+
+  // Flags the request `unique` if it is in flight; false if it is not (not
+  // yet registered, or already answered).
+  bool Interrupt(uint64_t unique);
+
+ private:
+  size_t size_;
+  std::unique_ptr<Slot[]> slots_;
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_INTERRUPTS_H_

@@ -1,0 +1,47 @@
+#include "core/log.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <string>
+
+namespace efuse {
+
+namespace {
+std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+const char* LevelName(LogLevel l) {
+  switch (l) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarning: return "warning";
+    case LogLevel::kError: return "error";
+  }
+  return "?";
+}
+}  // namespace
+
+void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+
+void LogLine(LogLevel level, std::string_view message) {
+  std::string line = absl::StrFormat("efused: %s: %s\n", LevelName(level), message);
+  // One write() per line so lines from different threads never interleave.
+  ssize_t unused = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)unused;
+}
+
+bool RateLimiter::Allow(uint64_t* suppressed) {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  int64_t now = ts.tv_sec;
+  int64_t w = window_.load(std::memory_order_relaxed);
+  if (w != now && window_.compare_exchange_strong(w, now)) in_window_.store(0);
+  if (in_window_.fetch_add(1, std::memory_order_relaxed) < per_second_) {
+    *suppressed = dropped_.exchange(0);
+    return true;
+  }
+  dropped_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+}  // namespace efuse

@@ -1,0 +1,244 @@
+// core/memfs/memfs.h — an in-memory POSIX file system backend.
+//
+// Owns: MemFs, a complete FileSystem kept in memory: a directory tree with
+// stable readdir cookies, sparse regular files (core/memfs/file_data.h),
+// symlinks, device nodes, FIFOs, sockets, hard links, extended attributes,
+// POSIX permission checks (always, whether or not the mount uses
+// default_permissions), lookup counting, and size/inode limits. It backs the
+// dispatcher tests and the POSIX/fsx suites run on real mounts.
+//
+// Thread-safety: every FileSystem call may run concurrently from any thread.
+// Locks, in the order they may be taken (never the reverse):
+//   1. tree_mu_      the namespace: directory contents, link counts, the
+//                    creation and freeing of inodes. Shared for lookups and
+//                    readdir, exclusive for every namespace change, Forget and
+//                    Release (which may free an inode).
+//   2. Inode::mu     one inode's attributes, data and xattrs (memfs.cc). At
+//                    most one at a time, except CopyFileRange, which takes two
+//                    in increasing node id order. Data calls (read, write,
+//                    setattr, xattrs, ...) take only this one, after a brief
+//                    table_mu_ look-up, never tree_mu_.
+//   3. table_mu_,    leaves: the node id -> inode map and the open handles;
+//      handles_mu_   nothing is taken while one is held.
+// The byte budget (SpaceAccount) is a lock-free counter.
+//
+// Policies: node ids start at 2 and are never reused (generation 0); files
+// use 4 KiB blocks; the largest file is 1 TiB (EFBIG past it); atime follows
+// relatime on Read only (set when not newer than mtime/ctime, or a day old).
+#ifndef EFUSE_CORE_MEMFS_MEMFS_H_
+#define EFUSE_CORE_MEMFS_MEMFS_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "absl/base/thread_annotations.h"
+#include "core/filesystem.h"
+#include "core/memfs/file_data.h"
+#include "core/memfs/rw_mutex.h"
+#include "core/result.h"
+
+namespace efuse {
+
+struct MemFsOptions {
+  // Bytes for file blocks, xattr names and values, symlink targets; ENOSPC
+  // beyond.
+  uint64_t size_limit = 1ULL << 30;
+  // Live inodes, the root included; ENOSPC for a new inode past it.
+  uint64_t max_inodes = 1 << 20;
+  // Seconds, put into every Entry and AttrReply. A negative_timeout > 0 makes
+  // Lookup of a missing name answer a negative entry instead of ENOENT.
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+  double negative_timeout = 0.0;
+  uint32_t root_uid = 0;
+  uint32_t root_gid = 0;
+  uint32_t root_mode = 0755;
+};
+
+class MemFs : public FileSystem {
+ public:
+  static constexpr uint64_t kMaxFileSize = 1ULL << 40;
+  static constexpr size_t kMaxNameLength = 255;
+  static constexpr size_t kMaxSymlinkLength = 4095;
+  static constexpr size_t kMaxXattrNameLength = 255;
+  static constexpr size_t kMaxXattrValueSize = 65536;
+  static constexpr uint32_t kMaxLinks = 65000;
+
+  explicit MemFs(MemFsOptions opts = {});
+  ~MemFs() override;
+  MemFs(const MemFs&) = delete;
+  MemFs& operator=(const MemFs&) = delete;
+
+  std::string_view Name() const override { return "memfs"; }
+
+  Result<Entry> Lookup(const RequestContext& ctx, uint64_t parent,
+                       std::string_view name) override;
+  void Forget(uint64_t nodeid, uint64_t nlookup) override;
+  Result<AttrReply> GetAttr(const RequestContext& ctx, uint64_t nodeid,
+                            const uint64_t* fh) override;
+  Result<AttrReply> SetAttr(const RequestContext& ctx, uint64_t nodeid,
+                            const SetAttrRequest& req) override;
+  Result<std::string> ReadLink(const RequestContext& ctx,
+                               uint64_t nodeid) override;
+  Result<Entry> Symlink(const RequestContext& ctx, uint64_t parent,
+                        std::string_view name,
+                        std::string_view target) override;
+  Result<Entry> Mknod(const RequestContext& ctx, uint64_t parent,
+                      std::string_view name, uint32_t mode, uint32_t rdev,
+                      uint32_t umask) override;
+  Result<Entry> Mkdir(const RequestContext& ctx, uint64_t parent,
+                      std::string_view name, uint32_t mode,
+                      uint32_t umask) override;
+  Status Unlink(const RequestContext& ctx, uint64_t parent,
+                std::string_view name) override;
+  Status Rmdir(const RequestContext& ctx, uint64_t parent,
+               std::string_view name) override;
+  Status Rename(const RequestContext& ctx, uint64_t parent,
+                std::string_view name, uint64_t newparent,
+                std::string_view newname, uint32_t flags) override;
+  Result<Entry> Link(const RequestContext& ctx, uint64_t nodeid,
+                     uint64_t newparent, std::string_view newname) override;
+  Result<OpenReply> Open(const RequestContext& ctx, uint64_t nodeid,
+                         uint32_t flags, uint32_t open_flags) override;
+  Result<size_t> Read(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                      uint64_t offset, std::span<uint8_t> out,
+                      uint32_t flags) override;
+  Result<size_t> Write(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                       uint64_t offset, std::span<const uint8_t> data,
+                       uint32_t write_flags, uint32_t flags) override;
+  Result<FsStats> StatFs(const RequestContext& ctx, uint64_t nodeid) override;
+  void Release(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+               uint32_t flags, uint32_t release_flags,
+               uint64_t lock_owner) override;
+  Status Fsync(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+               bool datasync) override;
+  Status Flush(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+               uint64_t lock_owner) override;
+  Status SetXattr(const RequestContext& ctx, uint64_t nodeid,
+                  std::string_view name, std::span<const uint8_t> value,
+                  uint32_t flags, uint32_t setxattr_flags) override;
+  Result<std::string> GetXattr(const RequestContext& ctx, uint64_t nodeid,
+                               std::string_view name) override;
+  Result<std::string> ListXattr(const RequestContext& ctx,
+                                uint64_t nodeid) override;
+  Status RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
+                     std::string_view name) override;
+  Result<OpenReply> OpenDir(const RequestContext& ctx, uint64_t nodeid,
+                            uint32_t flags) override;
+  Status ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                 uint64_t offset, DirSink& sink) override;
+  void ReleaseDir(const RequestContext& ctx, uint64_t nodeid,
+                  uint64_t fh) override;
+  Status FsyncDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                  bool datasync) override;
+  Status Access(const RequestContext& ctx, uint64_t nodeid,
+                uint32_t mask) override;
+  Result<CreateReply> Create(const RequestContext& ctx, uint64_t parent,
+                             std::string_view name, uint32_t mode,
+                             uint32_t umask, uint32_t flags) override;
+  Result<CreateReply> TmpFile(const RequestContext& ctx, uint64_t parent,
+                              uint32_t mode, uint32_t umask,
+                              uint32_t flags) override;
+  Status Fallocate(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                   uint64_t offset, uint64_t length, uint32_t mode) override;
+  Result<uint64_t> Lseek(const RequestContext& ctx, uint64_t nodeid,
+                         uint64_t fh, uint64_t offset,
+                         uint32_t whence) override;
+  Result<uint64_t> CopyFileRange(const RequestContext& ctx, uint64_t nodeid_in,
+                                 uint64_t fh_in, uint64_t off_in,
+                                 uint64_t nodeid_out, uint64_t fh_out,
+                                 uint64_t off_out, uint64_t len,
+                                 uint64_t flags) override;
+  Status SyncFs(const RequestContext& ctx) override;
+
+  // Observers for tests and `efusectl status`.
+  // Live inodes, the root included (an unlinked inode lives on while the
+  // kernel holds a lookup on it or a handle is open).
+  size_t InodeCount() const;
+  // The kernel's outstanding lookups on `nodeid`; 0 if it does not exist.
+  uint64_t LookupCount(uint64_t nodeid) const;
+  // Bytes of the size_limit budget in use: allocated blocks, xattrs, symlinks.
+  uint64_t BytesUsed() const { return space_.used(); }
+  // Open file and directory handles.
+  size_t OpenHandleCount() const;
+
+ private:
+  struct Inode;
+  struct DirData;
+  struct Handle {
+    std::shared_ptr<Inode> inode;
+    uint32_t flags = 0;
+  };
+
+  std::shared_ptr<Inode> Find(uint64_t nodeid) const;
+  // An Entry for `n` with the configured timeouts; takes n.mu.
+  Entry LockedEntryOf(Inode& n) const;
+
+  // Finds `id` as a live directory for a namespace change: ENOENT, ENOTDIR,
+  // or ENOENT once it was removed.
+  Result<Inode*> DirForChange(uint64_t id) ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
+  // Checks a new entry `name` in `parent` and the caller's rights to add it:
+  // ENAMETOOLONG, EACCES, EEXIST.
+  Status CheckCanAdd(const RequestContext& ctx, Inode* parent,
+                     std::string_view name)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+  // Creates an inode owned by the caller, not yet linked anywhere, with
+  // setgid-directory inheritance from `parent`; ENOSPC past max_inodes.
+  Result<Inode*> NewInode(const RequestContext& ctx, Inode* parent,
+                          uint32_t mode, uint32_t rdev,
+                          std::string_view target = {})
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+  // Add or remove `name` in `dir`, keeping cookies and `dir`'s mtime, ctime,
+  // size and (for subdirectories) nlink up to date. Link counts of the child
+  // are the caller's business.
+  void AddEntry(Inode* dir, std::string_view name, Inode* child,
+                const timespec& now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+  void RemoveEntry(Inode* dir, std::string_view name, const timespec& now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+  // The sticky-directory rule: only root, the directory's owner or the
+  // entry's owner may remove or rename an entry of a sticky directory.
+  bool StickyDenies(const RequestContext& ctx, const Inode& dir,
+                    const Inode& child) const;
+  // True if directory `dir` is `top` or lies below it.
+  bool IsInSubtree(const Inode* dir, const Inode* top) const
+      ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
+  // Registers an open handle on `n`.
+  OpenReply NewHandle(std::shared_ptr<Inode> n, uint32_t flags)
+      ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
+  // Opens `n`: permission checks (skipped for a file just created), O_TRUNC,
+  // kOpenKillSuidgid.
+  Result<OpenReply> OpenInode(const RequestContext& ctx,
+                              std::shared_ptr<Inode> n, uint32_t flags,
+                              uint32_t open_flags, bool is_new)
+      ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
+  void ReleaseHandle(uint64_t fh) ABSL_LOCKS_EXCLUDED(tree_mu_);
+  // Frees `n` once nothing refers to it: no link, no kernel lookup, no open
+  // handle. `n` may dangle afterwards.
+  void MaybeFree(Inode* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+
+  const MemFsOptions opts_;
+  SpaceAccount space_;
+
+  mutable memfs::RwMutex tree_mu_ ABSL_ACQUIRED_BEFORE(table_mu_, handles_mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(tree_mu_) = 2;
+  Inode* root_ = nullptr;  // set once by the constructor
+
+  // Insertions and removals also hold tree_mu_ exclusively.
+  mutable memfs::RwMutex table_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Inode>> inodes_
+      ABSL_GUARDED_BY(table_mu_);
+
+  mutable memfs::RwMutex handles_mu_;
+  std::unordered_map<uint64_t, Handle> handles_ ABSL_GUARDED_BY(handles_mu_);
+  uint64_t next_fh_ ABSL_GUARDED_BY(handles_mu_) = 1;
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_MEMFS_MEMFS_H_

@@ -1,0 +1,236 @@
+#include "core/mount.h"
+
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <climits>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace efuse {
+
+namespace {
+
+absl::Status ErrnoError(int err, const std::string& what) {
+  return absl::Status(absl::ErrnoToStatusCode(err),
+                      absl::StrCat(what, ": ", std::strerror(err)));
+}
+
+// Thin wrappers: glibc 2.36 declares these, but calling the syscalls keeps
+// us independent of which glibc headers are installed.
+int FsOpen(const char* fs, unsigned flags) { return static_cast<int>(syscall(SYS_fsopen, fs, flags)); }
+int FsConfig(int fd, unsigned cmd, const char* key, const void* value, int aux) {
+  return static_cast<int>(syscall(SYS_fsconfig, fd, cmd, key, value, aux));
+}
+int FsMount(int fd, unsigned flags, unsigned attrs) {
+  return static_cast<int>(syscall(SYS_fsmount, fd, flags, attrs));
+}
+int MoveMount(int from_dfd, const char* from, int to_dfd, const char* to, unsigned flags) {
+  return static_cast<int>(syscall(SYS_move_mount, from_dfd, from, to_dfd, to, flags));
+}
+
+std::vector<std::pair<std::string, std::string>> KernelParams(const MountOptions& o, int fd) {
+  std::vector<std::pair<std::string, std::string>> p = {
+      {"fd", std::to_string(fd)},
+      {"rootmode", absl::StrFormat("%o", o.rootmode)},
+      {"user_id", std::to_string(o.user_id)},
+      {"group_id", std::to_string(o.group_id)},
+  };
+  if (o.allow_other) p.push_back({"allow_other", ""});
+  if (o.default_permissions) p.push_back({"default_permissions", ""});
+  if (o.max_read != 0) p.push_back({"max_read", std::to_string(o.max_read)});
+  return p;
+}
+
+// Returns 0, or the errno; `*stage` names the failing call.
+int MountWithFsopen(const MountOptions& o, int fd, std::string* stage) {
+  int fsfd = FsOpen("fuse", FSOPEN_CLOEXEC);
+  if (fsfd < 0) {
+    *stage = "fsopen(fuse)";
+    return errno;
+  }
+  int err = 0;
+  auto fail = [&](std::string what) {
+    err = errno;
+    *stage = std::move(what);
+    close(fsfd);
+    return err;
+  };
+  for (const auto& [key, value] : KernelParams(o, fd)) {
+    int rc = value.empty() ? FsConfig(fsfd, FSCONFIG_SET_FLAG, key.c_str(), nullptr, 0)
+                           : FsConfig(fsfd, FSCONFIG_SET_STRING, key.c_str(), value.c_str(), 0);
+    if (rc < 0) return fail("fsconfig(" + key + ")");
+  }
+  if (FsConfig(fsfd, FSCONFIG_SET_STRING, "source", o.fsname.c_str(), 0) < 0)
+    return fail("fsconfig(source)");
+  if (!o.subtype.empty() &&
+      FsConfig(fsfd, FSCONFIG_SET_STRING, "subtype", o.subtype.c_str(), 0) < 0)
+    return fail("fsconfig(subtype)");
+  if (o.read_only && FsConfig(fsfd, FSCONFIG_SET_FLAG, "ro", nullptr, 0) < 0)
+    return fail("fsconfig(ro)");
+  if (FsConfig(fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0)
+    return fail("fsconfig(create)");
+  unsigned attrs = 0;
+  if (o.read_only) attrs |= MOUNT_ATTR_RDONLY;
+  if (o.nosuid) attrs |= MOUNT_ATTR_NOSUID;
+  if (o.nodev) attrs |= MOUNT_ATTR_NODEV;
+  if (o.noexec) attrs |= MOUNT_ATTR_NOEXEC;
+  if (o.noatime) attrs |= MOUNT_ATTR_NOATIME;
+  int mfd = FsMount(fsfd, FSMOUNT_CLOEXEC, attrs);
+  if (mfd < 0) return fail("fsmount");
+  close(fsfd);
+  if (MoveMount(mfd, "", AT_FDCWD, o.mountpoint.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+    err = errno;
+    *stage = "move_mount(" + o.mountpoint + ")";
+    close(mfd);
+    return err;
+  }
+  close(mfd);
+  return 0;
+}
+
+int MountLegacy(const MountOptions& o, int fd, std::string* stage) {
+  std::vector<std::string> parts;
+  for (const auto& [key, value] : KernelParams(o, fd))
+    parts.push_back(value.empty() ? key : key + "=" + value);
+  unsigned long flags = MS_NODEV * o.nodev | MS_NOSUID * o.nosuid | MS_NOEXEC * o.noexec |
+                        MS_RDONLY * o.read_only | MS_NOATIME * o.noatime;
+  std::string type = o.subtype.empty() ? "fuse" : "fuse." + o.subtype;
+  if (mount(o.fsname.c_str(), o.mountpoint.c_str(), type.c_str(), flags,
+            absl::StrJoin(parts, ",").c_str()) < 0) {
+    *stage = "mount(2) on " + o.mountpoint;
+    return errno;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::Status ParseMountOptions(const std::vector<std::string>& options, MountOptions* o) {
+  for (const std::string& group : options) {
+    for (absl::string_view opt : absl::StrSplit(group, ',', absl::SkipEmpty())) {
+      std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(opt, absl::MaxSplits('=', 1));
+      absl::string_view key = kv.first, value = kv.second;
+      bool has_value = absl::StrContains(opt, '=');
+      auto flag = [&](bool* field) {
+        if (has_value) return false;
+        *field = true;
+        return true;
+      };
+      bool ok = true;
+      if (key == "allow_other") ok = flag(&o->allow_other);
+      else if (key == "default_permissions") ok = flag(&o->default_permissions);
+      else if (key == "ro") ok = flag(&o->read_only);
+      else if (key == "rw") o->read_only = false;
+      else if (key == "nosuid") ok = flag(&o->nosuid);
+      else if (key == "nodev") ok = flag(&o->nodev);
+      else if (key == "noexec") ok = flag(&o->noexec);
+      else if (key == "noatime") ok = flag(&o->noatime);
+      else if (key == "suid" || key == "dev" || key == "exec" || key == "atime" || key == "auto" ||
+               key == "noauto" || key == "nofail" || key == "_netdev" || key == "user" ||
+               key == "nouser" || key == "defaults") {
+        // Generic mount(8)/fstab words with nothing for us to do.
+      } else if (key == "max_read") {
+        ok = has_value && absl::SimpleAtoi(value, &o->max_read);
+      } else if (key == "fsname") {
+        ok = has_value && !value.empty();
+        o->fsname = std::string(value);
+      } else if (key == "subtype") {
+        ok = has_value;
+        o->subtype = std::string(value);
+      } else if (key == "user_id") {
+        ok = has_value && absl::SimpleAtoi(value, &o->user_id);
+      } else if (key == "group_id") {
+        ok = has_value && absl::SimpleAtoi(value, &o->group_id);
+      } else if (key == "rootmode") {
+        char* end = nullptr;
+        std::string v(value);
+        o->rootmode = static_cast<uint32_t>(std::strtoul(v.c_str(), &end, 8));
+        ok = has_value && !v.empty() && *end == '\0';
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("unknown mount option '", opt, "'"));
+      }
+      if (!ok) return absl::InvalidArgumentError(absl::StrCat("bad value in mount option '", opt, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method) {
+  struct stat st;
+  if (stat(opts.mountpoint.c_str(), &st) != 0)
+    return ErrnoError(errno, "mount point " + opts.mountpoint);
+  if (!S_ISDIR(st.st_mode))
+    return absl::InvalidArgumentError("mount point " + opts.mountpoint + " is not a directory");
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return ErrnoError(errno, "open /dev/fuse");
+  std::string stage;
+  int err = MountWithFsopen(opts, fd, &stage);
+  if (err == 0) {
+    if (method) *method = "fsopen";
+    return fd;
+  }
+  // ENOSYS: no new mount API (or filtered by seccomp); try the old call.
+  if (err == ENOSYS) {
+    err = MountLegacy(opts, fd, &stage);
+    if (err == 0) {
+      if (method) *method = "mount(2)";
+      return fd;
+    }
+  }
+  close(fd);
+  return ErrnoError(err, stage);
+}
+
+absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy) {
+  if (lazy) *lazy = false;
+  if (umount2(mountpoint.c_str(), UMOUNT_NOFOLLOW) == 0) return absl::OkStatus();
+  if (errno != EBUSY) return ErrnoError(errno, "umount " + mountpoint);
+  if (umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+    return ErrnoError(errno, "lazy umount " + mountpoint);
+  if (lazy) *lazy = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<dev_t> MountDevice(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  dev_t found = 0;
+  bool any = false;
+  while (std::getline(in, line)) {
+    std::vector<absl::string_view> f = absl::StrSplit(line, ' ');
+    if (f.size() <= 4 || f[4] != mountpoint) continue;
+    unsigned maj = 0, min = 0;
+    if (std::sscanf(std::string(f[2]).c_str(), "%u:%u", &maj, &min) == 2) {
+      found = makedev(maj, min);  // the last match is the top of the stack
+      any = true;
+    }
+  }
+  if (!any) return absl::NotFoundError("no mount at " + mountpoint + " in /proc/self/mountinfo");
+  return found;
+}
+
+void EnsureFusectl() {
+  struct stat st, parent;
+  if (stat("/sys/fs/fuse/connections", &st) != 0 || stat("/sys/fs/fuse", &parent) != 0) return;
+  if (st.st_dev != parent.st_dev) return;  // already a mount
+  mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, nullptr);
+}
+
+bool IsMountPoint(const std::string& path) { return MountDevice(path).ok(); }
+
+}  // namespace efuse

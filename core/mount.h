@@ -1,0 +1,67 @@
+// core/mount.h — mounting and unmounting a FUSE file system with the syscalls.
+//
+// Owns: the kernel mount options of a FUSE mount, the new mount API
+// (fsopen/fsconfig/fsmount/move_mount) with a fallback to mount(2) on
+// kernels without it, and unmounting (lazy when busy). No libfuse, no
+// fusermount: the daemon must run as root (or hold CAP_SYS_ADMIN).
+// Stateless functions; thread-safe.
+#ifndef EFUSE_CORE_MOUNT_H_
+#define EFUSE_CORE_MOUNT_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace efuse {
+
+struct MountOptions {
+  std::string mountpoint;
+  std::string fsname = "efuse";   // "source" in /proc/mounts
+  std::string subtype = "efuse";  // type shows as fuse.<subtype>
+  uint32_t rootmode = 040755;     // S_IFDIR | permissions of the root
+  uid_t user_id = 0;              // owner of the connection (who may use it without allow_other)
+  gid_t group_id = 0;
+  bool allow_other = false;
+  bool default_permissions = false;
+  bool read_only = false;
+  bool nosuid = false;
+  bool nodev = false;
+  bool noexec = false;
+  bool noatime = false;
+  uint32_t max_read = 0;  // 0: kernel default
+};
+
+// Parses "-o" style options ("allow_other,ro,max_read=131072,fsname=x") into
+// `opts`. Unknown options are an InvalidArgument error that names them.
+absl::Status ParseMountOptions(const std::vector<std::string>& options, MountOptions* opts);
+
+// Opens /dev/fuse and mounts it at opts.mountpoint. Returns the device fd,
+// which the caller owns. `method` (optional) receives "fsopen" or "mount(2)".
+absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method = nullptr);
+
+// Unmounts `mountpoint`; if it is busy, detaches it lazily (the connection
+// then lives on until the last open file closes). Sets `*lazy` accordingly.
+absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy = nullptr);
+
+// The device number (st_dev) of the mount at `mountpoint`, read from
+// /proc/self/mountinfo: no request reaches the FUSE daemon (stat() would
+// send GETATTR, which deadlocks before INIT is served). Its minor is the
+// connection id under /sys/fs/fuse/connections.
+absl::StatusOr<dev_t> MountDevice(const std::string& mountpoint);
+
+// Mounts the fusectl file system on /sys/fs/fuse/connections if it is not
+// there (needed to abort a connection). Best effort.
+void EnsureFusectl();
+
+// True if /proc/self/mountinfo lists `path` (an absolute, resolved path) as
+// a mount point. Sends nothing to a FUSE daemon.
+bool IsMountPoint(const std::string& path);
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_MOUNT_H_

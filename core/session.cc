@@ -1,0 +1,190 @@
+#include "core/session.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/log.h"
+#include "core/sync_transport.h"
+
+namespace efuse {
+
+
+std::string StatusFilePath(unsigned connection_id) {
+  return absl::StrCat("/run/efuse/", connection_id, ".status");
+}
+
+void Session::WriteStatusFile() {
+  mkdir("/run/efuse", 0755);
+  std::string path = StatusFilePath(minor(dev_));
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << "pid: " << getpid() << "\n"
+      << "mountpoint: " << options_.mount.mountpoint << "\n"
+      << "fs: " << fs_->Name() << "\n"
+      << "transport: " << transport_->Name() << "\n"
+      << "protocol: 7." << dispatcher_->connection().minor << "\n"
+      << "max_write: " << dispatcher_->connection().max_write << "\n";
+    for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
+    if (!f) return;
+  }
+  rename(tmp.c_str(), path.c_str());
+}
+
+uint64_t Session::DefaultInitFlags() {
+  namespace f = abi::init;
+  // Chosen explicitly; each is a promise the dispatcher and backends keep.
+  return f::kAsyncRead | f::kAtomicOTrunc | f::kBigWrites | f::kDoReaddirplus |
+         f::kReaddirplusAuto | f::kAsyncDio | f::kParallelDirops | f::kMaxPages |
+         f::kHandleKillprivV2 | f::kSetxattrExt | f::kInitExt | f::kCreateSuppGroup |
+         f::kCacheSymlinks;
+}
+
+Session::Session(FileSystem* fs, SessionOptions options)
+    : fs_(fs), options_(std::move(options)) {}
+
+Session::~Session() {
+  if (fd_ >= 0) close(fd_);
+  if (done_event_ >= 0) close(done_event_);
+}
+
+absl::Status Session::ServeInit() {
+  // INIT is the first request on a new connection; nothing else is sent
+  // until it is answered, so one read on the session fd finds it.
+  std::vector<uint8_t> buf(std::max<size_t>(abi::kMinReadBuffer, 4096 + 64));
+  FdReplySender sender(fd_);
+  while (!dispatcher_->initialized()) {
+    ssize_t n = read(fd_, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::ErrnoToStatus(errno, "reading INIT from /dev/fuse");
+    }
+    dispatcher_->Handle(buf, static_cast<size_t>(n), nullptr, sender);
+  }
+  return absl::OkStatus();
+}
+
+void Session::AbortConnection() {
+  std::string path = absl::StrCat("/sys/fs/fuse/connections/", minor(dev_), "/abort");
+  std::ofstream abort_file(path);
+  abort_file << "1";
+  Log(LogLevel::kWarning, "aborted the FUSE connection (%s)", path);
+}
+
+absl::Status Session::Run() {
+  const std::string& mp = options_.mount.mountpoint;
+  // Signals are taken synchronously through a signalfd by this thread only:
+  // block them before any worker exists so every thread inherits the mask.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+  if (sfd < 0) return absl::ErrnoToStatus(errno, "signalfd");
+  done_event_ = eventfd(0, EFD_CLOEXEC);
+
+  size_t slots = AllowedCpus().size() + static_cast<size_t>(std::max(options_.workers, 0)) + 1;
+  dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots);
+
+  std::string method;
+  absl::StatusOr<int> fd = MountFuse(options_.mount, &method);
+  if (!fd.ok()) {
+    close(sfd);
+    return fd.status();
+  }
+  fd_ = *fd;
+  if (absl::StatusOr<dev_t> dev = MountDevice(mp); dev.ok()) dev_ = *dev;
+  EnsureFusectl();
+  Log(LogLevel::kInfo, "mounted %s (%s) at %s with %s", options_.mount.fsname,
+      std::string(fs_->Name()), mp, method);
+
+  absl::Status s = ServeInit();
+  if (!s.ok()) {
+    UnmountFuse(mp).IgnoreError();
+    close(sfd);
+    return s;
+  }
+
+  SyncTransportOptions topts;
+  topts.workers = options_.workers;
+  topts.pin = options_.pin_workers;
+  transport_ = std::make_unique<SyncTransport>(topts);
+  int done_fd = done_event_;
+  s = transport_->Start(fd_, dispatcher_.get(), [done_fd] {
+    uint64_t one = 1;
+    ssize_t unused = write(done_fd, &one, sizeof(one));
+    (void)unused;
+  });
+  if (!s.ok()) {
+    AbortConnection();
+    UnmountFuse(mp).IgnoreError();
+    close(sfd);
+    return s;
+  }
+  Log(LogLevel::kInfo, "serving with the %s transport; stop with SIGTERM/SIGINT or 'umount %s'",
+      std::string(transport_->Name()), mp);
+  WriteStatusFile();
+
+  bool unmounting = false;
+  for (;;) {
+    pollfd pfds[2] = {{sfd, POLLIN, 0}, {done_event_, POLLIN, 0}};
+    if (poll(pfds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (pfds[1].revents & POLLIN) break;  // every worker saw the connection end
+    if (pfds[0].revents & POLLIN) {
+      signalfd_siginfo si;
+      if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
+      if (!unmounting) {
+        unmounting = true;
+        bool lazy = false;
+        absl::Status us = UnmountFuse(mp, &lazy);
+        if (!us.ok()) {
+          Log(LogLevel::kError, "signal %s: %s; aborting the connection", strsignal(si.ssi_signo),
+              std::string(us.message()));
+          AbortConnection();
+        } else {
+          Log(LogLevel::kInfo, "signal %s: unmounted %s%s", strsignal(si.ssi_signo), mp,
+              lazy ? " lazily (files still open; serving them until closed, signal again to abort)"
+                   : "");
+        }
+      } else {
+        AbortConnection();
+      }
+    }
+  }
+  transport_->Join();
+  close(sfd);
+  unlink(StatusFilePath(minor(dev_)).c_str());
+  // The connection ended without our unmount (aborted, or the kernel gave
+  // up): do not leave a dead mount behind.
+  if (!unmounting && IsMountPoint(mp)) {
+    bool lazy = false;
+    if (UnmountFuse(mp, &lazy).ok()) Log(LogLevel::kInfo, "removed stale mount %s", mp);
+  }
+  Log(LogLevel::kInfo, "stopped: %u requests served, %u malformed",
+      [this] {
+        uint64_t n = 0;
+        for (const auto& c : dispatcher_->stats().requests) n += c.load();
+        return n;
+      }(),
+      dispatcher_->stats().bad_requests.load());
+  return absl::OkStatus();
+}
+
+}  // namespace efuse

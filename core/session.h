@@ -1,0 +1,69 @@
+// core/session.h — one mounted efuse file system, from mount to clean exit.
+//
+// Owns: the lifecycle: mount (core/mount), serving INIT on the session fd
+// before any worker runs, starting the transport, waiting for SIGTERM/SIGINT/
+// SIGHUP or for the kernel to end the connection, then unmounting (lazily if
+// busy: open files keep being served until closed) and joining the workers.
+// A second signal while draining aborts the connection through
+// /sys/fs/fuse/connections so the daemon never hangs. Run() is called once,
+// from the main thread, which must not have started other threads yet (the
+// signal mask is inherited by workers).
+#ifndef EFUSE_CORE_SESSION_H_
+#define EFUSE_CORE_SESSION_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/dispatcher.h"
+#include "core/filesystem.h"
+#include "core/mount.h"
+#include "core/transport.h"
+#include "proto/init.h"
+
+namespace efuse {
+
+struct SessionOptions {
+  MountOptions mount;
+  proto::InitConfig init;
+  int workers = 0;  // 0: one per CPU
+  bool pin_workers = true;
+  // Extra "key: value" lines for the status file efusectl reads (features
+  // probed by the caller, e.g. io_uring and BPF availability).
+  std::vector<std::pair<std::string, std::string>> status_lines;
+};
+
+// Where a running session describes itself for `efusectl status`:
+// /run/efuse/<connection id>.status, one "key: value" per line.
+std::string StatusFilePath(unsigned connection_id);
+
+class Session {
+ public:
+  Session(FileSystem* fs, SessionOptions options);
+  ~Session();
+
+  // Mounts, serves until unmounted or signalled, unmounts. OK on a clean stop.
+  absl::Status Run();
+
+  // The flags efused asks the kernel for by default.
+  static uint64_t DefaultInitFlags();
+
+ private:
+  absl::Status ServeInit();
+  void AbortConnection();
+  void WriteStatusFile();
+
+  FileSystem* fs_;
+  SessionOptions options_;
+  int fd_ = -1;
+  int done_event_ = -1;
+  dev_t dev_ = 0;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Transport> transport_;
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_SESSION_H_

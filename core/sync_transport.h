@@ -1,0 +1,65 @@
+// core/sync_transport.h — blocking read()/writev() on /dev/fuse.
+//
+// Owns: one worker thread per CPU (pinned), each reading its own fd cloned
+// from the session fd with FUSE_DEV_IOC_CLONE, so workers never share a file
+// position or a lock in the daemon. Each worker's buffer is allocated after
+// pinning (first touch puts it on the worker's NUMA node) and pre-faulted.
+// The portable fallback transport; thread-safe by construction (no shared
+// mutable state between workers besides the Dispatcher).
+#ifndef EFUSE_CORE_SYNC_TRANSPORT_H_
+#define EFUSE_CORE_SYNC_TRANSPORT_H_
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/transport.h"
+
+namespace efuse {
+
+// Writes each reply with one writev() on a /dev/fuse fd.
+class FdReplySender final : public ReplySender {
+ public:
+  explicit FdReplySender(int fd) : fd_(fd) {}
+  int Send(proto::Reply& reply) override;
+
+ private:
+  int fd_;
+};
+
+struct SyncTransportOptions {
+  int workers = 0;       // 0: one per CPU the daemon may run on
+  bool pin = true;       // pin worker i to the i-th allowed CPU
+  size_t buffer_size = 0;  // 0: max_write + room for headers
+};
+
+class SyncTransport final : public Transport {
+ public:
+  explicit SyncTransport(SyncTransportOptions options) : options_(options) {}
+  ~SyncTransport() override;
+  std::string_view Name() const override { return "sync"; }
+  absl::Status Start(int session_fd, Dispatcher* dispatcher,
+                     std::function<void()> on_exit) override;
+  void Join() override;
+  int worker_count() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  void WorkerLoop(int index, int fd, int cpu, Dispatcher* dispatcher);
+
+  SyncTransportOptions options_;
+  std::vector<std::thread> threads_;
+  std::vector<int> fds_;  // cloned fds (not the session fd)
+  std::atomic<int> running_{0};
+  std::function<void()> on_exit_;
+  size_t buffer_size_ = 0;
+};
+
+// Opens /dev/fuse and attaches it to `session_fd`'s connection.
+absl::StatusOr<int> CloneFuseFd(int session_fd);
+// CPUs this process may run on, in order.
+std::vector<int> AllowedCpus();
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_SYNC_TRANSPORT_H_

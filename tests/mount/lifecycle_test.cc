@@ -1,0 +1,291 @@
+// tests/mount/lifecycle_test.cc — how efused starts, stops and fails.
+//
+// Signals (clean exit 0 with the mount gone; a lazy unmount that keeps
+// serving open files; a second signal that aborts), SIGKILL (a dead mount
+// that fails fast with ENOTCONN and that `efusectl umount` removes), an
+// external umount, and command lines that must be refused at once with one
+// line naming the culprit.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/mount/mount_fixture.h"
+
+namespace efuse::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+// Waits until `mountpoint` leaves /proc/self/mountinfo.
+bool WaitUnmounted(const std::string& mountpoint, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (FindMount(mountpoint)) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return true;
+}
+
+std::string ErrorLines(const std::string& log) {
+  std::istringstream in(log);
+  std::string line, out;
+  while (std::getline(in, line))
+    if (line.rfind("efused: error:", 0) == 0) out += line + "\n";
+  return out;
+}
+
+class LifecycleTest : public ::testing::Test {
+ protected:
+  void SetUp() override { EFUSE_REQUIRE_FUSE(); }
+  void Write(const std::string& path, const std::string& data) {
+    std::string error;
+    ASSERT_TRUE(WriteFile(path, data, &error)) << error;
+  }
+  EfuseMount mount_;
+};
+
+class StopSignalTest : public LifecycleTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(StopSignalTest, ExitsZeroAndUnmounts) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  Write(mount_.Path("f"), "data");
+  const auto start = Clock::now();
+  ASSERT_TRUE(mount_.Stop(GetParam()));
+  EXPECT_LT(Clock::now() - start, seconds(3)) << "an idle daemon should stop at once";
+  EXPECT_TRUE(ProcessesMentioning(mount_.path()).empty()) << "an efused process is left";
+  EXPECT_EQ(ErrorLines(mount_.Log()), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, StopSignalTest, ::testing::Values(SIGTERM, SIGINT, SIGHUP),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return std::string(sigabbrev_np(info.param));
+                         });
+
+TEST_F(LifecycleTest, SigtermWithAnOpenFileServesItUntilClosed) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  int raw;
+  ASSERT_SYS(raw = open(mount_.Path("open").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  UniqueFd fd(raw);
+  ASSERT_EQ(write(fd.get(), "before", 6), 6);
+  mount_.Signal(SIGTERM);
+  // The mount leaves the namespace at once (lazy unmount)...
+  ASSERT_TRUE(WaitUnmounted(mount_.path(), kExitTimeout)) << mount_.LogForMessage();
+  // ...but the daemon stays to serve the open file.
+  std::this_thread::sleep_for(milliseconds(300));
+  ASSERT_TRUE(mount_.Alive()) << "efused exited while a file was still open" << mount_.LogForMessage();
+  EXPECT_EQ(pwrite(fd.get(), "after", 5, 6), 5) << ErrnoName(errno);
+  char buf[32] = {};
+  EXPECT_EQ(pread(fd.get(), buf, sizeof(buf), 0), 11) << ErrnoName(errno);
+  EXPECT_EQ(std::string(buf, 11), "beforeafter");
+  struct stat st {};
+  EXPECT_SYS(fstat(fd.get(), &st));
+  EXPECT_EQ(st.st_size, 11);
+  EXPECT_SYS(fsync(fd.get()));
+  std::this_thread::sleep_for(milliseconds(100));
+  EXPECT_TRUE(mount_.Alive());
+  // Closing the last file ends the connection; the daemon exits 0.
+  fd.Reset();
+  int status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status))
+      << "efused still runs " << kExitTimeout.count() << " s after the last file closed"
+      << mount_.LogForMessage();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << mount_.LogForMessage();
+  EXPECT_FALSE(FindMount(mount_.path()));
+  EXPECT_EQ(ErrorLines(mount_.Log()), "");
+}
+
+TEST_F(LifecycleTest, SecondSignalAbortsTheDrain) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  int raw;
+  ASSERT_SYS(raw = open(mount_.Path("open").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  UniqueFd fd(raw);
+  ASSERT_EQ(write(fd.get(), "x", 1), 1);
+  mount_.Signal(SIGTERM);
+  ASSERT_TRUE(WaitUnmounted(mount_.path(), kExitTimeout)) << mount_.LogForMessage();
+  std::this_thread::sleep_for(milliseconds(200));
+  ASSERT_TRUE(mount_.Alive());
+  mount_.Signal(SIGTERM);
+  int status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status))
+      << "a second SIGTERM must stop the daemon even with files open" << mount_.LogForMessage();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  // The open file now fails fast instead of hanging.
+  const int fd_num = fd.get();
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        alarm(5);
+        char b[4];
+        CHILD_EXPECT_ERRNO(c, pread(fd_num, b, sizeof(b), 0), ENOTCONN);
+      },
+      nullptr, seconds(10)));
+}
+
+TEST_F(LifecycleTest, SigkillLeavesADeadMountThatEfusectlRemoves) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  const std::string mnt = mount_.path();
+  Write(mount_.Path("f"), "data");
+  mount_.Signal(SIGKILL);
+  int status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status));
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  EXPECT_TRUE(ProcessesMentioning(mnt).empty()) << "an efused process is left";
+  ASSERT_TRUE(FindMount(mnt)) << "a killed daemon cannot unmount: the dead mount stays";
+
+  // Using it fails at once with ENOTCONN; it must not hang (alarm as a guard).
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        alarm(5);
+        const auto start = Clock::now();
+        struct stat st;
+        CHILD_EXPECT_ERRNO(c, stat(mnt.c_str(), &st), ENOTCONN);
+        CHILD_EXPECT_ERRNO(c, open((mnt + "/f").c_str(), O_RDONLY), ENOTCONN);
+        CHILD_EXPECT_ERRNO(c, mkdir((mnt + "/d").c_str(), 0755), ENOTCONN);
+        CHILD_CHECK(c, Clock::now() - start < seconds(2));
+      },
+      nullptr, seconds(10)));
+
+  CommandResult status_before = RunCommand({EFUSECTL_PATH, "status"}, seconds(10));
+  EXPECT_EQ(status_before.exit_code(), 0) << status_before.Describe();
+  EXPECT_NE(status_before.out.find(mnt), std::string::npos) << status_before.Describe();
+  EXPECT_NE(status_before.out.find("dead"), std::string::npos) << status_before.Describe();
+
+  CommandResult umount = RunCommand({EFUSECTL_PATH, "umount", mnt}, seconds(10));
+  EXPECT_EQ(umount.exit_code(), 0) << umount.Describe();
+  EXPECT_FALSE(FindMount(mnt)) << "efusectl umount left the dead mount";
+
+  CommandResult status_after = RunCommand({EFUSECTL_PATH, "status"}, seconds(10));
+  EXPECT_EQ(status_after.exit_code(), 0) << status_after.Describe();
+  EXPECT_EQ(status_after.out.find(mnt), std::string::npos) << status_after.Describe();
+  // The mount point is an ordinary (empty) directory again.
+  struct stat st {};
+  EXPECT_SYS(stat(mnt.c_str(), &st));
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
+TEST_F(LifecycleTest, ExternalUmountStopsTheDaemon) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  Write(mount_.Path("f"), "data");
+  {
+    // Busy: a plain umount is refused and the daemon carries on.
+    int raw;
+    ASSERT_SYS(raw = open(mount_.Path("f").c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd fd(raw);
+    EXPECT_ERRNO(umount2(mount_.path().c_str(), 0), EBUSY);
+    EXPECT_TRUE(mount_.Alive());
+    EXPECT_TRUE(FindMount(mount_.path()));
+  }
+  ASSERT_SYS(umount2(mount_.path().c_str(), 0));
+  int status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status))
+      << "efused still runs after its mount was unmounted" << mount_.LogForMessage();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << mount_.LogForMessage();
+  EXPECT_FALSE(FindMount(mount_.path()));
+  EXPECT_EQ(ErrorLines(mount_.Log()), "");
+}
+
+TEST_F(LifecycleTest, EfusectlStatusListsALiveMount) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  CommandResult r = RunCommand({EFUSECTL_PATH, "status"}, seconds(10));
+  EXPECT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_NE(r.out.find(mount_.path()), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("serving"), std::string::npos) << r.Describe();
+  ASSERT_TRUE(mount_.Stop(SIGTERM));
+}
+
+// ---------------------------------------------------------------------------
+// Bad command lines: refused quickly, exit status non-zero, exactly one line
+// on stderr naming the culprit, nothing mounted. No privileges needed.
+
+struct BadCase {
+  const char* name;
+  std::vector<std::string> args;  // "MNT", "MNT2", "FILE", "MISSING" are replaced
+  std::string culprit;            // likewise
+};
+
+class BadCommandLineTest : public ::testing::TestWithParam<BadCase> {
+ protected:
+  void SetUp() override {
+    char d1[] = "/tmp/efuse-bad-XXXXXX";
+    char d2[] = "/tmp/efuse-bad-XXXXXX";
+    ASSERT_NE(mkdtemp(d1), nullptr);
+    ASSERT_NE(mkdtemp(d2), nullptr);
+    mnt_ = d1;
+    mnt2_ = d2;
+    file_ = mnt2_ + "/plain-file";
+    std::string error;
+    ASSERT_TRUE(WriteFile(file_, "not a directory", &error)) << error;
+  }
+  void TearDown() override {
+    for (const std::string& m : {mnt_, mnt2_}) {
+      if (!m.empty() && FindMount(m)) {
+        ADD_FAILURE() << "the refused command line mounted " << m;
+        umount2(m.c_str(), MNT_DETACH);
+      }
+    }
+    unlink(file_.c_str());
+    rmdir(mnt_.c_str());
+    rmdir(mnt2_.c_str());
+  }
+  std::string Subst(const std::string& s) const {
+    if (s == "MNT") return mnt_;
+    if (s == "MNT2") return mnt2_;
+    if (s == "FILE") return file_;
+    if (s == "MISSING") return "/nonexistent-efuse-dir/mnt";
+    return s;
+  }
+  std::string mnt_, mnt2_, file_;
+};
+
+TEST_P(BadCommandLineTest, RefusedWithOneLineNamingTheCulprit) {
+  const BadCase& c = GetParam();
+  std::vector<std::string> argv = {EFUSED_PATH};
+  for (const std::string& a : c.args) argv.push_back(Subst(a));
+  const std::string culprit = Subst(c.culprit);
+  CommandResult r = RunCommand(argv, seconds(10));
+  ASSERT_FALSE(r.timed_out) << r.Describe();
+  EXPECT_NE(r.exit_code(), 0) << r.Describe();
+  EXPECT_TRUE(WIFEXITED(r.status)) << "must exit, not crash: " << r.Describe();
+  EXPECT_LT(r.seconds, 3.0) << "must be refused quickly";
+  std::vector<std::string> lines;
+  std::istringstream in(r.err);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) lines.push_back(line);
+  EXPECT_EQ(lines.size(), 1u) << "want exactly one line on stderr; " << r.Describe();
+  EXPECT_NE(r.err.find(culprit), std::string::npos)
+      << "stderr should name '" << culprit << "'; " << r.Describe();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Efused, BadCommandLineTest,
+    ::testing::Values(
+        BadCase{"UnknownFlag", {"--bogus_flag=1", "MNT"}, "bogus_flag"},
+        BadCase{"UnknownMountOption", {"-o", "bogus", "MNT"}, "bogus"},
+        BadCase{"BadMountOptionValue", {"-o", "allow_other,max_read=lots", "MNT"}, "max_read=lots"},
+        BadCase{"BadSizeSuffix", {"--size=12Q", "MNT"}, "12Q"},
+        BadCase{"UnknownFs", {"--fs=zfs", "MNT"}, "zfs"},
+        BadCase{"BadLogLevel", {"--log_level=loud", "MNT"}, "loud"},
+        BadCase{"NegativeWorkers", {"--workers=-1", "MNT"}, "--workers"},
+        BadCase{"NegativeTimeout", {"--attr_timeout=-1", "MNT"}, "--attr_timeout"},
+        BadCase{"MissingMountPoint", {"--size=64M"}, "mount point"},
+        BadCase{"MountPointIsAFile", {"FILE"}, "FILE"},
+        BadCase{"MountPointDoesNotExist", {"MISSING"}, "MISSING"},
+        BadCase{"TwoMountPoints", {"MNT", "MNT2"}, "MNT2"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace efuse::testing

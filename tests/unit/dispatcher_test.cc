@@ -1,0 +1,350 @@
+// Dispatcher tests through a capturing sender: INIT first, typed calls,
+// replies cut and shaped right, malformed requests answered, exactly one
+// reply per request (none for FORGET), and INTERRUPT reaching a blocked call.
+#include "core/dispatcher.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "proto/abi.h"
+
+namespace efuse {
+namespace {
+
+using abi::Opcode;
+
+class CapturingSender : public ReplySender {
+ public:
+  int Send(proto::Reply& reply) override {
+    std::vector<uint8_t> bytes(reply.size());
+    reply.CopyTo(bytes);
+    std::lock_guard<std::mutex> l(mu_);
+    replies_.push_back(std::move(bytes));
+    return 0;
+  }
+  std::vector<std::vector<uint8_t>> Take() {
+    std::lock_guard<std::mutex> l(mu_);
+    return std::move(replies_);
+  }
+  size_t Count() {
+    std::lock_guard<std::mutex> l(mu_);
+    return replies_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::vector<uint8_t>> replies_;
+};
+
+abi::OutHeader HeaderOf(const std::vector<uint8_t>& r) {
+  abi::OutHeader h;
+  std::memcpy(&h, r.data(), sizeof(h));
+  return h;
+}
+
+// A backend with a few calls, one of which blocks until interrupted.
+class TestFs : public FileSystem {
+ public:
+  std::string_view Name() const override { return "test"; }
+  void Init(uint64_t flags) override { init_flags = flags; }
+  Result<Entry> Lookup(const RequestContext& ctx, uint64_t parent, std::string_view name) override {
+    last_name = std::string(name);
+    last_uid = ctx.uid;
+    if (name == "missing") return Errno(ENOENT);
+    Entry e;
+    e.nodeid = 42;
+    e.attr.ino = 42;
+    e.attr.mode = S_IFREG | 0644;
+    e.attr.size = 1234;
+    e.entry_timeout = 1.5;
+    e.attr_timeout = 2.25;
+    return e;
+  }
+  void Forget(uint64_t nodeid, uint64_t n) override { forgotten += n; }
+  Result<size_t> Read(const RequestContext&, uint64_t, uint64_t, uint64_t offset,
+                      std::span<uint8_t> out, uint32_t) override {
+    for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(offset + i);
+    return out.size() / 2;  // a short read
+  }
+  Result<std::string> GetXattr(const RequestContext&, uint64_t, std::string_view) override {
+    return std::string("value!");
+  }
+  Status SetLk(const RequestContext& ctx, uint64_t, const LockRequest&, bool sleep) override {
+    entered_lock = true;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!ctx.Interrupted()) {
+      if (std::chrono::steady_clock::now() > deadline) return Errno(ETIMEDOUT);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return Errno(EINTR);
+  }
+  Status ReadDir(const RequestContext&, uint64_t, uint64_t, uint64_t offset, DirSink& sink) override {
+    for (uint64_t i = offset; i < 100; ++i) {
+      Entry e;
+      e.nodeid = 1000 + i;
+      e.attr.ino = 1000 + i;
+      e.attr.mode = S_IFREG | 0600;
+      if (!sink.Add("file" + std::to_string(i), 1000 + i, S_IFREG, i + 1, sink.plus() ? &e : nullptr))
+        break;
+      ++accepted;
+    }
+    return OkStatus();
+  }
+
+  uint64_t init_flags = 0;
+  std::string last_name;
+  uint32_t last_uid = 0;
+  uint64_t forgotten = 0;
+  std::atomic<bool> entered_lock{false};
+  int accepted = 0;
+};
+
+// Builds a request: header + fixed struct + tail bytes.
+std::vector<uint8_t> Req(Opcode op, uint64_t unique, uint64_t nodeid, const void* arg,
+                         size_t arg_size, std::string_view tail = {}) {
+  abi::InHeader h{};
+  h.len = static_cast<uint32_t>(sizeof(h) + arg_size + tail.size());
+  h.opcode = static_cast<uint32_t>(op);
+  h.unique = unique;
+  h.nodeid = nodeid;
+  h.uid = 1000;
+  h.gid = 1000;
+  h.pid = 1;
+  std::vector<uint8_t> b(h.len);
+  std::memcpy(b.data(), &h, sizeof(h));
+  if (arg_size) std::memcpy(b.data() + sizeof(h), arg, arg_size);
+  if (!tail.empty()) std::memcpy(b.data() + sizeof(h) + arg_size, tail.data(), tail.size());
+  return b;
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.wanted_flags = abi::init::kAsyncRead | abi::init::kMaxPages | abi::init::kInitExt |
+                           abi::init::kSetxattrExt | abi::init::kPassthrough;
+    dispatcher_ = std::make_unique<Dispatcher>(&fs_, config_, 4);
+  }
+  // Sends `req` through Handle with a 1 MiB buffer; returns the replies.
+  std::vector<std::vector<uint8_t>> Run(const std::vector<uint8_t>& req,
+                                        InterruptTable::Slot* slot = nullptr) {
+    std::vector<uint8_t> buf(1 << 20);
+    std::memcpy(buf.data(), req.data(), req.size());
+    dispatcher_->Handle(buf, req.size(), slot, sender_);
+    return sender_.Take();
+  }
+  void Init() {
+    abi::InitIn in{};
+    in.major = 7;
+    in.minor = 45;
+    in.max_readahead = 128 * 1024;
+    in.flags = static_cast<uint32_t>(abi::init::kAsyncRead | abi::init::kMaxPages |
+                                     abi::init::kInitExt | abi::init::kSetxattrExt);
+    in.flags2 = static_cast<uint32_t>(abi::init::kPassthrough >> 32);
+    auto replies = Run(Req(Opcode::kInit, 2, 0, &in, sizeof(in)));
+    ASSERT_EQ(replies.size(), 1u);
+    ASSERT_EQ(HeaderOf(replies[0]).error, 0);
+  }
+
+  TestFs fs_;
+  proto::InitConfig config_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  CapturingSender sender_;
+};
+
+TEST_F(DispatcherTest, RequestsBeforeInitGetEio) {
+  auto r = Run(Req(Opcode::kLookup, 4, 1, nullptr, 0, std::string_view("a\0", 2)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EIO);
+  EXPECT_EQ(HeaderOf(r[0]).unique, 4u);
+}
+
+TEST_F(DispatcherTest, InitNegotiatesAndPassesFlagsToBackend) {
+  Init();
+  EXPECT_TRUE(dispatcher_->initialized());
+  EXPECT_EQ(dispatcher_->connection().minor, 45u);
+  EXPECT_TRUE(dispatcher_->connection().Has(abi::init::kPassthrough));
+  EXPECT_EQ(fs_.init_flags, dispatcher_->connection().flags);
+  // A second INIT is a protocol error.
+  abi::InitIn in{7, 45, 0, 0, 0, {}};
+  auto r = Run(Req(Opcode::kInit, 6, 0, &in, sizeof(in)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EPROTO);
+}
+
+TEST_F(DispatcherTest, LookupReplyCarriesEntryAndTimeouts) {
+  Init();
+  auto r = Run(Req(Opcode::kLookup, 8, 1, nullptr, 0, std::string_view("name\0", 5)));
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0].size(), sizeof(abi::OutHeader) + sizeof(abi::EntryOut));
+  EXPECT_EQ(HeaderOf(r[0]).len, r[0].size());
+  abi::EntryOut e;
+  std::memcpy(&e, r[0].data() + sizeof(abi::OutHeader), sizeof(e));
+  EXPECT_EQ(e.nodeid, 42u);
+  EXPECT_EQ(e.entry_valid, 1u);
+  EXPECT_EQ(e.entry_valid_nsec, 500000000u);
+  EXPECT_EQ(e.attr_valid, 2u);
+  EXPECT_EQ(e.attr_valid_nsec, 250000000u);
+  EXPECT_EQ(e.attr.size, 1234u);
+  EXPECT_EQ(fs_.last_name, "name");
+  EXPECT_EQ(fs_.last_uid, 1000u);
+
+  r = Run(Req(Opcode::kLookup, 10, 1, nullptr, 0, std::string_view("missing\0", 8)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -ENOENT);
+  EXPECT_EQ(r[0].size(), sizeof(abi::OutHeader));
+}
+
+TEST_F(DispatcherTest, UnimplementedCallsAnswerEnosys) {
+  Init();
+  auto r = Run(Req(Opcode::kReadlink, 12, 5, nullptr, 0));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -ENOSYS);
+  abi::IoctlIn io{};
+  r = Run(Req(Opcode::kIoctl, 14, 5, &io, sizeof(io)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -ENOSYS);
+}
+
+TEST_F(DispatcherTest, ForgetGetsNoReply) {
+  Init();
+  abi::ForgetIn f{3};
+  EXPECT_TRUE(Run(Req(Opcode::kForget, 16, 42, &f, sizeof(f))).empty());
+  EXPECT_EQ(fs_.forgotten, 3u);
+  struct {
+    abi::BatchForgetIn in;
+    abi::ForgetOne one[2];
+  } batch{{2, 0}, {{42, 1}, {43, 5}}};
+  EXPECT_TRUE(Run(Req(Opcode::kBatchForget, 18, 0, &batch, sizeof(batch))).empty());
+  EXPECT_EQ(fs_.forgotten, 9u);
+  // A malformed FORGET still gets no reply (the kernel waits for none).
+  EXPECT_TRUE(Run(Req(Opcode::kForget, 20, 42, &f, 4)).empty());
+}
+
+TEST_F(DispatcherTest, MalformedRequestsGetErrorsNotCrashes) {
+  Init();
+  // Name without NUL.
+  auto r = Run(Req(Opcode::kLookup, 22, 1, nullptr, 0, "abc"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EINVAL);
+  // Unknown opcode.
+  r = Run(Req(static_cast<Opcode>(999), 24, 1, nullptr, 0));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -ENOSYS);
+  // Truncated struct.
+  abi::ReadIn rd{};
+  r = Run(Req(Opcode::kRead, 26, 1, &rd, sizeof(rd) - 1));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EIO);
+  // Shorter than a header: nothing to answer.
+  std::vector<uint8_t> tiny(10, 0);
+  EXPECT_TRUE(Run(tiny).empty());
+  EXPECT_GE(dispatcher_->stats().bad_requests.load(), 4u);
+}
+
+TEST_F(DispatcherTest, ReadWritesIntoScratchAndRepliesShort) {
+  Init();
+  abi::ReadIn rd{};
+  rd.size = 4096;
+  rd.offset = 7;
+  auto r = Run(Req(Opcode::kRead, 28, 9, &rd, sizeof(rd)));
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0].size(), sizeof(abi::OutHeader) + 2048);
+  EXPECT_EQ(r[0][sizeof(abi::OutHeader)], 7);
+  EXPECT_EQ(r[0][sizeof(abi::OutHeader) + 100], static_cast<uint8_t>(107));
+}
+
+TEST_F(DispatcherTest, GetxattrSizeProbeAndErange) {
+  Init();
+  abi::GetxattrIn in{0, 0};
+  auto r = Run(Req(Opcode::kGetxattr, 30, 9, &in, sizeof(in), std::string_view("user.a\0", 7)));
+  ASSERT_EQ(r.size(), 1u);
+  abi::GetxattrOut out;
+  std::memcpy(&out, r[0].data() + sizeof(abi::OutHeader), sizeof(out));
+  EXPECT_EQ(out.size, 6u);
+  in.size = 3;
+  r = Run(Req(Opcode::kGetxattr, 32, 9, &in, sizeof(in), std::string_view("user.a\0", 7)));
+  EXPECT_EQ(HeaderOf(r[0]).error, -ERANGE);
+  in.size = 64;
+  r = Run(Req(Opcode::kGetxattr, 34, 9, &in, sizeof(in), std::string_view("user.a\0", 7)));
+  ASSERT_EQ(r[0].size(), sizeof(abi::OutHeader) + 6);
+  EXPECT_EQ(std::string(r[0].begin() + sizeof(abi::OutHeader), r[0].end()), "value!");
+}
+
+TEST_F(DispatcherTest, ReaddirFillsExactlyWhatFits) {
+  Init();
+  abi::ReadIn rd{};
+  rd.size = 200;  // room for a few plain records only
+  auto r = Run(Req(Opcode::kReaddir, 36, 1, &rd, sizeof(rd)));
+  ASSERT_EQ(r.size(), 1u);
+  size_t payload = r[0].size() - sizeof(abi::OutHeader);
+  EXPECT_LE(payload, 200u);
+  EXPECT_EQ(payload % 8, 0u);
+  // "file0" record: 24 + 5 -> 32 bytes; 200 / 32 = 6 records.
+  EXPECT_EQ(fs_.accepted, 6);
+  fs_.accepted = 0;
+  rd.size = 4096;
+  r = Run(Req(Opcode::kReaddirplus, 38, 1, &rd, sizeof(rd)));
+  payload = r[0].size() - sizeof(abi::OutHeader);
+  // plus record: 128 + 24 + 5 -> 160 bytes; 4096 / 160 = 25.
+  EXPECT_EQ(fs_.accepted, 25);
+  EXPECT_EQ(payload, 25u * 160u);
+}
+
+TEST_F(DispatcherTest, InterruptReachesABlockedRequest) {
+  Init();
+  InterruptTable::Slot* slot = dispatcher_->interrupts().slot(0);
+  abi::LkIn lk{};
+  lk.lk.type = 1;
+  std::vector<uint8_t> setlkw = Req(Opcode::kSetlkw, 40, 9, &lk, sizeof(lk));
+  std::thread worker([&] {
+    std::vector<uint8_t> buf(4096);
+    std::memcpy(buf.data(), setlkw.data(), setlkw.size());
+    dispatcher_->Handle(buf, setlkw.size(), slot, sender_);
+  });
+  while (!fs_.entered_lock) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // The kernel's INTERRUPT names the blocked request's unique.
+  abi::InterruptIn intr{40};
+  std::vector<uint8_t> buf(4096);
+  auto req = Req(Opcode::kInterrupt, 41, 0, &intr, sizeof(intr));
+  std::memcpy(buf.data(), req.data(), req.size());
+  dispatcher_->Handle(buf, req.size(), dispatcher_->interrupts().slot(1), sender_);
+  worker.join();
+  auto r = sender_.Take();
+  ASSERT_EQ(r.size(), 1u);  // INTERRUPT itself is not answered
+  EXPECT_EQ(HeaderOf(r[0]).unique, 40u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EINTR);
+  EXPECT_EQ(dispatcher_->stats().interrupts.load(), 1u);
+}
+
+TEST_F(DispatcherTest, InterruptForUnknownRequestAsksKernelToRetry) {
+  Init();
+  abi::InterruptIn intr{1234};
+  auto r = Run(Req(Opcode::kInterrupt, 43, 0, &intr, sizeof(intr)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EAGAIN);
+}
+
+TEST(SplitTimeoutTest, Values) {
+  uint64_t s;
+  uint32_t ns;
+  SplitTimeout(0, &s, &ns);
+  EXPECT_EQ(s, 0u);
+  EXPECT_EQ(ns, 0u);
+  SplitTimeout(-1, &s, &ns);
+  EXPECT_EQ(s, 0u);
+  SplitTimeout(0.001, &s, &ns);
+  EXPECT_EQ(s, 0u);
+  EXPECT_EQ(ns, 1000000u);
+  SplitTimeout(86400.5, &s, &ns);
+  EXPECT_EQ(s, 86400u);
+  EXPECT_EQ(ns, 500000000u);
+}
+
+}  // namespace
+}  // namespace efuse

@@ -1,0 +1,115 @@
+// efusectl — inspect and recover efuse mounts.
+//
+//   efusectl status          list efuse mounts and whether their daemon is alive
+//   efusectl umount MNT      unmount (lazily if busy); also clears the dead
+//                            mount a killed daemon leaves ("Transport endpoint
+//                            is not connected")
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/mount.h"
+#include "core/session.h"
+
+namespace {
+
+struct MountInfo {
+  std::string mountpoint, fstype, source;
+  unsigned dev_major = 0, dev_minor = 0;
+};
+
+std::vector<MountInfo> EfuseMounts() {
+  std::vector<MountInfo> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mountpoint options ... - fstype source superopts
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    size_t dash = 0;
+    for (size_t i = 6; i < f.size(); ++i)
+      if (f[i] == "-") { dash = i; break; }
+    if (dash == 0 || dash + 2 >= f.size()) continue;
+    if (f[dash + 1].rfind("fuse.efuse", 0) != 0) continue;
+    MountInfo m;
+    m.mountpoint = f[4];
+    m.fstype = f[dash + 1];
+    m.source = f[dash + 2];
+    std::sscanf(f[2].c_str(), "%u:%u", &m.dev_major, &m.dev_minor);
+    out.push_back(m);
+  }
+  return out;
+}
+
+int Status() {
+  std::vector<MountInfo> mounts = EfuseMounts();
+  if (mounts.empty()) {
+    std::printf("no efuse mounts\n");
+    return 0;
+  }
+  for (const MountInfo& m : mounts) {
+    struct stat st;
+    std::string state;
+    if (stat(m.mountpoint.c_str(), &st) == 0) {
+      state = "serving";
+    } else if (errno == ENOTCONN) {
+      state = "dead (daemon gone; run: efusectl umount " + m.mountpoint + ")";
+    } else {
+      state = absl::StrCat("error: ", std::strerror(errno));
+    }
+    std::string waiting;
+    std::ifstream w(absl::StrCat("/sys/fs/fuse/connections/", m.dev_minor, "/waiting"));
+    if (w >> waiting) waiting = ", requests waiting: " + waiting;
+    std::printf("%s  %s  source=%s  connection=%u%s  %s\n", m.mountpoint.c_str(), m.fstype.c_str(),
+                m.source.c_str(), m.dev_minor, waiting.c_str(), state.c_str());
+    std::ifstream status(efuse::StatusFilePath(m.dev_minor));
+    std::string line;
+    bool any = false;
+    while (std::getline(status, line)) {
+      std::printf("  %s\n", line.c_str());
+      any = true;
+    }
+    if (!any) std::printf("  (no status file %s: daemon not running)\n", efuse::StatusFilePath(m.dev_minor).c_str());
+  }
+  return 0;
+}
+
+int Umount(const std::string& mp) {
+  bool lazy = false;
+  absl::Status s = efuse::UnmountFuse(mp, &lazy);
+  if (!s.ok()) {
+    std::fprintf(stderr, "efusectl: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  std::printf("unmounted %s%s\n", mp.c_str(), lazy ? " (lazily: it was busy)" : "");
+  return 0;
+}
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: efusectl status\n"
+               "       efusectl umount MOUNTPOINT\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    Usage();
+    return 2;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "status" && argc == 2) return Status();
+  if (cmd == "umount" && argc == 3) return Umount(argv[2]);
+  std::fprintf(stderr, "efusectl: unknown command or arguments: '%s'\n", cmd.c_str());
+  Usage();
+  return 2;
+}

@@ -1,0 +1,41 @@
+// tools/efused/cli.h — efused's command line: flags to SessionOptions.
+//
+// Owns: validating every flag and option with a message that names what is
+// wrong (size suffixes, mount options, the mount point), so main() only runs.
+#ifndef EFUSE_TOOLS_EFUSED_CLI_H_
+#define EFUSE_TOOLS_EFUSED_CLI_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/filesystem.h"
+#include "core/session.h"
+
+namespace efuse {
+
+struct DaemonConfig {
+  std::string fs = "memfs";
+  SessionOptions session;
+  uint64_t size_limit = 0;
+  uint64_t max_inodes = 0;
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+  double negative_timeout = 0.0;
+};
+
+// "1G", "512M", "4096", "10k" (powers of 1024) -> bytes.
+absl::StatusOr<uint64_t> ParseSize(std::string_view text);
+
+// Builds the config from parsed flag values and positional arguments
+// (argv[0] first, then exactly one mount point).
+absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional);
+
+// Creates the backend the config names.
+absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& config);
+
+}  // namespace efuse
+
+#endif  // EFUSE_TOOLS_EFUSED_CLI_H_

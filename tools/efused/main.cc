@@ -1,0 +1,56 @@
+// efused — the efuse daemon: mounts a file system and serves it until
+// unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
+#include <cstdio>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "bpf/probe.h"
+#include "core/log.h"
+#include "uring/ring.h"
+#include "tools/efused/cli.h"
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "efused [flags] MOUNTPOINT\n"
+      "  Serves an efuse file system at MOUNTPOINT (root needed to mount).\n"
+      "  Example: efused --fs=memfs --size=1G -o allow_other /mnt/efuse");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<efuse::DaemonConfig> config = efuse::BuildConfig(positional);
+  if (!config.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
+  if (!fs.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(fs.status().message()).c_str());
+    return 2;
+  }
+  // Say once what the kernel offers and what this build uses of it.
+  efuse::uring::UringSupport uring = efuse::uring::ProbeUring();
+  efuse::bpf::BpfSupport bpf = efuse::bpf::ProbeBpf();
+  std::string uring_line =
+      uring.io_uring ? "available" : "unavailable (" + uring.io_uring_error + ")";
+  std::string ring_line = !uring.fuse_ring_known     ? "not in this kernel"
+                          : uring.fuse_ring_enabled ? "enabled"
+                                                    : "off (enable_uring=N)";
+  std::string bpf_line = bpf.Usable() ? "kernel BTF has the FUSE tracepoints"
+                                      : "unusable (" + (bpf.error.empty() ? std::string("FUSE tracepoints missing from BTF") : bpf.error) + ")";
+  efuse::Log(efuse::LogLevel::kInfo,
+             "kernel features: io_uring %s; FUSE-over-io_uring %s; BPF %s. This build serves "
+             "with the sync transport and no BPF telemetry (io_uring and BPF come in later "
+             "releases)",
+             uring_line, ring_line, bpf_line);
+  config->session.status_lines = {
+      {"io_uring", uring_line},
+      {"fuse_over_io_uring", ring_line},
+      {"bpf", bpf_line},
+      {"telemetry", "off (not in this build)"},
+  };
+  efuse::Session session(fs->get(), config->session);
+  absl::Status s = session.Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}

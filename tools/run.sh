@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up, builds, and mounts efuse's in-memory file system (memfs) in the
+# foreground. Usage: sudo tools/run.sh [MOUNTPOINT] [efused flags...]
+# Default mount point: /mnt/efuse. Stop with Ctrl-C (or SIGTERM): it unmounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+MNT="${1:-/mnt/efuse}"
+[ $# -gt 0 ] && shift
+mkdir -p "$MNT"
+cat <<MSG
+
+efuse memfs is mounting at $MNT (in memory, 1 GiB by default).
+  use it:   ls $MNT; echo hello > $MNT/hello; cat $MNT/hello
+  status:   build/tools/efusectl/efusectl status
+  stop:     Ctrl-C here, or: kill -TERM \$(pidof efused), or: umount $MNT
+  recover:  if the daemon was killed hard: build/tools/efusectl/efusectl umount $MNT
+
+MSG
+exec build/tools/efused/efused --fs=memfs -o allow_other "$@" "$MNT"

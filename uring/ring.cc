@@ -1,0 +1,44 @@
+#include "uring/ring.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace efuse::uring {
+
+absl::StatusOr<Ring> Ring::Create(unsigned entries, bool big_sqe) {
+  Ring r;
+  io_uring_params p{};
+  if (big_sqe) p.flags |= IORING_SETUP_SQE128;
+  int rc = io_uring_queue_init_params(entries, &r.ring_, &p);
+  if (rc < 0)
+    return absl::ErrnoToStatus(-rc, absl::StrCat("io_uring_setup(", entries, big_sqe ? ", SQE128)" : ")"));
+  r.live_ = true;
+  return r;
+}
+
+Ring::Ring(Ring&& other) noexcept : ring_(other.ring_), live_(other.live_) {
+  other.live_ = false;
+}
+
+Ring::~Ring() {
+  if (live_) io_uring_queue_exit(&ring_);
+}
+
+UringSupport ProbeUring() {
+  UringSupport s;
+  absl::StatusOr<Ring> ring = Ring::Create(4, true);
+  s.io_uring = ring.ok();
+  if (!ring.ok()) s.io_uring_error = std::string(ring.status().message());
+  std::ifstream f("/sys/module/fuse/parameters/enable_uring");
+  std::string v;
+  if (f >> v) {
+    s.fuse_ring_known = true;
+    s.fuse_ring_enabled = (v == "Y" || v == "1");
+  }
+  return s;
+}
+
+}  // namespace efuse::uring
