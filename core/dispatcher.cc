@@ -425,7 +425,8 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
       return reply_status(fs_->Access(ctx, node, req.Arg<abi::AccessIn>().mask));
     case Opcode::kCreate: {
       auto in = req.Arg<abi::CreateIn>();
-      return reply_create(fs_->Create(ctx, node, req.name, in.mode, in.umask, in.flags));
+      return reply_create(
+          fs_->Create(ctx, node, req.name, in.mode, in.umask, in.flags, in.open_flags));
     }
     case Opcode::kTmpfile: {
       auto in = req.Arg<abi::CreateIn>();

@@ -210,7 +210,9 @@ class FileSystem {
   virtual Status SetLk(const RequestContext&, uint64_t /*nodeid*/, const LockRequest&, bool /*sleep*/) { return Errno(ENOSYS); }
 
   virtual Status Access(const RequestContext&, uint64_t /*nodeid*/, uint32_t /*mask*/) { return Errno(ENOSYS); }
-  virtual Result<CreateReply> Create(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, uint32_t /*mode*/, uint32_t /*umask*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  // open_flags: abi::kOpenKillSuidgid, for when the name already exists and
+  // O_TRUNC truncates it.
+  virtual Result<CreateReply> Create(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/, uint32_t /*mode*/, uint32_t /*umask*/, uint32_t /*flags*/, uint32_t /*open_flags*/ = 0) { return Errno(ENOSYS); }
   // O_TMPFILE: an unnamed regular file in `parent`, opened.
   virtual Result<CreateReply> TmpFile(const RequestContext&, uint64_t /*parent*/, uint32_t /*mode*/, uint32_t /*umask*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
   virtual Status Fallocate(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, uint64_t /*length*/, uint32_t /*mode*/) { return Errno(ENOSYS); }

@@ -859,7 +859,8 @@ Result<OpenReply> MemFs::Open(const RequestContext& ctx, uint64_t nodeid,
 
 Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
                                   std::string_view name, uint32_t mode,
-                                  uint32_t umask, uint32_t flags) {
+                                  uint32_t umask, uint32_t flags,
+                                  uint32_t open_flags) {
   memfs::WriteLock tl(&tree_mu_);
   Result<Inode*> dir_r = DirForChange(parent);
   if (!dir_r) return dir_r.error();
@@ -876,7 +877,7 @@ Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
                                                   : dir->dir->parent;
     if (existing->type == S_IFDIR) return Errno(EISDIR);
     Result<OpenReply> open =
-        OpenInode(ctx, Find(existing->id), flags, 0, /*is_new=*/false);
+        OpenInode(ctx, Find(existing->id), flags, open_flags, /*is_new=*/false);
     if (!open) return open.error();
     existing->lookups.fetch_add(1, std::memory_order_relaxed);
     return CreateReply{LockedEntryOf(*existing), *open};

@@ -141,7 +141,8 @@ class MemFs : public FileSystem {
                 uint32_t mask) override;
   Result<CreateReply> Create(const RequestContext& ctx, uint64_t parent,
                              std::string_view name, uint32_t mode,
-                             uint32_t umask, uint32_t flags) override;
+                             uint32_t umask, uint32_t flags,
+                             uint32_t open_flags = 0) override;
   Result<CreateReply> TmpFile(const RequestContext& ctx, uint64_t parent,
                               uint32_t mode, uint32_t umask,
                               uint32_t flags) override;

@@ -508,6 +508,17 @@ TEST_F(MemFsTest, CreateSemantics) {
   ASSERT_EQ(Err(trunc), 0);
   EXPECT_EQ(trunc->entry.attr.size, 0u);
   fs_->Release(root_, f, trunc->open.fh, 0, 0, 0);
+  // O_TRUNC over an existing setuid file with the kernel's kill flag.
+  SetAttrRequest suid;
+  suid.valid = abi::kFattrMode;
+  suid.mode = 04755;
+  ASSERT_EQ(Err(fs_->SetAttr(root_, f, suid)), 0);
+  Result<CreateReply> killed = fs_->Create(root_, kRoot, "f", S_IFREG | 0644, 0,
+                                           O_CREAT | O_RDWR | O_TRUNC,
+                                           abi::kOpenKillSuidgid);
+  ASSERT_EQ(Err(killed), 0);
+  EXPECT_EQ(killed->entry.attr.mode & 07777, 0755u);
+  fs_->Release(root_, f, killed->open.fh, 0, 0, 0);
   MakeDir(root_, kRoot, "d");
   EXPECT_EQ(
       Err(fs_->Create(root_, kRoot, "d", S_IFREG | 0644, 0, O_CREAT | O_RDWR)),
