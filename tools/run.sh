@@ -17,4 +17,4 @@ efuse memfs is mounting at $MNT (in memory, 1 GiB by default).
   recover:  if the daemon was killed hard: build/tools/efusectl/efusectl umount $MNT
 
 MSG
-exec build/tools/efused/efused --fs=memfs -o allow_other "$@" "$MNT"
+exec build/tools/efused/efused --fs=memfs -o allow_other,default_permissions "$@" "$MNT"

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/log.h"
 #include "core/memfs/memfs.h"
 
 ABSL_FLAG(std::string, fs, "memfs", "file system to serve: memfs (in memory)");
@@ -102,6 +103,14 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   m.group_id = getgid();
   absl::Status s = ParseMountOptions(absl::GetFlag(FLAGS_o), &m);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("-o: ", s.message()));
+  if (m.allow_other && !m.default_permissions) {
+    // Without it the kernel skips search-permission checks on cached path
+    // walks (it never asks the daemon), so other users can reach files
+    // below directories they cannot search.
+    Log(LogLevel::kWarning,
+        "-o allow_other without default_permissions: path-walk permissions of cached "
+        "entries are not checked; add default_permissions for a multi-user mount");
+  }
   char resolved[PATH_MAX];
   if (realpath(positional[1], resolved) == nullptr)
     return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "': ", std::strerror(errno)));
