@@ -120,8 +120,8 @@ LockRequest ToLock(const abi::LkIn& in) {
 }  // namespace
 
 Dispatcher::Dispatcher(FileSystem* fs, const proto::InitConfig& init_config,
-                       size_t interrupt_slots)
-    : fs_(fs), init_config_(init_config), interrupts_(interrupt_slots) {}
+                       size_t interrupt_slots, KernelConnection* kernel)
+    : fs_(fs), kernel_(kernel), init_config_(init_config), interrupts_(interrupt_slots) {}
 
 void Dispatcher::Send(ReplySender& sender, Reply& reply) {
   if (reply.error() != 0) stats_.errors.fetch_add(1, std::memory_order_relaxed);
@@ -197,7 +197,7 @@ void Dispatcher::HandleInit(const Request& req, ReplySender& sender) {
     conn_ = r.conn;
     decode_options_.minor = conn_.minor;
     decode_options_.setxattr_ext = conn_.Has(abi::init::kSetxattrExt);
-    fs_->Init(conn_.flags);
+    fs_->Init(InitInfo{conn_.flags, conn_.minor, conn_.max_write, kernel_});
     initialized_.store(true, std::memory_order_release);
     Log(LogLevel::kInfo, "INIT: protocol 7.%u, flags 0x%x, max_write %u, max_pages %u",
         conn_.minor, conn_.flags, conn_.max_write, conn_.max_pages);

@@ -44,7 +44,9 @@ struct DispatcherStats {
 
 class Dispatcher {
  public:
-  Dispatcher(FileSystem* fs, const proto::InitConfig& init_config, size_t interrupt_slots);
+  // `kernel` (may be null in tests) is handed to the backend at INIT.
+  Dispatcher(FileSystem* fs, const proto::InitConfig& init_config, size_t interrupt_slots,
+             KernelConnection* kernel = nullptr);
 
   // Handles the request in buffer[0, length). After decoding, the whole
   // `buffer` is reused as scratch space for READ/READDIR data, so the reply
@@ -68,6 +70,7 @@ class Dispatcher {
   void SendError(ReplySender& sender, uint64_t unique, int err);
 
   FileSystem* const fs_;
+  KernelConnection* const kernel_;
   const proto::InitConfig init_config_;
   proto::Connection conn_;  // written once by INIT before workers start
   proto::DecodeOptions decode_options_;

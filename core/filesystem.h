@@ -19,6 +19,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <cstdint>
@@ -152,6 +153,30 @@ class DirSink {
   virtual bool plus() const = 0;
 };
 
+// What a backend may ask of the kernel connection it serves. Implemented by
+// the session on its /dev/fuse fd; thread-safe.
+class KernelConnection {
+ public:
+  virtual ~KernelConnection() = default;
+  // Registers an open file as a passthrough backing file
+  // (FUSE_DEV_IOC_BACKING_OPEN); the id goes into OpenReply::backing_id
+  // with abi::kFopenPassthrough. Needs root and a negotiated kPassthrough.
+  virtual Result<int32_t> OpenBacking(int fd) = 0;
+  virtual Status CloseBacking(int32_t backing_id) = 0;
+  // Sends a FUSE_NOTIFY_* message built with proto/notify.h. Must not be
+  // called while holding a lock the kernel may need to answer (an
+  // invalidation can wait for a request this daemon is serving).
+  virtual Status Notify(std::span<const iovec> message) = 0;
+};
+
+// What INIT settled, handed to the backend before any other call.
+struct InitInfo {
+  uint64_t flags = 0;   // negotiated abi::init bits
+  uint32_t minor = 0;   // negotiated protocol minor
+  uint32_t max_write = 0;
+  KernelConnection* kernel = nullptr;  // null in tests without a device
+};
+
 class FileSystem {
  public:
   virtual ~FileSystem() = default;
@@ -159,9 +184,11 @@ class FileSystem {
   // Names the backend for logs and `efusectl status`.
   virtual std::string_view Name() const = 0;
 
-  // Called once after INIT, before any other call; `init_flags` are the
-  // negotiated abi::init bits.
-  virtual void Init(uint64_t /*init_flags*/) {}
+  // The abi::init flags to ask the kernel for, given the session's defaults:
+  // a backend adds what it can use (kPassthrough) and drops what it cannot.
+  virtual uint64_t WantedInitFlags(uint64_t defaults) const { return defaults; }
+  // Called once after INIT, before any other call.
+  virtual void Init(const InitInfo& /*info*/) {}
   virtual void Destroy() {}
 
   virtual Result<Entry> Lookup(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/) { return Errno(ENOSYS); }

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -52,6 +53,27 @@ uint64_t Session::DefaultInitFlags() {
          f::kCacheSymlinks;
 }
 
+Result<int32_t> Session::OpenBacking(int fd) {
+  abi::BackingMap map{};
+  map.fd = fd;
+  int id = ioctl(fd_, abi::kDevIocBackingOpen, &map);
+  if (id < 0) return Errno::Last();
+  return static_cast<int32_t>(id);
+}
+
+Status Session::CloseBacking(int32_t backing_id) {
+  uint32_t id = static_cast<uint32_t>(backing_id);
+  if (ioctl(fd_, abi::kDevIocBackingClose, &id) != 0) return Errno::Last();
+  return OkStatus();
+}
+
+Status Session::Notify(std::span<const iovec> message) {
+  for (;;) {
+    if (writev(fd_, message.data(), static_cast<int>(message.size())) >= 0) return OkStatus();
+    if (errno != EINTR) return Errno::Last();
+  }
+}
+
 Session::Session(FileSystem* fs, SessionOptions options)
     : fs_(fs), options_(std::move(options)) {}
 
@@ -98,7 +120,8 @@ absl::Status Session::Run() {
   done_event_ = eventfd(0, EFD_CLOEXEC);
 
   size_t slots = AllowedCpus().size() + static_cast<size_t>(std::max(options_.workers, 0)) + 1;
-  dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots);
+  options_.init.wanted_flags = fs_->WantedInitFlags(options_.init.wanted_flags);
+  dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots, this);
 
   std::string method;
   absl::StatusOr<int> fd = MountFuse(options_.mount, &method);

@@ -39,7 +39,7 @@ struct SessionOptions {
 // /run/efuse/<connection id>.status, one "key: value" per line.
 std::string StatusFilePath(unsigned connection_id);
 
-class Session {
+class Session final : public KernelConnection {
  public:
   Session(FileSystem* fs, SessionOptions options);
   ~Session();
@@ -49,6 +49,11 @@ class Session {
 
   // The flags efused asks the kernel for by default.
   static uint64_t DefaultInitFlags();
+
+  // KernelConnection, on the session's /dev/fuse fd.
+  Result<int32_t> OpenBacking(int fd) override;
+  Status CloseBacking(int32_t backing_id) override;
+  Status Notify(std::span<const iovec> message) override;
 
  private:
   absl::Status ServeInit();

@@ -68,6 +68,7 @@ InitResult NegotiateInit(const abi::InitIn& in, size_t in_size, const InitConfig
   r.out.max_write = max_write;
   r.out.time_gran = config.time_gran;
   r.out.max_pages = max_pages;
+  if ((chosen & abi::init::kPassthrough) != 0) r.out.max_stack_depth = config.max_stack_depth;
   r.out_size = minor < 5 ? abi::kCompatInitOutSize
                : minor < 23 ? abi::kCompat22InitOutSize
                             : sizeof(abi::InitOut);

@@ -22,6 +22,9 @@ struct InitConfig {
   uint16_t max_background = 64;
   uint16_t congestion_threshold = 48;
   uint32_t time_gran = 1;           // nanoseconds
+  // With kPassthrough: how deep backing files may be stacked (1: backing
+  // files live on a non-stacked fs). The kernel accepts 1..2.
+  uint32_t max_stack_depth = 1;
 };
 
 // What both sides agreed.

@@ -52,7 +52,7 @@ abi::OutHeader HeaderOf(const std::vector<uint8_t>& r) {
 class TestFs : public FileSystem {
  public:
   std::string_view Name() const override { return "test"; }
-  void Init(uint64_t flags) override { init_flags = flags; }
+  void Init(const InitInfo& info) override { init_flags = info.flags; }
   Result<Entry> Lookup(const RequestContext& ctx, uint64_t parent, std::string_view name) override {
     last_name = std::string(name);
     last_uid = ctx.uid;
