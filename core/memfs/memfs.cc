@@ -788,7 +788,15 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
   if ((v & abi::kFattrUid) != 0) n->uid = req.uid;
   if ((v & abi::kFattrGid) != 0) n->gid = req.gid;
   // As Linux's chown_common: any chown of a non-directory drops setuid (and
-  // setgid with group exec), whoever asks.
+  // setgid with group exec), whoever asks. chown(f, -1, -1) arrives as a
+  // SETATTR with no attribute bits at all (with HANDLE_KILLPRIV_V2 the kernel
+  // leaves the dropping to us), so an empty SETATTR counts as a chown.
+  const bool empty = (v & ~(abi::kFattrFh | abi::kFattrLockowner)) == 0;
+  if (empty && n->type != S_IFDIR) {
+    KillSuidgid(&n->mode);
+    n->DropCapability(space_);
+    n->ctime = now;
+  }
   if ((v & (abi::kFattrUid | abi::kFattrGid)) != 0 && n->type != S_IFDIR) {
     KillSuidgid(&n->mode);
     n->DropCapability(space_);

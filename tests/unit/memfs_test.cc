@@ -1080,10 +1080,10 @@ TEST_F(MemFsTest, ChownAndChmodRules) {
   ASSERT_EQ(Err(SetMode(alice_, d, 02755)), 0);
   EXPECT_EQ(SetOwner(root_, d, 1001, std::nullopt)->attr.mode,
             S_IFDIR | 02755u);
-  // Nothing valid: nothing changes, not even ctime.
+  // Nothing valid is chown(f, -1, -1): ctime moves, as on Linux.
   const Attributes before = Attr(f);
   Tick();
-  EXPECT_TRUE(
+  EXPECT_FALSE(
       Same(fs_->SetAttr(root_, f, SetAttrRequest{})->attr.ctime, before.ctime));
 }
 
@@ -1190,6 +1190,24 @@ TEST_F(MemFsTest, KillSuidgid) {
 
 // The file-capability xattr goes on every content or owner change, as the
 // Linux VFS drops it (with FUSE_HANDLE_KILLPRIV_V2 that is the server's job).
+TEST_F(MemFsTest, ChownToSameIdsStillDropsSetuid) {
+  // chown(f, -1, -1) reaches us as a SETATTR with no attribute bits.
+  const uint64_t f = MakeFile(root_, kRoot, "f", 06755);
+  Result<AttrReply> before = fs_->GetAttr(root_, f, nullptr);
+  ASSERT_EQ(Err(before), 0);
+  SetAttrRequest none;
+  Result<AttrReply> after = fs_->SetAttr(root_, f, none);
+  ASSERT_EQ(Err(after), 0);
+  EXPECT_EQ(after->attr.mode & 07777, 0755u);
+  EXPECT_GE(after->attr.ctime.tv_sec * 1000000000L + after->attr.ctime.tv_nsec,
+            before->attr.ctime.tv_sec * 1000000000L + before->attr.ctime.tv_nsec);
+  const uint64_t d = MakeDir(root_, kRoot, "d", 0755);
+  ASSERT_EQ(Err(SetMode(root_, d, 02755)), 0);
+  Result<AttrReply> dir = fs_->SetAttr(root_, d, none);
+  ASSERT_EQ(Err(dir), 0);
+  EXPECT_EQ(dir->attr.mode & 07777, 02755u);  // directories keep setgid
+}
+
 TEST_F(MemFsTest, CapabilityDroppedOnWriteTruncateChown) {
   const uint64_t f = MakeFile(root_, kRoot, "f", 0755);
   const uint64_t fh = OpenFh(root_, f, O_RDWR);
