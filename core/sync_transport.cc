@@ -59,11 +59,18 @@ absl::Status SyncTransport::Start(int session_fd, Dispatcher* dispatcher,
   int n = options_.workers > 0 ? options_.workers : static_cast<int>(cpus.size());
   if (static_cast<size_t>(n) > dispatcher->interrupts().size())
     return absl::InvalidArgumentError("more workers than interrupt slots");
-  // The kernel refuses reads into buffers smaller than one full WRITE.
-  buffer_size_ = options_.buffer_size != 0
-                     ? options_.buffer_size
-                     : std::max<size_t>(dispatcher->connection().max_write + 4096,
-                                        abi::kMinReadBuffer);
+  // The kernel fails a request that does not fit the reader's buffer (EIO;
+  // E2BIG for SETXATTR). The largest are a WRITE of max_write bytes and a
+  // SETXATTR with the largest value the VFS allows (XATTR_SIZE_MAX, 64 KiB),
+  // which a small --max_write would otherwise refuse; 4 KiB covers headers
+  // and names.
+  constexpr size_t kMaxXattrValue = 65536;
+  buffer_size_ =
+      options_.buffer_size != 0
+          ? options_.buffer_size
+          : std::max<size_t>(
+                std::max<size_t>(dispatcher->connection().max_write, kMaxXattrValue) + 4096,
+                abi::kMinReadBuffer);
   on_exit_ = std::move(on_exit);
   std::vector<int> worker_fds;
   worker_fds.push_back(session_fd);

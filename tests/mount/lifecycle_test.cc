@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -42,7 +43,7 @@ std::string ErrorLines(const std::string& log) {
   std::istringstream in(log);
   std::string line, out;
   while (std::getline(in, line))
-    if (line.rfind("efused: error:", 0) == 0) out += line + "\n";
+    if (IsDaemonErrorLine(line)) out += line + "\n";
   return out;
 }
 
@@ -107,6 +108,64 @@ TEST_F(LifecycleTest, SigtermWithAnOpenFileServesItUntilClosed) {
   EXPECT_EQ(ErrorLines(mount_.Log()), "");
 }
 
+// SIGTERM while threads are busy on the mount: descriptors keep working
+// until closed (lazy unmount), paths stop resolving into the mount, nothing
+// hangs, and the daemon exits 0 once the last descriptor is closed.
+TEST_F(LifecycleTest, SigtermUnderLoadDrainsAndExitsZero) {
+  ASSERT_TRUE(mount_.Start({"--size=256M"}));
+  const std::string mnt = mount_.path();
+  constexpr int kThreads = 4;
+  std::atomic<bool> stop{false};
+  std::atomic<int> fd_errors{0}, path_errors{0};
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const std::string file = mnt + "/load" + std::to_string(t);
+      int fd = open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) {
+        failures[t] = "open " + file + ": " + ErrnoName(errno);
+        return;
+      }
+      const std::string block = PatternBytes(static_cast<uint64_t>(t), 64 * 1024);
+      std::string back(block.size(), '\0');
+      for (uint64_t i = 0; !stop.load(); ++i) {
+        const off_t off = static_cast<off_t>((i % 64) * block.size());
+        size_t got = 0;
+        if (!PwriteAll(fd, block.data(), block.size(), off) ||
+            !PreadAll(fd, back.data(), back.size(), off, &got) || got != block.size() || back != block) {
+          if (failures[t].empty()) failures[t] = "I/O on an open descriptor failed: " + ErrnoName(errno);
+          ++fd_errors;
+          break;
+        }
+        // By path: found before the signal; after the lazy unmount the path
+        // names the empty directory underneath, so ENOENT.
+        struct stat st;
+        if (stat(file.c_str(), &st) != 0 && errno != ENOENT) {
+          if (failures[t].empty()) failures[t] = "stat by path: " + ErrnoName(errno);
+          ++path_errors;
+        }
+      }
+      close(fd);
+    });
+  }
+  std::this_thread::sleep_for(milliseconds(500));
+  mount_.Signal(SIGTERM);
+  EXPECT_TRUE(WaitUnmounted(mnt, kExitTimeout)) << mount_.LogForMessage();
+  std::this_thread::sleep_for(milliseconds(500));  // keep working on the detached mount
+  EXPECT_TRUE(mount_.Alive()) << "efused left while descriptors were open" << mount_.LogForMessage();
+  stop = true;
+  for (auto& t : threads) t.join();
+  for (const std::string& f : failures) EXPECT_EQ(f, "");
+  EXPECT_EQ(fd_errors.load(), 0);
+  EXPECT_EQ(path_errors.load(), 0);
+  int status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status))
+      << "efused still runs after every descriptor was closed" << mount_.LogForMessage();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status << mount_.LogForMessage();
+  EXPECT_EQ(ErrorLines(mount_.Log()), "");
+}
+
 TEST_F(LifecycleTest, SecondSignalAbortsTheDrain) {
   ASSERT_TRUE(mount_.Start({"--size=64M"}));
   int raw;
@@ -122,13 +181,16 @@ TEST_F(LifecycleTest, SecondSignalAbortsTheDrain) {
   ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status))
       << "a second SIGTERM must stop the daemon even with files open" << mount_.LogForMessage();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
-  // The open file now fails fast instead of hanging.
+  // The open file now fails fast instead of hanging (calls that always reach
+  // the daemon: a write, and a stat that bypasses the attribute cache).
   const int fd_num = fd.get();
   ASSERT_TRUE(RunInChild(
       [&](ChildChecks& c) {
         alarm(5);
-        char b[4];
-        CHILD_EXPECT_ERRNO(c, pread(fd_num, b, sizeof(b), 0), ENOTCONN);
+        CHILD_EXPECT_ERRNO(c, pwrite(fd_num, "y", 1, 4096), ENOTCONN);
+        struct statx sx;
+        CHILD_EXPECT_ERRNO(c, statx(fd_num, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx),
+                           ENOTCONN);
       },
       nullptr, seconds(10)));
 }
@@ -144,16 +206,29 @@ TEST_F(LifecycleTest, SigkillLeavesADeadMountThatEfusectlRemoves) {
   EXPECT_TRUE(ProcessesMentioning(mnt).empty()) << "an efused process is left";
   ASSERT_TRUE(FindMount(mnt)) << "a killed daemon cannot unmount: the dead mount stays";
 
-  // Using it fails at once with ENOTCONN; it must not hang (alarm as a guard).
+  // Every call that reaches the connection fails at once with ENOTCONN; none
+  // hangs (alarm as a guard). AT_STATX_FORCE_SYNC: a plain stat may still be
+  // answered from the kernel's attribute cache for up to --attr_timeout.
   ASSERT_TRUE(RunInChild(
       [&](ChildChecks& c) {
         alarm(5);
         const auto start = Clock::now();
-        struct stat st;
-        CHILD_EXPECT_ERRNO(c, stat(mnt.c_str(), &st), ENOTCONN);
+        struct statx sx;
+        CHILD_EXPECT_ERRNO(c, statx(AT_FDCWD, mnt.c_str(), AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &sx),
+                           ENOTCONN);
         CHILD_EXPECT_ERRNO(c, open((mnt + "/f").c_str(), O_RDONLY), ENOTCONN);
+        CHILD_EXPECT_ERRNO(c, open(mnt.c_str(), O_RDONLY | O_DIRECTORY), ENOTCONN);
         CHILD_EXPECT_ERRNO(c, mkdir((mnt + "/d").c_str(), 0755), ENOTCONN);
         CHILD_CHECK(c, Clock::now() - start < seconds(2));
+      },
+      nullptr, seconds(10)));
+  // Once the (1 s) attribute cache has expired, so does a plain stat.
+  std::this_thread::sleep_for(milliseconds(1100));
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        alarm(5);
+        struct stat st;
+        CHILD_EXPECT_ERRNO(c, stat(mnt.c_str(), &st), ENOTCONN);
       },
       nullptr, seconds(10)));
 
@@ -173,6 +248,38 @@ TEST_F(LifecycleTest, SigkillLeavesADeadMountThatEfusectlRemoves) {
   struct stat st {};
   EXPECT_SYS(stat(mnt.c_str(), &st));
   EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
+// `efusectl status` must call a killed daemon's mount dead at once, even
+// while the kernel still holds the root's attributes in its cache.
+TEST_F(LifecycleTest, EfusectlStatusSeesADeadDaemonAtOnce) {
+  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  const std::string mnt = mount_.path();
+  struct stat st {};
+  ASSERT_SYS(stat(mnt.c_str(), &st));  // the kernel caches the root's attributes (1 s)
+  mount_.Signal(SIGKILL);
+  int status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status));
+  CommandResult r = RunCommand({EFUSECTL_PATH, "status"}, seconds(10));
+  EXPECT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_NE(r.out.find(mnt), std::string::npos) << r.Describe();
+  EXPECT_NE(r.out.find("dead"), std::string::npos)
+      << "efusectl status right after SIGKILL: " << r.Describe();
+  CommandResult u = RunCommand({EFUSECTL_PATH, "umount", mnt}, seconds(10));
+  EXPECT_EQ(u.exit_code(), 0) << u.Describe();
+  EXPECT_FALSE(FindMount(mnt));
+}
+
+// A stuck daemon (here: SIGSTOP) must not make `efusectl status` hang; it
+// should still list the mount.
+TEST_F(LifecycleTest, EfusectlStatusDoesNotHangOnAStuckDaemon) {
+  ASSERT_TRUE(mount_.Start({"--size=64M", "--attr_timeout=0"}));
+  mount_.Signal(SIGSTOP);
+  CommandResult r = RunCommand({EFUSECTL_PATH, "status"}, seconds(5));
+  mount_.Signal(SIGCONT);
+  EXPECT_FALSE(r.timed_out) << "efusectl status blocked on a stopped daemon: " << r.Describe();
+  EXPECT_NE(r.out.find(mount_.path()), std::string::npos) << r.Describe();
+  ASSERT_TRUE(mount_.Stop(SIGTERM));
 }
 
 TEST_F(LifecycleTest, ExternalUmountStopsTheDaemon) {
@@ -215,6 +322,7 @@ struct BadCase {
   std::vector<std::string> args;  // "MNT", "MNT2", "FILE", "MISSING" are replaced
   std::string culprit;            // likewise
 };
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
 
 class BadCommandLineTest : public ::testing::TestWithParam<BadCase> {
  protected:

@@ -60,10 +60,10 @@ bool InCi();
     const std::string efuse_problem_ = ::efuse::testing::MountRequirementProblem(); \
     if (!efuse_problem_.empty()) {                                                  \
       if (::efuse::testing::InCi()) {                                               \
-        FAIL() << "real-mount tests cannot run: " << efuse_problem_                 \
+        FAIL() << "real-mount test cannot run: " << efuse_problem_                  \
                << " (CI=true, so this is a failure, not a skip)";                   \
       } else {                                                                      \
-        GTEST_SKIP() << "real-mount tests need: " << efuse_problem_;                \
+        GTEST_SKIP() << "real-mount test skipped: " << efuse_problem_;              \
       }                                                                             \
     }                                                                               \
   } while (0)
@@ -191,6 +191,10 @@ class MountTest : public ::testing::Test {
 
   EfuseMount mount_;
 };
+
+// True for a line of the daemon's log that reports an error: "efused: error:"
+// or a sanitizer report (ASan/LSan/UBSan builds).
+bool IsDaemonErrorLine(const std::string& line);
 
 // Output of a finished program.
 struct CommandResult {

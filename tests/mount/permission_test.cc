@@ -7,6 +7,7 @@
 // `-o allow_other,default_permissions` (the kernel checks first): the answers
 // must be the same. Without allow_other, other users cannot even stat the
 // mount point.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -34,10 +35,21 @@ const Creds kA{kUserA, kGroupA, {}};
 const Creds kAWithExtra{kUserA, kGroupA, {kExtraGroupA}};
 const Creds kB{kUserB, kGroupB, {}};
 
-class PermissionTest : public MountTest, public ::testing::WithParamInterface<const char*> {
+struct Config {
+  const char* name;
+  std::vector<std::string> flags;
+  // False where the kernel walks cached names without asking memfs and checks
+  // no search permission itself (allow_other alone, with an entry cache).
+  bool checks_cached_walks = true;
+};
+void PrintTo(const Config& c, std::ostream* os) { *os << c.name; }
+
+class PermissionTest : public MountTest, public ::testing::WithParamInterface<Config> {
  protected:
   std::vector<std::string> DaemonFlags() const override {
-    return {"--size=256M", "-o", GetParam()};
+    std::vector<std::string> f = {"--size=256M"};
+    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
+    return f;
   }
   void SetUp() override {
     umask(022);
@@ -83,11 +95,9 @@ TEST_P(PermissionTest, OthersCannotOpenAPrivateRootFile) {
 }
 
 TEST_P(PermissionTest, OthersCannotCreateInARootDirectory) {
-  const std::string dir = Path("rootdir"), priv = Path("private");
+  const std::string dir = Path("rootdir");
   ASSERT_SYS(mkdir(dir.c_str(), 0755));
-  ASSERT_SYS(mkdir(priv.c_str(), 0700));
   MakeFile(dir + "/existing", 0666, 0, 0);
-  MakeFile(priv + "/inside", 0666, 0, 0);
   ASSERT_TRUE(RunInChild(
       [&](ChildChecks& c) {
         CHILD_EXPECT_ERRNO(c, open((dir + "/new").c_str(), O_WRONLY | O_CREAT, 0644), EACCES);
@@ -101,10 +111,36 @@ TEST_P(PermissionTest, OthersCannotCreateInARootDirectory) {
         int fd = open((dir + "/existing").c_str(), O_WRONLY);
         CHILD_EXPECT_OK(c, fd);
         if (fd >= 0) close(fd);
-        // A 0700 directory cannot even be searched.
+      },
+      &kA));
+}
+
+// A 0700 directory cannot even be searched by others, even right after its
+// owner used the names in it (so the kernel has them in its dentry cache).
+// With allow_other alone and an entry cache this cannot hold: the kernel
+// walks cached names without sending LOOKUP and, without
+// default_permissions, checks no search permission itself, so memfs is never
+// asked. That is a documented limitation; efused must warn about it.
+TEST_P(PermissionTest, OthersCannotSearchAPrivateDirectory) {
+  if (!GetParam().checks_cached_walks) {
+    EXPECT_NE(mount_.Log().find("allow_other without default_permissions"), std::string::npos)
+        << "efused must warn that this configuration skips path-walk checks" << mount_.LogForMessage();
+    return;
+  }
+  const std::string priv = Path("private");
+  ASSERT_SYS(mkdir(priv.c_str(), 0700));
+  MakeFile(priv + "/inside", 0666, 0, 0);
+  ASSERT_SYS(mkdir((priv + "/sub").c_str(), 0777));
+  struct stat st {};
+  ASSERT_SYS(stat((priv + "/inside").c_str(), &st));
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
         struct stat st;
         CHILD_EXPECT_ERRNO(c, stat((priv + "/inside").c_str(), &st), EACCES);
         CHILD_EXPECT_ERRNO(c, open((priv + "/inside").c_str(), O_RDONLY), EACCES);
+        CHILD_EXPECT_ERRNO(c, open((priv + "/sub/new").c_str(), O_WRONLY | O_CREAT, 0644), EACCES);
+        CHILD_EXPECT_ERRNO(c, chdir((priv + "/sub").c_str()), EACCES);
+        CHILD_EXPECT_ERRNO(c, opendir(priv.c_str()) == nullptr ? -1 : 0, EACCES);
       },
       &kA));
 }
@@ -289,12 +325,54 @@ TEST_P(PermissionTest, SetgidDirectoryPassesItsGroupOn) {
   EXPECT_EQ(st.st_gid, kSharedGroup);
 }
 
-INSTANTIATE_TEST_SUITE_P(Memfs, PermissionTest,
-                         ::testing::Values("allow_other", "allow_other,default_permissions"),
-                         [](const ::testing::TestParamInfo<const char*>& info) {
-                           return std::string(info.index == 0 ? "allow_other"
-                                                              : "allow_other_default_permissions");
-                         });
+// FUSE_HANDLE_KILLPRIV_V2 (negotiated by efused) makes the server clear
+// setuid/setgid when a caller without CAP_FSETID writes or truncates; setgid
+// only if group-execute is set (otherwise it marks mandatory locking).
+TEST_P(PermissionTest, WritesByOthersClearSetuidAndSetgid) {
+  const std::string names[] = {"write", "trunc", "otrunc", "sgid_noexec"};
+  for (const std::string& n : names) MakeFile(Path(n), n == "sgid_noexec" ? 02666 : 06777, 0, 0);
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        int fd = open(Path("write").c_str(), O_WRONLY);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) {
+          CHILD_EXPECT_OK(c, write(fd, "x", 1));
+          close(fd);
+        }
+        CHILD_EXPECT_OK(c, truncate(Path("trunc").c_str(), 3));
+        fd = open(Path("otrunc").c_str(), O_WRONLY | O_TRUNC);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) close(fd);
+        fd = open(Path("sgid_noexec").c_str(), O_WRONLY);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) {
+          CHILD_EXPECT_OK(c, write(fd, "x", 1));
+          close(fd);
+        }
+      },
+      &kA));
+  struct stat st {};
+  for (const char* n : {"write", "trunc", "otrunc"}) {
+    ASSERT_SYS(stat(Path(n).c_str(), &st));
+    EXPECT_EQ(st.st_mode & 07777, 0777u) << n << ": setuid/setgid must be cleared";
+  }
+  ASSERT_SYS(stat(Path("sgid_noexec").c_str(), &st));
+  EXPECT_EQ(st.st_mode & 07777, 02666u) << "setgid without group-execute stays";
+}
+
+// allow_other alone: memfs is the only judge, but it can judge only what the
+// kernel asks; with the default 1 s entry cache the kernel walks cached names
+// without asking (see OthersCannotSearchAPrivateDirectory). With no entry
+// cache, every path walk reaches memfs. With default_permissions the kernel
+// checks mode bits itself before asking.
+INSTANTIATE_TEST_SUITE_P(
+    Memfs, PermissionTest,
+    ::testing::Values(Config{"allow_other", {"-o", "allow_other"}, /*checks_cached_walks=*/false},
+                      Config{"allow_other_no_entry_cache",
+                             {"-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0"}},
+                      Config{"allow_other_default_permissions",
+                             {"-o", "allow_other,default_permissions"}}),
+    [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });
 
 class NoAllowOtherTest : public MountTest {
  protected:

@@ -2,9 +2,10 @@
 //
 // Every test gets a fresh mount (tests/mount/mount_fixture.h) and works on it
 // from this process with plain syscalls, checking exact errno values and
-// contents. The suite runs twice: with the daemon's default cache timeouts
-// and with entry/attribute caching off, so both the kernel's cached answers
-// and the daemon's fresh ones are checked.
+// contents. The suite runs three times: with the daemon's defaults, with
+// entry/attribute caching off (so the daemon answers what the kernel would
+// otherwise answer from its caches), and with one-page requests
+// (--max_write=4K: every large read and write is split).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -90,6 +91,7 @@ struct Config {
   const char* name;
   std::vector<std::string> flags;
 };
+void PrintTo(const Config& c, std::ostream* os) { *os << c.name; }
 
 class PosixTest : public MountTest, public ::testing::WithParamInterface<Config> {
  protected:
@@ -955,6 +957,46 @@ TEST_P(PosixTest, ChmodChownUtimensat) {
   EXPECT_TS_EQ(Stat(f).st_mtim, target_mtime);
 }
 
+// With FUSE_HANDLE_KILLPRIV_V2 the server clears privileges: chown clears
+// setuid (and setgid with group-execute) even for root; a write by root
+// (CAP_FSETID) keeps them; any write removes security.capability.
+TEST_P(PosixTest, PrivilegeBitsOnChownAndWrite) {
+  const std::string f = Path("priv");
+  Write(f, "x");
+  ASSERT_SYS(chmod(f.c_str(), 06755));
+  {
+    int raw;
+    ASSERT_SYS(raw = open(f.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+    UniqueFd fd(raw);
+    ASSERT_EQ(write(fd.get(), "y", 1), 1);
+  }
+  EXPECT_EQ(Stat(f).st_mode & 07777, 06755u) << "root (CAP_FSETID) writing keeps setuid/setgid";
+  ASSERT_SYS(chown(f.c_str(), 1234, static_cast<gid_t>(-1)));
+  EXPECT_EQ(Stat(f).st_mode & 07777, 0755u) << "chown clears setuid and setgid (group-exec set)";
+  ASSERT_SYS(chmod(f.c_str(), 02745));  // setgid without group-execute
+  ASSERT_SYS(chown(f.c_str(), 1235, static_cast<gid_t>(-1)));
+  EXPECT_EQ(Stat(f).st_mode & 07777, 02745u) << "setgid without group-execute survives chown";
+  // Directories keep setgid across chown.
+  ASSERT_SYS(mkdir(Path("sgdir").c_str(), 0755));
+  ASSERT_SYS(chmod(Path("sgdir").c_str(), 02775));
+  ASSERT_SYS(chown(Path("sgdir").c_str(), 1234, 1234));
+  EXPECT_EQ(Stat(Path("sgdir")).st_mode & 07777, 02775u);
+
+  // A file capability (struct vfs_cap_data, revision 2: CAP_NET_BIND_SERVICE).
+  const uint32_t cap[5] = {0x02000000, 1u << 10, 0, 0, 0};
+  const std::string g = Path("capfile");
+  Write(g, "bin");
+  ASSERT_SYS(setxattr(g.c_str(), "security.capability", cap, sizeof(cap), 0));
+  ASSERT_EQ(getxattr(g.c_str(), "security.capability", nullptr, 0), static_cast<ssize_t>(sizeof(cap)));
+  {
+    int raw;
+    ASSERT_SYS(raw = open(g.c_str(), O_WRONLY | O_CLOEXEC));
+    UniqueFd fd(raw);
+    ASSERT_EQ(pwrite(fd.get(), "B", 1, 0), 1);
+  }
+  EXPECT_ERRNO(getxattr(g.c_str(), "security.capability", nullptr, 0), ENODATA);
+}
+
 TEST_P(PosixTest, TimestampsAdvance) {
   const std::string f = Path("ts");
   Write(f, "1");
@@ -1144,7 +1186,10 @@ TEST_P(PosixTest, ODirectIfSupported) {
 INSTANTIATE_TEST_SUITE_P(Memfs, PosixTest,
                          ::testing::Values(Config{"default_cache", {}},
                                            Config{"no_cache", {"--entry_timeout=0",
-                                                               "--attr_timeout=0"}}),
+                                                               "--attr_timeout=0"}},
+                                           // One-page requests: every large
+                                           // read and write is split.
+                                           Config{"small_requests", {"--max_write=4K"}}),
                          [](const ::testing::TestParamInfo<Config>& info) {
                            return std::string(info.param.name);
                          });
@@ -1226,6 +1271,64 @@ TEST_F(SmallFsTest, FillUntilEnospcThenFreeAndWriteAgain) {
   }
   EXPECT_TRUE(ok) << "after freeing the space: " << error;
   EXPECT_EQ(Read(Path("again")), PatternBytes(3, 32 * kMiB));
+}
+
+TEST_F(SmallFsTest, RemovingEverythingGivesBackAllSpaceAndInodes) {
+  struct statfs empty {};
+  ASSERT_SYS(statfs(Path("").c_str(), &empty));
+  // Files of odd sizes, holes, preallocation, xattrs, symlinks, devices,
+  // directories, hard links, an O_TMPFILE, and a file unlinked while open.
+  ASSERT_SYS(mkdir(Path("d").c_str(), 0755));
+  ASSERT_SYS(mkdir(Path("d/e").c_str(), 0755));
+  for (int i = 0; i < 50; ++i) Write(Path("d/f" + std::to_string(i)), PatternBytes(i, 1 + i * 7777));
+  ASSERT_SYS(link(Path("d/f3").c_str(), Path("d/e/link").c_str()));
+  ASSERT_SYS(setxattr(Path("d/f1").c_str(), "user.x", "value", 5, 0));
+  ASSERT_SYS(setxattr(Path("d").c_str(), "user.big", PatternBytes(9, 60000).data(), 60000, 0));
+  ASSERT_SYS(symlink(std::string(3000, 's').c_str(), Path("d/sym").c_str()));
+  ASSERT_SYS(mknod(Path("d/fifo").c_str(), S_IFIFO | 0644, 0));
+  ASSERT_SYS(mknod(Path("d/chr").c_str(), S_IFCHR | 0644, makedev(1, 3)));
+  {
+    int raw;
+    ASSERT_SYS(raw = open(Path("d/sparse").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(raw);
+    ASSERT_EQ(pwrite(fd.get(), "x", 1, 40 * kMiB), 1);
+    ASSERT_SYS(fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, 2 * kMiB));
+  }
+  ASSERT_SYS(Renameat2(Path("d/f4"), Path("d/f5"), 0));  // replaces f5
+  int raw;
+  ASSERT_SYS(raw = open(Path("d").c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  UniqueFd tmp(raw);
+  ASSERT_EQ(write(tmp.get(), "tmp", 3), 3);
+  ASSERT_SYS(raw = open(Path("d/f10").c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd open_unlinked(raw);
+  struct statfs full {};
+  ASSERT_SYS(statfs(Path("").c_str(), &full));
+  EXPECT_LT(full.f_bfree, empty.f_bfree);
+  EXPECT_LT(full.f_ffree, empty.f_ffree);
+
+  // Remove it all; close the last descriptors.
+  for (const char* n : {"d/e/link", "d/sym", "d/fifo", "d/chr", "d/sparse"}) EXPECT_SYS(unlink(Path(n).c_str()));
+  for (int i = 0; i < 50; ++i) {
+    if (i == 4) continue;  // renamed away
+    EXPECT_SYS(unlink(Path("d/f" + std::to_string(i)).c_str()));
+  }
+  EXPECT_SYS(rmdir(Path("d/e").c_str()));
+  EXPECT_EQ(PreadString(open_unlinked.get(), 3, 0).size(), 3u);
+  open_unlinked.Reset();
+  tmp.Reset();
+  EXPECT_SYS(removexattr(Path("d").c_str(), "user.big"));
+  EXPECT_SYS(rmdir(Path("d").c_str()));
+
+  // RELEASE and FORGET are asynchronous: allow a moment.
+  struct statfs after {};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_SYS(statfs(Path("").c_str(), &after));
+  } while ((after.f_bfree != empty.f_bfree || after.f_ffree != empty.f_ffree) &&
+           std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(after.f_bfree, empty.f_bfree) << "blocks not given back";
+  EXPECT_EQ(after.f_ffree, empty.f_ffree) << "inodes not given back";
 }
 
 }  // namespace

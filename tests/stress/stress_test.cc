@@ -1,7 +1,8 @@
 // tests/stress/stress_test.cc — many threads and processes on one real mount.
 //
 // One efused (memfs) mount; 8 threads and 4 forked processes work on it for a
-// bounded time (EFUSE_STRESS_SECONDS, default 20): they create files of random
+// bounded time (EFUSE_STRESS_SECONDS, default 20; EFUSE_STRESS_FLAGS adds
+// daemon flags): they create files of random
 // sizes (up to 1 MiB), write them in random chunks, fsync, read them back,
 // resize them, rename them (into shared directories, over each other and
 // across directories), hard-link, unlink, make/move/remove directories, and
@@ -22,6 +23,7 @@
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -209,6 +211,23 @@ class Worker {
   void SysError(const std::string& what, int err) {
     Error("%s: %s", what.c_str(), ErrnoName(err).c_str());
   }
+  // For failures on our own names: what the kernel has cached (lstat) and
+  // what the daemon says (statx with AT_STATX_FORCE_SYNC), against the model.
+  std::string Views(const std::string& rel) {
+    auto view = [&](bool force) {
+      struct statx sx {};
+      int flags = AT_SYMLINK_NOFOLLOW | (force ? AT_STATX_FORCE_SYNC : AT_STATX_DONT_SYNC);
+      if (statx(AT_FDCWD, Abs(rel).c_str(), flags, STATX_BASIC_STATS, &sx) != 0) return ErrnoName(errno);
+      return "ino " + std::to_string(sx.stx_ino) + " nlink " + std::to_string(sx.stx_nlink) + " size " +
+             std::to_string(sx.stx_size);
+    };
+    std::string model = "absent";
+    if (auto it = model_.names.find(rel); it != model_.names.end())
+      model = "nlink " + std::to_string(model_.Links(it->second)) + " size " +
+              std::to_string(model_.tokens.at(it->second).size);
+    std::string cached = view(false);  // before the forced one refreshes the cache
+    return " [" + rel + ": kernel cache: " + cached + "; daemon: " + view(true) + "; model: " + model + "]";
+  }
   void Done(const char* op) { ++counts_.ok[op]; }
 
   uint64_t RandomSize() {
@@ -267,7 +286,10 @@ class Worker {
     uint64_t token = model_.names.at(rel);
     const FileContent& fc = model_.tokens.at(token);
     int fd = open(Abs(rel).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return SysError("open own " + rel, errno), false;
+    if (fd < 0) {
+      int err = errno;
+      return SysError("open own " + rel + Views(rel), err), false;
+    }
     UniqueFd guard(fd);
     struct stat st {};
     if (fstat(fd, &st) != 0) return SysError("fstat " + rel, errno), false;
@@ -350,7 +372,10 @@ class Worker {
 
   void DoRename(const std::string& from, const std::string& to, const char* op) {
     if (from == to) return;
-    if (rename(Abs(from).c_str(), Abs(to).c_str()) != 0) return SysError("rename " + from + " -> " + to, errno);
+    if (rename(Abs(from).c_str(), Abs(to).c_str()) != 0) {
+      int err = errno;
+      return SysError("rename " + from + " -> " + to + Views(from) + Views(to), err);
+    }
     RenameModel(from, to);
     Done(op);
   }
@@ -382,7 +407,12 @@ class Worker {
                      rc == 0 ? "succeeded" : ErrnoName(err).c_str());
       return Done("link_eexist");
     }
-    if (rc != 0) return SysError("link " + from + " -> " + to, err);
+    if (rc != 0 && err == ENOENT && KernelNlinkRace(from)) {
+      rc = link(Abs(from).c_str(), Abs(to).c_str());  // the cache is fresh again: must work
+      err = errno;
+      if (rc == 0) Done("link_after_kernel_nlink_race");
+    }
+    if (rc != 0) return SysError("link " + from + " -> " + to + Views(from), err);
     model_.names[to] = model_.names.at(from);
     struct stat a {}, b {};
     if (stat(Abs(from).c_str(), &a) != 0 || stat(Abs(to).c_str(), &b) != 0)
@@ -394,10 +424,31 @@ class Worker {
     Done("link");
   }
 
+  // A Linux FUSE race (6.18; libfuse's passthrough_ll shows it too): unlink
+  // makes the kernel drop its cached nlink by one *after* the reply, so when
+  // another thread's LOOKUP/GETATTR answered after the server's unlink has
+  // already stored the new count, the cache ends one too low, possibly 0 for
+  // a file that still has a name. link() then fails with ENOENT in vfs_link()
+  // without asking the server. True if that is what happened to our `rel`
+  // (cached nlink 0, the daemon's count equal to the model's); the forced
+  // statx also refreshes the cache.
+  bool KernelNlinkRace(const std::string& rel) {
+    struct statx cached {}, fresh {};
+    if (statx(AT_FDCWD, Abs(rel).c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_BASIC_STATS, &cached) != 0 ||
+        cached.stx_nlink != 0)
+      return false;
+    if (statx(AT_FDCWD, Abs(rel).c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &fresh) != 0)
+      return false;
+    return fresh.stx_nlink == model_.Links(model_.names.at(rel));
+  }
+
   void Unlink() {
     std::string rel = PickName(0);
     if (rel.empty()) return;
-    if (unlink(Abs(rel).c_str()) != 0) return SysError("unlink " + rel, errno);
+    if (unlink(Abs(rel).c_str()) != 0) {
+      int err = errno;
+      return SysError("unlink " + rel + Views(rel), err);
+    }
     model_.Erase(rel);
     Done("unlink");
   }
@@ -595,9 +646,19 @@ bool LoadWorker(const std::string& path, Worker* w, std::string* error) {
   return end;
 }
 
+// Extra efused flags from EFUSE_STRESS_FLAGS (space-separated), e.g.
+// "--entry_timeout=0 --attr_timeout=0 --workers=4".
 class StressTest : public MountTest {
  protected:
-  std::vector<std::string> DaemonFlags() const override { return {"--size=2G"}; }
+  std::vector<std::string> DaemonFlags() const override {
+    std::vector<std::string> flags = {"--size=2G"};
+    if (const char* extra = std::getenv("EFUSE_STRESS_FLAGS")) {
+      std::istringstream in(extra);
+      std::string f;
+      while (in >> f) flags.push_back(f);
+    }
+    return flags;
+  }
 };
 
 TEST_F(StressTest, ThreadsAndProcessesKeepEveryFileIntact) {
@@ -786,6 +847,29 @@ TEST_F(StressTest, ThreadsAndProcessesKeepEveryFileIntact) {
   }
   std::cout << "stress: verified " << found_files.size() << " files and " << found_dirs.size()
             << " directories against the record; " << bad << " problems" << std::endl;
+
+  // No leaks: memfs's statfs counts live inodes (f_files - f_ffree) and bytes
+  // in use (f_blocks - f_bfree, in 4 KiB blocks); both must match the tree
+  // exactly once the kernel's asynchronous FORGETs and RELEASEs are in.
+  uint64_t want_inodes = 1 + 2 + kSharedDirs + kWorkers + want_dirs.size() + group_sizes.size();
+  uint64_t want_blocks = 0;
+  for (const auto& [key, n] : group_sizes) {
+    (void)n;
+    const FileContent& fc = workers[static_cast<size_t>(key.first)]->model().tokens.at(key.second);
+    want_blocks += (fc.size + 4095) / 4096;
+  }
+  uint64_t live_inodes = 0, used_blocks = 0;
+  const auto audit_deadline = Clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    struct statfs sf {};
+    ASSERT_SYS(statfs(root.c_str(), &sf));
+    live_inodes = sf.f_files - sf.f_ffree;
+    used_blocks = sf.f_blocks - sf.f_bfree;
+    if ((live_inodes == want_inodes && used_blocks == want_blocks) || Clock::now() >= audit_deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(live_inodes, want_inodes) << "live inodes per statfs vs. the tree (leaked or lost inodes)";
+  EXPECT_EQ(used_blocks, want_blocks) << "4 KiB blocks in use per statfs vs. the files' sizes";
   // TearDown: SIGTERM, exit 0, mount gone, no "efused: error:" line.
 }
 

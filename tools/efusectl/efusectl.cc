@@ -4,12 +4,14 @@
 //   efusectl umount MNT      unmount (lazily if busy); also clears the dead
 //                            mount a killed daemon leaves ("Transport endpoint
 //                            is not connected")
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -56,28 +58,32 @@ int Status() {
     return 0;
   }
   for (const MountInfo& m : mounts) {
-    struct stat st;
+    // Liveness comes from the daemon's pid, never from stat() on the mount:
+    // a stopped daemon would hang it, and a killed one may still be hidden
+    // behind the kernel's attribute cache.
+    std::vector<std::string> lines;
+    {
+      std::ifstream status(efuse::StatusFilePath(m.dev_minor));
+      std::string line;
+      while (std::getline(status, line)) lines.push_back(line);
+    }
+    long pid = 0;
+    for (const std::string& l : lines)
+      if (l.rfind("pid: ", 0) == 0) pid = std::strtol(l.c_str() + 5, nullptr, 10);
     std::string state;
-    if (stat(m.mountpoint.c_str(), &st) == 0) {
-      state = "serving";
-    } else if (errno == ENOTCONN) {
-      state = "dead (daemon gone; run: efusectl umount " + m.mountpoint + ")";
+    if (pid <= 0) {
+      state = "unknown (no status file: not an efused of this version, or it died at start)";
+    } else if (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM) {
+      state = absl::StrCat("serving (pid ", pid, ")");
     } else {
-      state = absl::StrCat("error: ", std::strerror(errno));
+      state = "dead (daemon gone; run: efusectl umount " + m.mountpoint + ")";
     }
     std::string waiting;
     std::ifstream w(absl::StrCat("/sys/fs/fuse/connections/", m.dev_minor, "/waiting"));
     if (w >> waiting) waiting = ", requests waiting: " + waiting;
     std::printf("%s  %s  source=%s  connection=%u%s  %s\n", m.mountpoint.c_str(), m.fstype.c_str(),
                 m.source.c_str(), m.dev_minor, waiting.c_str(), state.c_str());
-    std::ifstream status(efuse::StatusFilePath(m.dev_minor));
-    std::string line;
-    bool any = false;
-    while (std::getline(status, line)) {
-      std::printf("  %s\n", line.c_str());
-      any = true;
-    }
-    if (!any) std::printf("  (no status file %s: daemon not running)\n", efuse::StatusFilePath(m.dev_minor).c_str());
+    for (const std::string& l : lines) std::printf("  %s\n", l.c_str());
   }
   return 0;
 }
