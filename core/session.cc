@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "core/sync_transport.h"
+#include "proto/opcode.h"
 
 namespace efuse {
 
@@ -26,7 +28,13 @@ std::string StatusFilePath(unsigned connection_id) {
   return absl::StrCat("/run/efuse/", connection_id, ".status");
 }
 
+// The status file also carries the dispatcher's per-opcode request counters
+// ("requests_<OPCODE>: N", only non-zero ones, plus "requests_total"), so a
+// test or an operator can see which requests reached the daemon. It is
+// written at start and rewritten on SIGUSR1; "status_seq" grows with every
+// rewrite, so a reader that sent SIGUSR1 knows when the new counts are there.
 void Session::WriteStatusFile() {
+  static std::atomic<uint64_t> seq{0};
   mkdir("/run/efuse", 0755);
   std::string path = StatusFilePath(minor(dev_));
   std::string tmp = path + ".tmp";
@@ -39,6 +47,15 @@ void Session::WriteStatusFile() {
       << "protocol: 7." << dispatcher_->connection().minor << "\n"
       << "max_write: " << dispatcher_->connection().max_write << "\n";
     for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
+    uint64_t total = 0;
+    const auto& counts = dispatcher_->stats().requests;
+    for (size_t op = 0; op < counts.size(); ++op) {
+      const uint64_t n = counts[op].load(std::memory_order_relaxed);
+      total += n;
+      if (n != 0) f << "requests_" << proto::OpcodeName(static_cast<uint32_t>(op)) << ": " << n << "\n";
+    }
+    f << "requests_total: " << total << "\n"
+      << "status_seq: " << seq.fetch_add(1) + 1 << "\n";
     if (!f) return;
   }
   rename(tmp.c_str(), path.c_str());
@@ -114,6 +131,7 @@ absl::Status Session::Run() {
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGUSR1);  // rewrite the status file (request counters)
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
   if (sfd < 0) return absl::ErrnoToStatus(errno, "signalfd");
@@ -173,6 +191,10 @@ absl::Status Session::Run() {
     if (pfds[0].revents & POLLIN) {
       signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
+      if (si.ssi_signo == SIGUSR1) {
+        if (!unmounting) WriteStatusFile();
+        continue;
+      }
       if (!unmounting) {
         unmounting = true;
         bool lazy = false;

@@ -1,8 +1,11 @@
 #include "tools/efused/cli.h"
 
+#include <linux/capability.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -15,8 +18,42 @@
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "core/memfs/memfs.h"
+#include "core/passthrough/passthrough.h"
+#include "core/sync_transport.h"
 
-ABSL_FLAG(std::string, fs, "memfs", "file system to serve: memfs (in memory)");
+ABSL_FLAG(std::string, fs, "memfs",
+          "file system to serve: memfs (in memory) or passthrough (the directory --source)");
+ABSL_FLAG(std::string, source, "", "passthrough: the directory to serve (must exist)");
+ABSL_FLAG(std::string, passthrough, "auto",
+          "passthrough: kernel passthrough of file data (FUSE_PASSTHROUGH, needs root): auto "
+          "(where the kernel allows it, else served by the daemon), on (required: fail if "
+          "refused), off (the daemon serves every read and write)");
+ABSL_FLAG(uint64_t, fd_cache, 0,
+          "passthrough: O_PATH fds kept open for inodes (0: a quarter of RLIMIT_NOFILE)");
+ABSL_FLAG(bool, writeback_cache, true,
+          "passthrough: kernel writeback cache when --passthrough=off (the kernel forbids "
+          "it with passthrough)");
+ABSL_FLAG(bool, keep_cache, true,
+          "passthrough: let the kernel keep cached pages of a file unchanged since its last "
+          "open (FOPEN_KEEP_CACHE)");
+ABSL_FLAG(bool, cache_dir, true,
+          "passthrough: let the kernel cache directory listings (FOPEN_CACHE_DIR)");
+ABSL_FLAG(bool, posix_acl, true,
+          "passthrough: FUSE_POSIX_ACL: the kernel enforces and caches POSIX ACLs (implies "
+          "default_permissions)");
+ABSL_FLAG(bool, auto_inval_data, false,
+          "passthrough: drop cached data when a file changed outside the mount "
+          "(FUSE_AUTO_INVAL_DATA); for a source that others modify");
+ABSL_FLAG(bool, killpriv_v2, true,
+          "passthrough: FUSE_HANDLE_KILLPRIV_V2 (the daemon clears setuid/setgid; no "
+          "getxattr(security.capability) before every write)");
+ABSL_FLAG(bool, watch_source, false,
+          "passthrough: watch the source for changes made by others (fanotify, needs root) "
+          "and invalidate the kernel's cached entries, attributes and data at once; with it, "
+          "long --entry_timeout/--attr_timeout are safe for a shared source");
+ABSL_FLAG(bool, source_locks, true,
+          "passthrough: carry POSIX, OFD and flock locks to the source files (else the "
+          "kernel keeps them, local to this mount)");
 ABSL_FLAG(std::string, size, "1G", "memfs: capacity of file data (e.g. 512M, 4G); ENOSPC past it");
 ABSL_FLAG(uint64_t, max_inodes, 1u << 20, "memfs: maximum number of inodes");
 ABSL_FLAG(std::vector<std::string>, o, {},
@@ -33,6 +70,60 @@ ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed loo
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 
 namespace efuse {
+
+namespace {
+
+bool HasCapSysAdmin() {
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &hdr, data) != 0) return false;
+  return (data[CAP_SYS_ADMIN / 32].effective & (1u << (CAP_SYS_ADMIN % 32))) != 0;
+}
+
+// The --fs=passthrough flags; the mount options are parsed already.
+absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permissions) {
+  PassthroughOptions& p = c->passthrough;
+  p.source = absl::GetFlag(FLAGS_source);
+  if (p.source.empty())
+    return absl::InvalidArgumentError("--source: required with --fs=passthrough (the directory to serve)");
+  struct stat st;
+  if (stat(p.source.c_str(), &st) != 0)
+    return absl::InvalidArgumentError(absl::StrCat("--source '", p.source, "': ", std::strerror(errno)));
+  if (!S_ISDIR(st.st_mode))
+    return absl::InvalidArgumentError(absl::StrCat("--source '", p.source, "' is not a directory"));
+  const std::string mode = absl::GetFlag(FLAGS_passthrough);
+  if (mode == "auto") {
+    p.passthrough = PassthroughMode::kAuto;
+  } else if (mode == "on") {
+    p.passthrough = PassthroughMode::kOn;
+    if (!HasCapSysAdmin())
+      return absl::InvalidArgumentError("--passthrough=on: kernel passthrough needs CAP_SYS_ADMIN (run as root)");
+  } else if (mode == "off") {
+    p.passthrough = PassthroughMode::kOff;
+  } else {
+    return absl::InvalidArgumentError("--passthrough: '" + mode + "' is not auto, on or off");
+  }
+  p.fd_cache_size = absl::GetFlag(FLAGS_fd_cache);
+  p.writeback_cache = absl::GetFlag(FLAGS_writeback_cache);
+  p.keep_cache = absl::GetFlag(FLAGS_keep_cache);
+  p.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  p.posix_acl = absl::GetFlag(FLAGS_posix_acl);
+  p.auto_inval_data = absl::GetFlag(FLAGS_auto_inval_data);
+  p.killpriv_v2 = absl::GetFlag(FLAGS_killpriv_v2);
+  p.locks = absl::GetFlag(FLAGS_source_locks);
+  p.watch_source = absl::GetFlag(FLAGS_watch_source);
+  MountOptions& m = c->session.mount;
+  if (m.allow_other && !m.default_permissions) {
+    // The daemon reaches the source as root: other users must be checked
+    // by the kernel, against the attributes the source reports. (Said in
+    // the log once the whole command line is known to be good.)
+    m.default_permissions = true;
+    *added_default_permissions = true;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
   std::string t = absl::AsciiStrToLower(std::string(text));
@@ -63,8 +154,9 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   else return absl::InvalidArgumentError("--log_level: '" + level + "' is not debug, info, warning or error");
 
   c.fs = absl::GetFlag(FLAGS_fs);
-  if (c.fs != "memfs")
-    return absl::InvalidArgumentError("--fs: unknown file system '" + c.fs + "' (available: memfs)");
+  if (c.fs != "memfs" && c.fs != "passthrough")
+    return absl::InvalidArgumentError("--fs: unknown file system '" + c.fs +
+                                      "' (available: memfs, passthrough)");
   absl::StatusOr<uint64_t> size = ParseSize(absl::GetFlag(FLAGS_size));
   if (!size.ok()) return absl::InvalidArgumentError(absl::StrCat("--size: ", size.status().message()));
   if (*size < 4096) return absl::InvalidArgumentError("--size: must be at least 4K");
@@ -103,6 +195,13 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   m.group_id = getgid();
   absl::Status s = ParseMountOptions(absl::GetFlag(FLAGS_o), &m);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("-o: ", s.message()));
+  bool added_default_permissions = false;
+  if (c.fs == "passthrough") {
+    absl::Status ps = BuildPassthroughConfig(&c, &added_default_permissions);
+    if (!ps.ok()) return ps;
+  } else if (!absl::GetFlag(FLAGS_source).empty()) {
+    return absl::InvalidArgumentError("--source: only meaningful with --fs=passthrough");
+  }
   if (m.allow_other && !m.default_permissions) {
     // Without it the kernel skips search-permission checks on cached path
     // walks (it never asks the daemon), so other users can reach files
@@ -119,12 +218,44 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
     return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "' is not a directory"));
   m.mountpoint = resolved;
 
+  if (c.fs == "passthrough") {
+    char src[PATH_MAX];
+    if (realpath(c.passthrough.source.c_str(), src) != nullptr) {
+      const std::string s(src), mp(m.mountpoint);
+      // Serving the mount through itself would make the daemon wait on its
+      // own requests.
+      if (s == mp || s.starts_with(mp + "/"))
+        return absl::InvalidArgumentError(absl::StrCat("--source '", c.passthrough.source,
+                                                       "' lies inside the mount point"));
+      if (mp.starts_with(s == "/" ? s : s + "/"))
+        Log(LogLevel::kWarning,
+            "--source '%s' contains the mount point: looking up the mount point through "
+            "the mount would wait on this daemon",
+            c.passthrough.source);
+    }
+  }
+
   c.session.init.wanted_flags = Session::DefaultInitFlags();
   c.session.init.max_write = static_cast<uint32_t>(*max_write);
+  c.passthrough.entry_timeout = c.entry_timeout;
+  c.passthrough.attr_timeout = c.attr_timeout;
+  c.passthrough.negative_timeout = c.negative_timeout;
+  c.passthrough.max_lock_waiters =
+      std::max(0, (workers > 0 ? workers : static_cast<int>(AllowedCpus().size())) - 1);
+  if (added_default_permissions) {
+    Log(LogLevel::kInfo,
+        "passthrough: -o allow_other: default_permissions added (the kernel checks "
+        "permissions; the daemon acts on the source with its own credentials)");
+  }
   return c;
 }
 
 absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c) {
+  if (c.fs == "passthrough") {
+    absl::StatusOr<std::unique_ptr<PassthroughFs>> fs = PassthroughFs::Create(c.passthrough);
+    if (!fs.ok()) return absl::InvalidArgumentError(absl::StrCat("--source: ", fs.status().message()));
+    return std::unique_ptr<FileSystem>(std::move(*fs));
+  }
   MemFsOptions o;
   o.size_limit = c.size_limit;
   o.max_inodes = c.max_inodes;
@@ -135,6 +266,13 @@ absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c
   o.root_gid = c.session.mount.group_id;
   o.root_mode = c.session.mount.rootmode & 07777;
   return std::unique_ptr<FileSystem>(std::make_unique<MemFs>(o));
+}
+
+absl::Status BackendResult(const FileSystem& fs) {
+  if (const auto* p = dynamic_cast<const PassthroughFs*>(&fs); p != nullptr && !p->init_ok())
+    return absl::FailedPreconditionError(
+        "--passthrough=on: the kernel refused passthrough at INIT (see the log above)");
+  return absl::OkStatus();
 }
 
 }  // namespace efuse

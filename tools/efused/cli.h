@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/filesystem.h"
+#include "core/passthrough/passthrough.h"
 #include "core/session.h"
 
 namespace efuse {
@@ -24,6 +25,9 @@ struct DaemonConfig {
   double entry_timeout = 1.0;
   double attr_timeout = 1.0;
   double negative_timeout = 0.0;
+  // --fs=passthrough: the source and cache policies (timeouts are copied
+  // from the three above).
+  PassthroughOptions passthrough;
 };
 
 // "1G", "512M", "4096", "10k" (powers of 1024) -> bytes.
@@ -35,6 +39,10 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional);
 
 // Creates the backend the config names.
 absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& config);
+
+// After Session::Run returned: an error if the backend found at INIT that it
+// could not serve as configured (--passthrough=on refused by the kernel).
+absl::Status BackendResult(const FileSystem& fs);
 
 }  // namespace efuse
 

@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "efused [flags] MOUNTPOINT\n"
       "  Serves an efuse file system at MOUNTPOINT (root needed to mount).\n"
-      "  Example: efused --fs=memfs --size=1G -o allow_other /mnt/efuse");
+      "  Example: efused --fs=memfs --size=1G -o allow_other /mnt/efuse\n"
+      "           efused --fs=passthrough --source=/srv/data -o allow_other /mnt/data");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   absl::StatusOr<efuse::DaemonConfig> config = efuse::BuildConfig(positional);
   if (!config.ok()) {
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
   };
   efuse::Session session(fs->get(), config->session);
   absl::Status s = session.Run();
+  if (s.ok()) s = efuse::BackendResult(**fs);
   if (!s.ok()) {
     std::fprintf(stderr, "efused: %s\n", std::string(s.message()).c_str());
     return 1;

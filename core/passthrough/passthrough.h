@@ -1,0 +1,356 @@
+// core/passthrough/passthrough.h — a FileSystem that mirrors a source directory.
+//
+// Owns: PassthroughFs, serving the tree under PassthroughOptions::source:
+//
+//  * Identity. One Inode per source inode, keyed by (st_dev, st_ino), so the
+//    hard links of the source are one inode on the mount. An Inode holds the
+//    source's file handle (name_to_handle_at), not an fd: fds are borrowed
+//    from a bounded FdCache (core/passthrough/fd_cache.h) and reopened by
+//    handle (open_by_handle_at) on a miss, so a tree of millions of files is
+//    served under RLIMIT_NOFILE. A file system without handles makes its
+//    inodes pin an O_PATH fd each (logged once). Nothing is ever resolved by
+//    a path string: every call is an *at call relative to an fd, or goes
+//    through /proc/self/fd/N (xattrs and truncate, which have no O_PATH form).
+//  * Changes behind the mount's back. A handle whose inode was freed fails
+//    with ESTALE; a (dev, ino) found with a different handle (inode number
+//    reused) gets a new Inode and the old one answers ESTALE; a source inode
+//    with no links and no handle open through the mount answers ESTALE. So a
+//    removed or renamed source file gives ENOENT/ESTALE, never another file.
+//  * Credentials. Files are created (mknod, mkdir, symlink, create, tmpfile)
+//    as the caller (core/passthrough/creds.h); every other call runs with the
+//    daemon's credentials, so permission checks are the FUSE kernel's
+//    (default_permissions, which FUSE_POSIX_ACL implies).
+//  * Data. With kernel passthrough (FUSE_PASSTHROUGH, root), OPEN/CREATE
+//    register the source file with FUSE_DEV_IOC_BACKING_OPEN once per inode
+//    (the kernel insists that every open of an inode use the same backing
+//    file) and answer FOPEN_PASSTHROUGH; the last RELEASE closes the backing
+//    id. Where the kernel refuses, that inode's opens are served in the daemon
+//    (pread/pwrite), with one log line per reason. An inode is in one mode at a
+//    time: while it has passthrough opens every open is passthrough, while it
+//    has daemon-served opens none is (the kernel fails mixed opens with EIO).
+//  * Locks. POSIX and OFD locks become OFD locks on a per-owner open file
+//    description of the source file; flock() is taken on the handle's own fd.
+//    So conflicts are seen between processes on the mount and with processes
+//    using the source directly. A blocking lock polls (so INTERRUPT works)
+//    and occupies a worker; at most max_lock_waiters wait at once, the next
+//    one gets EDEADLK rather than the last free worker.
+//  * Privileges on write. With FUSE_HANDLE_KILLPRIV_V2 the server clears
+//    setuid/setgid on write, truncate and chown. Writes the daemon serves honor
+//    FUSE_WRITE_KILL_SUIDGID; passthrough writes run with the daemon's
+//    credentials, so a setuid/setgid file opened for writing by a non-root
+//    caller is served in the daemon (or, if its inode is already in
+//    passthrough mode, has the bits cleared at open).
+//  * Caching. Entry/attribute lifetimes (and negative entries) as configured;
+//    FOPEN_KEEP_CACHE and FOPEN_CACHE_DIR while the source's mtime, ctime and
+//    size are unchanged since the last open; the writeback cache when kernel
+//    passthrough is off; READDIRPLUS as the kernel chooses (READDIRPLUS_AUTO),
+//    cached symlinks, parallel directory operations, 1 MiB requests and
+//    HANDLE_KILLPRIV_V2 come from the session's INIT defaults.
+//
+// A source that others modify: the defaults (1 s lifetimes, kept page cache
+// and listings while mtime/ctime/size match, writeback cache with
+// --passthrough=off) are safe for a source only this mount writes. For a
+// shared source use watch_source (--watch_source: fanotify events become
+// FUSE_NOTIFY_INVAL_ENTRY/INODE at once; turns the writeback cache off), or
+// short lifetimes (--entry_timeout, --attr_timeout, --negative_timeout; 0
+// disables) with auto_inval_data and no writeback cache. Removed or renamed
+// files still never show another file's data, whatever the lifetimes.
+//
+// Thread-safety: every FileSystem call may run concurrently. Locks, in the
+// order they may be taken:
+//   1. DirStream::mu   one directory stream (READDIRPLUS looks entries up
+//                      while holding it).
+//   2. Inode::mu       one inode's open state (handles, backing id, lock fds).
+//   3. Shard::mu       (passthrough.cc) the inode table, 64 shards by node id;
+//                      node ids encode their shard so Forget finds it.
+//   4. HandleShard::mu the open handles, 16 shards; mounts_mu_, the mount
+//                      fds by device.
+// FdCache shards are leaves. No syscall is made under a table lock.
+#ifndef EFUSE_CORE_PASSTHROUGH_PASSTHROUGH_H_
+#define EFUSE_CORE_PASSTHROUGH_PASSTHROUGH_H_
+
+#include <sys/stat.h>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/filesystem.h"
+#include "core/passthrough/creds.h"
+#include "core/passthrough/fd_cache.h"
+#include "core/passthrough/source_watcher.h"
+#include "core/result.h"
+
+namespace efuse {
+
+enum class PassthroughMode {
+  kOff,   // serve READ/WRITE in the daemon (writeback cache possible)
+  kAuto,  // kernel passthrough where allowed, else the daemon, logged once
+  kOn,    // kernel passthrough required: refused at INIT is fatal
+};
+
+struct PassthroughOptions {
+  std::string source;  // an existing directory
+  PassthroughMode passthrough = PassthroughMode::kAuto;
+  // Seconds, put into every Entry and AttrReply. Safe for a source only this
+  // mount changes; for a source others change, use small values (0 for
+  // none) so the kernel asks again.
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+  // > 0: a missing name is answered with a negative entry the kernel caches.
+  double negative_timeout = 0.0;
+  // O_PATH fds kept open for inodes; 0: a quarter of RLIMIT_NOFILE.
+  size_t fd_cache_size = 0;
+  // Kernel page cache policies (only where kernel passthrough is off for the
+  // file, which forbids them).
+  // FUSE_WRITEBACK_CACHE when passthrough is off (and the source is not
+  // watched: with it the kernel trusts its own file sizes, so it assumes
+  // only this mount writes the files).
+  bool writeback_cache = true;
+  bool keep_cache = true;  // FOPEN_KEEP_CACHE when the file is unchanged
+  bool cache_dir = true;   // FOPEN_CACHE_DIR (+KEEP_CACHE when unchanged)
+  // FUSE_AUTO_INVAL_DATA: drop cached data when attributes show a change
+  // made outside the mount. For sources others modify.
+  bool auto_inval_data = false;
+  bool posix_acl = true;     // FUSE_POSIX_ACL: the kernel enforces and caches ACLs
+  bool killpriv_v2 = true;   // FUSE_HANDLE_KILLPRIV_V2 (no getxattr per write)
+  bool locks = true;         // carry POSIX/OFD/flock locks to the source
+  int max_lock_waiters = 1;  // blocking lock requests waiting at once
+  // Watch the directories the kernel remembers (fanotify, root only) and
+  // invalidate the kernel's entries, attributes, listings and data when
+  // others change them in the source (core/passthrough/source_watcher.h).
+  bool watch_source = false;
+};
+
+struct PassthroughStats {
+  uint64_t inodes = 0;      // remembered by the table (root excluded)
+  uint64_t pinned_fds = 0;  // inodes holding an fd (no file handles)
+  uint64_t open_handles = 0;
+  uint64_t passthrough_opens = 0;  // opens answered with FOPEN_PASSTHROUGH
+  uint64_t daemon_opens = 0;       // regular-file opens served in the daemon
+  uint64_t backing_refusals = 0;   // BACKING_OPEN failures (fell back)
+  uint64_t backing_ids = 0;        // backing ids registered now
+  uint64_t stale = 0;              // ESTALE answers
+  uint64_t watched_dirs = 0;       // directories marked by the source watcher
+  uint64_t invalidations = 0;      // FUSE_NOTIFY_INVAL_* sent for source changes
+  passthrough::FdCacheStats fd_cache;
+};
+
+class PassthroughFs : public FileSystem {
+ public:
+  // Opens the source (must be a directory) and prepares the tables.
+  static absl::StatusOr<std::unique_ptr<PassthroughFs>> Create(PassthroughOptions options);
+  ~PassthroughFs() override;
+  PassthroughFs(const PassthroughFs&) = delete;
+  PassthroughFs& operator=(const PassthroughFs&) = delete;
+
+  std::string_view Name() const override { return "passthrough"; }
+  uint64_t WantedInitFlags(uint64_t defaults) const override;
+  void Init(const InitInfo& info) override;
+  void Destroy() override;
+
+  Result<Entry> Lookup(const RequestContext& ctx, uint64_t parent, std::string_view name) override;
+  void Forget(uint64_t nodeid, uint64_t nlookup) override;
+  Result<AttrReply> GetAttr(const RequestContext& ctx, uint64_t nodeid,
+                            const uint64_t* fh) override;
+  Result<AttrReply> SetAttr(const RequestContext& ctx, uint64_t nodeid,
+                            const SetAttrRequest& req) override;
+  Result<std::string> ReadLink(const RequestContext& ctx, uint64_t nodeid) override;
+  Result<Entry> Symlink(const RequestContext& ctx, uint64_t parent, std::string_view name,
+                        std::string_view target) override;
+  Result<Entry> Mknod(const RequestContext& ctx, uint64_t parent, std::string_view name,
+                      uint32_t mode, uint32_t rdev, uint32_t umask) override;
+  Result<Entry> Mkdir(const RequestContext& ctx, uint64_t parent, std::string_view name,
+                      uint32_t mode, uint32_t umask) override;
+  Status Unlink(const RequestContext& ctx, uint64_t parent, std::string_view name) override;
+  Status Rmdir(const RequestContext& ctx, uint64_t parent, std::string_view name) override;
+  Status Rename(const RequestContext& ctx, uint64_t parent, std::string_view name,
+                uint64_t newparent, std::string_view newname, uint32_t flags) override;
+  Result<Entry> Link(const RequestContext& ctx, uint64_t nodeid, uint64_t newparent,
+                     std::string_view newname) override;
+  Result<OpenReply> Open(const RequestContext& ctx, uint64_t nodeid, uint32_t flags,
+                         uint32_t open_flags) override;
+  Result<size_t> Read(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint64_t offset,
+                      std::span<uint8_t> out, uint32_t flags) override;
+  Result<size_t> Write(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint64_t offset,
+                       std::span<const uint8_t> data, uint32_t write_flags,
+                       uint32_t flags) override;
+  Result<FsStats> StatFs(const RequestContext& ctx, uint64_t nodeid) override;
+  void Release(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint32_t flags,
+               uint32_t release_flags, uint64_t lock_owner) override;
+  Status Fsync(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, bool datasync) override;
+  Status Flush(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+               uint64_t lock_owner) override;
+  Status SetXattr(const RequestContext& ctx, uint64_t nodeid, std::string_view name,
+                  std::span<const uint8_t> value, uint32_t flags, uint32_t setxattr_flags) override;
+  Result<std::string> GetXattr(const RequestContext& ctx, uint64_t nodeid,
+                               std::string_view name) override;
+  Result<std::string> ListXattr(const RequestContext& ctx, uint64_t nodeid) override;
+  Status RemoveXattr(const RequestContext& ctx, uint64_t nodeid, std::string_view name) override;
+  Result<OpenReply> OpenDir(const RequestContext& ctx, uint64_t nodeid, uint32_t flags) override;
+  Status ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint64_t offset,
+                 DirSink& sink) override;
+  void ReleaseDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh) override;
+  Status FsyncDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, bool datasync) override;
+  Result<LockRequest> GetLk(const RequestContext& ctx, uint64_t nodeid,
+                            const LockRequest& lk) override;
+  Status SetLk(const RequestContext& ctx, uint64_t nodeid, const LockRequest& lk,
+               bool sleep) override;
+  Status Access(const RequestContext& ctx, uint64_t nodeid, uint32_t mask) override;
+  Result<CreateReply> Create(const RequestContext& ctx, uint64_t parent, std::string_view name,
+                             uint32_t mode, uint32_t umask, uint32_t flags,
+                             uint32_t open_flags = 0) override;
+  Result<CreateReply> TmpFile(const RequestContext& ctx, uint64_t parent, uint32_t mode,
+                              uint32_t umask, uint32_t flags) override;
+  Status Fallocate(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint64_t offset,
+                   uint64_t length, uint32_t mode) override;
+  Result<uint64_t> Lseek(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint64_t offset,
+                         uint32_t whence) override;
+  Result<uint64_t> CopyFileRange(const RequestContext& ctx, uint64_t nodeid_in, uint64_t fh_in,
+                                 uint64_t off_in, uint64_t nodeid_out, uint64_t fh_out,
+                                 uint64_t off_out, uint64_t len, uint64_t flags) override;
+  Status SyncFs(const RequestContext& ctx) override;
+
+  // Observers for tests, logs and `efusectl status`.
+  PassthroughStats Stats() const;
+  // The kernel's outstanding lookups on `nodeid`; 0 if unknown.
+  uint64_t LookupCount(uint64_t nodeid) const;
+  // False once INIT showed that --passthrough=on cannot be honored.
+  bool init_ok() const { return init_ok_.load(std::memory_order_acquire); }
+  // True while kernel passthrough may be used for new opens.
+  bool kernel_passthrough() const { return kernel_pt_; }
+  const PassthroughOptions& options() const { return opts_; }
+
+ private:
+  struct Inode;
+  struct OpenState;
+  struct Handle;
+  struct DirStream;
+  struct Shard;
+  struct HandleShard;
+  struct StatResult;
+  static constexpr size_t kShards = 64;
+  static constexpr size_t kHandleShards = 16;
+
+  explicit PassthroughFs(PassthroughOptions opts);
+  absl::Status OpenSource();
+
+  // The inode table.
+  std::shared_ptr<Inode> Find(uint64_t nodeid) const;
+  // Find() for a call on the inode: ENOENT if unknown, ESTALE if replaced.
+  Result<std::shared_ptr<Inode>> Get(uint64_t nodeid) const;
+  // Finds or creates the Inode for the source inode open as `fd` (an O_PATH
+  // fd this takes over) with attributes `st`, and counts one kernel lookup.
+  Result<std::shared_ptr<Inode>> Remember(int fd, const struct statx& st);
+  // The known Inode of (dev, ino), with one more kernel lookup, if an fd we
+  // hold proves the number still names it; else null.
+  std::shared_ptr<Inode> CountIfLive(uint64_t dev, uint64_t ino);
+  // Gives back `n` lookups; drops the Inode at zero.
+  void Unremember(uint64_t nodeid, uint64_t n);
+
+  // An O_PATH fd for `inode` (cached, pinned, or reopened by handle).
+  Result<passthrough::SharedFd> PathFd(Inode& inode);
+  // Opens `inode` afresh with `flags` (not O_PATH): by handle, else through
+  // /proc/self/fd.
+  Result<int> Reopen(Inode& inode, int flags);
+  // The mount fd open_by_handle_at needs for source device `dev`, or -1.
+  int MountFdFor(uint64_t dev) const;
+
+  // statx of `fd` (AT_EMPTY_PATH), as an Attributes.
+  Result<Attributes> StatFd(int fd, struct statx* raw = nullptr) const;
+  // Attributes of `inode`, ESTALE when the source removed it behind us.
+  Result<Attributes> StatInode(Inode& inode, struct statx* raw = nullptr);
+  Attributes ToAttributes(const struct statx& st) const;
+  Entry MakeEntry(const Inode& inode, const Attributes& attr) const;
+  // Looks `name` up in the directory open as `dirfd` and remembers it.
+  Result<Entry> LookupAt(int dirfd, std::string_view name);
+  // After a create: looks the new name up, falling back to `created_fd`
+  // (which it closes) when the name was already replaced.
+  Result<Entry> EntryForNew(int dirfd, std::string_view name);
+
+  // Handles.
+  uint64_t AddHandle(std::shared_ptr<Handle> h);
+  std::shared_ptr<Handle> GetHandle(uint64_t fh) const;
+  std::shared_ptr<Handle> TakeHandle(uint64_t fh);
+  // The handle's real fd, opening it on first use (passthrough handles have
+  // none until a call needs one).
+  Result<int> HandleFd(Handle& h);
+
+  // Opens a regular file for the kernel: mode choice, backing id, flags.
+  Result<OpenReply> OpenFile(const RequestContext& ctx, std::shared_ptr<Inode> inode,
+                             uint32_t flags, uint32_t open_flags, int fd);
+  void CloseFile(Handle& h);
+  // Creates a regular file (or O_TMPFILE when name is empty) as the caller.
+  Result<CreateReply> CreateFile(const RequestContext& ctx, uint64_t parent, std::string_view name,
+                                 uint32_t mode, uint32_t umask, uint32_t flags);
+  // The mode for a new inode: umask applied unless the parent has a default
+  // ACL (the source applies it then) and the kernel left masking to us.
+  uint32_t CreationMode(int parent_fd, uint32_t mode, uint32_t umask) const;
+
+  // Locks.
+  Result<int> OwnerLockFd(Inode& inode, Handle& h, uint64_t owner, bool create);
+  Status WaitLock(const RequestContext& ctx, const std::function<int()>& attempt);
+
+  void LogRefusal(int err);
+
+  // The source watcher: marks directories the kernel remembers and turns
+  // changes others make into FUSE_NOTIFY_INVAL_ENTRY/INODE.
+  void WatchDir(const Inode& inode, int fd);
+  void UnwatchDir(Inode& inode);
+  void OnSourceEvent(const passthrough::SourceEvent& ev);
+  void InvalidateInode(uint64_t nodeid);
+
+  const PassthroughOptions opts_;
+  passthrough::DaemonCreds creds_;
+  passthrough::FdCache fd_cache_;
+  std::shared_ptr<Inode> root_;
+  uint64_t root_dev_ = 0;
+  uint64_t root_ino_ = 0;
+  bool handles_ok_ = true;  // open_by_handle_at usable (CAP_DAC_READ_SEARCH)
+
+  // Set by Init, read-only afterwards.
+  KernelConnection* kernel_ = nullptr;
+  bool kernel_pt_ = false;
+  bool writeback_ = false;
+  bool posix_acl_ = false;
+  std::atomic<bool> init_ok_{true};
+
+  mutable absl::Mutex mounts_mu_;
+  absl::flat_hash_map<uint64_t, int> mount_fds_ ABSL_GUARDED_BY(mounts_mu_);
+
+  std::unique_ptr<std::array<Shard, kShards>> shards_;
+  std::unique_ptr<std::array<HandleShard, kHandleShards>> handles_;
+  std::atomic<uint64_t> next_fh_{1};
+
+  std::atomic<int> lock_waiters_{0};
+  std::atomic<uint64_t> refusal_errnos_{0};  // bit e: errno e logged already
+  mutable std::atomic<uint64_t> passthrough_opens_{0};
+  mutable std::atomic<uint64_t> daemon_opens_{0};
+  mutable std::atomic<uint64_t> backing_refusals_{0};
+  mutable std::atomic<uint64_t> backing_ids_{0};
+  mutable std::atomic<uint64_t> stale_{0};
+  mutable std::atomic<uint64_t> pinned_{0};
+  std::atomic<bool> warned_no_handles_{false};
+  mutable std::atomic<uint64_t> invalidations_{0};
+
+  std::string root_handle_;  // for the watcher's map
+  mutable absl::Mutex watch_mu_;
+  // Watched directories by file handle (as HandleOf encodes it).
+  absl::flat_hash_map<std::string, uint64_t> watched_ ABSL_GUARDED_BY(watch_mu_);
+  // Declared last: destroyed (its thread joined) before what it calls into.
+  std::unique_ptr<passthrough::SourceWatcher> watcher_;
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_PASSTHROUGH_PASSTHROUGH_H_

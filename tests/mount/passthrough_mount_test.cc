@@ -1,0 +1,964 @@
+// tests/mount/passthrough_mount_test.cc — efused --fs=passthrough on real mounts.
+//
+// Each test serves a fresh temporary source directory at a fresh mount
+// point (tests/mount/mount_fixture.h) and checks, from this process and
+// from forked children as other users: that kernel passthrough really
+// carries the data (the daemon's per-opcode request counters, read from its
+// status file after SIGUSR1, show no READ/WRITE while a large file is read
+// and written, and some with --passthrough=off), mmap, ownership of files
+// created by other users, POSIX/OFD/flock locks between processes and
+// against the source, copy_file_range, xattrs (security.* and ACLs), hard
+// links as one inode, changes made in the source behind the mount's back,
+// a per-file fallback where the kernel refuses a backing file, and a tree
+// with more files than the daemon may have fds.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/mount/mount_fixture.h"
+
+namespace efuse::testing {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+constexpr size_t kMiB = 1 << 20;
+
+void RemoveTree(const std::string& dir) {
+  if (dir.empty()) return;
+  RunCommand({"/bin/rm", "-rf", dir}, seconds(60));
+}
+
+// The daemon's request counters: SIGUSR1 makes it rewrite its status file
+// (/run/efuse/<connection>.status, see core/session.cc) with one
+// "requests_<OPCODE>: N" line per opcode seen and a growing "status_seq".
+class StatusReader {
+ public:
+  explicit StatusReader(const EfuseMount* mount) : mount_(mount) {}
+
+  ::testing::AssertionResult Counts(std::map<std::string, uint64_t>* out) {
+    MountEntry e;
+    if (!FindMount(mount_->path(), &e)) return ::testing::AssertionFailure() << "not mounted";
+    const std::string path = "/run/efuse/" + std::to_string(e.dev_minor) + ".status";
+    const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+    std::map<std::string, std::string> kv;
+    // The file appears once the daemon serves (and blocks SIGUSR1).
+    while (!Parse(path, &kv) || kv["pid"] != std::to_string(mount_->pid())) {
+      if (std::chrono::steady_clock::now() > deadline)
+        return ::testing::AssertionFailure() << "no status file " << path << " for our daemon";
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    const long seq = std::atol(kv["status_seq"].c_str());
+    mount_->Signal(SIGUSR1);
+    while (!Parse(path, &kv) || std::atol(kv["status_seq"].c_str()) <= seq) {
+      if (std::chrono::steady_clock::now() > deadline)
+        return ::testing::AssertionFailure() << "status file " << path << " not rewritten";
+      std::this_thread::sleep_for(milliseconds(2));
+    }
+    out->clear();
+    for (const auto& [k, v] : kv) {
+      if (k.rfind("requests_", 0) == 0) (*out)[k.substr(9)] = std::strtoull(v.c_str(), nullptr, 10);
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  static bool Parse(const std::string& path, std::map<std::string, std::string>* kv) {
+    std::ifstream in(path);
+    if (!in) return false;
+    kv->clear();
+    std::string line;
+    while (std::getline(in, line)) {
+      size_t colon = line.find(": ");
+      if (colon != std::string::npos) (*kv)[line.substr(0, colon)] = line.substr(colon + 2);
+    }
+    return kv->count("status_seq") != 0;
+  }
+  const EfuseMount* mount_;
+};
+
+uint64_t Delta(const std::map<std::string, uint64_t>& after,
+               const std::map<std::string, uint64_t>& before, const std::string& op) {
+  auto a = after.find(op);
+  auto b = before.find(op);
+  return (a == after.end() ? 0 : a->second) - (b == before.end() ? 0 : b->second);
+}
+
+class PassthroughMountTest : public MountTest {
+ protected:
+  void SetUp() override {
+    umask(022);
+    char tmpl[] = "/tmp/efuse-ptsrc-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    src_ = tmpl;
+    ASSERT_EQ(chmod(src_.c_str(), 0755), 0);
+    PrepareSource();
+    if (HasFatalFailure()) return;
+    MountTest::SetUp();
+  }
+  void TearDown() override {
+    MountTest::TearDown();
+    RemoveTree(src_);
+  }
+  std::vector<std::string> DaemonFlags() const override {
+    std::vector<std::string> f = {"--fs=passthrough", "--source=" + src_};
+    for (const std::string& x : ExtraFlags()) f.push_back(x);
+    return f;
+  }
+  virtual std::vector<std::string> ExtraFlags() const { return {}; }
+  // Runs before the mount: fill the source.
+  virtual void PrepareSource() {}
+
+  std::string Src(std::string_view rel) const { return src_ + "/" + std::string(rel); }
+  void WriteSrc(std::string_view rel, std::string_view data) {
+    std::string error;
+    ASSERT_TRUE(WriteFile(Src(rel), data, &error)) << error;
+  }
+  std::string ReadPath(const std::string& path) {
+    std::string data, error;
+    EXPECT_TRUE(ReadFile(path, &data, &error)) << error;
+    return data;
+  }
+  std::map<std::string, uint64_t> Counts() {
+    std::map<std::string, uint64_t> c;
+    EXPECT_TRUE(StatusReader(&mount_).Counts(&c));
+    return c;
+  }
+
+  std::string src_;
+};
+
+// ---------------------------------------------------------------------------
+// Data paths: kernel passthrough versus the daemon.
+
+struct ModeCase {
+  const char* name;
+  std::vector<std::string> flags;
+  bool passthrough;  // data should bypass the daemon
+};
+void PrintTo(const ModeCase& c, std::ostream* os) { *os << c.name; }
+
+class DataPathTest : public PassthroughMountTest, public ::testing::WithParamInterface<ModeCase> {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return GetParam().flags; }
+};
+
+TEST_P(DataPathTest, LargeReadsAndWritesReachTheDaemonOnlyWithoutPassthrough) {
+  constexpr size_t kSize = 64 * kMiB;
+  const std::string data = PatternBytes(7, kSize);
+  {
+    std::string error;
+    ASSERT_TRUE(WriteFile(Src("big"), data, &error)) << error;
+  }
+  const auto before = Counts();
+  {
+    UniqueFd fd(open(Path("big").c_str(), O_RDONLY));
+    ASSERT_SYS(fd.get());
+    std::string got(kSize, '\0');
+    size_t n = 0;
+    ASSERT_TRUE(PreadAll(fd.get(), got.data(), kSize, 0, &n)) << ErrnoName(errno);
+    ASSERT_EQ(n, kSize);
+    EXPECT_TRUE(got == data) << "data read through the mount differs from the source";
+  }
+  const auto after_read = Counts();
+  {
+    UniqueFd fd(open(Path("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    ASSERT_SYS(fd.get());
+    for (size_t off = 0; off < 32 * kMiB; off += kMiB)
+      ASSERT_TRUE(PwriteAll(fd.get(), data.data() + off, kMiB, static_cast<off_t>(off)));
+    ASSERT_SYS(fsync(fd.get()));
+  }
+  const auto after_write = Counts();
+  {
+    std::string out;
+    std::string error;
+    ASSERT_TRUE(ReadFile(Src("out"), &out, &error)) << error;
+    EXPECT_TRUE(out == data.substr(0, 32 * kMiB)) << "the source did not get the written data";
+  }
+  const uint64_t reads = Delta(after_read, before, "READ");
+  const uint64_t writes = Delta(after_write, after_read, "WRITE");
+  if (GetParam().passthrough) {
+    EXPECT_EQ(reads, 0u) << "READ requests reached the daemon while reading a passthrough file";
+    EXPECT_EQ(writes, 0u) << "WRITE requests reached the daemon";
+  } else {
+    EXPECT_GT(reads, 0u) << "--passthrough=off must serve reads in the daemon";
+    EXPECT_GT(writes, 0u);
+  }
+  // HANDLE_KILLPRIV_V2: no getxattr(security.capability) per write.
+  EXPECT_LT(Delta(after_write, after_read, "GETXATTR"), 4u);
+}
+
+TEST_P(DataPathTest, MmapSharedReadAndWrite) {
+  constexpr size_t kSize = 4 * kMiB;
+  WriteSrc("m", PatternBytes(3, kSize));
+  const auto before = Counts();
+  {
+    UniqueFd fd(open(Path("m").c_str(), O_RDWR));
+    ASSERT_SYS(fd.get());
+    void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    ASSERT_NE(p, MAP_FAILED) << ErrnoName(errno);
+    auto* bytes = static_cast<char*>(p);
+    EXPECT_EQ(std::string(bytes, 64), PatternBytes(3, kSize).substr(0, 64));
+    std::memcpy(bytes + kMiB, "written through mmap", 20);
+    ASSERT_SYS(msync(p, kSize, MS_SYNC));
+    munmap(p, kSize);
+  }
+  const auto after = Counts();
+  const std::string src = ReadPath(Src("m"));
+  ASSERT_EQ(src.size(), kSize);
+  EXPECT_EQ(src.substr(kMiB, 20), "written through mmap");
+  if (GetParam().passthrough) {
+    EXPECT_EQ(Delta(after, before, "READ"), 0u);
+    EXPECT_EQ(Delta(after, before, "WRITE"), 0u);
+  }
+}
+
+TEST_P(DataPathTest, SpliceAndSendfile) {
+  WriteSrc("in", PatternBytes(5, 3 * kMiB));
+  const auto before = Counts();
+  UniqueFd in(open(Path("in").c_str(), O_RDONLY));
+  UniqueFd out(open(Path("copy").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+  ASSERT_SYS(in.get());
+  ASSERT_SYS(out.get());
+  off_t off = 0;
+  size_t left = 3 * kMiB;
+  while (left > 0) {
+    ssize_t n = sendfile(out.get(), in.get(), &off, left);
+    ASSERT_GT(n, 0) << ErrnoName(errno);
+    left -= static_cast<size_t>(n);
+  }
+  out.Reset();
+  in.Reset();
+  EXPECT_TRUE(ReadPath(Src("copy")) == PatternBytes(5, 3 * kMiB));
+  const auto after = Counts();
+  if (GetParam().passthrough) {
+    EXPECT_EQ(Delta(after, before, "READ"), 0u) << "splice reads go to the backing file";
+    EXPECT_EQ(Delta(after, before, "WRITE"), 0u);
+  }
+}
+
+TEST_P(DataPathTest, ODirectAndAppend) {
+  void* buf = nullptr;
+  ASSERT_EQ(posix_memalign(&buf, 4096, kMiB), 0);
+  const std::string pattern = PatternBytes(9, kMiB);
+  std::memcpy(buf, pattern.data(), kMiB);
+  {
+    UniqueFd fd(open(Path("direct").c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644));
+    ASSERT_SYS(fd.get());
+    ASSERT_EQ(pwrite(fd.get(), buf, kMiB, 0), static_cast<ssize_t>(kMiB)) << ErrnoName(errno);
+    std::memset(buf, 0, kMiB);
+    ASSERT_EQ(pread(fd.get(), buf, kMiB, 0), static_cast<ssize_t>(kMiB)) << ErrnoName(errno);
+    EXPECT_EQ(std::memcmp(buf, pattern.data(), kMiB), 0);
+  }
+  free(buf);
+  EXPECT_TRUE(ReadPath(Src("direct")) == pattern);
+  WriteSrc("log", "one\n");
+  UniqueFd a(open(Path("log").c_str(), O_WRONLY | O_APPEND));
+  UniqueFd b(open(Path("log").c_str(), O_WRONLY | O_APPEND));
+  ASSERT_SYS(a.get());
+  ASSERT_SYS(b.get());
+  ASSERT_EQ(write(a.get(), "two\n", 4), 4);
+  ASSERT_EQ(write(b.get(), "three\n", 6), 6);
+  EXPECT_EQ(ReadPath(Path("log")), "one\ntwo\nthree\n");
+  // With the writeback cache the source has it once the files are closed.
+  a.Reset();
+  b.Reset();
+  EXPECT_EQ(ReadPath(Src("log")), "one\ntwo\nthree\n");
+}
+
+TEST_P(DataPathTest, CopyFileRangeWithinTheMount) {
+  const std::string data = PatternBytes(11, 2 * kMiB);
+  WriteSrc("a", data);
+  UniqueFd in(open(Path("a").c_str(), O_RDONLY));
+  UniqueFd out(open(Path("b").c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
+  ASSERT_SYS(in.get());
+  ASSERT_SYS(out.get());
+  loff_t off_in = 4096, off_out = 0;
+  size_t left = kMiB;
+  while (left > 0) {
+    ssize_t n = copy_file_range(in.get(), &off_in, out.get(), &off_out, left, 0);
+    ASSERT_GT(n, 0) << ErrnoName(errno);
+    left -= static_cast<size_t>(n);
+  }
+  out.Reset();
+  EXPECT_TRUE(ReadPath(Src("b")) == data.substr(4096, kMiB));
+  EXPECT_TRUE(ReadPath(Path("b")) == data.substr(4096, kMiB));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, DataPathTest,
+    ::testing::Values(
+        ModeCase{"auto", {}, true}, ModeCase{"on", {"--passthrough=on"}, true},
+        ModeCase{"off", {"--passthrough=off"}, false},
+        ModeCase{"off_no_writeback", {"--passthrough=off", "--writeback_cache=false"}, false}),
+    [](const ::testing::TestParamInfo<ModeCase>& info) { return std::string(info.param.name); });
+
+// ---------------------------------------------------------------------------
+// Identity: hard links, xattrs.
+
+class IdentityTest : public PassthroughMountTest {
+ protected:
+  void PrepareSource() override {
+    WriteSrc("a", "shared data");
+    ASSERT_EQ(mkdir(Src("d").c_str(), 0755), 0);
+    ASSERT_EQ(link(Src("a").c_str(), Src("d/b").c_str()), 0);
+  }
+};
+
+TEST_F(IdentityTest, HardLinksOfTheSourceAreOneInode) {
+  struct stat a {
+  }, b{}, s{};
+  ASSERT_SYS(stat(Path("a").c_str(), &a));
+  ASSERT_SYS(stat(Path("d/b").c_str(), &b));
+  ASSERT_SYS(stat(Src("a").c_str(), &s));
+  EXPECT_EQ(a.st_ino, b.st_ino);
+  EXPECT_EQ(a.st_ino, s.st_ino) << "the mount shows the source's inode numbers";
+  EXPECT_EQ(a.st_nlink, 2u);
+  ASSERT_SYS(link(Path("a").c_str(), Path("c").c_str()));
+  struct stat c {};
+  ASSERT_SYS(stat(Path("c").c_str(), &c));
+  EXPECT_EQ(c.st_ino, a.st_ino);
+  EXPECT_EQ(c.st_nlink, 3u);
+  {
+    UniqueFd fd(open(Path("d/b").c_str(), O_WRONLY | O_TRUNC));
+    ASSERT_SYS(fd.get());
+    ASSERT_EQ(write(fd.get(), "changed", 7), 7);
+  }
+  EXPECT_EQ(ReadPath(Path("a")), "changed");
+  EXPECT_EQ(ReadPath(Path("c")), "changed");
+}
+
+TEST_F(IdentityTest, ExtendedAttributesIncludingSecurity) {
+  const std::string f = Path("a");
+  ASSERT_SYS(setxattr(f.c_str(), "user.color", "blue", 4, 0));
+  ASSERT_SYS(setxattr(f.c_str(), "security.efuse-test", "label", 5, 0));
+  ASSERT_SYS(setxattr(f.c_str(), "trusted.efuse-test", "t", 1, 0));
+  char buf[256];
+  ssize_t n = getxattr(Src("a").c_str(), "user.color", buf, sizeof(buf));
+  ASSERT_EQ(n, 4) << ErrnoName(errno);
+  EXPECT_EQ(std::string(buf, 4), "blue");
+  n = getxattr(Src("a").c_str(), "security.efuse-test", buf, sizeof(buf));
+  ASSERT_EQ(n, 5) << ErrnoName(errno);
+  n = getxattr(f.c_str(), "security.efuse-test", buf, sizeof(buf));
+  ASSERT_EQ(n, 5) << ErrnoName(errno);
+  EXPECT_EQ(std::string(buf, 5), "label");
+  // Set in the source, seen on the mount.
+  ASSERT_SYS(setxattr(Src("d/b").c_str(), "user.from-source", "s", 1, 0));
+  n = getxattr(f.c_str(), "user.from-source", buf, sizeof(buf));
+  EXPECT_EQ(n, 1) << ErrnoName(errno);
+  n = listxattr(f.c_str(), buf, sizeof(buf));
+  ASSERT_GT(n, 0) << ErrnoName(errno);
+  std::string list(buf, static_cast<size_t>(n));
+  for (const char* name :
+       {"user.color", "security.efuse-test", "trusted.efuse-test", "user.from-source"})
+    EXPECT_NE(list.find(name), std::string::npos) << name;
+  ASSERT_SYS(removexattr(f.c_str(), "user.color"));
+  EXPECT_ERRNO(getxattr(Src("a").c_str(), "user.color", buf, sizeof(buf)), ENODATA);
+  EXPECT_ERRNO(getxattr(f.c_str(), "user.nothing", buf, sizeof(buf)), ENODATA);
+  // Size probe and a too-small buffer.
+  EXPECT_EQ(getxattr(f.c_str(), "security.efuse-test", nullptr, 0), 5);
+  EXPECT_ERRNO(getxattr(f.c_str(), "security.efuse-test", buf, 2), ERANGE);
+}
+
+// ---------------------------------------------------------------------------
+// Other users (allow_other): ownership, permissions, ACLs.
+
+class MultiUserTest : public PassthroughMountTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return {"-o", "allow_other"}; }
+  void PrepareSource() override {
+    ASSERT_EQ(mkdir(Src("pub").c_str(), 0777), 0);
+    ASSERT_EQ(chmod(Src("pub").c_str(), 01777), 0);
+    ASSERT_EQ(mkdir(Src("grp").c_str(), 0770), 0);
+    ASSERT_EQ(chown(Src("grp").c_str(), 0, 4321), 0);
+    ASSERT_EQ(chmod(Src("grp").c_str(), 02770), 0);
+    WriteSrc("private", "root only");
+    ASSERT_EQ(chmod(Src("private").c_str(), 0600), 0);
+    WriteSrc("acl", "acl data");
+    ASSERT_EQ(chmod(Src("acl").c_str(), 0600), 0);
+  }
+};
+
+TEST_F(MultiUserTest, FilesCreatedByAnotherUserBelongToThem) {
+  const std::string pub = Path("pub");
+  Creds user{1234, 1234, {}};
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        umask(022);
+        int fd = open((pub + "/file").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) {
+          CHILD_CHECK(c, write(fd, "mine", 4) == 4);
+          close(fd);
+        }
+        CHILD_EXPECT_OK(c, mkdir((pub + "/dir").c_str(), 0777));
+        CHILD_EXPECT_OK(c, symlink("file", (pub + "/link").c_str()));
+        CHILD_EXPECT_OK(c, mkfifo((pub + "/fifo").c_str(), 0666));
+        CHILD_EXPECT_OK(c, mknod((pub + "/node").c_str(), S_IFREG | 0640, 0));
+        struct stat st {};
+        CHILD_EXPECT_OK(c, stat((pub + "/file").c_str(), &st));
+        CHILD_CHECK(c, st.st_uid == 1234 && st.st_gid == 1234);
+        // O_TMPFILE, then linked into the directory.
+        int t = open(pub.c_str(), O_TMPFILE | O_WRONLY, 0600);
+        CHILD_EXPECT_OK(c, t);
+        if (t >= 0) {
+          char proc[64];
+          std::snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t);
+          CHILD_EXPECT_OK(
+              c, linkat(AT_FDCWD, proc, AT_FDCWD, (pub + "/tmp").c_str(), AT_SYMLINK_FOLLOW));
+          close(t);
+        }
+      },
+      &user));
+  for (const char* name : {"file", "dir", "link", "fifo", "node", "tmp"}) {
+    struct stat st {};
+    ASSERT_SYS(lstat(Src(std::string("pub/") + name).c_str(), &st));
+    EXPECT_EQ(st.st_uid, 1234u) << name;
+    EXPECT_EQ(st.st_gid, 1234u) << name;
+  }
+  struct stat st {};
+  ASSERT_SYS(stat(Src("pub/file").c_str(), &st));
+  EXPECT_EQ(st.st_mode & 07777, 0644u) << "the caller's umask applies";
+  ASSERT_SYS(stat(Src("pub/dir").c_str(), &st));
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(ReadPath(Src("pub/file")), "mine");
+  // The daemon is itself again for root.
+  ASSERT_SYS(mkdir(Path("pub/roots").c_str(), 0755));
+  ASSERT_SYS(stat(Src("pub/roots").c_str(), &st));
+  EXPECT_EQ(st.st_uid, 0u);
+}
+
+TEST_F(MultiUserTest, SetgidDirectoryAndPermissionsAreEnforced) {
+  const std::string grp = Path("grp");
+  Creds member{1234, 1234, {4321}};
+  Creds outsider{5678, 5678, {}};
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        int fd = open((grp + "/f").c_str(), O_WRONLY | O_CREAT, 0644);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) close(fd);
+        CHILD_EXPECT_OK(c, mkdir((grp + "/sub").c_str(), 0755));
+      },
+      &member));
+  struct stat st {};
+  ASSERT_SYS(stat(Src("grp/f").c_str(), &st));
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 4321u) << "a setgid directory hands its group down";
+  ASSERT_SYS(stat(Src("grp/sub").c_str(), &st));
+  EXPECT_EQ(st.st_gid, 4321u);
+  EXPECT_NE(st.st_mode & S_ISGID, 0u);
+  const std::string priv = Path("private");
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        CHILD_EXPECT_ERRNO(c, open(priv.c_str(), O_RDONLY), EACCES);
+        CHILD_EXPECT_ERRNO(c, open((grp + "/x").c_str(), O_WRONLY | O_CREAT, 0644), EACCES);
+        CHILD_EXPECT_ERRNO(c, chmod(priv.c_str(), 0666), EPERM);
+      },
+      &outsider));
+}
+
+TEST_F(MultiUserTest, PosixAclGrantsAccess) {
+  // user::rw- user:1234:r-- group::--- mask::r-- other::---
+  const uint8_t acl[] = {2,    0, 0, 0,                           // version
+                         1,    0, 6, 0, 0xff, 0xff, 0xff, 0xff,   // USER_OBJ
+                         2,    0, 4, 0, 0xd2, 0x04, 0,    0,      // USER 1234
+                         4,    0, 0, 0, 0xff, 0xff, 0xff, 0xff,   // GROUP_OBJ
+                         0x10, 0, 4, 0, 0xff, 0xff, 0xff, 0xff,   // MASK
+                         0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};  // OTHER
+  if (setxattr(Src("acl").c_str(), "system.posix_acl_access", acl, sizeof(acl), 0) != 0)
+    GTEST_SKIP() << "the source has no POSIX ACLs: " << ErrnoName(errno);
+  const std::string f = Path("acl");
+  char buf[128];
+  EXPECT_EQ(getxattr(f.c_str(), "system.posix_acl_access", buf, sizeof(buf)),
+            static_cast<ssize_t>(sizeof(acl)));
+  Creds named{1234, 1234, {}};
+  Creds other{5678, 5678, {}};
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        int fd = open(f.c_str(), O_RDONLY);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) close(fd);
+        CHILD_EXPECT_ERRNO(c, open(f.c_str(), O_WRONLY), EACCES);
+      },
+      &named));
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) { CHILD_EXPECT_ERRNO(c, open(f.c_str(), O_RDONLY), EACCES); }, &other));
+}
+
+// ---------------------------------------------------------------------------
+// Locks between processes, carried to the source file.
+
+class LockTest : public PassthroughMountTest {
+ protected:
+  void PrepareSource() override { WriteSrc("f", std::string(4096, 'l')); }
+};
+
+TEST_F(LockTest, PosixLocksConflictAcrossProcessesAndWithTheSource) {
+  const std::string f = Path("f"), s = Src("f");
+  UniqueFd fd(open(f.c_str(), O_RDWR));
+  UniqueFd other(open(f.c_str(), O_RDONLY));  // a second fd of this process
+  ASSERT_SYS(fd.get());
+  ASSERT_SYS(other.get());
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = 100;
+  ASSERT_SYS(fcntl(fd.get(), F_SETLK, &fl));
+  const pid_t me = getpid();
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) {
+    int cfd = open(f.c_str(), O_RDWR);
+    CHILD_EXPECT_OK(c, cfd);
+    struct flock want {};
+    want.l_type = F_WRLCK;
+    want.l_whence = SEEK_SET;
+    want.l_start = 50;
+    want.l_len = 10;
+    CHILD_EXPECT_ERRNO(c, fcntl(cfd, F_SETLK, &want), EAGAIN);
+    struct flock probe = want;
+    CHILD_EXPECT_OK(c, fcntl(cfd, F_GETLK, &probe));
+    CHILD_CHECK(c, probe.l_type == F_WRLCK);
+    CHILD_CHECK(c, probe.l_pid == me);
+    // Past the locked range: free.
+    want.l_start = 200;
+    CHILD_EXPECT_OK(c, fcntl(cfd, F_SETLK, &want));
+    // A process using the source directly sees the lock.
+    int sfd = open(s.c_str(), O_RDWR);
+    struct flock direct {};
+    direct.l_type = F_WRLCK;
+    direct.l_whence = SEEK_SET;
+    direct.l_start = 0;
+    direct.l_len = 1;
+    CHILD_EXPECT_ERRNO(c, fcntl(sfd, F_SETLK, &direct), EAGAIN);
+    close(sfd);
+    close(cfd);
+  }));
+  // POSIX: closing any fd of the file drops the process's locks.
+  other.Reset();
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) {
+    int cfd = open(f.c_str(), O_RDWR);
+    struct flock want {};
+    want.l_type = F_WRLCK;
+    want.l_whence = SEEK_SET;
+    want.l_len = 100;
+    CHILD_EXPECT_OK(c, fcntl(cfd, F_SETLK, &want));
+    close(cfd);
+  }));
+}
+
+TEST_F(LockTest, BlockingLockWaitsForTheHolder) {
+  const std::string f = Path("f");
+  UniqueFd fd(open(f.c_str(), O_RDWR));
+  ASSERT_SYS(fd.get());
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  ASSERT_SYS(fcntl(fd.get(), F_SETLK, &fl));
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(milliseconds(300));
+    struct flock un {};
+    un.l_type = F_UNLCK;
+    un.l_whence = SEEK_SET;
+    fcntl(fd.get(), F_SETLK, &un);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) {
+    int cfd = open(f.c_str(), O_RDWR);
+    struct flock want {};
+    want.l_type = F_WRLCK;
+    want.l_whence = SEEK_SET;
+    CHILD_EXPECT_OK(c, fcntl(cfd, F_SETLKW, &want));
+    close(cfd);
+  }));
+  releaser.join();
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(250));
+}
+
+TEST_F(LockTest, OfdLocksAndFlock) {
+  const std::string f = Path("f"), s = Src("f");
+  UniqueFd a(open(f.c_str(), O_RDWR));
+  UniqueFd b(open(f.c_str(), O_RDWR));
+  ASSERT_SYS(a.get());
+  ASSERT_SYS(b.get());
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_len = 10;
+  ASSERT_SYS(fcntl(a.get(), F_OFD_SETLK, &fl));
+  // OFD locks conflict between open files, even in one process.
+  struct flock again = fl;
+  EXPECT_ERRNO(fcntl(b.get(), F_OFD_SETLK, &again), EAGAIN);
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) {
+    int cfd = open(f.c_str(), O_RDWR);
+    struct flock want {};
+    want.l_type = F_RDLCK;
+    want.l_whence = SEEK_SET;
+    want.l_len = 10;
+    CHILD_EXPECT_ERRNO(c, fcntl(cfd, F_OFD_SETLK, &want), EAGAIN);
+    close(cfd);
+  }));
+  // Closing the open file releases its OFD lock.
+  a.Reset();
+  struct flock now = fl;
+  EXPECT_SYS(fcntl(b.get(), F_OFD_SETLK, &now));
+  now.l_type = F_UNLCK;
+  EXPECT_SYS(fcntl(b.get(), F_OFD_SETLK, &now));
+
+  ASSERT_SYS(flock(b.get(), LOCK_EX));
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) {
+    int cfd = open(f.c_str(), O_RDONLY);
+    CHILD_EXPECT_ERRNO(c, flock(cfd, LOCK_SH | LOCK_NB), EWOULDBLOCK);
+    int sfd = open(s.c_str(), O_RDONLY);
+    CHILD_EXPECT_ERRNO(c, flock(sfd, LOCK_SH | LOCK_NB), EWOULDBLOCK);
+    close(sfd);
+    close(cfd);
+  }));
+  b.Reset();
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) {
+    int cfd = open(f.c_str(), O_RDONLY);
+    CHILD_EXPECT_OK(c, flock(cfd, LOCK_EX | LOCK_NB));
+    close(cfd);
+  }));
+}
+
+// ---------------------------------------------------------------------------
+// The source changed behind the mount's back. Caching off, as documented
+// for a source others modify.
+
+class BehindTheBackTest : public PassthroughMountTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override {
+    return {"--entry_timeout=0", "--attr_timeout=0"};
+  }
+};
+
+TEST_F(BehindTheBackTest, RemovedAndRenamedInTheSource) {
+  WriteSrc("a", "AAAA");
+  WriteSrc("b", "BBBB");
+  ASSERT_EQ(mkdir(Src("dir").c_str(), 0755), 0);
+  WriteSrc("dir/inner", "III");
+  EXPECT_EQ(ReadPath(Path("a")), "AAAA");
+  EXPECT_EQ(ReadPath(Path("b")), "BBBB");
+  EXPECT_EQ(ReadPath(Path("dir/inner")), "III");
+  struct stat st {};
+
+  ASSERT_EQ(unlink(Src("a").c_str()), 0);
+  EXPECT_ERRNO(stat(Path("a").c_str(), &st), ENOENT);
+  EXPECT_ERRNO(open(Path("a").c_str(), O_RDONLY), ENOENT);
+
+  ASSERT_EQ(rename(Src("b").c_str(), Src("c").c_str()), 0);
+  EXPECT_ERRNO(open(Path("b").c_str(), O_RDONLY), ENOENT);
+  EXPECT_EQ(ReadPath(Path("c")), "BBBB");
+
+  RemoveTree(Src("dir"));
+  EXPECT_ERRNO(stat(Path("dir/inner").c_str(), &st), ENOENT);
+  EXPECT_ERRNO(stat(Path("dir").c_str(), &st), ENOENT);
+}
+
+TEST_F(BehindTheBackTest, ReplacedFilesNeverShowAnotherFilesData) {
+  for (int round = 0; round < 50; ++round) {
+    const std::string want = "version " + std::to_string(round);
+    WriteSrc("x.new", want);
+    ASSERT_EQ(rename(Src("x.new").c_str(), Src("x").c_str()), 0);
+    EXPECT_EQ(ReadPath(Path("x")), want);
+  }
+  // An fd opened before the source removed the file keeps reading that
+  // same file (or fails); never another one.
+  WriteSrc("y", "YYYY");
+  UniqueFd fd(open(Path("y").c_str(), O_RDONLY));
+  ASSERT_SYS(fd.get());
+  ASSERT_EQ(unlink(Src("y").c_str()), 0);
+  for (int i = 0; i < 20; ++i) WriteSrc("z" + std::to_string(i), "ZZZZ");
+  char buf[8] = {};
+  ssize_t n = pread(fd.get(), buf, sizeof(buf), 0);
+  if (n >= 0) {
+    EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "YYYY");
+  } else {
+    EXPECT_TRUE(errno == ESTALE || errno == ENOENT) << ErrnoName(errno);
+  }
+}
+
+// With --watch_source, long cache lifetimes still see what others do to the
+// source: the daemon invalidates the kernel's entries, listings, attributes
+// and data from fanotify events.
+class WatchTest : public PassthroughMountTest, public ::testing::WithParamInterface<ModeCase> {
+ protected:
+  std::vector<std::string> ExtraFlags() const override {
+    std::vector<std::string> f = {"--watch_source", "--entry_timeout=600", "--attr_timeout=600",
+                                  "--negative_timeout=600"};
+    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
+    return f;
+  }
+  void PrepareSource() override {
+    WriteSrc("f", "one");
+    WriteSrc("gone", "soon");
+    ASSERT_EQ(mkdir(Src("dir").c_str(), 0755), 0);
+    WriteSrc("dir/old", "o");
+  }
+  // Polls `check` for up to 5 s: invalidation is asynchronous.
+  static bool Eventually(const std::function<bool()>& check) {
+    const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+    while (!check()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return true;
+  }
+  std::vector<std::string> Names(const std::string& dir) {
+    std::vector<std::string> out;
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return out;
+    while (dirent* e = readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        out.push_back(e->d_name);
+    }
+    closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
+
+TEST_P(WatchTest, ChangesInTheSourceShowDespiteLongCacheLifetimes) {
+  struct stat st {};
+  // Prime every cache: entries, a negative entry, attributes, data, listing.
+  EXPECT_EQ(ReadPath(Path("f")), "one");
+  EXPECT_EQ(ReadPath(Path("f")), "one");
+  ASSERT_SYS(stat(Path("gone").c_str(), &st));
+  EXPECT_ERRNO(stat(Path("new").c_str(), &st), ENOENT);
+  EXPECT_EQ(Names(Path("dir")), std::vector<std::string>{"old"});
+  EXPECT_EQ(Names(Path("dir")), std::vector<std::string>{"old"});
+  ASSERT_SYS(stat(Path("f").c_str(), &st));
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+
+  WriteSrc("f", "changed by someone else");
+  ASSERT_EQ(chmod(Src("f").c_str(), 0600), 0);
+  ASSERT_EQ(unlink(Src("gone").c_str()), 0);
+  WriteSrc("new", "appeared");
+  WriteSrc("dir/added", "a");
+
+  EXPECT_TRUE(Eventually([&] { return ReadPath(Path("f")) == "changed by someone else"; }))
+      << ReadPath(Path("f"));
+  EXPECT_TRUE(Eventually([&] {
+    struct stat s {};
+    return stat(Path("f").c_str(), &s) == 0 && (s.st_mode & 07777) == 0600;
+  }));
+  EXPECT_TRUE(Eventually([&] {
+    struct stat s {};
+    return stat(Path("gone").c_str(), &s) != 0 && errno == ENOENT;
+  }));
+  EXPECT_TRUE(Eventually([&] { return ReadPath(Path("new")) == "appeared"; }));
+  EXPECT_TRUE(Eventually([&] {
+    return Names(Path("dir")) == std::vector<std::string>{"added", "old"};
+  }));
+  // Changes through the mount are not reported back to the kernel (they are
+  // the daemon's own), and still work.
+  std::string error;
+  ASSERT_TRUE(WriteFile(Path("dir/mine"), "m", &error)) << error;
+  EXPECT_EQ(Names(Path("dir")), (std::vector<std::string>{"added", "mine", "old"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, WatchTest,
+                         ::testing::Values(ModeCase{"auto", {}, true},
+                                           ModeCase{"off", {"--passthrough=off"}, false}),
+                         [](const ::testing::TestParamInfo<ModeCase>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// ---------------------------------------------------------------------------
+// Kernel refusal: a source on a stacked file system (overlayfs) cannot back
+// passthrough files with max_stack_depth 1, so each file falls back to the
+// daemon, logged once.
+
+class FallbackTest : public PassthroughMountTest {
+ protected:
+  void PrepareSource() override {
+    char tmpl[] = "/tmp/efuse-ovl-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    ovl_ = tmpl;
+    for (const char* d : {"/lower", "/upper", "/work", "/merged"})
+      ASSERT_EQ(mkdir((ovl_ + d).c_str(), 0755), 0);
+    std::string error;
+    ASSERT_TRUE(WriteFile(ovl_ + "/lower/f", PatternBytes(1, 2 * kMiB), &error)) << error;
+    const std::string opts =
+        "lowerdir=" + ovl_ + "/lower,upperdir=" + ovl_ + "/upper,workdir=" + ovl_ + "/work";
+    if (mount("overlay", (ovl_ + "/merged").c_str(), "overlay", 0, opts.c_str()) != 0) {
+      GTEST_SKIP() << "no overlayfs here: " << ErrnoName(errno);
+    }
+    mounted_ = true;
+    RemoveTree(src_);
+    src_ = ovl_ + "/merged";
+  }
+  void TearDown() override {
+    PassthroughMountTest::TearDown();  // removes the overlay's contents
+    if (mounted_) umount2((ovl_ + "/merged").c_str(), MNT_DETACH);
+    RemoveTree(ovl_);
+    src_.clear();
+  }
+  std::string ovl_;
+  bool mounted_ = false;
+};
+
+TEST_F(FallbackTest, RefusedBackingFilesAreServedByTheDaemon) {
+  const auto before = Counts();
+  EXPECT_TRUE(ReadPath(Path("f")) == PatternBytes(1, 2 * kMiB));
+  EXPECT_TRUE(ReadPath(Path("f")) == PatternBytes(1, 2 * kMiB));
+  const auto after = Counts();
+  EXPECT_GT(Delta(after, before, "READ"), 0u) << "the daemon serves what the kernel refused";
+  const std::string log = mount_.Log();
+  size_t lines = 0;
+  for (size_t p = log.find("refused a backing file"); p != std::string::npos;
+       p = log.find("refused a backing file", p + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << "one log line for the refusal" << mount_.LogForMessage();
+}
+
+// --passthrough=on: a file the kernel will not back fails to open (EIO)
+// instead of being served by the daemon.
+class FallbackRequiredTest : public FallbackTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return {"--passthrough=on"}; }
+};
+
+TEST_F(FallbackRequiredTest, RefusedBackingFileFailsTheOpen) {
+  EXPECT_ERRNO(open(Path("f").c_str(), O_RDONLY), EIO);
+  struct stat st {};
+  EXPECT_SYS(stat(Path("f").c_str(), &st));  // everything but the data works
+}
+
+// ---------------------------------------------------------------------------
+// More files than the daemon may keep fds open.
+
+class ManyFilesTest : public PassthroughMountTest {
+ protected:
+  static constexpr int kDirs = 25;
+  static constexpr int kPerDir = 1000;
+  std::vector<std::string> ExtraFlags() const override { return {"--fd_cache=2000"}; }
+  void PrepareSource() override {
+    for (int d = 0; d < kDirs; ++d) {
+      const std::string dir = Src("d" + std::to_string(d));
+      ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+      UniqueFd dfd(open(dir.c_str(), O_PATH | O_DIRECTORY));
+      for (int i = 0; i < kPerDir; ++i) {
+        UniqueFd fd(openat(dfd.get(), ("f" + std::to_string(i)).c_str(),
+                           O_WRONLY | O_CREAT | O_EXCL, 0644));
+        ASSERT_TRUE(fd.ok()) << ErrnoName(errno);
+        ASSERT_EQ(write(fd.get(), "x", 1), 1);
+      }
+    }
+  }
+};
+
+int DaemonFdCount(pid_t pid) {
+  int n = 0;
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (d == nullptr) return -1;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+long DaemonRssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+TEST_F(ManyFilesTest, FindOverMoreFilesThanTheFdLimitAllows) {
+  const long rss_before = DaemonRssKiB(mount_.pid());
+  // -size makes find stat every file: a LOOKUP each, 25,000 remembered inodes.
+  CommandResult r =
+      RunCommand({"/usr/bin/find", mount_.path(), "-type", "f", "-size", "-2"}, seconds(100));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  size_t lines = 0;
+  for (char ch : r.out) lines += ch == '\n';
+  EXPECT_EQ(lines, static_cast<size_t>(kDirs * kPerDir));
+  // The daemon's memory for what the kernel now remembers (RSS, so it
+  // includes allocator slack; the unit test measures the heap alone).
+  const long rss_after = DaemonRssKiB(mount_.pid());
+  const double per_inode = (rss_after - rss_before) * 1024.0 / (kDirs * kPerDir + kDirs);
+  RecordProperty("daemon_rss_bytes_per_inode", static_cast<int>(per_inode));
+  std::printf("daemon RSS per remembered inode: %.0f bytes (%ld -> %ld KiB)\n", per_inode,
+              rss_before, rss_after);
+  const int fds = DaemonFdCount(mount_.pid());
+  EXPECT_GT(fds, 0);
+  EXPECT_LT(fds, 2000 + 64) << "the daemon's fds stay within its fd cache";
+  // Again, now that the kernel remembers them: every file still answers.
+  r = RunCommand({"/usr/bin/du", "-s", "--inodes", mount_.path()}, seconds(100));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(std::atoi(r.out.c_str()), kDirs * kPerDir + kDirs + 1) << r.out;
+  EXPECT_EQ(ReadPath(Path("d24/f999")), "x");
+  EXPECT_LT(DaemonFdCount(mount_.pid()), 2000 + 64);
+}
+
+// ---------------------------------------------------------------------------
+// Command lines: refused with one line naming the culprit, nothing mounted.
+
+TEST(PassthroughCommandLineTest, BadSourcesAreRefusedWithOneLine) {
+  char mnt[] = "/tmp/efuse-ptbad-XXXXXX";
+  ASSERT_NE(mkdtemp(mnt), nullptr);
+  const std::string file = std::string(mnt) + "-file";
+  std::string error;
+  ASSERT_TRUE(WriteFile(file, "x", &error)) << error;
+  struct Case {
+    std::vector<std::string> args;
+    std::string culprit;
+  };
+  const std::vector<Case> cases = {
+      {{"--fs=passthrough", mnt}, "--source"},
+      {{"--fs=passthrough", "--source=/nonexistent-efuse-src", mnt}, "/nonexistent-efuse-src"},
+      {{"--fs=passthrough", "--source=" + file, mnt}, "not a directory"},
+      {{"--fs=passthrough", "--source=/tmp", "--passthrough=maybe", mnt}, "maybe"},
+      {{"--fs=passthrough", "--source=" + std::string(mnt), mnt}, "inside the mount point"},
+      {{"--fs=memfs", "--source=/tmp", mnt}, "--source"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {EFUSED_PATH};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    CommandResult r = RunCommand(argv, seconds(10));
+    EXPECT_NE(r.exit_code(), 0) << r.Describe();
+    size_t lines = 0;
+    for (char ch : r.err) lines += ch == '\n';
+    EXPECT_EQ(lines, 1u) << r.Describe();
+    EXPECT_NE(r.err.find(c.culprit), std::string::npos) << c.culprit << ": " << r.Describe();
+    EXPECT_FALSE(FindMount(mnt));
+  }
+  // --passthrough=on without CAP_SYS_ADMIN: refused before mounting.
+  if (access("/usr/bin/setpriv", X_OK) == 0 && geteuid() == 0) {
+    CommandResult r =
+        RunCommand({"/usr/bin/setpriv", "--reuid=1234", "--regid=1234", "--clear-groups",
+                    EFUSED_PATH, "--fs=passthrough", "--source=/tmp", "--passthrough=on", mnt},
+                   seconds(10));
+    EXPECT_NE(r.exit_code(), 0) << r.Describe();
+    EXPECT_NE(r.err.find("CAP_SYS_ADMIN"), std::string::npos) << r.Describe();
+  }
+  unlink(file.c_str());
+  rmdir(mnt);
+}
+
+}  // namespace
+}  // namespace efuse::testing
