@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmark runner: native ext4, efuse passthrough (auto, off), efuse memfs,
+# libfuse passthrough_ll and bindfs, side by side on one ext4 directory.
+# Usage: sudo tools/bench/run.sh [--quick] [--targets=a,b] [--runtime=S] [--repeats=N]
+# Output: a table on stdout, build/bench/results.json, build/bench/results.png.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (sudo)" >&2; exit 1; }
+
+PACKAGES=(fio fuse3 libfuse3-dev bindfs dbench python3-matplotlib pkg-config
+  cmake ninja-build g++)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bench: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+if [ ! -x build/tools/efused/efused ]; then
+  echo "bench: building efused"
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  ninja -C build -j2 efused
+fi
+
+# The libfuse peer, compiled at run time from Debian's example source (never
+# copied into the repository).
+mkdir -p build/bench
+SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
+if [ ! -x build/bench/passthrough_ll ] || [ "$SRC" -nt build/bench/passthrough_ll ]; then
+  echo "bench: compiling passthrough_ll"
+  gcc -O2 -Wall -o build/bench/passthrough_ll "$SRC" $(pkg-config fuse3 --cflags --libs)
+fi
+
+exec /usr/bin/python3 -B tools/bench/bench.py "$@"
