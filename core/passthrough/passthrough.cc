@@ -959,7 +959,10 @@ bool StatVictim(int dirfd, const char* name, Victim* v) {
 }
 }  // namespace
 
-Status PassthroughFs::Unlink(const RequestContext& ctx, uint64_t parent, std::string_view name) {
+// UNLINK and RMDIR: remove the name, then mark the inode removed by this
+// mount when that was its last link (directories have one), so a later
+// lookup of a reused inode number is not mistaken for it.
+Status PassthroughFs::RemoveName(uint64_t parent, std::string_view name, int at_flags) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
   Result<std::shared_ptr<Inode>> dir = Get(parent);
   if (!dir.ok()) return dir.error();
@@ -968,7 +971,7 @@ Status PassthroughFs::Unlink(const RequestContext& ctx, uint64_t parent, std::st
   const CName cname(name);
   Victim v;
   const bool known = StatVictim((*dfd)->get(), cname.c_str(), &v);
-  if (unlinkat((*dfd)->get(), cname.c_str(), 0) != 0) return Errno::Last();
+  if (unlinkat((*dfd)->get(), cname.c_str(), at_flags) != 0) return Errno::Last();
   if (known && v.last_link) {
     Shard& s = (*shards_)[ShardIndexOfKey(v.dev, v.ino, kShards)];
     absl::MutexLock l(&s.mu);
@@ -978,23 +981,12 @@ Status PassthroughFs::Unlink(const RequestContext& ctx, uint64_t parent, std::st
   return OkStatus();
 }
 
+Status PassthroughFs::Unlink(const RequestContext& ctx, uint64_t parent, std::string_view name) {
+  return RemoveName(parent, name, 0);
+}
+
 Status PassthroughFs::Rmdir(const RequestContext& ctx, uint64_t parent, std::string_view name) {
-  if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> dir = Get(parent);
-  if (!dir.ok()) return dir.error();
-  Result<SharedFd> dfd = PathFd(**dir);
-  if (!dfd.ok()) return dfd.error();
-  const CName cname(name);
-  Victim v;
-  const bool known = StatVictim((*dfd)->get(), cname.c_str(), &v);
-  if (unlinkat((*dfd)->get(), cname.c_str(), AT_REMOVEDIR) != 0) return Errno::Last();
-  if (known) {
-    Shard& s = (*shards_)[ShardIndexOfKey(v.dev, v.ino, kShards)];
-    absl::MutexLock l(&s.mu);
-    auto it = s.by_key.find(std::make_pair(v.dev, v.ino));
-    if (it != s.by_key.end()) it->second->unlinked_here.store(true);
-  }
-  return OkStatus();
+  return RemoveName(parent, name, AT_REMOVEDIR);
 }
 
 Status PassthroughFs::Rename(const RequestContext& ctx, uint64_t parent, std::string_view name,

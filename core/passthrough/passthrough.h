@@ -244,6 +244,8 @@ class PassthroughFs : public FileSystem {
 
   explicit PassthroughFs(PassthroughOptions opts);
   absl::Status OpenSource();
+  // UNLINK (at_flags 0) and RMDIR (AT_REMOVEDIR).
+  Status RemoveName(uint64_t parent, std::string_view name, int at_flags);
 
   // The inode table.
   std::shared_ptr<Inode> Find(uint64_t nodeid) const;
