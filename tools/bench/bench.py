@@ -310,25 +310,14 @@ class Runner:
                 if t.fuse and t.persistent:
                     t.remount()
 
-            for phase, prep in (("cold", cold_prep), ("warm", None)):
+            for phase in ("cold", "warm"):
                 wl = "%s %s (%d files)" % (name, phase, self.a.tree)
                 log("%s: %s" % (t.name, wl))
                 try:
-                    vals, cpus = [], []
-                    for _ in range(self.a.repeats):
-                        if phase == "cold":
-                            cold_prep()
-                        else:  # warm: the walk just before filled the caches
-                            self.tree_walk(t, base, cmd, entries)
-                        c0 = cpu_seconds(t.pid)
-                        vals.append(self.tree_walk(t, base, cmd, entries))
-                        c1 = cpu_seconds(t.pid)
-                        if c0 is not None and c1 is not None:
-                            cpus.append(c1 - c0)
-                    rec = {"value": statistics.median(vals), "samples": vals}
-                    if cpus:
-                        rec["daemon_cpu_s"] = statistics.median(cpus)
-                        rec["daemon_cpu_samples"] = cpus
+                    def walk(cmd=cmd):
+                        return self.tree_walk(t, base, cmd, entries)
+                    # warm: an untimed walk just before fills the caches
+                    rec = self.measure(t, walk, before=cold_prep if phase == "cold" else walk)
                     if phase == "cold":
                         rec["note"] = cold_note
                 except Exception as e:
