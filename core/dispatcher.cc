@@ -3,6 +3,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
+#include <vector>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -123,6 +126,50 @@ Dispatcher::Dispatcher(FileSystem* fs, const proto::InitConfig& init_config,
                        size_t interrupt_slots, KernelConnection* kernel)
     : fs_(fs), kernel_(kernel), init_config_(init_config), interrupts_(interrupt_slots) {}
 
+Dispatcher::~Dispatcher() { StopAsync(); }
+
+void Dispatcher::StopAsync() {
+  while (async_ops_.load(std::memory_order_acquire) > 0) {
+    interrupts_.InterruptAllAsync();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+bool Dispatcher::DispatchBlockingLock(const Request& req, const RequestContext& ctx,
+                                      ReplySender& sender) {
+  const uint64_t unique = req.header.unique;
+  std::unique_ptr<ReplySender> late = sender.Detach();
+  if (late == nullptr) return false;
+  InterruptTable::Slot* slot = interrupts_.Claim(unique);
+  if (slot == nullptr) {
+    // Every waiting slot is taken: refuse rather than hold a worker.
+    SendError(*late, unique, EDEADLK);
+    return true;
+  }
+  // The request buffer is reused as soon as we return: copy what the
+  // backend needs, including the caller's groups.
+  LockRequest lock = ToLock(req.Arg<abi::LkIn>());
+  std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
+  RequestContext copy = ctx;
+  const uint64_t node = req.header.nodeid;
+  async_ops_.fetch_add(1, std::memory_order_acq_rel);
+  std::thread([this, late = std::move(late), slot, lock, groups = std::move(groups), copy,
+               node, unique]() mutable {
+    copy.groups = groups;
+    copy.interrupted = &slot->interrupted;
+    Status s = fs_->SetLk(copy, node, lock, /*sleep=*/true);
+    InterruptTable::End(slot);
+    if (s.ok()) {
+      Reply r(unique);
+      Send(*late, r);
+    } else {
+      SendError(*late, unique, s.error().value());
+    }
+    async_ops_.fetch_sub(1, std::memory_order_acq_rel);
+  }).detach();
+  return true;
+}
+
 void Dispatcher::Send(ReplySender& sender, Reply& reply) {
   if (reply.error() != 0) stats_.errors.fetch_add(1, std::memory_order_relaxed);
   int err = sender.Send(reply);
@@ -134,10 +181,11 @@ void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
   Send(sender, r);
 }
 
-void Dispatcher::Handle(std::span<uint8_t> buffer, size_t length, InterruptTable::Slot* slot,
-                        ReplySender& sender) {
+void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scratch,
+                        InterruptTable::Slot* slot, ReplySender& sender) {
+  const size_t length = request.size();
   Request req;
-  proto::DecodeError derr = proto::DecodeRequest(buffer.first(length), decode_options_, &req);
+  proto::DecodeError derr = proto::DecodeRequest(request, decode_options_, &req);
   if (!derr.ok()) {
     stats_.bad_requests.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
@@ -178,7 +226,7 @@ void Dispatcher::Handle(std::span<uint8_t> buffer, size_t length, InterruptTable
     InterruptTable::Begin(slot, req.header.unique);
     ctx.interrupted = &slot->interrupted;
   }
-  Dispatch(req, buffer, ctx, sender);
+  Dispatch(req, scratch, ctx, sender);
   if (slot != nullptr) InterruptTable::End(slot);
 }
 
@@ -417,8 +465,13 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
       r.AddStruct(abi::LkOut{{l->start, l->end, l->type, l->pid}});
       return Send(sender, r);
     }
-    case Opcode::kSetlk:
     case Opcode::kSetlkw:
+      // A blocking lock may wait as long as another process holds it: it
+      // waits on its own thread, so the worker (with the FUSE ring, every
+      // request from its CPU) goes on, and the unlock can get through.
+      if (DispatchBlockingLock(req, ctx, sender)) return;
+      [[fallthrough]];
+    case Opcode::kSetlk:
       return reply_status(fs_->SetLk(ctx, node, ToLock(req.Arg<abi::LkIn>()),
                                      req.opcode() == Opcode::kSetlkw));
     case Opcode::kAccess:

@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "core/filesystem.h"
@@ -33,6 +34,11 @@ class ReplySender {
   // Sends one reply; returns 0 or an errno (ENOENT: the kernel no longer
   // waits for this request, which is normal after an interrupt).
   virtual int Send(proto::Reply& reply) = 0;
+  // For a request answered later, from another thread: a sender that stays
+  // valid until the dispatcher's StopAsync() returns, usable once. After
+  // Detach, this sender must not be used for the request. nullptr: this
+  // transport cannot (the request is then answered in line).
+  virtual std::unique_ptr<ReplySender> Detach() { return nullptr; }
 };
 
 struct DispatcherStats {
@@ -53,7 +59,20 @@ class Dispatcher {
   // payload is written once, by the backend, where the transport sends from.
   // `slot` is this request's interrupt slot (the worker's).
   void Handle(std::span<uint8_t> buffer, size_t length, InterruptTable::Slot* slot,
-              ReplySender& sender);
+              ReplySender& sender) {
+    Handle(buffer.first(length), buffer, slot, sender);
+  }
+  // The same with the request and the reply scratch apart (transports whose
+  // request and payload buffers differ, like the FUSE io_uring queues: READ
+  // data is written into `scratch` and sent from there).
+  void Handle(std::span<const uint8_t> request, std::span<uint8_t> scratch,
+              InterruptTable::Slot* slot, ReplySender& sender);
+
+  ~Dispatcher();
+  // Interrupts requests still answered from their own threads (blocking
+  // locks) and waits for their replies. Call after the transport stopped,
+  // before it is destroyed.
+  void StopAsync();
 
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }
   bool destroyed() const { return destroyed_.load(std::memory_order_acquire); }
@@ -68,6 +87,9 @@ class Dispatcher {
                 const RequestContext& ctx, ReplySender& sender);
   void Send(ReplySender& sender, proto::Reply& reply);
   void SendError(ReplySender& sender, uint64_t unique, int err);
+  // SETLKW: waits on its own thread; false if it must be answered in line.
+  bool DispatchBlockingLock(const proto::Request& req, const RequestContext& ctx,
+                            ReplySender& sender);
 
   FileSystem* const fs_;
   KernelConnection* const kernel_;
@@ -79,6 +101,7 @@ class Dispatcher {
   InterruptTable interrupts_;
   DispatcherStats stats_;
   RateLimiter bad_request_log_{5};
+  std::atomic<int> async_ops_{0};  // requests answered from their own threads
 };
 
 // Conversions between backend values and wire structs (shared with tests).

@@ -21,9 +21,18 @@ class InterruptTable {
     std::atomic<bool> interrupted{false};
   };
 
-  explicit InterruptTable(size_t slots) : size_(slots), slots_(new Slot[slots]) {}
+  // `slots` fixed ones (slot(i): one per worker), plus `async_slots` claimed
+  // one at a time by requests answered later from another thread.
+  explicit InterruptTable(size_t slots, size_t async_slots = 64)
+      : size_(slots), total_(slots + async_slots), slots_(new Slot[slots + async_slots]) {}
   size_t size() const { return size_; }
   Slot* slot(size_t i) { return &slots_[i]; }
+
+  // Claims a free async slot for `unique` (nullptr: all taken); give it back
+  // with End(). Interrupt() finds it like any other.
+  Slot* Claim(uint64_t unique);
+  // Flags every claimed async slot (shutdown: waiting requests give up).
+  void InterruptAllAsync();
 
   // Marks `slot` as running request `unique`.
   static void Begin(Slot* slot, uint64_t unique) {
@@ -38,6 +47,7 @@ class InterruptTable {
 
  private:
   size_t size_;
+  size_t total_;
   std::unique_ptr<Slot[]> slots_;
 };
 

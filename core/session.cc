@@ -43,10 +43,13 @@ void Session::WriteStatusFile() {
     f << "pid: " << getpid() << "\n"
       << "mountpoint: " << options_.mount.mountpoint << "\n"
       << "fs: " << fs_->Name() << "\n"
-      << "transport: " << transport_->Name() << "\n"
+      << "transport: " << transport_->Name() << " (" << transport_note_ << ")\n"
       << "protocol: 7." << dispatcher_->connection().minor << "\n"
       << "max_write: " << dispatcher_->connection().max_write << "\n";
     for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
+    std::vector<std::pair<std::string, std::string>> transport_lines;
+    transport_->AppendStatus(&transport_lines);
+    for (const auto& [k, v] : transport_lines) f << k << ": " << v << "\n";
     uint64_t total = 0;
     const auto& counts = dispatcher_->stats().requests;
     for (size_t op = 0; op < counts.size(); ++op) {
@@ -137,8 +140,18 @@ absl::Status Session::Run() {
   if (sfd < 0) return absl::ErrnoToStatus(errno, "signalfd");
   done_event_ = eventfd(0, EFD_CLOEXEC);
 
-  size_t slots = AllowedCpus().size() + static_cast<size_t>(std::max(options_.workers, 0)) + 1;
+  // One interrupt slot per worker of any transport: per allowed CPU (sync),
+  // per possible CPU (FUSE ring queues), or --workers, plus side readers.
+  size_t slots = std::max<size_t>(AllowedCpus().size(), PossibleCpuCount()) +
+                 static_cast<size_t>(std::max(options_.workers, 0)) + 2;
+  std::vector<std::unique_ptr<Transport>> candidates;
+  if (options_.transports) candidates = options_.transports();
+  SyncTransportOptions topts;
+  topts.workers = options_.workers;
+  topts.pin = options_.pin_workers;
+  if (candidates.empty()) candidates.push_back(std::make_unique<SyncTransport>(topts));
   options_.init.wanted_flags = fs_->WantedInitFlags(options_.init.wanted_flags);
+  for (const auto& t : candidates) options_.init.wanted_flags |= t->InitFlags();
   dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots, this);
 
   std::string method;
@@ -160,24 +173,31 @@ absl::Status Session::Run() {
     return s;
   }
 
-  SyncTransportOptions topts;
-  topts.workers = options_.workers;
-  topts.pin = options_.pin_workers;
-  transport_ = std::make_unique<SyncTransport>(topts);
   int done_fd = done_event_;
-  s = transport_->Start(fd_, dispatcher_.get(), [done_fd] {
-    uint64_t one = 1;
-    ssize_t unused = write(done_fd, &one, sizeof(one));
-    (void)unused;
-  });
-  if (!s.ok()) {
+  std::string passed_over;  // transports that could not start, and why
+  for (auto& candidate : candidates) {
+    s = candidate->Start(fd_, dispatcher_.get(), [done_fd] {
+      uint64_t one = 1;
+      ssize_t unused = write(done_fd, &one, sizeof(one));
+      (void)unused;
+    });
+    if (s.ok()) {
+      transport_ = std::move(candidate);
+      break;
+    }
+    absl::StrAppend(&passed_over, passed_over.empty() ? "" : "; ", std::string(candidate->Name()), " unavailable: ",
+                    std::string(s.message()));
+  }
+  if (transport_ == nullptr) {
     AbortConnection();
     UnmountFuse(mp).IgnoreError();
     close(sfd);
-    return s;
+    return absl::UnavailableError(absl::StrCat("no transport could start (", passed_over, ")"));
   }
-  Log(LogLevel::kInfo, "serving with the %s transport; stop with SIGTERM/SIGINT or 'umount %s'",
-      std::string(transport_->Name()), mp);
+  transport_note_ = passed_over.empty() ? "first choice" : passed_over;
+  Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,
+      "serving with the %s transport (%s); stop with SIGTERM/SIGINT or 'umount %s'",
+      std::string(transport_->Name()), transport_note_, mp);
   WriteStatusFile();
 
   bool unmounting = false;
@@ -214,6 +234,7 @@ absl::Status Session::Run() {
     }
   }
   transport_->Join();
+  dispatcher_->StopAsync();  // before the transport's buffers go away
   close(sfd);
   unlink(StatusFilePath(minor(dev_)).c_str());
   // The connection ended without our unmount (aborted, or the kernel gave

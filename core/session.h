@@ -11,6 +11,7 @@
 #ifndef EFUSE_CORE_SESSION_H_
 #define EFUSE_CORE_SESSION_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -30,6 +31,9 @@ struct SessionOptions {
   proto::InitConfig init;
   int workers = 0;  // 0: one per CPU
   bool pin_workers = true;
+  // Builds the transports to try, best first (the first whose Start
+  // succeeds serves; each failure is named in the log). Unset: sync only.
+  std::function<std::vector<std::unique_ptr<Transport>>()> transports;
   // Extra "key: value" lines for the status file efusectl reads (features
   // probed by the caller, e.g. io_uring and BPF availability).
   std::vector<std::pair<std::string, std::string>> status_lines;
@@ -67,6 +71,7 @@ class Session final : public KernelConnection {
   dev_t dev_ = 0;
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Transport> transport_;
+  std::string transport_note_;  // why this transport (what was passed over)
 };
 
 }  // namespace efuse

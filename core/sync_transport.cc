@@ -9,6 +9,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,27 @@ std::vector<int> AllowedCpus() {
   return cpus;
 }
 
+int PossibleCpuCount() {
+  // "0-3" or "0,2-5": the highest id + 1 is the kernel's nr_cpu_ids.
+  std::ifstream f("/sys/devices/system/cpu/possible");
+  std::string s;
+  int highest = -1;
+  if (f >> s) {
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t j = i;
+      while (j < s.size() && s[j] != ',') ++j;
+      std::string part = s.substr(i, j - i);
+      size_t dash = part.find('-');
+      int hi = std::atoi((dash == std::string::npos ? part : part.substr(dash + 1)).c_str());
+      highest = std::max(highest, hi);
+      i = j + 1;
+    }
+  }
+  if (highest < 0) return static_cast<int>(AllowedCpus().size());
+  return highest + 1;
+}
+
 SyncTransport::~SyncTransport() {
   Join();
   for (int fd : fds_) close(fd);
@@ -57,7 +80,7 @@ absl::Status SyncTransport::Start(int session_fd, Dispatcher* dispatcher,
                                   std::function<void()> on_exit) {
   std::vector<int> cpus = AllowedCpus();
   int n = options_.workers > 0 ? options_.workers : static_cast<int>(cpus.size());
-  if (static_cast<size_t>(n) > dispatcher->interrupts().size())
+  if (static_cast<size_t>(options_.first_slot + n) > dispatcher->interrupts().size())
     return absl::InvalidArgumentError("more workers than interrupt slots");
   // The kernel fails a request that does not fit the reader's buffer (EIO;
   // E2BIG for SETXATTR). The largest are a WRITE of max_write bytes and a
@@ -117,7 +140,7 @@ void SyncTransport::WorkerLoop(int index, int fd, int cpu, Dispatcher* dispatche
   } else {
     std::span<uint8_t> buf(static_cast<uint8_t*>(mem), buffer_size_);
     FdReplySender sender(fd);
-    InterruptTable::Slot* slot = dispatcher->interrupts().slot(index);
+    InterruptTable::Slot* slot = dispatcher->interrupts().slot(options_.first_slot + index);
     for (;;) {
       ssize_t n = read(fd, buf.data(), buf.size());
       if (n < 0) {

@@ -10,6 +10,8 @@
 #define EFUSE_CORE_SYNC_TRANSPORT_H_
 
 #include <atomic>
+#include <memory>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -23,6 +25,8 @@ class FdReplySender final : public ReplySender {
  public:
   explicit FdReplySender(int fd) : fd_(fd) {}
   int Send(proto::Reply& reply) override;
+  // Any thread may write a reply to /dev/fuse.
+  std::unique_ptr<ReplySender> Detach() override { return std::make_unique<FdReplySender>(fd_); }
 
  private:
   int fd_;
@@ -32,13 +36,15 @@ struct SyncTransportOptions {
   int workers = 0;       // 0: one per CPU the daemon may run on
   bool pin = true;       // pin worker i to the i-th allowed CPU
   size_t buffer_size = 0;  // 0: max_write + room for headers
+  int first_slot = 0;      // worker i uses interrupt slot first_slot + i
+  std::string_view name = "sync";
 };
 
 class SyncTransport final : public Transport {
  public:
   explicit SyncTransport(SyncTransportOptions options) : options_(options) {}
   ~SyncTransport() override;
-  std::string_view Name() const override { return "sync"; }
+  std::string_view Name() const override { return options_.name; }
   absl::Status Start(int session_fd, Dispatcher* dispatcher,
                      std::function<void()> on_exit) override;
   void Join() override;
@@ -59,6 +65,9 @@ class SyncTransport final : public Transport {
 absl::StatusOr<int> CloneFuseFd(int session_fd);
 // CPUs this process may run on, in order.
 std::vector<int> AllowedCpus();
+// The number of CPUs the kernel may ever bring online (nr_cpu_ids: the
+// FUSE ring has one queue per possible CPU).
+int PossibleCpuCount();
 
 }  // namespace efuse
 

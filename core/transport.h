@@ -7,8 +7,12 @@
 #ifndef EFUSE_CORE_TRANSPORT_H_
 #define EFUSE_CORE_TRANSPORT_H_
 
+#include <cstdint>
 #include <functional>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "core/dispatcher.h"
@@ -25,6 +29,12 @@ class Transport {
                              std::function<void()> on_exit) = 0;
   // Waits for every worker to stop.
   virtual void Join() = 0;
+  // INIT flags this transport needs the kernel to grant (asked for before
+  // INIT; Start fails when the kernel did not grant them).
+  virtual uint64_t InitFlags() const { return 0; }
+  // "key: value" lines for the status file (per-queue counters and the
+  // like). Called from the session thread while workers run: lock-free reads.
+  virtual void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {}
 };
 
 }  // namespace efuse

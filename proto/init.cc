@@ -51,6 +51,10 @@ InitResult NegotiateInit(const abi::InitIn& in, size_t in_size, const InitConfig
     max_pages = static_cast<uint16_t>(
         std::min<uint64_t>((uint64_t{max_write} + kPageSize - 1) / kPageSize, kMaxMaxPages));
     max_write = std::min<uint32_t>(max_write, max_pages * kPageSize);
+    // The FUSE ring sizes its payload buffers from max_pages (see
+    // kUringMinPayload); reads may then be larger than max_write.
+    if ((chosen & abi::init::kOverIoUring) != 0)
+      max_pages = std::max<uint16_t>(max_pages, kUringMinPayload / kPageSize);
   } else {
     max_write = std::min<uint32_t>(max_write, 32 * kPageSize);  // kernel's default cap
   }

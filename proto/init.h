@@ -27,6 +27,13 @@ struct InitConfig {
   uint32_t max_stack_depth = 1;
 };
 
+// With FUSE_OVER_IO_URING, each ring entry's payload buffer holds a whole
+// request after its op struct, and the kernel (6.14..6.18 at least) hits a
+// BUG() instead of failing a request that does not fit. The largest
+// non-WRITE request is SETXATTR (a 255-byte name and a 64 KiB value), so
+// the negotiated max_pages keep the payload at least this big.
+inline constexpr uint32_t kUringMinPayload = 65536 + 4096;
+
 // What both sides agreed.
 struct Connection {
   uint32_t major = 0;

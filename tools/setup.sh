@@ -20,6 +20,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
+# FUSE-over-io_uring is built into our kernels but off by default; efused's
+# best transport needs it (efused --transport=uring would also turn it on).
+RING=/sys/module/fuse/parameters/enable_uring
+if [ -w "$RING" ] && [ "$(cat "$RING")" != "Y" ]; then
+  echo Y > "$RING" && echo "setup: turned FUSE-over-io_uring on ($RING)"
+fi
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build
 if [ "${1:-}" = "--fuzz" ]; then

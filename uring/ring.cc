@@ -8,11 +8,17 @@
 
 namespace efuse::uring {
 
-absl::StatusOr<Ring> Ring::Create(unsigned entries, bool big_sqe) {
+absl::StatusOr<Ring> Ring::Create(unsigned entries, bool big_sqe, unsigned extra_flags) {
   Ring r;
   io_uring_params p{};
   if (big_sqe) p.flags |= IORING_SETUP_SQE128;
+  p.flags |= extra_flags;
   int rc = io_uring_queue_init_params(entries, &r.ring_, &p);
+  if (rc == -EINVAL && extra_flags != 0) {
+    p = io_uring_params{};
+    if (big_sqe) p.flags |= IORING_SETUP_SQE128;
+    rc = io_uring_queue_init_params(entries, &r.ring_, &p);
+  }
   if (rc < 0)
     return absl::ErrnoToStatus(-rc, absl::StrCat("io_uring_setup(", entries, big_sqe ? ", SQE128)" : ")"));
   r.live_ = true;
@@ -39,6 +45,16 @@ UringSupport ProbeUring() {
     s.fuse_ring_enabled = (v == "Y" || v == "1");
   }
   return s;
+}
+
+absl::Status EnableFuseRing() {
+  constexpr const char* kPath = "/sys/module/fuse/parameters/enable_uring";
+  std::ofstream f(kPath);
+  if (!f) return absl::ErrnoToStatus(errno, absl::StrCat("open ", kPath));
+  f << "Y";
+  f.close();
+  if (!f) return absl::ErrnoToStatus(errno, absl::StrCat("write ", kPath));
+  return absl::OkStatus();
 }
 
 }  // namespace efuse::uring

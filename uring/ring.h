@@ -19,7 +19,10 @@ namespace efuse::uring {
 class Ring {
  public:
   // `big_sqe`: IORING_SETUP_SQE128, required for FUSE_IO_URING_CMD_*.
-  static absl::StatusOr<Ring> Create(unsigned entries, bool big_sqe);
+  // `extra_flags`: more IORING_SETUP_* flags (e.g. SINGLE_ISSUER |
+  // DEFER_TASKRUN for a ring only its creating thread uses); dropped, with
+  // the ring still created, when the kernel refuses them.
+  static absl::StatusOr<Ring> Create(unsigned entries, bool big_sqe, unsigned extra_flags = 0);
   Ring(Ring&& other) noexcept;
   Ring& operator=(Ring&&) = delete;
   Ring(const Ring&) = delete;
@@ -43,6 +46,10 @@ struct UringSupport {
 };
 
 UringSupport ProbeUring();
+
+// Turns the kernel's FUSE-over-io_uring switch on (root only):
+// /sys/module/fuse/parameters/enable_uring = Y.
+absl::Status EnableFuseRing();
 
 }  // namespace efuse::uring
 

@@ -383,7 +383,7 @@ uint64_t PassthroughFs::WantedInitFlags(uint64_t defaults) const {
     // cannot follow a source that others change.
     flags |= f::kWritebackCache;
   }
-  if (opts_.posix_acl) flags |= f::kPosixAcl;
+  if (opts_.posix_acl && opts_.xattrs) flags |= f::kPosixAcl;
   if (opts_.auto_inval_data) flags |= f::kAutoInvalData;
   if (!opts_.killpriv_v2) flags &= ~f::kHandleKillprivV2;
   return flags;
@@ -1569,6 +1569,7 @@ Status PassthroughFs::SyncFs(const RequestContext& ctx) {
 Status PassthroughFs::SetXattr(const RequestContext& ctx, uint64_t nodeid, std::string_view name,
                                std::span<const uint8_t> value, uint32_t flags,
                                uint32_t setxattr_flags) {
+  if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   Result<SharedFd> fd = PathFd(**n);
@@ -1591,6 +1592,7 @@ Status PassthroughFs::SetXattr(const RequestContext& ctx, uint64_t nodeid, std::
 
 Result<std::string> PassthroughFs::GetXattr(const RequestContext& ctx, uint64_t nodeid,
                                             std::string_view name) {
+  if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   if (ctx.uid != 0 && name.starts_with("trusted.")) return Errno(ENODATA);
@@ -1614,6 +1616,7 @@ Result<std::string> PassthroughFs::GetXattr(const RequestContext& ctx, uint64_t 
 }
 
 Result<std::string> PassthroughFs::ListXattr(const RequestContext& ctx, uint64_t nodeid) {
+  if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   Result<SharedFd> fd = PathFd(**n);
@@ -1650,6 +1653,7 @@ Result<std::string> PassthroughFs::ListXattr(const RequestContext& ctx, uint64_t
 
 Status PassthroughFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
                                   std::string_view name) {
+  if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   Result<SharedFd> fd = PathFd(**n);

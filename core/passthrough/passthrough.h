@@ -32,8 +32,8 @@
 //    description of the source file; flock() is taken on the handle's own fd.
 //    So conflicts are seen between processes on the mount and with processes
 //    using the source directly. A blocking lock polls (so INTERRUPT works)
-//    and occupies a worker; at most max_lock_waiters wait at once, the next
-//    one gets EDEADLK rather than the last free worker.
+//    on a thread of its own (the dispatcher answers SETLKW asynchronously);
+//    at most max_lock_waiters wait at once, the next one gets EDEADLK.
 //  * Privileges on write. With FUSE_HANDLE_KILLPRIV_V2 the server clears
 //    setuid/setgid on write, truncate and chown. Writes the daemon serves honor
 //    FUSE_WRITE_KILL_SUIDGID; passthrough writes run with the daemon's
@@ -123,6 +123,10 @@ struct PassthroughOptions {
   // made outside the mount. For sources others modify.
   bool auto_inval_data = false;
   bool posix_acl = true;     // FUSE_POSIX_ACL: the kernel enforces and caches ACLs
+  // false: every xattr request is answered ENOSYS once, after which the
+  // kernel answers EOPNOTSUPP itself (no GETXATTR round trip per file in
+  // `ls -l`); implies posix_acl = false.
+  bool xattrs = true;
   bool killpriv_v2 = true;   // FUSE_HANDLE_KILLPRIV_V2 (no getxattr per write)
   bool locks = true;         // carry POSIX/OFD/flock locks to the source
   int max_lock_waiters = 1;  // blocking lock requests waiting at once

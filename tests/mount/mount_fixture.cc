@@ -214,6 +214,17 @@ std::string EfuseMount::LogForMessage() const { return "\n  efused log:\n" + Ind
 
   std::vector<std::string> args = {EFUSED_PATH};
   args.insert(args.end(), flags.begin(), flags.end());
+  // EFUSE_TRANSPORT runs a whole suite on one transport (ctest registers the
+  // mount suites once per transport); a test's own --transport wins.
+  forced_transport_.clear();
+  if (const char* t = getenv("EFUSE_TRANSPORT"); t != nullptr && *t != '\0') {
+    bool own = false;
+    for (const std::string& f : flags) own = own || f.starts_with("--transport");
+    if (!own) {
+      forced_transport_ = t;
+      args.push_back("--transport=" + forced_transport_);
+    }
+  }
   args.push_back(path_);
   std::vector<char*> argv = ArgvOf(args);
   std::string command;
@@ -313,6 +324,13 @@ bool EfuseMount::Alive() {
   if (FindMount(path_)) {
     return ::testing::AssertionFailure() << "efused exited 0 after " << strsignal(sig)
                                          << " but " << path_ << " is still mounted"
+                                         << LogForMessage();
+  }
+  // A suite run for one transport must really have used it, not a fallback.
+  if (!forced_transport_.empty() &&
+      Log().find("serving with the " + forced_transport_ + " transport") == std::string::npos) {
+    return ::testing::AssertionFailure() << "EFUSE_TRANSPORT=" << forced_transport_
+                                         << " but efused served with another transport"
                                          << LogForMessage();
   }
   return ::testing::AssertionSuccess();
@@ -617,6 +635,53 @@ std::vector<pid_t> ProcessesMentioning(const std::string& needle) {
   }
   closedir(d);
   return found;
+}
+
+
+namespace {
+bool ParseStatusFile(const std::string& path, std::map<std::string, std::string>* kv) {
+  std::ifstream in(path);
+  if (!in) return false;
+  kv->clear();
+  std::string line;
+  while (std::getline(in, line)) {
+    size_t colon = line.find(": ");
+    if (colon != std::string::npos) (*kv)[line.substr(0, colon)] = line.substr(colon + 2);
+  }
+  return kv->count("status_seq") != 0;
+}
+}  // namespace
+
+::testing::AssertionResult StatusReader::Fresh(std::map<std::string, std::string>* kv) {
+  MountEntry e;
+  if (!FindMount(mount_->path(), &e)) return ::testing::AssertionFailure() << "not mounted";
+  const std::string path = "/run/efuse/" + std::to_string(e.dev_minor) + ".status";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  // The file appears once the daemon serves (and blocks SIGUSR1).
+  while (!ParseStatusFile(path, kv) || (*kv)["pid"] != std::to_string(mount_->pid())) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return ::testing::AssertionFailure() << "no status file " << path << " for our daemon";
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const long seq = std::atol((*kv)["status_seq"].c_str());
+  mount_->Signal(SIGUSR1);
+  while (!ParseStatusFile(path, kv) || std::atol((*kv)["status_seq"].c_str()) <= seq) {
+    if (std::chrono::steady_clock::now() > deadline)
+      return ::testing::AssertionFailure() << "status file " << path << " not rewritten";
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult StatusReader::Counts(std::map<std::string, uint64_t>* out) {
+  std::map<std::string, std::string> kv;
+  ::testing::AssertionResult r = Fresh(&kv);
+  if (!r) return r;
+  out->clear();
+  for (const auto& [k, v] : kv) {
+    if (k.rfind("requests_", 0) == 0) (*out)[k.substr(9)] = std::strtoull(v.c_str(), nullptr, 10);
+  }
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace efuse::testing

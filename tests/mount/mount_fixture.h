@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -174,6 +175,7 @@ class EfuseMount {
 
  private:
   std::string path_;
+  std::string forced_transport_;  // from EFUSE_TRANSPORT, checked at Stop
   std::string log_path_;
   pid_t pid_ = -1;
   bool reaped_ = false;  // waitpid() collected pid_; status_ holds its status
@@ -181,6 +183,22 @@ class EfuseMount {
 };
 
 // A GoogleTest fixture: a fresh mount per test, checked clean stop after it.
+// The daemon's status file, fresh: SIGUSR1 makes it rewrite
+// /run/efuse/<connection>.status (see core/session.cc), with one
+// "requests_<OPCODE>: N" line per opcode seen, the transport's lines (e.g.
+// "queue_0: ...") and a growing "status_seq".
+class StatusReader {
+ public:
+  explicit StatusReader(const EfuseMount* mount) : mount_(mount) {}
+  // Every "key: value" line, after a rewrite asked for now.
+  ::testing::AssertionResult Fresh(std::map<std::string, std::string>* kv);
+  // Only the request counters, keyed by opcode name.
+  ::testing::AssertionResult Counts(std::map<std::string, uint64_t>* out);
+
+ private:
+  const EfuseMount* mount_;
+};
+
 class MountTest : public ::testing::Test {
  protected:
   // Flags for efused (the mount point is added last).

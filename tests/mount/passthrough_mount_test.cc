@@ -50,54 +50,6 @@ void RemoveTree(const std::string& dir) {
   RunCommand({"/bin/rm", "-rf", dir}, seconds(60));
 }
 
-// The daemon's request counters: SIGUSR1 makes it rewrite its status file
-// (/run/efuse/<connection>.status, see core/session.cc) with one
-// "requests_<OPCODE>: N" line per opcode seen and a growing "status_seq".
-class StatusReader {
- public:
-  explicit StatusReader(const EfuseMount* mount) : mount_(mount) {}
-
-  ::testing::AssertionResult Counts(std::map<std::string, uint64_t>* out) {
-    MountEntry e;
-    if (!FindMount(mount_->path(), &e)) return ::testing::AssertionFailure() << "not mounted";
-    const std::string path = "/run/efuse/" + std::to_string(e.dev_minor) + ".status";
-    const auto deadline = std::chrono::steady_clock::now() + seconds(10);
-    std::map<std::string, std::string> kv;
-    // The file appears once the daemon serves (and blocks SIGUSR1).
-    while (!Parse(path, &kv) || kv["pid"] != std::to_string(mount_->pid())) {
-      if (std::chrono::steady_clock::now() > deadline)
-        return ::testing::AssertionFailure() << "no status file " << path << " for our daemon";
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-    const long seq = std::atol(kv["status_seq"].c_str());
-    mount_->Signal(SIGUSR1);
-    while (!Parse(path, &kv) || std::atol(kv["status_seq"].c_str()) <= seq) {
-      if (std::chrono::steady_clock::now() > deadline)
-        return ::testing::AssertionFailure() << "status file " << path << " not rewritten";
-      std::this_thread::sleep_for(milliseconds(2));
-    }
-    out->clear();
-    for (const auto& [k, v] : kv) {
-      if (k.rfind("requests_", 0) == 0) (*out)[k.substr(9)] = std::strtoull(v.c_str(), nullptr, 10);
-    }
-    return ::testing::AssertionSuccess();
-  }
-
- private:
-  static bool Parse(const std::string& path, std::map<std::string, std::string>* kv) {
-    std::ifstream in(path);
-    if (!in) return false;
-    kv->clear();
-    std::string line;
-    while (std::getline(in, line)) {
-      size_t colon = line.find(": ");
-      if (colon != std::string::npos) (*kv)[line.substr(0, colon)] = line.substr(colon + 2);
-    }
-    return kv->count("status_seq") != 0;
-  }
-  const EfuseMount* mount_;
-};
-
 uint64_t Delta(const std::map<std::string, uint64_t>& after,
                const std::map<std::string, uint64_t>& before, const std::string& op) {
   auto a = after.find(op);

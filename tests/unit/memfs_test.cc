@@ -213,7 +213,7 @@ TEST_F(MemFsTest, CreateWriteReadBack) {
   EXPECT_EQ(c->entry.generation, 0u);
   EXPECT_EQ(c->entry.attr.ino, id);
   EXPECT_EQ(c->entry.attr.mode, S_IFREG | 0644u);
-  EXPECT_EQ(c->open.open_flags, 0u);
+  EXPECT_EQ(c->open.open_flags, abi::kFopenNoflush);  // no FLUSH round trip on close
   WriteAt(id, c->open.fh, 0, "hello world");
   EXPECT_EQ(ReadAt(id, c->open.fh, 0, 100), "hello world");  // short at EOF
   EXPECT_EQ(ReadAt(id, c->open.fh, 6, 5), "world");

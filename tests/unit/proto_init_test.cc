@@ -205,6 +205,23 @@ TEST(NegotiateInitTest, MaxPagesChosenDerivesPagesFromMaxWrite) {
   }
 }
 
+TEST(NegotiateInitTest, FuseRingKeepsPayloadBigEnoughForLargeXattrs) {
+  // The kernel sizes ring payload buffers from max_pages and crashes on a
+  // request that does not fit: a small max_write must not shrink them.
+  InitConfig config;
+  config.wanted_flags = init::kMaxPages | init::kOverIoUring | init::kInitExt;
+  config.max_write = 4096;
+  const InitResult r = Negotiate(
+      KernelInit(7, 45, init::kMaxPages | init::kOverIoUring | init::kInitExt), config);
+  ASSERT_EQ(r.error, 0);
+  EXPECT_TRUE(r.conn.Has(init::kOverIoUring));
+  EXPECT_EQ(r.conn.max_write, 4096u);
+  EXPECT_GE(uint32_t{r.out.max_pages} * 4096, kUringMinPayload);
+  // Without the ring, max_pages follows max_write.
+  const InitResult plain = Negotiate(KernelInit(7, 45, init::kMaxPages), config);
+  EXPECT_EQ(plain.out.max_pages, 1u);
+}
+
 TEST(NegotiateInitTest, WithoutMaxPagesMaxWriteIsCappedAt128KiB) {
   for (uint64_t wanted : {uint64_t{0}, init::kMaxPages}) {
     for (uint64_t offered : {uint64_t{0}, init::kMaxPages}) {

@@ -51,6 +51,20 @@ std::vector<MountInfo> EfuseMounts() {
   return out;
 }
 
+std::vector<std::string> ReadStatusFile(unsigned dev_minor) {
+  std::vector<std::string> lines;
+  std::ifstream status(efuse::StatusFilePath(dev_minor));
+  std::string line;
+  while (std::getline(status, line)) lines.push_back(line);
+  return lines;
+}
+
+long StatusValue(const std::vector<std::string>& lines, const std::string& key) {
+  for (const std::string& l : lines)
+    if (l.rfind(key + ": ", 0) == 0) return std::strtol(l.c_str() + key.size() + 2, nullptr, 10);
+  return 0;
+}
+
 int Status() {
   std::vector<MountInfo> mounts = EfuseMounts();
   if (mounts.empty()) {
@@ -61,15 +75,21 @@ int Status() {
     // Liveness comes from the daemon's pid, never from stat() on the mount:
     // a stopped daemon would hang it, and a killed one may still be hidden
     // behind the kernel's attribute cache.
-    std::vector<std::string> lines;
-    {
-      std::ifstream status(efuse::StatusFilePath(m.dev_minor));
-      std::string line;
-      while (std::getline(status, line)) lines.push_back(line);
+    std::vector<std::string> lines = ReadStatusFile(m.dev_minor);
+    long pid = StatusValue(lines, "pid");
+    // Live counters: SIGUSR1 makes the daemon rewrite its status file
+    // (counters, per-queue lines); wait briefly for the new status_seq.
+    if (pid > 0 && kill(static_cast<pid_t>(pid), SIGUSR1) == 0) {
+      const long seq = StatusValue(lines, "status_seq");
+      for (int i = 0; i < 200; ++i) {
+        std::vector<std::string> fresh = ReadStatusFile(m.dev_minor);
+        if (StatusValue(fresh, "status_seq") > seq) {
+          lines = std::move(fresh);
+          break;
+        }
+        usleep(5000);
+      }
     }
-    long pid = 0;
-    for (const std::string& l : lines)
-      if (l.rfind("pid: ", 0) == 0) pid = std::strtol(l.c_str() + 5, nullptr, 10);
     std::string state;
     if (pid <= 0) {
       state = "unknown (no status file: not an efused of this version, or it died at start)";

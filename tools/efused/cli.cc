@@ -20,6 +20,7 @@
 #include "core/memfs/memfs.h"
 #include "core/passthrough/passthrough.h"
 #include "core/sync_transport.h"
+#include "uring/fuse_ring_transport.h"
 
 ABSL_FLAG(std::string, fs, "memfs",
           "file system to serve: memfs (in memory) or passthrough (the directory --source)");
@@ -41,6 +42,10 @@ ABSL_FLAG(bool, cache_dir, true,
 ABSL_FLAG(bool, posix_acl, true,
           "passthrough: FUSE_POSIX_ACL: the kernel enforces and caches POSIX ACLs (implies "
           "default_permissions)");
+ABSL_FLAG(bool, xattrs, true,
+          "passthrough: serve extended attributes; false: the kernel learns once that there "
+          "are none (EOPNOTSUPP), saving a GETXATTR round trip per file in `ls -l` (implies "
+          "--posix_acl=false)");
 ABSL_FLAG(bool, auto_inval_data, false,
           "passthrough: drop cached data when a file changed outside the mount "
           "(FUSE_AUTO_INVAL_DATA); for a source that others modify");
@@ -62,7 +67,11 @@ ABSL_FLAG(std::vector<std::string>, o, {},
           "user_id=N, group_id=N");
 ABSL_FLAG(int, workers, 0, "worker threads (0: one per CPU)");
 ABSL_FLAG(bool, pin_workers, true, "pin each worker thread to its own CPU");
-ABSL_FLAG(std::string, transport, "auto", "request transport: auto or sync");
+ABSL_FLAG(std::string, transport, "auto",
+          "request transport: auto (the best the kernel offers), uring (FUSE-over-io_uring "
+          "queues, one per CPU; turns the kernel's enable_uring switch on when root), sync "
+          "(blocking reads of /dev/fuse); an unavailable choice falls back, and the log says why");
+ABSL_FLAG(uint32_t, queue_depth, 4, "uring: ring entries (requests in flight) per CPU queue (1..128)");
 ABSL_FLAG(std::string, max_write, "1M", "largest WRITE request (4K..1M)");
 ABSL_FLAG(double, entry_timeout, 1.0, "seconds the kernel caches a name lookup");
 ABSL_FLAG(double, attr_timeout, 1.0, "seconds the kernel caches attributes");
@@ -107,7 +116,8 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   p.writeback_cache = absl::GetFlag(FLAGS_writeback_cache);
   p.keep_cache = absl::GetFlag(FLAGS_keep_cache);
   p.cache_dir = absl::GetFlag(FLAGS_cache_dir);
-  p.posix_acl = absl::GetFlag(FLAGS_posix_acl);
+  p.xattrs = absl::GetFlag(FLAGS_xattrs);
+  p.posix_acl = absl::GetFlag(FLAGS_posix_acl) && p.xattrs;
   p.auto_inval_data = absl::GetFlag(FLAGS_auto_inval_data);
   p.killpriv_v2 = absl::GetFlag(FLAGS_killpriv_v2);
   p.locks = absl::GetFlag(FLAGS_source_locks);
@@ -164,9 +174,12 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   c.max_inodes = absl::GetFlag(FLAGS_max_inodes);
   if (c.max_inodes < 1) return absl::InvalidArgumentError("--max_inodes: must be at least 1");
 
-  std::string transport = absl::GetFlag(FLAGS_transport);
-  if (transport != "auto" && transport != "sync")
-    return absl::InvalidArgumentError("--transport: '" + transport + "' is not auto or sync");
+  c.transport = absl::GetFlag(FLAGS_transport);
+  if (c.transport != "auto" && c.transport != "uring" && c.transport != "sync")
+    return absl::InvalidArgumentError("--transport: '" + c.transport + "' is not auto, uring or sync");
+  c.queue_depth = absl::GetFlag(FLAGS_queue_depth);
+  if (c.queue_depth < 1 || c.queue_depth > 128)
+    return absl::InvalidArgumentError("--queue_depth: must be 1..128");
 
   absl::StatusOr<uint64_t> max_write = ParseSize(absl::GetFlag(FLAGS_max_write));
   if (!max_write.ok() || *max_write < 4096 || *max_write > (1u << 20))
@@ -235,13 +248,29 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
     }
   }
 
+  c.session.transports = [transport = c.transport, depth = c.queue_depth, workers,
+                          pin = c.session.pin_workers] {
+    std::vector<std::unique_ptr<Transport>> list;
+    if (transport == "auto" || transport == "uring") {
+      uring::FuseRingOptions ro;
+      ro.depth = depth;
+      ro.pin = pin;
+      list.push_back(std::make_unique<uring::FuseRingTransport>(ro));
+    }
+    SyncTransportOptions so;
+    so.workers = workers;
+    so.pin = pin;
+    list.push_back(std::make_unique<SyncTransport>(so));
+    return list;
+  };
   c.session.init.wanted_flags = Session::DefaultInitFlags();
   c.session.init.max_write = static_cast<uint32_t>(*max_write);
   c.passthrough.entry_timeout = c.entry_timeout;
   c.passthrough.attr_timeout = c.attr_timeout;
   c.passthrough.negative_timeout = c.negative_timeout;
-  c.passthrough.max_lock_waiters =
-      std::max(0, (workers > 0 ? workers : static_cast<int>(AllowedCpus().size())) - 1);
+  // Blocking locks wait on their own threads (the dispatcher's async
+  // slots), not on workers.
+  c.passthrough.max_lock_waiters = 64;
   if (added_default_permissions) {
     Log(LogLevel::kInfo,
         "passthrough: -o allow_other: default_permissions added (the kernel checks "

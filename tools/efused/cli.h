@@ -25,6 +25,8 @@ struct DaemonConfig {
   double entry_timeout = 1.0;
   double attr_timeout = 1.0;
   double negative_timeout = 0.0;
+  std::string transport = "auto";  // auto, uring, sync
+  uint32_t queue_depth = 4;
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).
   PassthroughOptions passthrough;
