@@ -147,7 +147,8 @@ void SyncTransport::WorkerLoop(int index, int fd, int cpu, Dispatcher* dispatche
         int err = errno;
         // EINTR: a signal; ENOENT: the request was aborted while we read it.
         if (err == EINTR || err == ENOENT || err == EAGAIN) continue;
-        if (err != ENODEV)  // ENODEV is the normal end: unmounted or aborted
+        // ENODEV (unmounted) and ECONNABORTED (aborted) are the normal end.
+        if (err != ENODEV && err != ECONNABORTED)
           Log(LogLevel::kError, "worker %d: read /dev/fuse: %s", index, std::strerror(err));
         break;
       }

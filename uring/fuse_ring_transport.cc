@@ -534,17 +534,8 @@ void FuseRingTransport::Join() {
 const QueueCounters& FuseRingTransport::counters(size_t qid) const { return queues_[qid]->counters; }
 
 void FuseRingTransport::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
-  for (const auto& q : queues_) {
-    const QueueCounters& c = q->counters;
-    lines->emplace_back(
-        absl::StrCat("queue_", q->qid),
-        absl::StrCat("cpu ", q->cpu, " entries ", c.entries.load(std::memory_order_relaxed),
-                     " requests ", c.requests.load(std::memory_order_relaxed), " bytes_in ",
-                     c.bytes_in.load(std::memory_order_relaxed), " bytes_out ",
-                     c.bytes_out.load(std::memory_order_relaxed), " in_flight ",
-                     c.in_flight.load(std::memory_order_relaxed), " errors ",
-                     c.errors.load(std::memory_order_relaxed)));
-  }
+  for (const auto& q : queues_)
+    lines->emplace_back(absl::StrCat("queue_", q->qid), DescribeQueue(q->cpu, q->counters));
 }
 
 }  // namespace efuse::uring

@@ -25,19 +25,9 @@
 
 #include "core/sync_transport.h"
 #include "core/transport.h"
+#include "uring/queue_counters.h"
 
 namespace efuse::uring {
-
-// Per-queue counters: written only by the queue's worker (relaxed stores),
-// read by anyone.
-struct QueueCounters {
-  std::atomic<uint64_t> requests{0};
-  std::atomic<uint64_t> bytes_in{0};   // request bytes the kernel delivered
-  std::atomic<uint64_t> bytes_out{0};  // reply bytes committed
-  std::atomic<uint64_t> errors{0};     // replies with an error, failed commits
-  std::atomic<uint32_t> in_flight{0};  // entries holding a request right now
-  std::atomic<uint32_t> entries{0};    // entries registered with the kernel
-};
 
 struct FuseRingOptions {
   unsigned depth = 4;  // entries per queue

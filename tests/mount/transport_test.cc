@@ -86,9 +86,14 @@ class TransportTest : public ::testing::Test {
   EfuseMount mount_;
 };
 
-TEST_F(TransportTest, FuseRingCarriesTheRequests) {
-  ASSERT_TRUE(mount_.Start({"--transport=uring", "--attr_timeout=0", "--entry_timeout=0"}));
-  ASSERT_TRUE(LogShows(mount_, "serving with the uring transport")) << mount_.Log();
+// uring: the FUSE ring's queues; uring-dev: io_uring reads on /dev/fuse.
+class IoUringTransportTest : public TransportTest,
+                             public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(IoUringTransportTest, CarriesTheRequests) {
+  const std::string transport = GetParam();
+  ASSERT_TRUE(mount_.Start({"--transport=" + transport, "--attr_timeout=0", "--entry_timeout=0"}));
+  ASSERT_TRUE(LogShows(mount_, "serving with the " + transport + " transport")) << mount_.Log();
   const std::string f = mount_.Path("f");
   { UniqueFd fd(open(f.c_str(), O_CREAT | O_WRONLY, 0644)); ASSERT_SYS(fd.get()); }
 
@@ -103,7 +108,7 @@ TEST_F(TransportTest, FuseRingCarriesTheRequests) {
   int rings = 0;
   const uint64_t sq_after = IoUringFdinfoSum(mount_.pid(), "SqHead", &rings);
 
-  EXPECT_EQ(after["transport"].rfind("uring", 0), 0u) << after["transport"];
+  EXPECT_EQ(after["transport"].rfind(transport + " ", 0), 0u) << after["transport"];
   // Every queue is listed; together they served at least one LOOKUP and one
   // GETATTR per stat (timeouts 0: nothing is cached).
   uint64_t queue_requests_before = 0, queue_requests_after = 0;
@@ -123,21 +128,27 @@ TEST_F(TransportTest, FuseRingCarriesTheRequests) {
   const uint64_t getattr = std::strtoull(after["requests_GETATTR"].c_str(), nullptr, 10) -
                            std::strtoull(before["requests_GETATTR"].c_str(), nullptr, 10);
   EXPECT_GE(getattr, static_cast<uint64_t>(kStats));
-  // The kernel's own count: each ring request was answered by one
-  // COMMIT_AND_FETCH submission on one of the daemon's io_urings (one per
-  // queue).
+  // The kernel's own count: each request was answered through one of the
+  // daemon's io_urings (one per queue): a COMMIT_AND_FETCH, or a WRITEV and
+  // the next READ.
   EXPECT_EQ(rings, queues);
   EXPECT_GE(sq_after - sq_before, 2u * kStats) << "io_uring SQEs submitted by the daemon";
 }
 
-TEST_F(TransportTest, AutoFallsBackToDevFuseWhenTheRingIsSwitchedOff) {
+INSTANTIATE_TEST_SUITE_P(Transports, IoUringTransportTest, ::testing::Values("uring", "uring-dev"),
+                         [](const auto& info) {
+                           return info.param == "uring" ? std::string("FuseRing")
+                                                        : std::string("DevFuse");
+                         });
+
+TEST_F(TransportTest, AutoTakesIoUringOnDevFuseWhenTheRingIsSwitchedOff) {
   SwitchGuard ring("/sys/module/fuse/parameters/enable_uring", "N");
   ASSERT_TRUE(ring.set_to("N"));
   ASSERT_TRUE(mount_.Start({"--transport=auto"}));
   const std::string f = mount_.Path("f");
   { UniqueFd fd(open(f.c_str(), O_CREAT | O_WRONLY, 0644)); ASSERT_SYS(fd.get()); }
-  EXPECT_TRUE(LogShows(mount_, "serving with the sync transport (uring unavailable: the kernel "
-                               "did not offer FUSE_OVER_IO_URING"))
+  EXPECT_TRUE(LogShows(mount_, "serving with the uring-dev transport (uring unavailable: the "
+                               "kernel did not offer FUSE_OVER_IO_URING"))
       << mount_.Log();
 }
 

@@ -20,6 +20,7 @@
 #include "core/memfs/memfs.h"
 #include "core/passthrough/passthrough.h"
 #include "core/sync_transport.h"
+#include "uring/dev_uring_transport.h"
 #include "uring/fuse_ring_transport.h"
 
 ABSL_FLAG(std::string, fs, "memfs",
@@ -69,9 +70,11 @@ ABSL_FLAG(int, workers, 0, "worker threads (0: one per CPU)");
 ABSL_FLAG(bool, pin_workers, true, "pin each worker thread to its own CPU");
 ABSL_FLAG(std::string, transport, "auto",
           "request transport: auto (the best the kernel offers), uring (FUSE-over-io_uring "
-          "queues, one per CPU; turns the kernel's enable_uring switch on when root), sync "
-          "(blocking reads of /dev/fuse); an unavailable choice falls back, and the log says why");
-ABSL_FLAG(uint32_t, queue_depth, 4, "uring: ring entries (requests in flight) per CPU queue (1..128)");
+          "queues, one per CPU; turns the kernel's enable_uring switch on when root), "
+          "uring-dev (io_uring reads and writes on /dev/fuse), sync (blocking reads of "
+          "/dev/fuse); an unavailable choice falls back to the next, and the log says why");
+ABSL_FLAG(uint32_t, queue_depth, 4,
+          "uring, uring-dev: requests in flight per queue (ring entries, or reads) (1..128)");
 ABSL_FLAG(std::string, max_write, "1M", "largest WRITE request (4K..1M)");
 ABSL_FLAG(double, entry_timeout, 1.0, "seconds the kernel caches a name lookup");
 ABSL_FLAG(double, attr_timeout, 1.0, "seconds the kernel caches attributes");
@@ -175,8 +178,10 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   if (c.max_inodes < 1) return absl::InvalidArgumentError("--max_inodes: must be at least 1");
 
   c.transport = absl::GetFlag(FLAGS_transport);
-  if (c.transport != "auto" && c.transport != "uring" && c.transport != "sync")
-    return absl::InvalidArgumentError("--transport: '" + c.transport + "' is not auto, uring or sync");
+  if (c.transport != "auto" && c.transport != "uring" && c.transport != "uring-dev" &&
+      c.transport != "sync")
+    return absl::InvalidArgumentError("--transport: '" + c.transport +
+                                      "' is not auto, uring, uring-dev or sync");
   c.queue_depth = absl::GetFlag(FLAGS_queue_depth);
   if (c.queue_depth < 1 || c.queue_depth > 128)
     return absl::InvalidArgumentError("--queue_depth: must be 1..128");
@@ -256,6 +261,13 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
       ro.depth = depth;
       ro.pin = pin;
       list.push_back(std::make_unique<uring::FuseRingTransport>(ro));
+    }
+    if (transport != "sync") {
+      uring::DevUringOptions uo;
+      uo.workers = workers;
+      uo.pin = pin;
+      uo.depth = depth;
+      list.push_back(std::make_unique<uring::DevUringTransport>(uo));
     }
     SyncTransportOptions so;
     so.workers = workers;
