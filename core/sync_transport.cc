@@ -71,6 +71,20 @@ int PossibleCpuCount() {
   return highest + 1;
 }
 
+bool PinThisThread(int cpu) {
+  if (cpu < 0) return true;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+void* MapWorkerMemory(size_t bytes) {
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return mem == MAP_FAILED ? nullptr : mem;
+}
+
 SyncTransport::~SyncTransport() {
   Join();
   for (int fd : fds_) close(fd);
@@ -123,18 +137,12 @@ void SyncTransport::Join() {
 }
 
 void SyncTransport::WorkerLoop(int index, int fd, int cpu, Dispatcher* dispatcher) {
-  if (cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0)
-      Log(LogLevel::kDebug, "worker %d: cannot pin to cpu %d: %s", index, cpu, std::strerror(errno));
-  }
+  if (!PinThisThread(cpu))
+    Log(LogLevel::kDebug, "worker %d: cannot pin to cpu %d: %s", index, cpu, std::strerror(errno));
   // Allocated after pinning so first touch places it on this CPU's node;
   // MAP_POPULATE pre-faults it so the first large request costs no faults.
-  void* mem = mmap(nullptr, buffer_size_, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (mem == MAP_FAILED) {
+  void* mem = MapWorkerMemory(buffer_size_);
+  if (mem == nullptr) {
     Log(LogLevel::kError, "worker %d: cannot allocate %u-byte buffer: %s", index, buffer_size_,
         std::strerror(errno));
   } else {

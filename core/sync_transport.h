@@ -65,6 +65,12 @@ class SyncTransport final : public Transport {
 absl::StatusOr<int> CloneFuseFd(int session_fd);
 // CPUs this process may run on, in order.
 std::vector<int> AllowedCpus();
+// Pins the calling thread to `cpu` (no-op for -1); false if refused.
+bool PinThisThread(int cpu);
+// Anonymous memory for a worker's buffers, pre-faulted (MAP_POPULATE). Call
+// after pinning: first touch places it on the worker's NUMA node. nullptr
+// (errno set) on failure; free with munmap.
+void* MapWorkerMemory(size_t bytes);
 // The number of CPUs the kernel may ever bring online (nr_cpu_ids: the
 // FUSE ring has one queue per possible CPU).
 int PossibleCpuCount();

@@ -63,9 +63,8 @@ class DevUringTransport::Loop {
     const size_t stride = t_->buffer_size_ + kReplyArea;
     mem_size_ = stride * depth;
     // After pinning: NUMA-local first touch, pre-faulted.
-    void* mem = mmap(nullptr, mem_size_, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (mem == MAP_FAILED) return absl::ErrnoToStatus(errno, "allocating request buffers");
+    void* mem = MapWorkerMemory(mem_size_);
+    if (mem == nullptr) return absl::ErrnoToStatus(errno, "allocating request buffers");
     mem_ = static_cast<uint8_t*>(mem);
     slots_.resize(depth);
     for (unsigned i = 0; i < depth; ++i) {
@@ -143,14 +142,7 @@ class DevUringTransport::Loop {
     bool used_ = false;
   };
 
-  io_uring_sqe* Sqe() {
-    io_uring_sqe* sqe = io_uring_get_sqe(ring_->get());
-    if (sqe == nullptr) {
-      io_uring_submit(ring_->get());
-      sqe = io_uring_get_sqe(ring_->get());
-    }
-    return sqe;
-  }
+  io_uring_sqe* Sqe() { return ring_->Sqe(); }
 
   void ArmRead(unsigned slot) {
     io_uring_sqe* sqe = Sqe();
@@ -236,12 +228,9 @@ DevUringTransport::~DevUringTransport() {
 }
 
 void DevUringTransport::WorkerMain(Worker* w) {
-  if (w->cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(w->cpu, &set);
-    sched_setaffinity(0, sizeof(set), &set);
-  }
+  if (!PinThisThread(w->cpu))
+    Log(LogLevel::kDebug, "uring-dev worker %d: cannot pin to cpu %d: %s", w->index, w->cpu,
+        std::strerror(errno));
   Loop loop(this, w);
   absl::Status s = loop.Setup();
   Go go;

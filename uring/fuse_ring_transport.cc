@@ -90,9 +90,8 @@ class FuseRingTransport::Worker {
     stride_ = kHeadRoom + (t_->payload_size_ + kPage - 1) / kPage * kPage;
     mem_size_ = stride_ * depth;
     // After pinning, so first touch is NUMA-local; MAP_POPULATE pre-faults.
-    void* mem = mmap(nullptr, mem_size_, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (mem == MAP_FAILED) return absl::ErrnoToStatus(errno, "allocating FUSE ring buffers");
+    void* mem = MapWorkerMemory(mem_size_);
+    if (mem == nullptr) return absl::ErrnoToStatus(errno, "allocating FUSE ring buffers");
     mem_ = static_cast<uint8_t*>(mem);
     entries_.resize(depth);
     for (unsigned i = 0; i < depth; ++i) {
@@ -233,14 +232,7 @@ class FuseRingTransport::Worker {
     bool used_ = false;
   };
 
-  io_uring_sqe* Sqe() {
-    io_uring_sqe* sqe = io_uring_get_sqe(ring_->get());
-    if (sqe == nullptr) {  // full: push what is queued, then there is room
-      io_uring_submit(ring_->get());
-      sqe = io_uring_get_sqe(ring_->get());
-    }
-    return sqe;
-  }
+  io_uring_sqe* Sqe() { return ring_->Sqe(); }
 
   void Register(unsigned idx) {
     Entry& e = entries_[idx];
@@ -385,14 +377,9 @@ void FuseRingTransport::WorkerStopped() {
 }
 
 void FuseRingTransport::QueueMain(Queue* q) {
-  if (q->cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(q->cpu, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) != 0)
-      Log(LogLevel::kDebug, "FUSE ring queue %d: cannot pin to cpu %d: %s", q->qid, q->cpu,
-          std::strerror(errno));
-  }
+  if (!PinThisThread(q->cpu))
+    Log(LogLevel::kDebug, "FUSE ring queue %d: cannot pin to cpu %d: %s", q->qid, q->cpu,
+        std::strerror(errno));
   q->worker = std::make_unique<Worker>(this, q);
   Worker& w = *q->worker;
   absl::Status s = w.Setup();

@@ -25,6 +25,15 @@ absl::StatusOr<Ring> Ring::Create(unsigned entries, bool big_sqe, unsigned extra
   return r;
 }
 
+io_uring_sqe* Ring::Sqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
 Ring::Ring(Ring&& other) noexcept : ring_(other.ring_), live_(other.live_) {
   other.live_ = false;
 }

@@ -29,6 +29,8 @@ class Ring {
   ~Ring();
 
   io_uring* get() { return &ring_; }
+  // A free SQE; when the queue is full, submits what is queued first.
+  io_uring_sqe* Sqe();
   unsigned sq_entries() const { return ring_.sq.ring_entries; }
   bool big_sqe() const { return (ring_.flags & IORING_SETUP_SQE128) != 0; }
 
