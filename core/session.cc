@@ -43,12 +43,15 @@ void Session::WriteStatusFile() {
     f << "pid: " << getpid() << "\n"
       << "mountpoint: " << options_.mount.mountpoint << "\n"
       << "fs: " << fs_->Name() << "\n"
-      << "transport: " << transport_->Name() << " (" << transport_note_ << ")\n"
+      << "transport: "
+      << (transport_ ? absl::StrCat(std::string(transport_->Name()), " (", transport_note_, ")")
+                     : std::string("(starting)"))
+      << "\n"
       << "protocol: 7." << dispatcher_->connection().minor << "\n"
       << "max_write: " << dispatcher_->connection().max_write << "\n";
     for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
     std::vector<std::pair<std::string, std::string>> transport_lines;
-    transport_->AppendStatus(&transport_lines);
+    if (transport_) transport_->AppendStatus(&transport_lines);
     for (const auto& [k, v] : transport_lines) f << k << ": " << v << "\n";
     uint64_t total = 0;
     const auto& counts = dispatcher_->stats().requests;
@@ -165,6 +168,9 @@ absl::Status Session::Run() {
   EnsureFusectl();
   Log(LogLevel::kInfo, "mounted %s (%s) at %s with %s", options_.mount.fsname,
       std::string(fs_->Name()), mp, method);
+  // At once, so that `efusectl status` knows this daemon (and can tell when
+  // it died) even before it serves.
+  WriteStatusFile();
 
   absl::Status s = ServeInit();
   if (!s.ok()) {
