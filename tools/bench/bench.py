@@ -133,9 +133,24 @@ def make_targets(selected):
     ]
     if selected:
         names = selected.split(",")
-        unknown = set(names) - {t.name for t in all_t}
-        if unknown:
-            sys.exit("bench: unknown target(s) %s" % ",".join(sorted(unknown)))
+        all_t = [t for t in all_t if t.name in names]
+    return all_t
+
+
+SHM_SRC = "/dev/shm/efuse-bench-src"
+TRANSPORTS = ("sync", "uring-dev", "uring")
+
+
+def make_transport_targets(selected):
+    """memfs per request transport (attribute lifetime 0), and the libfuse
+    peer: passthrough_ll over tmpfs (data in memory too; timeout=0)."""
+    all_t = [Target("memfs-" + tr, [EFUSED, "--fs=memfs", "--size=4G", "--transport=" + tr,
+                                    "--attr_timeout=0", "@MNT@"], persistent=False)
+             for tr in TRANSPORTS]
+    all_t.append(Target("pt_ll-tmpfs", [PLL, "-f", "-o", "source=%s,timeout=0" % SHM_SRC, "@MNT@"],
+                        persistent=False))
+    if selected:
+        names = selected.split(",")
         all_t = [t for t in all_t if t.name in names]
     return all_t
 
@@ -169,12 +184,15 @@ class Runner:
         self.results = {}  # workload -> target -> record
         self.order = []
         self.units = {}
+        self.groups = {}  # workload -> "fs" or "transport"
+        self.micro = {}   # micro benchmark -> ns per op (median)
 
-    def record(self, wl, unit, target, rec):
+    def record(self, wl, unit, target, rec, group="fs"):
         if wl not in self.results:
             self.results[wl] = {}
             self.order.append(wl)
             self.units[wl] = unit
+            self.groups[wl] = group
         self.results[wl][target.name] = rec
 
     def measure(self, target, fn, before=None):
@@ -196,9 +214,9 @@ class Runner:
         return rec
 
     # ---- fio ----
-    def fio(self, target, wdir, rw, bs, direct, jobs):
+    def fio(self, target, wdir, rw, bs, direct, jobs, size=None, create_only=False):
         cmd = ["fio", "--name=bench", "--directory=" + wdir,
-               "--filename_format=f.$jobnum", "--size=" + self.a.size,
+               "--filename_format=f.$jobnum", "--size=" + (size or self.a.size),
                "--rw=" + rw, "--bs=" + bs, "--direct=%d" % direct,
                "--numjobs=%d" % jobs, "--ioengine=psync", "--time_based",
                "--runtime=%d" % self.a.runtime, "--group_reporting",
@@ -207,7 +225,11 @@ class Runner:
                # it: fio's default fadvise(DONTNEED) at start would empty it on
                # ext4 but not behind a FUSE passthrough mount (unfair either way)
                "--invalidate=%d" % direct]
+        if create_only:
+            cmd.append("--create_only=1")
         r = subprocess.run(cmd, capture_output=True, text=True)
+        if create_only:
+            return None
         out = r.stdout
         if r.returncode != 0 or "{" not in out:
             raise RuntimeError("fio failed (%d): %s" % (r.returncode,
@@ -325,6 +347,85 @@ class Runner:
                     log("%s: %s: %s" % (t.name, wl, e))
                 self.record(wl, "entries/s", t, rec)
 
+    # ---- request transports ----
+    def run_transport_target(self, t):
+        log("=== %s ===" % t.name)
+        if t.name.startswith("pt_ll"):
+            shutil.rmtree(SHM_SRC, ignore_errors=True)
+            os.makedirs(SHM_SRC)
+        try:
+            t.start()
+        except Exception as e:
+            log("%s: cannot start: %s" % (t.name, e))
+            self.failed[t.name] = str(e)
+            return
+        try:
+            wdir = os.path.join(t.mnt, "fio")
+            os.makedirs(wdir, exist_ok=True)
+            for rw in ("randread", "randwrite"):
+                for jobs in (1, 2):
+                    wl = "transport %s 4K direct j%d" % (rw, jobs)
+                    log("%s: %s" % (t.name, wl))
+                    try:
+                        # files laid out untimed, so the daemon CPU counts requests only
+                        rec = self.measure(
+                            t, lambda: self.fio(t, wdir, rw, "4k", 1, jobs, size="256M"),
+                            before=lambda: self.fio(t, wdir, rw, "4k", 1, jobs, size="256M",
+                                                    create_only=True))
+                        # one request per 4 KiB O_DIRECT I/O
+                        self.add_cpu_per_request(rec, rec["value"] * self.a.runtime)
+                    except Exception as e:
+                        rec = {"error": str(e)}
+                        log("%s: %s: %s" % (t.name, wl, e))
+                    self.record(wl, "IOPS", t, rec, group="transport")
+            wl = "transport GETATTR loop (fstat, attr 0)"
+            log("%s: %s" % (t.name, wl))
+            f = os.path.join(t.mnt, "statme")
+            counts = []
+
+            def loop():
+                r = subprocess.run([sys.executable, META, "fstat", f, str(self.a.runtime)],
+                                   capture_output=True, text=True, check=True)
+                rate, ops = r.stdout.split()
+                counts.append(int(ops))
+                return float(rate)
+            try:
+                rec = self.measure(t, loop)
+                self.add_cpu_per_request(rec, statistics.median(counts))
+            except Exception as e:
+                rec = {"error": str(e)}
+                log("%s: %s: %s" % (t.name, wl, e))
+            self.record(wl, "req/s", t, rec, group="transport")
+        finally:
+            t.stop()
+            if t.name.startswith("pt_ll"):
+                shutil.rmtree(SHM_SRC, ignore_errors=True)
+
+    @staticmethod
+    def add_cpu_per_request(rec, requests):
+        if "daemon_cpu_s" in rec and requests:
+            rec["daemon_cpu_us_per_req"] = rec["daemon_cpu_s"] * 1e6 / requests
+
+    # ---- micro benchmarks (Google Benchmark) ----
+    def run_micro(self):
+        exe = os.path.join(REPO, "build", "tools", "bench", "micro_bench")
+        if not os.path.exists(exe):
+            log("micro: %s not built (needs libbenchmark-dev)" % exe)
+            return
+        log("micro: decode and dispatch")
+        r = subprocess.run([exe, "--benchmark_format=json", "--benchmark_repetitions=%d" % max(3, self.a.repeats),
+                            "--benchmark_report_aggregates_only=true"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            log("micro: failed: %s" % r.stderr[-300:])
+            return
+        j = json.loads(r.stdout)
+        for b in j["benchmarks"]:
+            if b.get("aggregate_name") != "median":
+                continue
+            name = b["run_name"]
+            self.micro[name] = b["real_time"] if b["time_unit"] == "ns" else b["real_time"] * 1000
+
     def run_target(self, t):
         log("=== %s ===" % t.name)
         shutil.rmtree(os.path.join(DATA, "work"), ignore_errors=True)
@@ -366,14 +467,17 @@ def fmt(v):
     return "%.2f" % v
 
 
-def report(runner, targets):
-    names = [t.name for t in targets]
+def report(runner, targets, ttargets):
     lines = []
-    hdr = "%-40s %-15s %12s %-9s %9s %9s %9s" % (
-        "workload", "target", "value", "unit", "x native", "x pt_ll", "cpu s")
-    lines.append(hdr)
-    lines.append("-" * len(hdr))
+    names = [t.name for t in targets]
+    if any(g == "fs" for g in runner.groups.values()):
+        hdr = "%-40s %-15s %12s %-9s %9s %9s %9s" % (
+            "workload", "target", "value", "unit", "x native", "x pt_ll", "cpu s")
+        lines.append(hdr)
+        lines.append("-" * len(hdr))
     for wl in runner.order:
+        if runner.groups[wl] != "fs":
+            continue
         row = runner.results[wl]
         nat = row.get("native", {}).get("value")
         ll = row.get(REF_LL, {}).get("value")
@@ -393,6 +497,38 @@ def report(runner, targets):
             lines.append("%-40s %-15s %12s %-9s %9s %9s %9s" % (
                 wl, n, fmt(v), runner.units[wl], rn, rl, cpu))
         lines.append("")
+    tnames = [t.name for t in ttargets]
+    if any(g == "transport" for g in runner.groups.values()):
+        hdr = "%-40s %-15s %12s %-6s %8s %8s %14s" % (
+            "request transports (memfs)", "target", "value", "unit", "x sync", "x pt_ll",
+            "cpu us/req")
+        lines.append(hdr)
+        lines.append("-" * len(hdr))
+    for wl in runner.order:
+        if runner.groups[wl] != "transport":
+            continue
+        row = runner.results[wl]
+        base = row.get("memfs-sync", {}).get("value")
+        ll = row.get("pt_ll-tmpfs", {}).get("value")
+        for n in tnames:
+            rec = row.get(n)
+            if rec is None:
+                continue
+            if "value" not in rec:
+                lines.append("%-40s %-15s ERROR: %s" % (wl, n, " ".join(rec.get("error", "?").split())[:100]))
+                continue
+            v = rec["value"]
+            rs = "%.2f" % (v / base) if base else "-"
+            rl = "%.2f" % (v / ll) if ll else "-"
+            cpu = "%.1f" % rec["daemon_cpu_us_per_req"] if "daemon_cpu_us_per_req" in rec else "-"
+            lines.append("%-40s %-15s %12s %-6s %8s %8s %14s" % (
+                wl, n, fmt(v), runner.units[wl], rs, rl, cpu))
+        lines.append("")
+    if runner.micro:
+        lines.append("micro benchmarks (Google Benchmark, median)")
+        for name, ns in sorted(runner.micro.items()):
+            lines.append("  %-60s %10.1f ns" % (name, ns))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -405,7 +541,9 @@ def chart(runner, targets, path):
         log("no chart: %s" % e)
         return False
     names = [t.name for t in targets if t.name != "native"]
-    wls = runner.order
+    wls = [wl for wl in runner.order if runner.groups[wl] == "fs"]
+    if not wls or not names:
+        return False
     fig, ax = plt.subplots(figsize=(max(12, 0.9 * len(wls)), 7))
     width = 0.8 / max(1, len(names))
     for i, n in enumerate(names):
@@ -434,6 +572,9 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smaller sizes, 3 s per fio job, 1 repeat")
     ap.add_argument("--targets", help="comma-separated subset of targets")
+    ap.add_argument("--suite", default="fs,transports,micro",
+                    help="what to run: fs (file system targets vs native), transports "
+                         "(memfs per request transport vs passthrough_ll), micro")
     ap.add_argument("--runtime", type=int, help="seconds per fio job")
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--size", help="fio file size per job")
@@ -455,7 +596,17 @@ def main():
     if fstype != "ext2/ext3":  # stat -f reports ext4 as ext2/ext3
         log("warning: %s is on %s, not ext4" % (DATA, fstype))
 
-    targets = make_targets(a.targets)
+    suites = set(a.suite.split(","))
+    if suites - {"fs", "transports", "micro"}:
+        sys.exit("bench: unknown suite(s) %s" % ",".join(sorted(suites - {"fs", "transports", "micro"})))
+    if a.targets:
+        known = {t.name for t in make_targets(None) + make_transport_targets(None)}
+        unknown = set(a.targets.split(",")) - known
+        if unknown:
+            sys.exit("bench: unknown target(s) %s (known: %s)" % (
+                ",".join(sorted(unknown)), ",".join(sorted(known))))
+    targets = make_targets(a.targets) if "fs" in suites else []
+    ttargets = make_transport_targets(a.targets) if "transports" in suites else []
     runner = Runner(a)
     runner.failed = {}
 
@@ -465,20 +616,25 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    est = len(targets) * 12 * a.runtime * a.repeats
+    est = (len(targets) * 12 + len(ttargets) * 5) * a.runtime * a.repeats
     log("%d targets, %d fio jobs of %d s x %d repeats each: fio alone takes ~%d min"
         % (len(targets), 12, a.runtime, a.repeats, (est + 59) // 60))
     t_start = time.time()
     try:
-        build_tree(a.tree)
+        if targets:
+            build_tree(a.tree)
         for t in targets:
             runner.run_target(t)
+        for t in ttargets:
+            runner.run_transport_target(t)
+        if "micro" in suites:
+            runner.run_micro()
     finally:
-        for t in targets:
+        for t in targets + ttargets:
             t.stop()
     elapsed = time.time() - t_start
 
-    table = report(runner, targets)
+    table = report(runner, targets, ttargets)
     print(table)
     res = {
         "config": {"quick": q, "runtime_s": a.runtime, "repeats": a.repeats,
@@ -489,7 +645,9 @@ def main():
         "note": "higher is better for every figure; value is the median of the "
                 "samples; daemon_cpu_s is the FUSE daemon's utime+stime during "
                 "the workload",
-        "targets": [{"name": t.name, "argv": t.argv} for t in targets],
+        "targets": [{"name": t.name, "argv": t.argv} for t in targets + ttargets],
+        "micro_ns": runner.micro,
+        "groups": runner.groups,
         "failed_targets": runner.failed,
         "units": runner.units,
         "results": runner.results,

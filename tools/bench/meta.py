@@ -3,6 +3,8 @@
 
   meta.py create|stat|unlink DIR N   one phase over N files in DIR; prints ops/s
   meta.py tree DIR N                 builds a tree of N files (1000 per directory)
+  meta.py fstat FILE SECONDS         fstat() of one open file in a loop; prints ops/s
+                                     (with attribute lifetime 0: one GETATTR each)
 """
 import os
 import sys
@@ -15,6 +17,20 @@ def names(d, n):
 
 def main():
     mode, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "fstat":
+        fd = os.open(d, os.O_RDONLY | os.O_CREAT, 0o644)
+        ops, t0 = 0, time.perf_counter()
+        end = t0 + n
+        while True:
+            for _ in range(1000):
+                os.fstat(fd)
+            ops += 1000
+            if time.perf_counter() >= end:
+                break
+        dt = time.perf_counter() - t0
+        os.close(fd)
+        print("%.3f %d" % (ops / dt, ops))
+        return
     if mode == "tree":
         per = 1000
         for i in range(n):
