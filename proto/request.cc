@@ -1,5 +1,7 @@
 #include "proto/request.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <cerrno>
 
@@ -142,6 +144,23 @@ DecodeError DecodeRequest(std::span<const uint8_t> bytes, const DecodeOptions& o
     }
   }
   return {0, "", true};  // success: the header is valid too
+}
+
+std::vector<uint8_t> EncodeRequest(abi::Opcode op, uint64_t unique, uint64_t nodeid,
+                                   const void* arg, size_t arg_size, std::string_view tail) {
+  abi::InHeader h{};
+  h.len = static_cast<uint32_t>(sizeof(h) + arg_size + tail.size());
+  h.opcode = static_cast<uint32_t>(op);
+  h.unique = unique;
+  h.nodeid = nodeid;
+  h.uid = 1000;
+  h.gid = 1000;
+  h.pid = 1;
+  std::vector<uint8_t> b(h.len);
+  std::memcpy(b.data(), &h, sizeof(h));
+  if (arg_size != 0) std::memcpy(b.data() + sizeof(h), arg, arg_size);
+  if (!tail.empty()) std::memcpy(b.data() + sizeof(h) + arg_size, tail.data(), tail.size());
+  return b;
 }
 
 }  // namespace efuse::proto

@@ -75,6 +75,12 @@ struct DecodeError {
 DecodeError DecodeRequest(std::span<const uint8_t> bytes, const DecodeOptions& options,
                           Request* out);
 
+// The other direction, for tests and tools that play the kernel: a request
+// with header (uid/gid 1000, pid 1), the fixed argument struct, then `tail`
+// (names, data), its len filled in.
+std::vector<uint8_t> EncodeRequest(abi::Opcode op, uint64_t unique, uint64_t nodeid,
+                                   const void* arg, size_t arg_size, std::string_view tail = {});
+
 }  // namespace efuse::proto
 
 #endif  // EFUSE_PROTO_REQUEST_H_

@@ -13,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "proto/abi.h"
+#include "proto/request.h"
 
 namespace efuse {
 namespace {
@@ -108,19 +109,7 @@ class TestFs : public FileSystem {
 // Builds a request: header + fixed struct + tail bytes.
 std::vector<uint8_t> Req(Opcode op, uint64_t unique, uint64_t nodeid, const void* arg,
                          size_t arg_size, std::string_view tail = {}) {
-  abi::InHeader h{};
-  h.len = static_cast<uint32_t>(sizeof(h) + arg_size + tail.size());
-  h.opcode = static_cast<uint32_t>(op);
-  h.unique = unique;
-  h.nodeid = nodeid;
-  h.uid = 1000;
-  h.gid = 1000;
-  h.pid = 1;
-  std::vector<uint8_t> b(h.len);
-  std::memcpy(b.data(), &h, sizeof(h));
-  if (arg_size) std::memcpy(b.data() + sizeof(h), arg, arg_size);
-  if (!tail.empty()) std::memcpy(b.data() + sizeof(h) + arg_size, tail.data(), tail.size());
-  return b;
+  return proto::EncodeRequest(op, unique, nodeid, arg, arg_size, tail);
 }
 
 class DispatcherTest : public ::testing::Test {

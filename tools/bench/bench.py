@@ -467,20 +467,20 @@ def fmt(v):
     return "%.2f" % v
 
 
-def report(runner, targets, ttargets):
-    lines = []
-    names = [t.name for t in targets]
-    if any(g == "fs" for g in runner.groups.values()):
-        hdr = "%-40s %-15s %12s %-9s %9s %9s %9s" % (
-            "workload", "target", "value", "unit", "x native", "x pt_ll", "cpu s")
-        lines.append(hdr)
-        lines.append("-" * len(hdr))
-    for wl in runner.order:
-        if runner.groups[wl] != "fs":
-            continue
+def report_section(runner, group, title, names, base, ll, last_col):
+    """One table: per workload of `group`, a row per target with the figure,
+    its ratios to the targets named `base` and `ll`, and `last_col`
+    ("cpu s": daemon CPU seconds, "cpu us/req": CPU microseconds per request)."""
+    wls = [wl for wl in runner.order if runner.groups[wl] == group]
+    if not wls:
+        return []
+    hdr = "%-40s %-15s %12s %-9s %9s %9s %11s" % (
+        title, "target", "value", "unit", "x " + base, "x " + ll, last_col)
+    lines = [hdr, "-" * len(hdr)]
+    for wl in wls:
         row = runner.results[wl]
-        nat = row.get("native", {}).get("value")
-        ll = row.get(REF_LL, {}).get("value")
+        vb = row.get(base, {}).get("value")
+        vl = row.get(ll, {}).get("value")
         for n in names:
             rec = row.get(n)
             if rec is None:
@@ -491,39 +491,23 @@ def report(runner, targets, ttargets):
                 lines.append("%-40s %-15s %s" % (wl, n, " ".join(what.split())[:110]))
                 continue
             v = rec["value"]
-            rn = "%.2f" % (v / nat) if nat else "-"
-            rl = "%.2f" % (v / ll) if ll else "-"
-            cpu = "%.2f" % rec["daemon_cpu_s"] if "daemon_cpu_s" in rec else "-"
-            lines.append("%-40s %-15s %12s %-9s %9s %9s %9s" % (
-                wl, n, fmt(v), runner.units[wl], rn, rl, cpu))
+            if last_col == "cpu s":
+                cpu = "%.2f" % rec["daemon_cpu_s"] if "daemon_cpu_s" in rec else "-"
+            else:
+                cpu = "%.1f" % rec["daemon_cpu_us_per_req"] if "daemon_cpu_us_per_req" in rec else "-"
+            lines.append("%-40s %-15s %12s %-9s %9s %9s %11s" % (
+                wl, n, fmt(v), runner.units[wl], "%.2f" % (v / vb) if vb else "-",
+                "%.2f" % (v / vl) if vl else "-", cpu))
         lines.append("")
-    tnames = [t.name for t in ttargets]
-    if any(g == "transport" for g in runner.groups.values()):
-        hdr = "%-40s %-15s %12s %-6s %8s %8s %14s" % (
-            "request transports (memfs)", "target", "value", "unit", "x sync", "x pt_ll",
-            "cpu us/req")
-        lines.append(hdr)
-        lines.append("-" * len(hdr))
-    for wl in runner.order:
-        if runner.groups[wl] != "transport":
-            continue
-        row = runner.results[wl]
-        base = row.get("memfs-sync", {}).get("value")
-        ll = row.get("pt_ll-tmpfs", {}).get("value")
-        for n in tnames:
-            rec = row.get(n)
-            if rec is None:
-                continue
-            if "value" not in rec:
-                lines.append("%-40s %-15s ERROR: %s" % (wl, n, " ".join(rec.get("error", "?").split())[:100]))
-                continue
-            v = rec["value"]
-            rs = "%.2f" % (v / base) if base else "-"
-            rl = "%.2f" % (v / ll) if ll else "-"
-            cpu = "%.1f" % rec["daemon_cpu_us_per_req"] if "daemon_cpu_us_per_req" in rec else "-"
-            lines.append("%-40s %-15s %12s %-6s %8s %8s %14s" % (
-                wl, n, fmt(v), runner.units[wl], rs, rl, cpu))
-        lines.append("")
+    return lines
+
+
+def report(runner, targets, ttargets):
+    lines = report_section(runner, "fs", "workload", [t.name for t in targets],
+                           "native", REF_LL, "cpu s")
+    lines += report_section(runner, "transport", "request transports (memfs)",
+                            [t.name for t in ttargets], "memfs-sync", "pt_ll-tmpfs",
+                            "cpu us/req")
     if runner.micro:
         lines.append("micro benchmarks (Google Benchmark, median)")
         for name, ns in sorted(runner.micro.items()):
