@@ -189,6 +189,9 @@ class FileSystem {
   virtual uint64_t WantedInitFlags(uint64_t defaults) const { return defaults; }
   // Called once after INIT, before any other call.
   virtual void Init(const InitInfo& /*info*/) {}
+  // "key: value" lines for the status file (efusectl status): the backend's
+  // own figures. Called from the session thread while requests run.
+  virtual void AppendStatus(std::vector<std::pair<std::string, std::string>>* /*lines*/) const {}
   virtual void Destroy() {}
 
   virtual Result<Entry> Lookup(const RequestContext&, uint64_t /*parent*/, std::string_view /*name*/) { return Errno(ENOSYS); }

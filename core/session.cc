@@ -52,6 +52,7 @@ void Session::WriteStatusFile() {
     for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
     std::vector<std::pair<std::string, std::string>> transport_lines;
     if (transport_) transport_->AppendStatus(&transport_lines);
+    fs_->AppendStatus(&transport_lines);
     for (const auto& [k, v] : transport_lines) f << k << ": " << v << "\n";
     uint64_t total = 0;
     const auto& counts = dispatcher_->stats().requests;

@@ -748,6 +748,24 @@ PassthroughStats PassthroughFs::Stats() const {
   return st;
 }
 
+void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
+  const PassthroughStats st = Stats();
+  auto add = [lines](const char* k, uint64_t v) { lines->emplace_back(k, std::to_string(v)); };
+  add("pt_inodes", st.inodes);
+  add("pt_pinned_fds", st.pinned_fds);
+  add("pt_open_handles", st.open_handles);
+  add("pt_passthrough_opens", st.passthrough_opens);
+  add("pt_daemon_opens", st.daemon_opens);
+  add("pt_backing_ids", st.backing_ids);
+  add("pt_backing_refusals", st.backing_refusals);
+  add("pt_stale", st.stale);
+  add("pt_invalidations", st.invalidations);
+  add("pt_fd_cache_size", st.fd_cache.size);
+  add("pt_fd_cache_hits", st.fd_cache.hits);
+  add("pt_fd_cache_misses", st.fd_cache.misses);
+  add("pt_fd_cache_evictions", st.fd_cache.evictions);
+}
+
 // ---------------------------------------------------------------------------
 // The source watcher.
 

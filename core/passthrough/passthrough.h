@@ -227,6 +227,7 @@ class PassthroughFs : public FileSystem {
 
   // Observers for tests, logs and `efusectl status`.
   PassthroughStats Stats() const;
+  void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
   // The kernel's outstanding lookups on `nodeid`; 0 if unknown.
   uint64_t LookupCount(uint64_t nodeid) const;
   // False once INIT showed that --passthrough=on cannot be honored.

@@ -1,0 +1,157 @@
+#!/usr/bin/python3
+"""Scale run: efuse passthrough over a tree of N files (default 1,000,000).
+
+  sudo /usr/bin/python3 tools/bench/scale.py [--files N] [--fd_cache N]
+
+Builds (once; kept with a stamp) N files of 1 byte in 1,000-file directories
+under /var/tmp/efuse-bench/scale on ext4, mounts it with efused
+--fs=passthrough (default flags: the fd cache is a quarter of RLIMIT_NOFILE),
+then runs `find -size -2` (a LOOKUP for every file, so the kernel remembers
+every inode) and `du --inodes` over the mount. It reports the walks' times,
+how many inodes the daemon remembers, its open fds against RLIMIT_NOFILE, and
+its memory per remembered inode (RSS growth over the walk: what the operator
+pays, allocator slack included).
+"""
+import argparse
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+EFUSED = os.path.join(REPO, "build", "tools", "efused", "efused")
+ROOT = "/var/tmp/efuse-bench"
+SRC = os.path.join(ROOT, "scale")
+MNT = os.path.join(ROOT, "mnt", "scale")
+
+
+def log(*a):
+    print("scale:", *a, flush=True)
+
+
+def build(n):
+    stamp = os.path.join(ROOT, ".scale-%d" % n)
+    if os.path.exists(stamp):
+        return
+    subprocess.run(["rm", "-rf", SRC], check=True)
+    log("building %d files in %s (once)" % (n, SRC))
+    t0 = time.time()
+    per = 1000
+    dfd = None
+    for i in range(n):
+        if i % per == 0:
+            if dfd is not None:
+                os.close(dfd)
+            d = os.path.join(SRC, "d%04d" % (i // per))
+            os.makedirs(d)
+            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open("f%07d" % i, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd)
+        os.write(fd, b"x")
+        os.close(fd)
+    if dfd is not None:
+        os.close(dfd)
+    open(stamp, "w").close()
+    log("built in %.0f s" % (time.time() - t0))
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def status(pid, mnt):
+    """The daemon's status file, rewritten on SIGUSR1."""
+    dev = os.stat(mnt).st_dev
+    path = "/run/efuse/%d.status" % os.minor(dev)
+
+    def read():
+        kv = {}
+        try:
+            with open(path) as f:
+                for line in f:
+                    k, _, v = line.rstrip("\n").partition(": ")
+                    kv[k] = v
+        except OSError:
+            pass
+        return kv
+    seq = int(read().get("status_seq", "0"))
+    os.kill(pid, signal.SIGUSR1)
+    for _ in range(500):
+        kv = read()
+        if int(kv.get("status_seq", "0")) > seq:
+            return kv
+        time.sleep(0.01)
+    return read()
+
+
+def timed(cmd):
+    t0 = time.time()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit("scale: %s failed: %s" % (cmd[0], r.stderr[-300:]))
+    return time.time() - t0, r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=1000000)
+    ap.add_argument("--fd_cache", type=int, default=0, help="0: efused's default")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("scale: run as root")
+    build(a.files)
+    os.makedirs(MNT, exist_ok=True)
+    subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"])
+    argv = [EFUSED, "--fs=passthrough", "--source=" + SRC, MNT]
+    if a.fd_cache:
+        argv.insert(1, "--fd_cache=%d" % a.fd_cache)
+    logf = open(os.path.join(ROOT, "scale-efused.log"), "w")
+    p = subprocess.Popen(argv, stdout=logf, stderr=logf)
+    try:
+        for _ in range(300):
+            if os.path.ismount(MNT):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        rss0 = rss_kib(p.pid)
+        st0 = status(p.pid, MNT)
+        find_s, out = timed(["find", MNT, "-type", "f", "-size", "-2"])
+        found = out.count("\n")
+        st1 = status(p.pid, MNT)
+        rss1 = rss_kib(p.pid)
+        nfds = fds(p.pid)
+        du_s, out = timed(["du", "-s", "--inodes", MNT])
+        du_inodes = int(out.split()[0])
+        inodes = int(st1.get("pt_inodes", "0")) - int(st0.get("pt_inodes", "0"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        per_inode = (rss1 - rss0) * 1024.0 / max(inodes, 1)
+        log("files %d: find -size -2 found %d in %.1f s (%.0f files/s); du --inodes %d in %.1f s"
+            % (a.files, found, find_s, found / find_s, du_inodes, du_s))
+        log("daemon remembers %d inodes; %d open fds (RLIMIT_NOFILE %d; fd cache %s, "
+            "pinned fds %s); RSS %d -> %d KiB: %.0f bytes per remembered inode"
+            % (inodes, nfds, soft, st1.get("pt_fd_cache_size"), st1.get("pt_pinned_fds"),
+               rss0, rss1, per_inode))
+        ok = found == a.files and du_inodes == a.files + a.files // 1000 + 1 and nfds < soft
+        log("RESULT %s" % ("ok" if ok else "FAILED"))
+        return 0 if ok else 1
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        if os.path.ismount(MNT):
+            subprocess.call(["umount", "-l", MNT])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
