@@ -182,7 +182,7 @@ void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
 }
 
 void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scratch,
-                        InterruptTable::Slot* slot, ReplySender& sender) {
+                        InterruptTable::Slot* slot, ReplySender& sender, AsyncIo* io) {
   const size_t length = request.size();
   Request req;
   proto::DecodeError derr = proto::DecodeRequest(request, decode_options_, &req);
@@ -226,7 +226,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     InterruptTable::Begin(slot, req.header.unique);
     ctx.interrupted = &slot->interrupted;
   }
-  Dispatch(req, scratch, ctx, sender);
+  Dispatch(req, scratch, ctx, sender, io);
   if (slot != nullptr) InterruptTable::End(slot);
 }
 
@@ -253,8 +253,26 @@ void Dispatcher::HandleInit(const Request& req, ReplySender& sender) {
   Send(sender, reply);
 }
 
+bool Dispatcher::TryAsyncIo(const RequestContext& ctx, const Request& req, uint64_t fh,
+                            uint32_t write_flags, ReplySender& sender,
+                            const std::function<void(int fd, AsyncIo::Done)>& submit,
+                            std::function<void(ReplySender&, int64_t)> answer) {
+  Result<FileSystem::AsyncFileRef> file = fs_->AsyncFile(ctx, req.header.nodeid, fh, write_flags);
+  if (!file.ok()) {
+    SendError(sender, req.header.unique, file.error().value());
+    return true;
+  }
+  if (file->fd < 0) return false;
+  std::shared_ptr<ReplySender> late(sender.Detach());
+  if (late == nullptr) return false;
+  submit(file->fd, [late, keep = file->keep, answer = std::move(answer)](int64_t result) {
+    answer(*late, result);
+  });
+  return true;
+}
+
 void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
-                          const RequestContext& ctx, ReplySender& sender) {
+                          const RequestContext& ctx, ReplySender& sender, AsyncIo* io) {
   const uint64_t unique = req.header.unique;
   const uint64_t node = req.header.nodeid;
   const uint32_t minor = conn_.minor;
@@ -389,6 +407,19 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     case Opcode::kRead: {
       auto in = req.Arg<abi::ReadIn>();
       std::span<uint8_t> out = scratch.first(std::min<size_t>(in.size, scratch.size()));
+      if (io != nullptr &&
+          TryAsyncIo(ctx, req, in.fh, 0, sender,
+                     [io, out, offset = in.offset](int fd, AsyncIo::Done done) {
+                       io->Read(fd, out, offset, std::move(done));
+                     },
+                     [this, unique, out](ReplySender& late, int64_t n) {
+                       if (n < 0) return SendError(late, unique, static_cast<int>(-n));
+                       Reply r(unique);
+                       r.AddPayload(out.first(std::min<size_t>(static_cast<size_t>(n), out.size())));
+                       Send(late, r);
+                     })) {
+        return;
+      }
       Result<size_t> n = fs_->Read(ctx, node, in.fh, in.offset, out, in.flags);
       if (!n.ok()) return SendError(sender, unique, n.error().value());
       Reply r(unique);
@@ -397,6 +428,21 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     }
     case Opcode::kWrite: {
       auto in = req.Arg<abi::WriteIn>();
+      // The request's data stays where the transport received it until the
+      // (detached) reply is sent.
+      if (io != nullptr &&
+          TryAsyncIo(ctx, req, in.fh, in.write_flags, sender,
+                     [io, data = req.data, offset = in.offset](int fd, AsyncIo::Done done) {
+                       io->Write(fd, data, offset, std::move(done));
+                     },
+                     [this, unique](ReplySender& late, int64_t n) {
+                       if (n < 0) return SendError(late, unique, static_cast<int>(-n));
+                       Reply r(unique);
+                       r.AddStruct(abi::WriteOut{static_cast<uint32_t>(n), 0});
+                       Send(late, r);
+                     })) {
+        return;
+      }
       Result<size_t> n =
           fs_->Write(ctx, node, in.fh, in.offset, req.data, in.write_flags, in.flags);
       if (!n.ok()) return SendError(sender, unique, n.error().value());
@@ -419,6 +465,17 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     }
     case Opcode::kFsync: {
       auto in = req.Arg<abi::FsyncIn>();
+      if (io != nullptr &&
+          TryAsyncIo(ctx, req, in.fh, 0, sender,
+                     [io, datasync = (in.fsync_flags & abi::kFsyncFdatasync) != 0](
+                         int fd, AsyncIo::Done done) { io->Fsync(fd, datasync, std::move(done)); },
+                     [this, unique](ReplySender& late, int64_t n) {
+                       if (n < 0) return SendError(late, unique, static_cast<int>(-n));
+                       Reply r(unique);
+                       Send(late, r);
+                     })) {
+        return;
+      }
       return reply_status(
           fs_->Fsync(ctx, node, in.fh, (in.fsync_flags & abi::kFsyncFdatasync) != 0));
     }

@@ -15,9 +15,11 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
+#include "core/async_io.h"
 #include "core/filesystem.h"
 #include "core/interrupts.h"
 #include "core/log.h"
@@ -65,8 +67,10 @@ class Dispatcher {
   // The same with the request and the reply scratch apart (transports whose
   // request and payload buffers differ, like the FUSE io_uring queues: READ
   // data is written into `scratch` and sent from there).
+  // `io`: the worker's io_uring for backing-file I/O (READ/WRITE/FSYNC are
+  // then answered from its completions when the backend offers an fd).
   void Handle(std::span<const uint8_t> request, std::span<uint8_t> scratch,
-              InterruptTable::Slot* slot, ReplySender& sender);
+              InterruptTable::Slot* slot, ReplySender& sender, AsyncIo* io = nullptr);
 
   ~Dispatcher();
   // Interrupts requests still answered from their own threads (blocking
@@ -84,7 +88,14 @@ class Dispatcher {
  private:
   void HandleInit(const proto::Request& req, ReplySender& sender);
   void Dispatch(const proto::Request& req, std::span<uint8_t> scratch,
-                const RequestContext& ctx, ReplySender& sender);
+                const RequestContext& ctx, ReplySender& sender, AsyncIo* io);
+  // READ/WRITE/FSYNC through `io` when the backend offers an fd for `fh`:
+  // `submit` queues the operation, `answer` replies from its result. False:
+  // the backend wants the synchronous call.
+  bool TryAsyncIo(const RequestContext& ctx, const proto::Request& req, uint64_t fh,
+                  uint32_t write_flags, ReplySender& sender,
+                  const std::function<void(int fd, AsyncIo::Done)>& submit,
+                  std::function<void(ReplySender&, int64_t)> answer);
   void Send(ReplySender& sender, proto::Reply& reply);
   void SendError(ReplySender& sender, uint64_t unique, int err);
   // SETLKW: waits on its own thread; false if it must be answered in line.

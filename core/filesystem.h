@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <ctime>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -215,6 +216,15 @@ class FileSystem {
   virtual Result<size_t> Read(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<uint8_t> /*out*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
   // write_flags: abi::kWrite* (kWriteKillSuidgid: clear setuid/setgid).
   virtual Result<size_t> Write(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<const uint8_t> /*data*/, uint32_t /*write_flags*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  // READ/WRITE/FSYNC on `fh` done by the transport's io_uring instead of
+  // Read/Write/Fsync: the fd to use, kept open by `keep` until the I/O ends.
+  // fd -1 (the default): not for this request, call Read/Write/Fsync.
+  // write_flags as for Write (0 for reads and fsync).
+  struct AsyncFileRef {
+    int fd = -1;
+    std::shared_ptr<const void> keep;
+  };
+  virtual Result<AsyncFileRef> AsyncFile(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint32_t /*write_flags*/) { return AsyncFileRef{}; }
   virtual Result<FsStats> StatFs(const RequestContext&, uint64_t /*nodeid*/) { return Errno(ENOSYS); }
   virtual void Release(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint32_t /*flags*/, uint32_t /*release_flags*/, uint64_t /*lock_owner*/) {}
   virtual Status Fsync(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, bool /*datasync*/) { return Errno(ENOSYS); }

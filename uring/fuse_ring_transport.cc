@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "core/async_io.h"
 #include "core/log.h"
 #include "proto/abi.h"
 #include "proto/init.h"
@@ -63,7 +64,7 @@ struct FuseRingTransport::Queue {
 // One queue's worker: its ring, its entries, its replies. Created on the
 // worker thread, owned by the Queue so that a reply finished late on
 // another thread (blocking locks) always finds its entry and mailbox.
-class FuseRingTransport::Worker {
+class FuseRingTransport::Worker final : public AsyncIo {
  public:
   struct Entry {
     abi::UringReqHeader* header = nullptr;
@@ -83,8 +84,10 @@ class FuseRingTransport::Worker {
     const unsigned depth = t_->options_.depth;
     wake_fd_ = eventfd(0, EFD_CLOEXEC);
     if (wake_fd_ < 0) return absl::ErrnoToStatus(errno, "eventfd");
+    // Room for a commit per entry, a backing-file operation per entry, the
+    // stop and wake reads.
     absl::StatusOr<Ring> ring = Ring::Create(
-        depth + 4, /*big_sqe=*/true, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+        2 * depth + 4, /*big_sqe=*/true, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (!ring.ok()) return ring.status();
     ring_.emplace(std::move(*ring));
     stride_ = kHeadRoom + (t_->payload_size_ + kPage - 1) / kPage * kPage;
@@ -132,6 +135,7 @@ class FuseRingTransport::Worker {
   // Serves until the kernel has let go of every entry (unmount, abort) or
   // the transport is stopped.
   void Run() {
+    owner_ = std::this_thread::get_id();
     for (unsigned idx : early_) Serve(idx);
     early_.clear();
     while (pending_ > 0) {
@@ -152,6 +156,11 @@ class FuseRingTransport::Worker {
         if (cqe->user_data == kWakeTag) {
           CommitLateReplies();
           ArmRead(wake_fd_, &wake_value_, kWakeTag);
+          continue;
+        }
+        if ((cqe->user_data & kOpBit) != 0) {
+          --pending_;
+          Complete(reinterpret_cast<FileOp*>(cqe->user_data & ~kOpBit), cqe->res);
           continue;
         }
         --pending_;
@@ -183,6 +192,10 @@ class FuseRingTransport::Worker {
   // the mailbox hands the commit to the worker, the only submitter.
   void PostLateReply(unsigned idx, proto::Reply& reply) {
     FillReply(idx, reply);
+    if (std::this_thread::get_id() == owner_) {  // from a completion on this worker
+      QueueCommit(idx);
+      return;
+    }
     {
       std::lock_guard<std::mutex> l(mail_mu_);
       mail_.push_back(idx);
@@ -192,7 +205,65 @@ class FuseRingTransport::Worker {
     (void)unused;
   }
 
+ // AsyncIo: backing-file I/O on this worker's ring; `done` runs here.
+  void Read(int fd, std::span<uint8_t> out, uint64_t offset, Done done) override {
+    Submit(new FileOp{FileOp::kRead, fd, out.data(), out.size(), offset, false, 0, std::move(done)});
+  }
+  void Write(int fd, std::span<const uint8_t> data, uint64_t offset, Done done) override {
+    Submit(new FileOp{FileOp::kWrite, fd, const_cast<uint8_t*>(data.data()), data.size(), offset,
+                      false, 0, std::move(done)});
+  }
+  void Fsync(int fd, bool datasync, Done done) override {
+    Submit(new FileOp{FileOp::kFsync, fd, nullptr, 0, 0, datasync, 0, std::move(done)});
+  }
+
  private:
+  struct FileOp {
+    enum Kind { kRead, kWrite, kFsync } kind;
+    int fd;
+    uint8_t* buf;
+    size_t len;
+    uint64_t offset;
+    bool datasync;
+    size_t transferred;
+    Done done;
+  };
+  // user_data of a FileOp's SQE: its address with this bit set (entries are
+  // small indices; kStopTag/kWakeTag are checked first).
+  static constexpr uint64_t kOpBit = 1ULL << 62;
+
+  void Submit(FileOp* op) {
+    io_uring_sqe* sqe = Sqe();
+    const size_t at = op->transferred;
+    switch (op->kind) {
+      case FileOp::kRead:
+        io_uring_prep_read(sqe, op->fd, op->buf + at, static_cast<unsigned>(op->len - at), op->offset + at);
+        break;
+      case FileOp::kWrite:
+        io_uring_prep_write(sqe, op->fd, op->buf + at, static_cast<unsigned>(op->len - at), op->offset + at);
+        break;
+      case FileOp::kFsync:
+        io_uring_prep_fsync(sqe, op->fd, op->datasync ? IORING_FSYNC_DATASYNC : 0);
+        break;
+    }
+    sqe->user_data = reinterpret_cast<uint64_t>(op) | kOpBit;
+    ++pending_;
+    q_->counters.async_ops.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // A backing-file operation finished (perhaps partly): continue a short
+  // transfer, else hand the result to its `done`.
+  void Complete(FileOp* op, int res) {
+    if (res > 0 && op->kind != FileOp::kFsync) {
+      op->transferred += static_cast<size_t>(res);
+      if (op->transferred < op->len) return Submit(op);  // short: go on (0 ends a read: EOF)
+    }
+    const int64_t result = res < 0 && op->transferred == 0 ? res : static_cast<int64_t>(op->transferred);
+    Done done = std::move(op->done);
+    delete op;
+    done(result);
+  }
+
   class Sender final : public ReplySender {
    public:
     Sender(Worker* w, unsigned idx) : w_(w), idx_(idx) {}
@@ -286,7 +357,7 @@ class FuseRingTransport::Worker {
     c.bytes_in.fetch_add(in.len, std::memory_order_relaxed);
     t_->dispatcher_->Handle(std::span<const uint8_t>(start, in.len),
                             std::span<uint8_t>(e.payload, t_->payload_size_),
-                            t_->dispatcher_->interrupts().slot(q_->qid), sender);
+                            t_->dispatcher_->interrupts().slot(q_->qid), sender, this);
     if (!sender.used()) {
       // Every ring request must be committed or its entry is lost; the
       // dispatcher answers everything except malformed headers.
@@ -349,6 +420,7 @@ class FuseRingTransport::Worker {
   uint64_t stop_value_ = 0;
   uint64_t wake_value_ = 0;
   int wake_fd_ = -1;
+  std::thread::id owner_;  // the worker thread (Run)
   std::mutex mail_mu_;
   std::vector<unsigned> mail_;  // entries whose late reply is filled in
 };

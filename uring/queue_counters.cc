@@ -10,7 +10,8 @@ std::string DescribeQueue(int cpu, const QueueCounters& c) {
                       c.bytes_in.load(std::memory_order_relaxed), " bytes_out ",
                       c.bytes_out.load(std::memory_order_relaxed), " in_flight ",
                       c.in_flight.load(std::memory_order_relaxed), " errors ",
-                      c.errors.load(std::memory_order_relaxed));
+                      c.errors.load(std::memory_order_relaxed), " async_ops ",
+                      c.async_ops.load(std::memory_order_relaxed));
 }
 
 }  // namespace efuse::uring

@@ -1485,6 +1485,19 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
   return done;
 }
 
+Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& ctx, uint64_t nodeid,
+                                                          uint64_t fh, uint32_t write_flags) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr) return Errno(EBADF);
+  // What Write does besides pwrite stays on the synchronous path: O_DIRECT
+  // data may need re-aligning, and clearing setuid/setgid follows the write.
+  if ((h->flags & O_DIRECT) != 0) return AsyncFileRef{};
+  if ((write_flags & abi::kWriteKillSuidgid) != 0 && h->maybe_suid) return AsyncFileRef{};
+  Result<int> fd = HandleFd(*h);
+  if (!fd.ok()) return fd.error();
+  return AsyncFileRef{*fd, h};  // the handle (and so its fd) lives until the I/O ends
+}
+
 void PassthroughFs::Release(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint32_t flags,
                             uint32_t release_flags, uint64_t lock_owner) {
   std::shared_ptr<Handle> h = TakeHandle(fh);

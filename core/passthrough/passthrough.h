@@ -189,6 +189,8 @@ class PassthroughFs : public FileSystem {
   Result<size_t> Write(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint64_t offset,
                        std::span<const uint8_t> data, uint32_t write_flags,
                        uint32_t flags) override;
+  Result<AsyncFileRef> AsyncFile(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                                 uint32_t write_flags) override;
   Result<FsStats> StatFs(const RequestContext& ctx, uint64_t nodeid) override;
   void Release(const RequestContext& ctx, uint64_t nodeid, uint64_t fh, uint32_t flags,
                uint32_t release_flags, uint64_t lock_owner) override;
