@@ -126,6 +126,9 @@ def make_targets(selected):
                             "--passthrough=auto", "@MNT@"]),
         Target("efuse-pt-off", [EFUSED, "--fs=passthrough", "--source=" + src,
                                 "--passthrough=off", "@MNT@"]),
+        # the option for users who need no extended attributes
+        Target("efuse-pt-noxattr", [EFUSED, "--fs=passthrough", "--source=" + src,
+                                    "--passthrough=auto", "--xattrs=false", "@MNT@"]),
         Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "@MNT@"],
                persistent=False),
         Target(REF_LL, [PLL, "-f", "-o", "source=" + src, "@MNT@"]),
@@ -437,9 +440,12 @@ class Runner:
             return
         try:
             base = t.mnt
-            self.run_fio(t, base)
-            self.run_meta(t, base)
-            self.run_tree(t, base)
+            if "fio" in self.a.workloads:
+                self.run_fio(t, base)
+            if "meta" in self.a.workloads:
+                self.run_meta(t, base)
+            if "tree" in self.a.workloads:
+                self.run_tree(t, base)
         finally:
             t.stop()
             shutil.rmtree(os.path.join(DATA, "work"), ignore_errors=True)
@@ -556,6 +562,8 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="smaller sizes, 3 s per fio job, 1 repeat")
     ap.add_argument("--targets", help="comma-separated subset of targets")
+    ap.add_argument("--workloads", default="fio,meta,tree",
+                    help="fs suite workloads: fio, meta (create/stat/unlink), tree (find, ls -lR)")
     ap.add_argument("--suite", default="fs,transports,micro",
                     help="what to run: fs (file system targets vs native), transports "
                          "(memfs per request transport vs passthrough_ll), micro")
@@ -580,6 +588,7 @@ def main():
     if fstype != "ext2/ext3":  # stat -f reports ext4 as ext2/ext3
         log("warning: %s is on %s, not ext4" % (DATA, fstype))
 
+    a.workloads = set(a.workloads.split(","))
     suites = set(a.suite.split(","))
     if suites - {"fs", "transports", "micro"}:
         sys.exit("bench: unknown suite(s) %s" % ",".join(sorted(suites - {"fs", "transports", "micro"})))
@@ -600,7 +609,7 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    est = (len(targets) * 12 + len(ttargets) * 5) * a.runtime * a.repeats
+    est = (len(targets) * 12 * ("fio" in a.workloads) + len(ttargets) * 5) * a.runtime * a.repeats
     log("%d targets, %d fio jobs of %d s x %d repeats each: fio alone takes ~%d min"
         % (len(targets), 12, a.runtime, a.repeats, (est + 59) // 60))
     t_start = time.time()

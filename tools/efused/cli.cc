@@ -76,8 +76,12 @@ ABSL_FLAG(std::string, transport, "auto",
 ABSL_FLAG(uint32_t, queue_depth, 4,
           "uring, uring-dev: requests in flight per queue (ring entries, or reads) (1..128)");
 ABSL_FLAG(std::string, max_write, "1M", "largest WRITE request (4K..1M)");
-ABSL_FLAG(double, entry_timeout, 1.0, "seconds the kernel caches a name lookup");
-ABSL_FLAG(double, attr_timeout, 1.0, "seconds the kernel caches attributes");
+// Long by default: every change made through the mount updates the kernel's
+// caches itself, so for a tree only this mount writes (memfs always; the
+// passthrough default) nothing goes stale. A source others modify wants
+// --watch_source, or short timeouts (see README).
+ABSL_FLAG(double, entry_timeout, 60.0, "seconds the kernel caches a name lookup");
+ABSL_FLAG(double, attr_timeout, 60.0, "seconds the kernel caches attributes");
 ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed lookup");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 
