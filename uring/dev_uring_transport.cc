@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/sync_transport.h"
 #include "proto/abi.h"
+#include "uring/file_ops.h"
 #include "uring/ring.h"
 
 namespace efuse::uring {
@@ -56,10 +57,12 @@ class DevUringTransport::Loop {
 
   absl::Status Setup() {
     const unsigned depth = t_->options_.depth;
-    absl::StatusOr<Ring> ring = Ring::Create(2 * depth + 2, /*big_sqe=*/false,
+    // Per slot: a read, a reply write, a backing-file operation.
+    absl::StatusOr<Ring> ring = Ring::Create(3 * depth + 2, /*big_sqe=*/false,
                                              IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (!ring.ok()) return ring.status();
     ring_.emplace(std::move(*ring));
+    file_ops_.emplace(&*ring_, &pending_, &w_->counters.async_ops);
     const size_t stride = t_->buffer_size_ + kReplyArea;
     mem_size_ = stride * depth;
     // After pinning: NUMA-local first touch, pre-faulted.
@@ -75,6 +78,7 @@ class DevUringTransport::Loop {
   }
 
   void Run() {
+    owner_ = std::this_thread::get_id();
     for (unsigned i = 0; i < slots_.size(); ++i) ArmRead(i);
     w_->counters.entries.store(static_cast<uint32_t>(slots_.size()), std::memory_order_relaxed);
     while (pending_ > 0) {
@@ -88,6 +92,10 @@ class DevUringTransport::Loop {
       io_uring_for_each_cqe(ring_->get(), head, cqe) {
         ++seen;
         --pending_;
+        if (RingFileOps::IsOp(cqe->user_data)) {
+          file_ops_->Complete(cqe->user_data, cqe->res);
+          continue;
+        }
         const unsigned slot = static_cast<unsigned>(cqe->user_data >> 2);
         if ((cqe->user_data & 3) == kWrite) {
           // ENOENT: the kernel stopped waiting (interrupted); the linked
@@ -130,11 +138,30 @@ class DevUringTransport::Loop {
     std::unique_ptr<ReplySender> Detach() override {
       if (used_) return nullptr;
       used_ = true;
-      // Any thread may write a reply to /dev/fuse; the slot's buffer is free
-      // again (the dispatcher copied what the late reply needs).
-      return std::make_unique<FdReplySender>(l_->w_->fd);
+      return std::make_unique<LateSender>(l_, slot_);
     }
     bool used() const { return used_; }
+
+   private:
+    Loop* l_;
+    unsigned slot_;
+    bool used_ = false;
+  };
+
+  // A reply given after Serve returned. From this worker (a backing-file
+  // completion: the slot was kept, its buffer may hold the READ data) it is
+  // queued like any reply; from another thread (a blocking lock, whose
+  // slot was re-armed at once) it is written directly.
+  class LateSender final : public ReplySender {
+   public:
+    LateSender(Loop* l, unsigned slot) : l_(l), slot_(slot) {}
+    int Send(proto::Reply& reply) override {
+      if (used_) return EALREADY;
+      used_ = true;
+      if (std::this_thread::get_id() == l_->owner_) return l_->QueueReply(slot_, reply);
+      FdReplySender direct(l_->w_->fd);
+      return direct.Send(reply);
+    }
 
    private:
     Loop* l_;
@@ -158,13 +185,19 @@ class DevUringTransport::Loop {
     c.in_flight.fetch_add(1, std::memory_order_relaxed);
     Slot& s = slots_[slot];
     Sender sender(this, slot);
+    queued_write_ = false;  // a late reply queued since the last Serve set it
+    const uint64_t ops_before = w_->counters.async_ops.load(std::memory_order_relaxed);
     t_->dispatcher_->Handle(std::span<const uint8_t>(s.buf, length),
                             std::span<uint8_t>(s.buf, t_->buffer_size_),
-                            t_->dispatcher_->interrupts().slot(static_cast<size_t>(w_->index)), sender);
+                            t_->dispatcher_->interrupts().slot(static_cast<size_t>(w_->index)), sender,
+                            &*file_ops_);
     c.in_flight.fetch_sub(1, std::memory_order_relaxed);
-    // No reply queued (FORGET, a late reply, a reply written in line): the
-    // buffer is free for the next request now.
-    if (!queued_write_) ArmRead(slot);
+    // A backing-file operation for this request keeps the slot (its reply is
+    // queued from the completion, re-arming the read). Otherwise, with no
+    // reply queued (FORGET, a blocking lock's late reply, a reply written in
+    // line), the buffer is free for the next request now.
+    const bool async = w_->counters.async_ops.load(std::memory_order_relaxed) != ops_before;
+    if (!queued_write_ && !async) ArmRead(slot);
     queued_write_ = false;
   }
 
@@ -210,6 +243,8 @@ class DevUringTransport::Loop {
   DevUringTransport* t_;
   Worker* w_;
   std::optional<Ring> ring_;
+  std::optional<RingFileOps> file_ops_;  // backing-file I/O on ring_
+  std::thread::id owner_;                // the worker thread (Run)
   uint8_t* mem_ = nullptr;
   size_t mem_size_ = 0;
   std::vector<Slot> slots_;

@@ -13,10 +13,10 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "core/async_io.h"
 #include "core/log.h"
 #include "proto/abi.h"
 #include "proto/init.h"
+#include "uring/file_ops.h"
 #include "uring/ring.h"
 
 namespace efuse::uring {
@@ -64,7 +64,7 @@ struct FuseRingTransport::Queue {
 // One queue's worker: its ring, its entries, its replies. Created on the
 // worker thread, owned by the Queue so that a reply finished late on
 // another thread (blocking locks) always finds its entry and mailbox.
-class FuseRingTransport::Worker final : public AsyncIo {
+class FuseRingTransport::Worker {
  public:
   struct Entry {
     abi::UringReqHeader* header = nullptr;
@@ -90,6 +90,7 @@ class FuseRingTransport::Worker final : public AsyncIo {
         2 * depth + 4, /*big_sqe=*/true, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (!ring.ok()) return ring.status();
     ring_.emplace(std::move(*ring));
+    file_ops_.emplace(&*ring_, &pending_, &q_->counters.async_ops);
     stride_ = kHeadRoom + (t_->payload_size_ + kPage - 1) / kPage * kPage;
     mem_size_ = stride_ * depth;
     // After pinning, so first touch is NUMA-local; MAP_POPULATE pre-faults.
@@ -158,9 +159,9 @@ class FuseRingTransport::Worker final : public AsyncIo {
           ArmRead(wake_fd_, &wake_value_, kWakeTag);
           continue;
         }
-        if ((cqe->user_data & kOpBit) != 0) {
+        if (RingFileOps::IsOp(cqe->user_data)) {
           --pending_;
-          Complete(reinterpret_cast<FileOp*>(cqe->user_data & ~kOpBit), cqe->res);
+          file_ops_->Complete(cqe->user_data, cqe->res);
           continue;
         }
         --pending_;
@@ -205,65 +206,7 @@ class FuseRingTransport::Worker final : public AsyncIo {
     (void)unused;
   }
 
- // AsyncIo: backing-file I/O on this worker's ring; `done` runs here.
-  void Read(int fd, std::span<uint8_t> out, uint64_t offset, Done done) override {
-    Submit(new FileOp{FileOp::kRead, fd, out.data(), out.size(), offset, false, 0, std::move(done)});
-  }
-  void Write(int fd, std::span<const uint8_t> data, uint64_t offset, Done done) override {
-    Submit(new FileOp{FileOp::kWrite, fd, const_cast<uint8_t*>(data.data()), data.size(), offset,
-                      false, 0, std::move(done)});
-  }
-  void Fsync(int fd, bool datasync, Done done) override {
-    Submit(new FileOp{FileOp::kFsync, fd, nullptr, 0, 0, datasync, 0, std::move(done)});
-  }
-
  private:
-  struct FileOp {
-    enum Kind { kRead, kWrite, kFsync } kind;
-    int fd;
-    uint8_t* buf;
-    size_t len;
-    uint64_t offset;
-    bool datasync;
-    size_t transferred;
-    Done done;
-  };
-  // user_data of a FileOp's SQE: its address with this bit set (entries are
-  // small indices; kStopTag/kWakeTag are checked first).
-  static constexpr uint64_t kOpBit = 1ULL << 62;
-
-  void Submit(FileOp* op) {
-    io_uring_sqe* sqe = Sqe();
-    const size_t at = op->transferred;
-    switch (op->kind) {
-      case FileOp::kRead:
-        io_uring_prep_read(sqe, op->fd, op->buf + at, static_cast<unsigned>(op->len - at), op->offset + at);
-        break;
-      case FileOp::kWrite:
-        io_uring_prep_write(sqe, op->fd, op->buf + at, static_cast<unsigned>(op->len - at), op->offset + at);
-        break;
-      case FileOp::kFsync:
-        io_uring_prep_fsync(sqe, op->fd, op->datasync ? IORING_FSYNC_DATASYNC : 0);
-        break;
-    }
-    sqe->user_data = reinterpret_cast<uint64_t>(op) | kOpBit;
-    ++pending_;
-    q_->counters.async_ops.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  // A backing-file operation finished (perhaps partly): continue a short
-  // transfer, else hand the result to its `done`.
-  void Complete(FileOp* op, int res) {
-    if (res > 0 && op->kind != FileOp::kFsync) {
-      op->transferred += static_cast<size_t>(res);
-      if (op->transferred < op->len) return Submit(op);  // short: go on (0 ends a read: EOF)
-    }
-    const int64_t result = res < 0 && op->transferred == 0 ? res : static_cast<int64_t>(op->transferred);
-    Done done = std::move(op->done);
-    delete op;
-    done(result);
-  }
-
   class Sender final : public ReplySender {
    public:
     Sender(Worker* w, unsigned idx) : w_(w), idx_(idx) {}
@@ -357,7 +300,7 @@ class FuseRingTransport::Worker final : public AsyncIo {
     c.bytes_in.fetch_add(in.len, std::memory_order_relaxed);
     t_->dispatcher_->Handle(std::span<const uint8_t>(start, in.len),
                             std::span<uint8_t>(e.payload, t_->payload_size_),
-                            t_->dispatcher_->interrupts().slot(q_->qid), sender, this);
+                            t_->dispatcher_->interrupts().slot(q_->qid), sender, &*file_ops_);
     if (!sender.used()) {
       // Every ring request must be committed or its entry is lost; the
       // dispatcher answers everything except malformed headers.
@@ -411,6 +354,7 @@ class FuseRingTransport::Worker final : public AsyncIo {
   FuseRingTransport* t_;
   Queue* q_;
   std::optional<Ring> ring_;
+  std::optional<RingFileOps> file_ops_;  // backing-file I/O on ring_
   uint8_t* mem_ = nullptr;
   size_t mem_size_ = 0;
   size_t stride_ = 0;

@@ -167,16 +167,17 @@ TEST_F(TransportTest, UringFallsBackWhenIoUringIsRefused) {
 }
 
 
-// With kernel passthrough off, the FUSE ring's workers do the backing files'
-// reads, writes and fsyncs on their own io_uring (async_ops in the queue
-// lines), and the data is right both ways.
-TEST_F(TransportTest, PassthroughBackingIoGoesThroughTheWorkersRing) {
+// With kernel passthrough off, the io_uring transports' workers do the
+// backing files' reads, writes and fsyncs on their own io_uring (async_ops in
+// the queue lines), and the data is right both ways.
+TEST_P(IoUringTransportTest, PassthroughBackingIoGoesThroughTheWorkersRing) {
+  const std::string transport = GetParam();
   char src_template[] = "/var/tmp/efuse-src-XXXXXX";
   ASSERT_NE(mkdtemp(src_template), nullptr);
   const std::string src = src_template;
-  ASSERT_TRUE(mount_.Start({"--transport=uring", "--fs=passthrough", "--source=" + src,
+  ASSERT_TRUE(mount_.Start({"--transport=" + transport, "--fs=passthrough", "--source=" + src,
                             "--passthrough=off", "--writeback_cache=false", "--keep_cache=false"}));
-  ASSERT_TRUE(LogShows(mount_, "serving with the uring transport")) << mount_.Log();
+  ASSERT_TRUE(LogShows(mount_, "serving with the " + transport + " transport")) << mount_.Log();
   StatusReader status(&mount_);
   std::map<std::string, std::string> before, after;
   ASSERT_TRUE(status.Fresh(&before));
