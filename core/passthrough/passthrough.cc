@@ -616,6 +616,12 @@ Result<SharedFd> PassthroughFs::PathFd(Inode& inode) {
   return fd_cache_.Put(inode.nodeid, MakeSharedFd(fd));
 }
 
+Result<SharedFd> PassthroughFs::NodePathFd(uint64_t nodeid) {
+  Result<std::shared_ptr<Inode>> n = Get(nodeid);
+  if (!n.ok()) return n.error();
+  return PathFd(**n);
+}
+
 Result<int> PassthroughFs::Reopen(Inode& inode, int flags) {
   flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_PATH);
   if (inode.pinned == nullptr) {
@@ -883,9 +889,7 @@ Result<Entry> PassthroughFs::Mknod(const RequestContext& ctx, uint64_t parent,
                                    std::string_view name, uint32_t mode, uint32_t rdev,
                                    uint32_t umask) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> dir = Get(parent);
-  if (!dir.ok()) return dir.error();
-  Result<SharedFd> dfd = PathFd(**dir);
+  Result<SharedFd> dfd = NodePathFd(parent);
   if (!dfd.ok()) return dfd.error();
   const passthrough::ScopedUmaskZero no_umask;
   const uint32_t m = CreationMode((*dfd)->get(), mode, umask);
@@ -902,9 +906,7 @@ Result<Entry> PassthroughFs::Mknod(const RequestContext& ctx, uint64_t parent,
 Result<Entry> PassthroughFs::Mkdir(const RequestContext& ctx, uint64_t parent,
                                    std::string_view name, uint32_t mode, uint32_t umask) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> dir = Get(parent);
-  if (!dir.ok()) return dir.error();
-  Result<SharedFd> dfd = PathFd(**dir);
+  Result<SharedFd> dfd = NodePathFd(parent);
   if (!dfd.ok()) return dfd.error();
   const passthrough::ScopedUmaskZero no_umask;
   const uint32_t m = CreationMode((*dfd)->get(), mode & 07777, umask);
@@ -919,9 +921,7 @@ Result<Entry> PassthroughFs::Mkdir(const RequestContext& ctx, uint64_t parent,
 Result<Entry> PassthroughFs::Symlink(const RequestContext& ctx, uint64_t parent,
                                      std::string_view name, std::string_view target) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> dir = Get(parent);
-  if (!dir.ok()) return dir.error();
-  Result<SharedFd> dfd = PathFd(**dir);
+  Result<SharedFd> dfd = NodePathFd(parent);
   if (!dfd.ok()) return dfd.error();
   {
     ScopedCreds creds(creds_, ctx);
@@ -936,13 +936,9 @@ Result<Entry> PassthroughFs::Symlink(const RequestContext& ctx, uint64_t parent,
 Result<Entry> PassthroughFs::Link(const RequestContext& ctx, uint64_t nodeid, uint64_t newparent,
                                   std::string_view newname) {
   if (newname.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> src = Get(nodeid);
-  if (!src.ok()) return src.error();
-  Result<std::shared_ptr<Inode>> dir = Get(newparent);
-  if (!dir.ok()) return dir.error();
-  Result<SharedFd> sfd = PathFd(**src);
+  Result<SharedFd> sfd = NodePathFd(nodeid);
   if (!sfd.ok()) return sfd.error();
-  Result<SharedFd> dfd = PathFd(**dir);
+  Result<SharedFd> dfd = NodePathFd(newparent);
   if (!dfd.ok()) return dfd.error();
   const CName cname(newname);
   if (linkat((*sfd)->get(), "", (*dfd)->get(), cname.c_str(), AT_EMPTY_PATH) != 0) {
@@ -977,25 +973,25 @@ bool StatVictim(int dirfd, const char* name, Victim* v) {
 }
 }  // namespace
 
+void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino) {
+  Shard& s = (*shards_)[ShardIndexOfKey(dev, ino, kShards)];
+  absl::MutexLock l(&s.mu);
+  auto it = s.by_key.find(std::make_pair(dev, ino));
+  if (it != s.by_key.end()) it->second->unlinked_here.store(true);
+}
+
 // UNLINK and RMDIR: remove the name, then mark the inode removed by this
 // mount when that was its last link (directories have one), so a later
 // lookup of a reused inode number is not mistaken for it.
 Status PassthroughFs::RemoveName(uint64_t parent, std::string_view name, int at_flags) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> dir = Get(parent);
-  if (!dir.ok()) return dir.error();
-  Result<SharedFd> dfd = PathFd(**dir);
+  Result<SharedFd> dfd = NodePathFd(parent);
   if (!dfd.ok()) return dfd.error();
   const CName cname(name);
   Victim v;
   const bool known = StatVictim((*dfd)->get(), cname.c_str(), &v);
   if (unlinkat((*dfd)->get(), cname.c_str(), at_flags) != 0) return Errno::Last();
-  if (known && v.last_link) {
-    Shard& s = (*shards_)[ShardIndexOfKey(v.dev, v.ino, kShards)];
-    absl::MutexLock l(&s.mu);
-    auto it = s.by_key.find(std::make_pair(v.dev, v.ino));
-    if (it != s.by_key.end()) it->second->unlinked_here.store(true);
-  }
+  if (known && v.last_link) MarkUnlinkedHere(v.dev, v.ino);
   return OkStatus();
 }
 
@@ -1010,13 +1006,9 @@ Status PassthroughFs::Rmdir(const RequestContext& ctx, uint64_t parent, std::str
 Status PassthroughFs::Rename(const RequestContext& ctx, uint64_t parent, std::string_view name,
                              uint64_t newparent, std::string_view newname, uint32_t flags) {
   if (name.size() > NAME_MAX || newname.size() > NAME_MAX) return Errno(ENAMETOOLONG);
-  Result<std::shared_ptr<Inode>> from = Get(parent);
-  if (!from.ok()) return from.error();
-  Result<std::shared_ptr<Inode>> to = Get(newparent);
-  if (!to.ok()) return to.error();
-  Result<SharedFd> ffd = PathFd(**from);
+  Result<SharedFd> ffd = NodePathFd(parent);
   if (!ffd.ok()) return ffd.error();
-  Result<SharedFd> tfd = PathFd(**to);
+  Result<SharedFd> tfd = NodePathFd(newparent);
   if (!tfd.ok()) return tfd.error();
   const CName cname(name), cnew(newname);
   Victim v;
@@ -1025,12 +1017,7 @@ Status PassthroughFs::Rename(const RequestContext& ctx, uint64_t parent, std::st
   if (renameat2((*ffd)->get(), cname.c_str(), (*tfd)->get(), cnew.c_str(), flags) != 0) {
     return Errno::Last();
   }
-  if (replaces) {
-    Shard& s = (*shards_)[ShardIndexOfKey(v.dev, v.ino, kShards)];
-    absl::MutexLock l(&s.mu);
-    auto it = s.by_key.find(std::make_pair(v.dev, v.ino));
-    if (it != s.by_key.end()) it->second->unlinked_here.store(true);
-  }
+  if (replaces) MarkUnlinkedHere(v.dev, v.ino);
   return OkStatus();
 }
 
@@ -1601,9 +1588,7 @@ Status PassthroughFs::SetXattr(const RequestContext& ctx, uint64_t nodeid, std::
                                std::span<const uint8_t> value, uint32_t flags,
                                uint32_t setxattr_flags) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
-  Result<std::shared_ptr<Inode>> n = Get(nodeid);
-  if (!n.ok()) return n.error();
-  Result<SharedFd> fd = PathFd(**n);
+  Result<SharedFd> fd = NodePathFd(nodeid);
   if (!fd.ok()) return fd.error();
   const ProcPath path((*fd)->get());
   if (setxattr(path.c_str(), CName(name).c_str(), value.data(), value.size(),
@@ -1648,9 +1633,7 @@ Result<std::string> PassthroughFs::GetXattr(const RequestContext& ctx, uint64_t 
 
 Result<std::string> PassthroughFs::ListXattr(const RequestContext& ctx, uint64_t nodeid) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
-  Result<std::shared_ptr<Inode>> n = Get(nodeid);
-  if (!n.ok()) return n.error();
-  Result<SharedFd> fd = PathFd(**n);
+  Result<SharedFd> fd = NodePathFd(nodeid);
   if (!fd.ok()) return fd.error();
   const ProcPath path((*fd)->get());
   std::string names;
@@ -1685,9 +1668,7 @@ Result<std::string> PassthroughFs::ListXattr(const RequestContext& ctx, uint64_t
 Status PassthroughFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
                                   std::string_view name) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
-  Result<std::shared_ptr<Inode>> n = Get(nodeid);
-  if (!n.ok()) return n.error();
-  Result<SharedFd> fd = PathFd(**n);
+  Result<SharedFd> fd = NodePathFd(nodeid);
   if (!fd.ok()) return fd.error();
   if (removexattr(ProcPath((*fd)->get()).c_str(), CName(name).c_str()) != 0) {
     return Errno::Last();

@@ -269,6 +269,12 @@ class PassthroughFs : public FileSystem {
 
   // An O_PATH fd for `inode` (cached, pinned, or reopened by handle).
   Result<passthrough::SharedFd> PathFd(Inode& inode);
+  // Get() then PathFd(): the O_PATH fd of the node the kernel names.
+  Result<passthrough::SharedFd> NodePathFd(uint64_t nodeid);
+  // The inode (dev, ino) lost its last link through this mount: it keeps
+  // answering (nlink 0) while the kernel holds it, and a reused number is
+  // not mistaken for it.
+  void MarkUnlinkedHere(uint64_t dev, uint64_t ino);
   // Opens `inode` afresh with `flags` (not O_PATH): by handle, else through
   // /proc/self/fd.
   Result<int> Reopen(Inode& inode, int flags);
