@@ -267,17 +267,7 @@ void DevUringTransport::WorkerMain(Worker* w) {
     Log(LogLevel::kDebug, "uring-dev worker %d: cannot pin to cpu %d: %s", w->index, w->cpu,
         std::strerror(errno));
   Loop loop(this, w);
-  absl::Status s = loop.Setup();
-  Go go;
-  {
-    std::unique_lock<std::mutex> l(start_mu_);
-    if (!s.ok() && start_error_.empty()) start_error_ = std::string(s.message());
-    ++set_up_;
-    start_cv_.notify_all();
-    start_cv_.wait(l, [&] { return go_ != Go::kWait; });
-    go = go_;
-  }
-  if (go == Go::kServe) loop.Run();
+  if (start_->ReportAndWait(loop.Setup())) loop.Run();
 }
 
 absl::Status DevUringTransport::Start(int session_fd, Dispatcher* dispatcher,
@@ -308,6 +298,7 @@ absl::Status DevUringTransport::Start(int session_fd, Dispatcher* dispatcher,
   }
   on_exit_ = std::move(on_exit);
   running_.store(static_cast<int>(workers_.size()));
+  start_ = std::make_unique<StartBarrier>(static_cast<int>(workers_.size()));
   for (auto& w : workers_) {
     Worker* wp = w.get();
     wp->thread = std::thread([this, wp] {
@@ -315,21 +306,16 @@ absl::Status DevUringTransport::Start(int session_fd, Dispatcher* dispatcher,
       if (running_.fetch_sub(1) == 1 && on_exit_) on_exit_();
     });
   }
-  std::string error;
-  {
-    std::unique_lock<std::mutex> l(start_mu_);
-    start_cv_.wait(l, [&] { return set_up_ == static_cast<int>(workers_.size()); });
-    error = start_error_;
-    go_ = error.empty() ? Go::kServe : Go::kQuit;
-    if (!error.empty()) on_exit_ = nullptr;
-  }
-  start_cv_.notify_all();
-  if (!error.empty()) {
+  absl::Status setup = start_->WaitForReports();
+  if (!setup.ok()) {
+    on_exit_ = nullptr;  // quitting workers must not tell the session we ended
+    start_->Release(false);
     Join();
     for (auto& w : workers_) close(w->fd);
     workers_.clear();
-    return absl::UnavailableError(error);
+    return absl::UnavailableError(setup.message());
   }
+  start_->Release(true);
   Log(LogLevel::kInfo, "io_uring on /dev/fuse: %d worker(s) x %u reads in flight",
       static_cast<int>(workers_.size()), options_.depth);
   return absl::OkStatus();

@@ -17,14 +17,13 @@
 #define EFUSE_URING_DEV_URING_TRANSPORT_H_
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "core/transport.h"
 #include "uring/queue_counters.h"
+#include "uring/start_barrier.h"
 
 namespace efuse::uring {
 
@@ -58,12 +57,7 @@ class DevUringTransport final : public Transport {
   std::atomic<int> running_{0};
   std::function<void()> on_exit_;
 
-  // Start-up: every worker reports its setup; then all serve, or all quit.
-  std::mutex start_mu_;
-  std::condition_variable start_cv_;
-  int set_up_ = 0;
-  std::string start_error_;
-  enum class Go { kWait, kServe, kQuit } go_ = Go::kWait;
+  std::unique_ptr<StartBarrier> start_;  // every worker sets up, or none serves
 };
 
 }  // namespace efuse::uring

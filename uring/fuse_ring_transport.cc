@@ -5,12 +5,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <algorithm>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
@@ -32,8 +34,7 @@ constexpr size_t kHeadRoom = kPage;
 constexpr size_t kMaxOpStruct = sizeof(abi::UringReqHeader::op_in);
 static_assert(sizeof(abi::UringReqHeader) + sizeof(abi::InHeader) + kMaxOpStruct <= kHeadRoom);
 
-constexpr uint64_t kStopTag = ~0ULL;
-constexpr uint64_t kWakeTag = ~0ULL - 1;
+constexpr uint64_t kWakeTag = ~0ULL;
 
 bool ConnectionGone(int err) {
   return err == ENOTCONN || err == ECANCELED || err == ENODEV || err == ECONNABORTED;
@@ -55,7 +56,6 @@ void PrepUringCmd(io_uring_sqe* sqe, int fd, abi::UringCmd op, uint64_t commit_i
 struct FuseRingTransport::Queue {
   uint16_t qid = 0;
   int cpu = -1;  // CPU to pin to, -1: not pinned (not in our affinity)
-  int stop_fd = -1;
   std::thread thread;
   std::unique_ptr<Worker> worker;  // lives until the transport dies (late replies)
   QueueCounters counters;
@@ -84,8 +84,8 @@ class FuseRingTransport::Worker {
     const unsigned depth = t_->options_.depth;
     wake_fd_ = eventfd(0, EFD_CLOEXEC);
     if (wake_fd_ < 0) return absl::ErrnoToStatus(errno, "eventfd");
-    // Room for a commit per entry, a backing-file operation per entry, the
-    // stop and wake reads.
+    // Room for a commit per entry, a backing-file operation per entry and
+    // the wake read.
     absl::StatusOr<Ring> ring = Ring::Create(
         2 * depth + 4, /*big_sqe=*/true, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
     if (!ring.ok()) return ring.status();
@@ -106,7 +106,6 @@ class FuseRingTransport::Worker {
       e.iov[1] = {e.payload, t_->payload_size_};
       Register(i);
     }
-    ArmRead(q_->stop_fd, &stop_value_, kStopTag);
     ArmRead(wake_fd_, &wake_value_, kWakeTag);
     int rc = io_uring_submit_and_get_events(ring_->get());
     if (rc < 0) return absl::ErrnoToStatus(-rc, "io_uring_submit (FUSE ring registration)");
@@ -118,7 +117,7 @@ class FuseRingTransport::Worker {
     int refused = 0;
     io_uring_for_each_cqe(ring_->get(), head, cqe) {
       ++seen;
-      if (cqe->user_data == kStopTag || cqe->user_data == kWakeTag) continue;
+      if (cqe->user_data == kWakeTag) continue;
       --pending_;
       if (cqe->res < 0) {
         if (refused == 0) refused = -cqe->res;
@@ -147,13 +146,8 @@ class FuseRingTransport::Worker {
       }
       io_uring_cqe* cqe;
       unsigned head, seen = 0;
-      bool stop = false;
       io_uring_for_each_cqe(ring_->get(), head, cqe) {
         ++seen;
-        if (cqe->user_data == kStopTag) {
-          stop = true;
-          continue;
-        }
         if (cqe->user_data == kWakeTag) {
           CommitLateReplies();
           ArmRead(wake_fd_, &wake_value_, kWakeTag);
@@ -184,7 +178,6 @@ class FuseRingTransport::Worker {
         Register(idx);
       }
       io_uring_cq_advance(ring_->get(), seen);
-      if (stop) break;
     }
   }
 
@@ -361,7 +354,6 @@ class FuseRingTransport::Worker {
   std::vector<Entry> entries_;
   std::vector<unsigned> early_;  // requests that arrived during Setup
   unsigned pending_ = 0;         // entries the kernel holds (an SQE outstanding)
-  uint64_t stop_value_ = 0;
   uint64_t wake_value_ = 0;
   int wake_fd_ = -1;
   std::thread::id owner_;  // the worker thread (Run)
@@ -375,8 +367,6 @@ FuseRingTransport::FuseRingTransport(FuseRingOptions options) : options_(options
 
 FuseRingTransport::~FuseRingTransport() {
   Join();
-  for (auto& q : queues_)
-    if (q->stop_fd >= 0) close(q->stop_fd);
 }
 
 uint64_t FuseRingTransport::InitFlags() const {
@@ -398,16 +388,9 @@ void FuseRingTransport::QueueMain(Queue* q) {
         std::strerror(errno));
   q->worker = std::make_unique<Worker>(this, q);
   Worker& w = *q->worker;
-  absl::Status s = w.Setup();
-  {
-    std::lock_guard<std::mutex> l(start_mu_);
-    if (!s.ok() && start_error_.empty()) start_error_ = std::string(s.message());
-    ++started_;
-  }
-  start_cv_.notify_all();
-  // Serve only once every queue is registered (a failure anywhere means
-  // the whole transport steps aside; the stop eventfd then ends this loop).
-  if (s.ok()) w.Run();
+  // Serve only once every queue is registered: a failure anywhere means the
+  // whole transport steps aside.
+  if (start_->ReportAndWait(w.Setup())) w.Run();
 }
 
 void FuseRingTransport::DisableKernelRing() {
@@ -477,11 +460,10 @@ absl::Status FuseRingTransport::StartQueues(std::function<void()> on_exit) {
     auto q = std::make_unique<Queue>();
     q->qid = static_cast<uint16_t>(i);
     q->cpu = options_.pin && std::find(allowed.begin(), allowed.end(), i) != allowed.end() ? i : -1;
-    q->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (q->stop_fd < 0) return absl::ErrnoToStatus(errno, "eventfd");
     queues_.push_back(std::move(q));
   }
   running_.store(nqueues);
+  start_ = std::make_unique<StartBarrier>(nqueues);
   for (auto& q : queues_) {
     Queue* qp = q.get();
     qp->thread = std::thread([this, qp] {
@@ -489,25 +471,18 @@ absl::Status FuseRingTransport::StartQueues(std::function<void()> on_exit) {
       WorkerStopped();
     });
   }
-  std::string error;
-  {
-    std::unique_lock<std::mutex> l(start_mu_);
-    start_cv_.wait(l, [&] { return started_ == nqueues; });
-    error = start_error_;
-  }
-  if (!error.empty()) {
-    // Step aside: stop every worker (closing a ring cancels its pending
-    // registrations), then tell the kernel to use /dev/fuse.
+  absl::Status setup = start_->WaitForReports();
+  if (!setup.ok()) {
+    // Step aside: every worker quits (closing a ring cancels its pending
+    // registrations; the caller tells the kernel to use /dev/fuse), and
+    // without telling the session the transport ended.
     on_exit_ = nullptr;
-    for (auto& q : queues_) {
-      uint64_t one = 1;
-      ssize_t unused = write(q->stop_fd, &one, sizeof(one));
-      (void)unused;
-    }
+    start_->Release(false);
     Join();
     queues_.clear();
-    return absl::UnavailableError(error);
+    return absl::UnavailableError(setup.message());
   }
+  start_->Release(true);
   // FORGET, INTERRUPT and NOTIFY_REPLY still arrive on /dev/fuse.
   SyncTransportOptions dev;
   dev.workers = 1;

@@ -18,14 +18,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <condition_variable>
 #include <thread>
 #include <vector>
 
 #include "core/sync_transport.h"
 #include "core/transport.h"
 #include "uring/queue_counters.h"
+#include "uring/start_barrier.h"
 
 namespace efuse::uring {
 
@@ -72,11 +71,7 @@ class FuseRingTransport final : public Transport {
   std::atomic<int> running_{0};
   std::function<void()> on_exit_;
 
-  // Start-up handshake: each worker reports whether its registrations held.
-  std::mutex start_mu_;
-  std::condition_variable start_cv_;
-  int started_ = 0;
-  std::string start_error_;
+  std::unique_ptr<StartBarrier> start_;  // every queue registers, or none serves
 };
 
 }  // namespace efuse::uring
