@@ -216,6 +216,27 @@ class Runner:
             rec["daemon_cpu_samples"] = cpus
         return rec
 
+    def run_workload(self, t, wl, unit, fn, group="fs"):
+        """Runs fn() (returns a record) for workload wl on target t and records
+        it; a failure is recorded too, and the run goes on."""
+        log("%s: %s" % (t.name, wl))
+        try:
+            rec = fn()
+        except Exception as e:
+            rec = {"error": str(e)}
+            log("%s: %s: %s" % (t.name, wl, e))
+        self.record(wl, unit, t, rec, group=group)
+
+    def started(self, t):
+        """Starts t; False (recorded as a failed target) if it cannot."""
+        try:
+            t.start()
+            return True
+        except Exception as e:
+            log("%s: cannot start: %s" % (t.name, e))
+            self.failed[t.name] = str(e)
+            return False
+
     # ---- fio ----
     def fio(self, target, wdir, rw, bs, direct, jobs, size=None, create_only=False):
         cmd = ["fio", "--name=bench", "--directory=" + wdir,
@@ -261,13 +282,8 @@ class Runner:
             if direct and direct_skip:
                 self.record(wl, unit, t, {"skipped": direct_skip})
                 continue
-            log("%s: %s" % (t.name, wl))
-            try:
-                rec = self.measure(t, lambda: self.fio(t, wdir, rw, bs, direct, jobs))
-            except Exception as e:  # keep going: a failure is a result too
-                rec = {"error": str(e)}
-                log("%s: %s: %s" % (t.name, wl, e))
-            self.record(wl, unit, t, rec)
+            self.run_workload(t, wl, unit,
+                              lambda: self.measure(t, lambda: self.fio(t, wdir, rw, bs, direct, jobs)))
         shutil.rmtree(wdir, ignore_errors=True)
 
     # ---- metadata ----
@@ -335,20 +351,18 @@ class Runner:
                 if t.fuse and t.persistent:
                     t.remount()
 
-            for phase in ("cold", "warm"):
-                wl = "%s %s (%d files)" % (name, phase, self.a.tree)
-                log("%s: %s" % (t.name, wl))
-                try:
-                    def walk(cmd=cmd):
-                        return self.tree_walk(t, base, cmd, entries)
-                    # warm: an untimed walk just before fills the caches
-                    rec = self.measure(t, walk, before=cold_prep if phase == "cold" else walk)
-                    if phase == "cold":
-                        rec["note"] = cold_note
-                except Exception as e:
-                    rec = {"error": str(e)}
-                    log("%s: %s: %s" % (t.name, wl, e))
-                self.record(wl, "entries/s", t, rec)
+            def walk(cmd=cmd):
+                return self.tree_walk(t, base, cmd, entries)
+
+            def cold():
+                rec = self.measure(t, walk, before=cold_prep)
+                rec["note"] = cold_note
+                return rec
+
+            self.run_workload(t, "%s cold (%d files)" % (name, self.a.tree), "entries/s", cold)
+            # warm: an untimed walk just before fills the caches
+            self.run_workload(t, "%s warm (%d files)" % (name, self.a.tree), "entries/s",
+                              lambda: self.measure(t, walk, before=walk))
 
     # ---- request transports ----
     def run_transport_target(self, t):
@@ -356,20 +370,14 @@ class Runner:
         if t.name.startswith("pt_ll"):
             shutil.rmtree(SHM_SRC, ignore_errors=True)
             os.makedirs(SHM_SRC)
-        try:
-            t.start()
-        except Exception as e:
-            log("%s: cannot start: %s" % (t.name, e))
-            self.failed[t.name] = str(e)
+        if not self.started(t):
             return
         try:
             wdir = os.path.join(t.mnt, "fio")
             os.makedirs(wdir, exist_ok=True)
             for rw in ("randread", "randwrite"):
                 for jobs in (1, 2):
-                    wl = "transport %s 4K direct j%d" % (rw, jobs)
-                    log("%s: %s" % (t.name, wl))
-                    try:
+                    def direct_io(rw=rw, jobs=jobs):
                         # files laid out untimed, so the daemon CPU counts requests only
                         rec = self.measure(
                             t, lambda: self.fio(t, wdir, rw, "4k", 1, jobs, size="256M"),
@@ -377,12 +385,9 @@ class Runner:
                                                     create_only=True))
                         # one request per 4 KiB O_DIRECT I/O
                         self.add_cpu_per_request(rec, rec["value"] * self.a.runtime)
-                    except Exception as e:
-                        rec = {"error": str(e)}
-                        log("%s: %s: %s" % (t.name, wl, e))
-                    self.record(wl, "IOPS", t, rec, group="transport")
-            wl = "transport GETATTR loop (fstat, attr 0)"
-            log("%s: %s" % (t.name, wl))
+                        return rec
+                    self.run_workload(t, "transport %s 4K direct j%d" % (rw, jobs), "IOPS",
+                                      direct_io, group="transport")
             f = os.path.join(t.mnt, "statme")
             counts = []
 
@@ -392,13 +397,12 @@ class Runner:
                 rate, ops = r.stdout.split()
                 counts.append(int(ops))
                 return float(rate)
-            try:
+            def getattr_loop():
                 rec = self.measure(t, loop)
                 self.add_cpu_per_request(rec, statistics.median(counts))
-            except Exception as e:
-                rec = {"error": str(e)}
-                log("%s: %s: %s" % (t.name, wl, e))
-            self.record(wl, "req/s", t, rec, group="transport")
+                return rec
+            self.run_workload(t, "transport GETATTR loop (fstat, attr 0)", "req/s",
+                              getattr_loop, group="transport")
         finally:
             t.stop()
             if t.name.startswith("pt_ll"):
@@ -432,11 +436,7 @@ class Runner:
     def run_target(self, t):
         log("=== %s ===" % t.name)
         shutil.rmtree(os.path.join(DATA, "work"), ignore_errors=True)
-        try:
-            t.start()
-        except Exception as e:
-            log("%s: cannot start: %s" % (t.name, e))
-            self.failed[t.name] = str(e)
+        if not self.started(t):
             return
         try:
             base = t.mnt

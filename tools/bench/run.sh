@@ -1,32 +1,23 @@
 #!/usr/bin/env bash
-# Benchmark runner: native ext4, efuse passthrough (auto, off), efuse memfs,
+# Benchmark runner: native ext4, efuse passthrough (auto, off, no xattrs), efuse memfs,
 # libfuse passthrough_ll and bindfs, side by side on one ext4 directory.
-# Usage: sudo tools/bench/run.sh [--quick] [--suite=fs,transports,micro] [--targets=a,b]
+# Usage: sudo tools/bench/run.sh [--quick] [--suite=fs,transports,micro] [--workloads=fio,meta,tree] [--targets=a,b]
 #                               [--runtime=S] [--repeats=N]
 # Output: a table on stdout, build/bench/results.json, build/bench/results.png.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (sudo)" >&2; exit 1; }
 
-PACKAGES=(fio fuse3 libfuse3-dev bindfs dbench python3-matplotlib pkg-config
-  cmake ninja-build g++ libbenchmark-dev)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "bench: installing ${missing[*]}"
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-fi
+. tools/lib.sh
+ensure_packages bench fio fuse3 libfuse3-dev bindfs dbench python3-matplotlib pkg-config \
+  cmake ninja-build g++ libbenchmark-dev
 
 # Always bring build/ up to date: the figures must be those of this tree.
 echo "bench: building efused and micro_bench"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build -j2 efused $(ninja -C build -t targets all 2>/dev/null | grep -q '^micro_bench:' && echo micro_bench)
-# The FUSE io_uring queues are off by default; the transport suite needs them.
-RING=/sys/module/fuse/parameters/enable_uring
-if [ -w "$RING" ] && [ "$(cat "$RING")" != "Y" ]; then echo Y > "$RING"; fi
+# The transport suite needs the FUSE io_uring queues.
+enable_fuse_ring bench
 
 # The libfuse peer, compiled at run time from Debian's example source (never
 # copied into the repository).
