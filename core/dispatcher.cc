@@ -271,6 +271,46 @@ bool Dispatcher::TryAsyncIo(const RequestContext& ctx, const Request& req, uint6
   return true;
 }
 
+void Dispatcher::NoteChange(const Request& req) {
+  const uint64_t node = req.header.nodeid;
+  switch (req.opcode()) {
+    // The inode's data or attributes.
+    case Opcode::kSetattr:
+    case Opcode::kWrite:
+    case Opcode::kSetxattr:
+    case Opcode::kRemovexattr:
+    case Opcode::kFallocate:
+    // A directory's entries (and its mtime).
+    case Opcode::kMknod:
+    case Opcode::kMkdir:
+    case Opcode::kSymlink:
+    case Opcode::kCreate:
+    case Opcode::kTmpfile:
+    case Opcode::kUnlink:
+    case Opcode::kRmdir:
+      offload_->Changed(node);
+      return;
+    case Opcode::kLink:
+      offload_->Changed(node);
+      offload_->Changed(req.Arg<abi::LinkIn>().oldnodeid);  // its nlink
+      return;
+    case Opcode::kRename:
+      offload_->Changed(node);
+      offload_->Changed(req.Arg<abi::RenameIn>().newdir);
+      return;
+    case Opcode::kRename2:
+      offload_->Changed(node);
+      offload_->Changed(req.Arg<abi::Rename2In>().newdir);
+      return;
+    case Opcode::kCopyFileRange:
+    case Opcode::kCopyFileRange64:
+      offload_->Changed(req.Arg<abi::CopyFileRangeIn>().nodeid_out);
+      return;
+    default:
+      return;
+  }
+}
+
 void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
                           const RequestContext& ctx, ReplySender& sender, AsyncIo* io) {
   const uint64_t unique = req.header.unique;
@@ -282,8 +322,9 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     Reply r(unique);
     Send(sender, r);
   };
-  auto reply_entry = [&](const Result<Entry>& e) {
+  auto reply_entry = [&](Result<Entry> e) {
     if (!e.ok()) return SendError(sender, unique, e.error().value());
+    if (offload_ != nullptr) offload_->AdjustEntry(node, &*e);
     Reply r(unique);
     r.AddStruct(ToWireEntry(*e), proto::EntryOutSize(minor));
     Send(sender, r);
@@ -291,20 +332,24 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
   auto reply_attr = [&](const Result<AttrReply>& a) {
     if (!a.ok()) return SendError(sender, unique, a.error().value());
     abi::AttrOut out{};
-    SplitTimeout(a->attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+    double attr_timeout = a->attr_timeout;
+    if (offload_ != nullptr) offload_->AdjustAttr(node, &attr_timeout);
+    SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
     out.attr = ToWireAttr(a->attr);
     Reply r(unique);
     r.AddStruct(out, proto::AttrOutSize(minor));
     Send(sender, r);
   };
-  auto reply_open = [&](const Result<OpenReply>& o) {
+  auto reply_open = [&](Result<OpenReply> o) {
     if (!o.ok()) return SendError(sender, unique, o.error().value());
+    if (offload_ != nullptr) offload_->AdjustOpen(node, &*o);
     Reply r(unique);
     r.AddStruct(abi::OpenOut{o->fh, o->open_flags, o->backing_id});
     Send(sender, r);
   };
-  auto reply_create = [&](const Result<CreateReply>& c) {
+  auto reply_create = [&](Result<CreateReply> c) {
     if (!c.ok()) return SendError(sender, unique, c.error().value());
+    if (offload_ != nullptr) offload_->AdjustEntry(node, &c->entry);
     Reply r(unique);
     r.AddStruct(ToWireEntry(c->entry), proto::EntryOutSize(minor));
     r.AddStruct(abi::OpenOut{c->open.fh, c->open.open_flags, c->open.backing_id});
@@ -329,6 +374,7 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     Send(sender, r);
   };
 
+  if (offload_ != nullptr) NoteChange(req);
   switch (req.opcode()) {
     case Opcode::kLookup:
       return reply_entry(fs_->Lookup(ctx, node, req.name));
@@ -349,7 +395,9 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
       Result<AttrReply> a = fs_->GetAttr(ctx, node, has_fh ? &in.fh : nullptr);
       if (!a.ok()) return SendError(sender, unique, a.error().value());
       abi::StatxOut out{};
-      SplitTimeout(a->attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+      double attr_timeout = a->attr_timeout;
+      if (offload_ != nullptr) offload_->AdjustAttr(node, &attr_timeout);
+      SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
       out.stat = ToWireStatx(a->attr);
       Reply r(unique);
       r.AddStruct(out);

@@ -23,6 +23,7 @@
 #include "core/filesystem.h"
 #include "core/interrupts.h"
 #include "core/log.h"
+#include "core/offload.h"
 #include "proto/init.h"
 #include "proto/reply.h"
 #include "proto/request.h"
@@ -84,6 +85,9 @@ class Dispatcher {
   const DispatcherStats& stats() const { return stats_; }
   InterruptTable& interrupts() { return interrupts_; }
   FileSystem* filesystem() { return fs_; }
+  // The policy that adjusts replies about hot inodes (core/offload.h), or
+  // null. Set before the workers start; it must outlive them.
+  void SetOffload(OffloadPolicy* offload) { offload_ = offload; }
 
  private:
   void HandleInit(const proto::Request& req, ReplySender& sender);
@@ -97,6 +101,8 @@ class Dispatcher {
                   const std::function<void(int fd, AsyncIo::Done)>& submit,
                   std::function<void(ReplySender&, int64_t)> answer);
   void Send(ReplySender& sender, proto::Reply& reply);
+  // Tells the offload policy which inodes `req` changes.
+  void NoteChange(const proto::Request& req);
   void SendError(ReplySender& sender, uint64_t unique, int err);
   // SETLKW: waits on its own thread; false if it must be answered in line.
   bool DispatchBlockingLock(const proto::Request& req, const RequestContext& ctx,
@@ -111,6 +117,7 @@ class Dispatcher {
   std::atomic<bool> destroyed_{false};
   InterruptTable interrupts_;
   DispatcherStats stats_;
+  OffloadPolicy* offload_ = nullptr;
   RateLimiter bad_request_log_{5};
   std::atomic<int> async_ops_{0};  // requests answered from their own threads
 };

@@ -225,6 +225,16 @@ class FileSystem {
     std::shared_ptr<const void> keep;
   };
   virtual Result<AsyncFileRef> AsyncFile(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint32_t /*write_flags*/) { return AsyncFileRef{}; }
+  // Offload (core/offload.h): the file is read often. Push its data (up to
+  // max_bytes; EFBIG past it) into the kernel's page cache with
+  // FUSE_NOTIFY_STORE, so that opens answered with FOPEN_KEEP_CACHE are
+  // served by the kernel. Only for a backend whose data changes only through
+  // this mount (the kernel's cache then stays right). Returns bytes stored.
+  virtual Result<uint64_t> StoreInPageCache(uint64_t /*nodeid*/, uint64_t /*max_bytes*/) { return Errno(ENOSYS); }
+  // Offload: the file is opened often. Keep its kernel passthrough backing
+  // id registered after its last release, so the next open costs no new
+  // FUSE_DEV_IOC_BACKING_OPEN. False: nothing to keep here.
+  virtual bool KeepBacking(uint64_t /*nodeid*/) { return false; }
   virtual Result<FsStats> StatFs(const RequestContext&, uint64_t /*nodeid*/) { return Errno(ENOSYS); }
   virtual void Release(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint32_t /*flags*/, uint32_t /*release_flags*/, uint64_t /*lock_owner*/) {}
   virtual Status Fsync(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, bool /*datasync*/) { return Errno(ENOSYS); }

@@ -51,6 +51,13 @@ void Session::WriteStatusFile() {
       << "max_write: " << dispatcher_->connection().max_write << "\n";
     for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
     std::vector<std::pair<std::string, std::string>> transport_lines;
+    if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&transport_lines);
+    if (offload_ != nullptr) {
+      offload_->AppendStatus(&transport_lines);
+    } else {
+      transport_lines.emplace_back(
+          "offload", options_.telemetry == nullptr ? "off (needs BPF telemetry)" : "off (--offload=off)");
+    }
     if (transport_) transport_->AppendStatus(&transport_lines);
     fs_->AppendStatus(&transport_lines);
     for (const auto& [k, v] : transport_lines) f << k << ": " << v << "\n";
@@ -169,6 +176,17 @@ absl::Status Session::Run() {
   EnsureFusectl();
   Log(LogLevel::kInfo, "mounted %s (%s) at %s with %s", options_.mount.fsname,
       std::string(fs_->Name()), mp, method);
+  // Before INIT is answered, so the telemetry sees every request after it.
+  if (options_.telemetry != nullptr) {
+    if (absl::Status ts = options_.telemetry->Attach(dev_, minor(dev_)); !ts.ok()) {
+      Log(LogLevel::kWarning, "telemetry: %s (counting goes on; efusectl cannot read it)",
+          std::string(ts.message()));
+    }
+    if (options_.offload) {
+      offload_ = std::make_unique<OffloadPolicy>(options_.offload_options, options_.telemetry, fs_);
+      dispatcher_->SetOffload(offload_.get());
+    }
+  }
   // At once, so that `efusectl status` knows this daemon (and can tell when
   // it died) even before it serves.
   WriteStatusFile();
@@ -202,6 +220,7 @@ absl::Status Session::Run() {
     return absl::UnavailableError(absl::StrCat("no transport could start (", passed_over, ")"));
   }
   transport_note_ = passed_over.empty() ? "first choice" : passed_over;
+  if (offload_ != nullptr) offload_->Start();
   Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,
       "serving with the %s transport (%s); stop with SIGTERM/SIGINT or 'umount %s'",
       std::string(transport_->Name()), transport_note_, mp);
@@ -240,8 +259,10 @@ absl::Status Session::Run() {
       }
     }
   }
+  if (offload_ != nullptr) offload_->Stop();  // no page-cache push into a dying connection
   transport_->Join();
   dispatcher_->StopAsync();  // before the transport's buffers go away
+  if (options_.telemetry != nullptr) options_.telemetry->Detach();
   close(sfd);
   unlink(StatusFilePath(minor(dev_)).c_str());
   // The connection ended without our unmount (aborted, or the kernel gave

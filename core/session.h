@@ -21,6 +21,8 @@
 #include "core/dispatcher.h"
 #include "core/filesystem.h"
 #include "core/mount.h"
+#include "core/offload.h"
+#include "core/telemetry.h"
 #include "core/transport.h"
 #include "proto/init.h"
 
@@ -37,6 +39,12 @@ struct SessionOptions {
   // Extra "key: value" lines for the status file efusectl reads (features
   // probed by the caller, e.g. io_uring and BPF availability).
   std::vector<std::pair<std::string, std::string>> status_lines;
+  // Kernel-side telemetry already loaded by the caller (null: none); the
+  // session points it at this mount once mounted and detaches it at exit.
+  Telemetry* telemetry = nullptr;
+  // The offload policy, when telemetry is there to drive it.
+  bool offload = true;
+  OffloadOptions offload_options;
 };
 
 // Where a running session describes itself for `efusectl status`:
@@ -69,6 +77,7 @@ class Session final : public KernelConnection {
   int fd_ = -1;
   int done_event_ = -1;
   dev_t dev_ = 0;
+  std::unique_ptr<OffloadPolicy> offload_;  // before dispatcher_: it outlives no reply
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Transport> transport_;
   std::string transport_note_;  // why this transport (what was passed over)

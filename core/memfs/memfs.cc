@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "proto/abi.h"
+#include "proto/notify.h"
 
 namespace efuse {
 
@@ -239,6 +240,11 @@ struct MemFs::Inode {
   // from 0 while an inode is being freed.
   std::atomic<uint64_t> lookups{0};
   std::atomic<uint32_t> opens{0};
+  // Page-cache pushes (StoreInPageCache) must not race with writers: open
+  // handles that may write, and a count of every write-open and truncation
+  // (each reaches the daemon before the kernel touches a page for it).
+  std::atomic<uint32_t> writers{0};
+  std::atomic<uint64_t> write_epoch{0};
 };
 
 MemFs::MemFs(MemFsOptions opts) : opts_(opts), space_(opts.size_limit) {
@@ -386,6 +392,10 @@ bool MemFs::IsInSubtree(const Inode* dir, const Inode* top) const {
 
 OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags) {
   n->opens.fetch_add(1, std::memory_order_relaxed);
+  if ((flags & O_ACCMODE) != O_RDONLY) {
+    n->writers.fetch_add(1, std::memory_order_relaxed);
+    n->write_epoch.fetch_add(1, std::memory_order_release);
+  }
   memfs::WriteLock l(&handles_mu_);
   OpenReply reply;
   reply.fh = next_fh_++;
@@ -412,6 +422,7 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
     }
     const timespec now = Now();
     if (!is_new && n->type == S_IFREG && (flags & O_TRUNC) != 0) {
+      n->write_epoch.fetch_add(1, std::memory_order_release);
       n->data.Truncate(0);
       n->mtime = n->ctime = now;
       n->DropCapability(space_);
@@ -433,6 +444,7 @@ void MemFs::ReleaseHandle(uint64_t fh) {
     auto it = handles_.find(fh);
     if (it == handles_.end()) return;
     n = std::move(it->second.inode);
+    if ((it->second.flags & O_ACCMODE) != O_RDONLY) n->writers.fetch_sub(1, std::memory_order_relaxed);
     handles_.erase(it);
   }
   n->opens.fetch_sub(1, std::memory_order_relaxed);
@@ -743,6 +755,7 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
                                  const SetAttrRequest& req) {
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return Errno(ENOENT);
+  if ((req.valid & abi::kFattrSize) != 0) n->write_epoch.fetch_add(1, std::memory_order_release);
   memfs::WriteLock l(&n->mu);
   if (n->dead) return Errno(ENOENT);
   const uint32_t v = req.valid;
@@ -942,6 +955,43 @@ Result<size_t> MemFs::Read(const RequestContext& ctx, uint64_t nodeid,
     if (n->NeedsAtime(now)) n->atime = now;
   }
   return count;
+}
+
+void MemFs::Init(const InitInfo& info) { kernel_ = info.kernel; }
+
+Result<uint64_t> MemFs::StoreInPageCache(uint64_t nodeid, uint64_t max_bytes) {
+  if (kernel_ == nullptr) return Errno(ENOSYS);
+  std::shared_ptr<Inode> n = Find(nodeid);
+  if (n == nullptr) return Errno(ENOENT);
+  if (n->type != S_IFREG) return Errno(EINVAL);
+  std::vector<uint8_t> data;
+  uint64_t epoch;
+  {
+    memfs::ReadLock l(&n->mu);
+    if (n->dead) return Errno(ENOENT);
+    // A writer may change pages the kernel holds; what we push could then
+    // overwrite newer data. Only files nobody has open for writing.
+    if (n->writers.load(std::memory_order_relaxed) != 0) return Errno(EBUSY);
+    if (n->data.size() > max_bytes) return Errno(EFBIG);
+    epoch = n->write_epoch.load(std::memory_order_acquire);
+    data.resize(n->data.size());
+    n->data.Read(0, data);
+  }
+  // Outside every lock: the kernel may wait on requests this daemon serves.
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t off = 0; off < data.size(); off += kChunk) {
+    std::span<const uint8_t> chunk = std::span<const uint8_t>(data).subspan(off, std::min(kChunk, data.size() - off));
+    proto::Reply r = proto::NotifyStore(nodeid, off, chunk);
+    if (Status s = kernel_->Notify(r.Iov()); !s.ok()) return s.error();
+  }
+  // A writer opened, or someone truncated, while we pushed: what we stored
+  // may be older than the kernel's pages were. Drop them all.
+  if (n->write_epoch.load(std::memory_order_acquire) != epoch) {
+    proto::Reply r = proto::NotifyInvalInode(nodeid, 0, 0);
+    kernel_->Notify(r.Iov()).ok();
+    return Errno(EAGAIN);
+  }
+  return static_cast<uint64_t>(data.size());
 }
 
 Result<size_t> MemFs::Write(const RequestContext& ctx, uint64_t nodeid,

@@ -76,6 +76,10 @@ class MemFs : public FileSystem {
   MemFs& operator=(const MemFs&) = delete;
 
   std::string_view Name() const override { return "memfs"; }
+  void Init(const InitInfo& info) override;
+  // memfs data changes only through this mount, so the kernel's page cache
+  // stays right once filled (see FileSystem::StoreInPageCache).
+  Result<uint64_t> StoreInPageCache(uint64_t nodeid, uint64_t max_bytes) override;
 
   Result<Entry> Lookup(const RequestContext& ctx, uint64_t parent,
                        std::string_view name) override;
@@ -172,6 +176,7 @@ class MemFs : public FileSystem {
  private:
   struct Inode;
   struct DirData;
+  KernelConnection* kernel_ = nullptr;  // set by Init, before any request
   struct Handle {
     std::shared_ptr<Inode> inode;
     uint32_t flags = 0;

@@ -245,6 +245,10 @@ struct PassthroughFs::Inode {
   std::atomic<uint64_t> stamp{0};          // Stamp() when last opened
   mutable absl::Mutex mu;
   std::unique_ptr<OpenState> open ABSL_GUARDED_BY(mu);
+  // Offload (KeepBacking): the backing id outlives the last release, ready
+  // for the next open; closed when the kernel forgets the inode.
+  bool keep_backing ABSL_GUARDED_BY(mu) = false;
+  int32_t kept_backing_id ABSL_GUARDED_BY(mu) = 0;
 };
 
 struct PassthroughFs::DirStream {
@@ -601,6 +605,24 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
   }
   if (watcher_ != nullptr && dropped->type == S_IFDIR) UnwatchDir(*dropped);
   fd_cache_.Erase(nodeid);
+  int32_t kept = 0;
+  {
+    absl::MutexLock l(&dropped->mu);
+    kept = std::exchange(dropped->kept_backing_id, 0);
+  }
+  if (kept > 0 && kernel_ != nullptr) {
+    kernel_->CloseBacking(kept).ok();
+    backing_ids_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+bool PassthroughFs::KeepBacking(uint64_t nodeid) {
+  if (!kernel_pt_) return false;
+  std::shared_ptr<Inode> inode = Find(nodeid);
+  if (inode == nullptr || inode->type != S_IFREG) return false;
+  absl::MutexLock l(&inode->mu);
+  inode->keep_backing = true;
+  return true;
 }
 
 Result<SharedFd> PassthroughFs::PathFd(Inode& inode) {
@@ -764,6 +786,7 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_daemon_opens", st.daemon_opens);
   add("pt_backing_ids", st.backing_ids);
   add("pt_backing_refusals", st.backing_refusals);
+  add("pt_backing_reuses", backing_reuses_.load(std::memory_order_relaxed));
   add("pt_stale", st.stale);
   add("pt_invalidations", st.invalidations);
   add("pt_fd_cache_size", st.fd_cache.size);
@@ -1244,6 +1267,10 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
       if (os.passthrough > 0) {
         use_pt = true;  // the kernel wants every open of the inode alike
         backing_id = os.backing_id;
+      } else if (os.handles == 0 && !suid_risk && inode->kept_backing_id > 0) {
+        use_pt = true;  // kept since the last release: no ioctl
+        backing_id = std::exchange(inode->kept_backing_id, 0);
+        backing_reuses_.fetch_add(1, std::memory_order_relaxed);
       } else if (os.handles == 0 && !suid_risk) {
         Result<SharedFd> pfd = PathFd(*inode);
         if (!pfd.ok()) return pfd.error();
@@ -1342,7 +1369,11 @@ void PassthroughFs::CloseFile(Handle& h) {
     }
     --os.handles;
     if (h.passthrough && --os.passthrough == 0) {
-      close_id = os.backing_id;
+      if (inode.keep_backing && inode.kept_backing_id == 0) {
+        inode.kept_backing_id = os.backing_id;
+      } else {
+        close_id = os.backing_id;
+      }
       os.backing_id = 0;
     }
     if (os.handles <= 0) gone = std::move(inode.open);

@@ -230,6 +230,8 @@ class PassthroughFs : public FileSystem {
   // Observers for tests, logs and `efusectl status`.
   PassthroughStats Stats() const;
   void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
+  // Offload: keeps the file's backing id between opens (kernel passthrough).
+  bool KeepBacking(uint64_t nodeid) override;
   // The kernel's outstanding lookups on `nodeid`; 0 if unknown.
   uint64_t LookupCount(uint64_t nodeid) const;
   // False once INIT showed that --passthrough=on cannot be honored.
@@ -353,6 +355,8 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> daemon_opens_{0};
   mutable std::atomic<uint64_t> backing_refusals_{0};
   mutable std::atomic<uint64_t> backing_ids_{0};
+  // Opens that reused a backing id kept by KeepBacking (no ioctl).
+  mutable std::atomic<uint64_t> backing_reuses_{0};
   mutable std::atomic<uint64_t> stale_{0};
   mutable std::atomic<uint64_t> pinned_{0};
   std::atomic<bool> warned_no_handles_{false};

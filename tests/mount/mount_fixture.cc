@@ -241,6 +241,7 @@ std::string EfuseMount::LogForMessage() const { return "\n  efused log:\n" + Ind
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != parent) _exit(127);
     ChildStdio(log_fd, log_fd);
+    if (child_setup_) child_setup_();
     execv(argv[0], argv.data());
     dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], std::strerror(errno));
     _exit(127);

@@ -148,6 +148,9 @@ class EfuseMount {
   // Creates the mount point, starts `efused flags... MOUNTPOINT` and waits
   // (kMountTimeout) until /proc/self/mountinfo lists it as fuse.efuse.
   ::testing::AssertionResult Start(const std::vector<std::string>& flags);
+  // Runs in the forked child just before it execs efused (e.g. to install a
+  // seccomp filter that takes a kernel feature away from the daemon).
+  void SetChildSetup(std::function<void()> setup) { child_setup_ = std::move(setup); }
 
   // Sends `sig` and waits (kExitTimeout) for exit status 0 and no mount left.
   ::testing::AssertionResult Stop(int sig = SIGTERM);
@@ -176,6 +179,7 @@ class EfuseMount {
  private:
   std::string path_;
   std::string forced_transport_;  // from EFUSE_TRANSPORT, checked at Stop
+  std::function<void()> child_setup_;
   std::string log_path_;
   pid_t pid_ = -1;
   bool reaped_ = false;  // waitpid() collected pid_; status_ holds its status

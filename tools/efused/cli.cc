@@ -84,6 +84,20 @@ ABSL_FLAG(double, entry_timeout, 60.0, "seconds the kernel caches a name lookup"
 ABSL_FLAG(double, attr_timeout, 60.0, "seconds the kernel caches attributes");
 ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed lookup");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, telemetry, "auto",
+          "BPF request telemetry (efusectl stats/top/trace): auto (on where the kernel "
+          "allows it, else off with one log line), on (refuse to start without it), off");
+ABSL_FLAG(uint32_t, trace_sample, 0,
+          "telemetry: put 1 of every N requests into the trace ring buffer (0: none until "
+          "'efusectl trace' asks)");
+ABSL_FLAG(bool, offload, true,
+          "let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
+          "entries and attributes, page cache kept for hot memfs files, backing ids kept "
+          "for hot passthrough files");
+ABSL_FLAG(double, offload_timeout, 30.0,
+          "offload: the entry/attribute lifetime (seconds) hot inodes get, at most");
+ABSL_FLAG(uint32_t, offload_hot, 3,
+          "offload: requests of one kind (since its last change) that make an inode hot");
 
 namespace efuse {
 
@@ -281,6 +295,18 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   };
   c.session.init.wanted_flags = Session::DefaultInitFlags();
   c.session.init.max_write = static_cast<uint32_t>(*max_write);
+  c.telemetry = absl::GetFlag(FLAGS_telemetry);
+  if (c.telemetry != "auto" && c.telemetry != "on" && c.telemetry != "off")
+    return absl::InvalidArgumentError("--telemetry: '" + c.telemetry + "' is not auto, on or off");
+  c.trace_sample = absl::GetFlag(FLAGS_trace_sample);
+  c.session.offload = absl::GetFlag(FLAGS_offload);
+  const double offload_timeout = absl::GetFlag(FLAGS_offload_timeout);
+  if (!(offload_timeout > 0) || offload_timeout > 86400)
+    return absl::InvalidArgumentError("--offload_timeout: must be seconds in (0, 86400]");
+  c.session.offload_options.max_timeout = offload_timeout;
+  c.session.offload_options.hot_requests = absl::GetFlag(FLAGS_offload_hot);
+  if (c.session.offload_options.hot_requests < 1)
+    return absl::InvalidArgumentError("--offload_hot: must be at least 1");
   c.passthrough.entry_timeout = c.entry_timeout;
   c.passthrough.attr_timeout = c.attr_timeout;
   c.passthrough.negative_timeout = c.negative_timeout;

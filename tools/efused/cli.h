@@ -27,6 +27,8 @@ struct DaemonConfig {
   double negative_timeout = 0.0;
   std::string transport = "auto";  // auto, uring, sync
   uint32_t queue_depth = 4;
+  std::string telemetry = "auto";  // auto, on, off
+  uint32_t trace_sample = 0;
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).
   PassthroughOptions passthrough;

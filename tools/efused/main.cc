@@ -8,6 +8,7 @@
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
 #include "bpf/probe.h"
+#include "bpf/telemetry.h"
 #include "core/log.h"
 #include "uring/ring.h"
 #include "tools/efused/cli.h"
@@ -57,16 +58,37 @@ int main(int argc, char** argv) {
                                                     : "off (enable_uring=N)";
   std::string bpf_line = bpf.Usable() ? "kernel BTF has the FUSE tracepoints"
                                       : "unusable (" + (bpf.error.empty() ? std::string("FUSE tracepoints missing from BTF") : bpf.error) + ")";
-  efuse::Log(efuse::LogLevel::kInfo,
-             "kernel features: io_uring %s; FUSE-over-io_uring %s; BPF %s (no BPF telemetry in "
-             "this build yet)",
+  efuse::Log(efuse::LogLevel::kInfo, "kernel features: io_uring %s; FUSE-over-io_uring %s; BPF %s",
              uring_line, ring_line, bpf_line);
   config->session.status_lines = {
       {"io_uring", uring_line},
       {"fuse_over_io_uring", ring_line},
       {"bpf", bpf_line},
-      {"telemetry", "off (not in this build)"},
   };
+  // Telemetry: loaded now, pointed at the mount by the session.
+  std::unique_ptr<efuse::bpf::KernelTelemetry> telemetry;
+  if (config->telemetry != "off") {
+    efuse::bpf::TelemetryOptions topts;
+    topts.sample_every = config->trace_sample;
+    absl::StatusOr<std::unique_ptr<efuse::bpf::KernelTelemetry>> loaded =
+        efuse::bpf::KernelTelemetry::Load(topts);
+    if (loaded.ok()) {
+      telemetry = std::move(*loaded);
+      efuse::Log(efuse::LogLevel::kInfo,
+                 "telemetry: BPF programs attached to tp_btf/fuse_request_send and _end%s",
+                 config->session.offload ? "; offload policy on" : "; offload policy off (--offload=false)");
+    } else if (config->telemetry == "on") {
+      std::fprintf(stderr, "efused: --telemetry=on: %s\n", std::string(loaded.status().message()).c_str());
+      return 1;
+    } else {
+      const std::string why(loaded.status().message());
+      efuse::Log(efuse::LogLevel::kWarning, "telemetry off: %s; serving without it (no offload policy)", why);
+      config->session.status_lines.emplace_back("telemetry", "off (" + why + ")");
+    }
+  } else {
+    config->session.status_lines.emplace_back("telemetry", "off (--telemetry=off)");
+  }
+  config->session.telemetry = telemetry.get();
   efuse::Session session(fs->get(), config->session);
   absl::Status s = session.Run();
   if (s.ok()) s = efuse::BackendResult(**fs);

@@ -1,0 +1,166 @@
+#include "bpf/telemetry.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "bpf/telemetry.skel.h"
+#include "core/log.h"
+
+namespace efuse::bpf {
+namespace {
+
+// libbpf's warnings while loading, kept so that a refusal can name its
+// cause in the one log line the daemon writes (not printed to stderr).
+thread_local std::string* libbpf_messages = nullptr;
+
+int CollectLibbpfMessage(enum libbpf_print_level level, const char* format, va_list args) {
+  if (level == LIBBPF_DEBUG || libbpf_messages == nullptr) return 0;
+  char line[512];
+  int n = std::vsnprintf(line, sizeof(line), format, args);
+  libbpf_messages->append(line);
+  return n;
+}
+
+// The reason in what libbpf printed: the verifier's verdict (the line
+// before its "processed N insns" summary) when there is a program log, else
+// the last line.
+std::string Reason(const std::string& text) {
+  std::string last, before_summary;
+  for (absl::string_view l : absl::StrSplit(text, '\n')) {
+    l = absl::StripAsciiWhitespace(l);
+    if (l.empty()) continue;
+    if (absl::StartsWith(l, "processed ") && before_summary.empty()) before_summary = last;
+    last = std::string(l);
+  }
+  return before_summary.empty() ? last : before_summary;
+}
+
+absl::Status EnsureBpffs() {
+  struct statfs fs;
+  if (statfs("/sys/fs/bpf", &fs) == 0 && fs.f_type == BPF_FS_MAGIC) return absl::OkStatus();
+  mkdir("/sys/fs/bpf", 0700);
+  if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0 && errno != EBUSY) {
+    return absl::ErrnoToStatus(errno, "mounting bpffs at /sys/fs/bpf");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KernelTelemetry>> KernelTelemetry::Load(const TelemetryOptions& options) {
+  std::string messages;
+  libbpf_messages = &messages;
+  libbpf_print_fn_t previous = libbpf_set_print(CollectLibbpfMessage);
+  auto refused = [&](const char* step, int err) {
+    libbpf_set_print(previous);
+    libbpf_messages = nullptr;
+    std::string why = Reason(messages);
+    return absl::ErrnoToStatus(err < 0 ? -err : err,
+                               absl::StrCat(step, why.empty() ? "" : " (libbpf: ", why, why.empty() ? "" : ")"));
+  };
+  efuse_telemetry* skel = efuse_telemetry__open();
+  if (skel == nullptr) return refused("opening the BPF object", errno);
+  if (int err = efuse_telemetry__load(skel); err != 0) {
+    efuse_telemetry__destroy(skel);
+    return refused("loading the BPF programs", err);
+  }
+  if (int err = efuse_telemetry__attach(skel); err != 0) {
+    efuse_telemetry__destroy(skel);
+    return refused("attaching to tp_btf/fuse_request_send and _end", err);
+  }
+  libbpf_set_print(previous);
+  libbpf_messages = nullptr;
+  return std::unique_ptr<KernelTelemetry>(new KernelTelemetry(skel, options));
+}
+
+KernelTelemetry::KernelTelemetry(efuse_telemetry* skel, const TelemetryOptions& options)
+    : skel_(skel),
+      options_(options),
+      maps_(TelemetryMaps::Borrow(bpf_map__fd(skel->maps.config), bpf_map__fd(skel->maps.stats),
+                                  bpf_map__fd(skel->maps.hot_inodes), bpf_map__fd(skel->maps.misc),
+                                  bpf_map__fd(skel->maps.events))) {}
+
+KernelTelemetry::~KernelTelemetry() {
+  Detach();
+  efuse_telemetry__destroy(skel_);  // detaches the programs
+}
+
+absl::Status KernelTelemetry::Attach(dev_t dev, unsigned connection_id) {
+  efuse_config config{};
+  config.dev = KernelDev(dev);
+  config.sample_every = options_.sample_every;
+  config.owner_pid = static_cast<__u32>(getpid());
+  if (absl::Status s = maps_.WriteConfig(config); !s.ok()) return s;
+  return Pin(connection_id);
+}
+
+void KernelTelemetry::Detach() {
+  efuse_config off{};
+  maps_.WriteConfig(off).IgnoreError();
+  Unpin();
+}
+
+absl::Status KernelTelemetry::Pin(unsigned connection_id) {
+  if (absl::Status s = EnsureBpffs(); !s.ok()) return s;
+  const std::string dir = PinDir(connection_id);
+  mkdir(EFUSE_BPF_PIN_ROOT, 0755);
+  mkdir(dir.c_str(), 0755);
+  bpf_map* maps[] = {skel_->maps.config, skel_->maps.stats, skel_->maps.hot_inodes, skel_->maps.misc,
+                     skel_->maps.events};
+  absl::MutexLock l(&mu_);
+  for (bpf_map* map : maps) {
+    const std::string path = absl::StrCat(dir, "/", bpf_map__name(map));
+    // A daemon that died without unpinning left this connection id's maps
+    // (ids are reused only after that mount is gone): replace them.
+    unlink(path.c_str());
+    if (int err = bpf_map__pin(map, path.c_str()); err != 0) {
+      pin_dir_ = dir;
+      return absl::ErrnoToStatus(-err, absl::StrCat("pinning ", path));
+    }
+  }
+  pin_dir_ = dir;
+  return absl::OkStatus();
+}
+
+void KernelTelemetry::Unpin() {
+  absl::MutexLock l(&mu_);
+  if (pin_dir_.empty()) return;
+  bpf_map* maps[] = {skel_->maps.config, skel_->maps.stats, skel_->maps.hot_inodes, skel_->maps.misc,
+                     skel_->maps.events};
+  for (bpf_map* map : maps) bpf_map__unpin(map, absl::StrCat(pin_dir_, "/", bpf_map__name(map)).c_str());
+  rmdir(pin_dir_.c_str());
+  pin_dir_.clear();
+}
+
+absl::Status KernelTelemetry::ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) {
+  return maps_.ReadHotInodes(since_ns, out);
+}
+
+void KernelTelemetry::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
+  absl::MutexLock l(&mu_);
+  lines->emplace_back("telemetry", pin_dir_.empty() ? "on (BPF programs attached; maps not pinned)"
+                                                    : absl::StrCat("on (BPF maps pinned at ", pin_dir_, ")"));
+  absl::StatusOr<efuse_config> c = maps_.ReadConfig();
+  if (c.ok()) lines->emplace_back("telemetry_sample_every", absl::StrCat(c->sample_every));
+  absl::StatusOr<efuse_misc> m = maps_.ReadMisc();
+  if (m.ok()) {
+    lines->emplace_back("telemetry_events_dropped", absl::StrCat(m->events_dropped));
+    lines->emplace_back("telemetry_untimed", absl::StrCat(m->untimed));
+  }
+}
+
+}  // namespace efuse::bpf

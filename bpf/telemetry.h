@@ -1,0 +1,59 @@
+// bpf/telemetry.h — loads efuse's BPF programs and serves their maps.
+//
+// Owns: the life of the programs of bpf/telemetry.bpf.c in one daemon: open,
+// load (CO-RE against the running kernel's BTF) and attach when the daemon
+// starts; the connection filter and pinning under /sys/fs/bpf/efuse/<id>/
+// when the session has mounted (Attach); unpinning and detaching on exit.
+// Reading the maps is bpf/telemetry_maps.
+#ifndef EFUSE_BPF_TELEMETRY_H_
+#define EFUSE_BPF_TELEMETRY_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "bpf/telemetry_maps.h"
+#include "core/telemetry.h"
+
+struct efuse_telemetry;  // the generated skeleton
+
+namespace efuse::bpf {
+
+struct TelemetryOptions {
+  // One event in the "events" ring buffer per this many requests (0: none
+  // until `efusectl trace` asks).
+  uint32_t sample_every = 0;
+};
+
+class KernelTelemetry final : public Telemetry {
+ public:
+  // Loads and attaches the programs. An error says why BPF cannot be used
+  // (not root, BTF missing, program refused); the daemon runs on without.
+  static absl::StatusOr<std::unique_ptr<KernelTelemetry>> Load(const TelemetryOptions& options);
+  ~KernelTelemetry() override;
+
+  absl::Status Attach(dev_t dev, unsigned connection_id) override;
+  void Detach() override;
+  absl::Status ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) override;
+  void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
+
+  const TelemetryMaps& maps() const { return maps_; }
+
+ private:
+  KernelTelemetry(efuse_telemetry* skel, const TelemetryOptions& options);
+  absl::Status Pin(unsigned connection_id);
+  void Unpin();
+
+  efuse_telemetry* skel_;
+  const TelemetryOptions options_;
+  TelemetryMaps maps_;
+  mutable absl::Mutex mu_;
+  std::string pin_dir_ ABSL_GUARDED_BY(mu_);  // empty: not pinned
+};
+
+}  // namespace efuse::bpf
+
+#endif  // EFUSE_BPF_TELEMETRY_H_

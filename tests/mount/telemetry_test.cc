@@ -1,0 +1,378 @@
+// tests/mount/telemetry_test.cc — the BPF telemetry and the offload policy on
+// real mounts.
+//
+// The daemon loads its programs for real (tp_btf on fuse_request_send/_end)
+// and pins its maps; the tests read those maps (bpf/telemetry_maps) and
+// compare them with what they did and with the daemon's own request counts:
+// exact counts, the connection filter (a second mount is not counted), the
+// fallback when BPF is refused (a seccomp filter, as containers use), the
+// efusectl views, and the offload policy's effect (requests that stop
+// reaching the daemon, with the data still right).
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bpf/telemetry_maps.h"
+#include "gtest/gtest.h"
+#include "proto/opcode.h"
+#include "tests/mount/mount_fixture.h"
+
+namespace efuse::testing {
+namespace {
+
+using Counts = std::map<std::string, uint64_t>;
+
+unsigned ConnectionId(const EfuseMount& m) {
+  MountEntry e;
+  EXPECT_TRUE(FindMount(m.path(), &e)) << m.path() << " is not mounted";
+  return e.dev_minor;
+}
+
+// Requests that ended, per opcode name, as the kernel-side programs counted.
+::testing::AssertionResult BpfCounts(const EfuseMount& m, Counts* out) {
+  absl::StatusOr<bpf::TelemetryMaps> maps = bpf::TelemetryMaps::OpenPinned(ConnectionId(m));
+  if (!maps.ok()) return ::testing::AssertionFailure() << maps.status().message() << "\n" << m.LogForMessage();
+  absl::StatusOr<bpf::OpStatsTable> stats = maps->ReadStats();
+  if (!stats.ok()) return ::testing::AssertionFailure() << stats.status().message();
+  out->clear();
+  for (uint32_t op = 1; op < EFUSE_OPCODE_SLOTS; ++op)
+    if ((*stats)[op].completed != 0) (*out)[proto::OpcodeName(op)] = (*stats)[op].completed;
+  return ::testing::AssertionSuccess();
+}
+
+uint64_t Delta(const Counts& before, const Counts& after, const std::string& op) {
+  auto a = after.find(op);
+  auto b = before.find(op);
+  return (a == after.end() ? 0 : a->second) - (b == before.end() ? 0 : b->second);
+}
+
+uint64_t Sum(const Counts& c) {
+  uint64_t n = 0;
+  for (const auto& [op, v] : c) n += v;
+  return n;
+}
+
+std::map<std::string, std::string> Status(const EfuseMount& m) {
+  std::map<std::string, std::string> kv;
+  EXPECT_TRUE(StatusReader(&m).Fresh(&kv));
+  return kv;
+}
+
+uint64_t StatusNumber(const EfuseMount& m, const std::string& key) {
+  return std::strtoull(Status(m)[key].c_str(), nullptr, 10);
+}
+
+void CreateFiles(const EfuseMount& m, int n, const std::string& prefix = "f") {
+  for (int i = 0; i < n; ++i) {
+    int fd = open(m.Path(prefix + std::to_string(i)).c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0) << ErrnoName(errno);
+    close(fd);
+  }
+}
+
+void StatFiles(const EfuseMount& m, int n, const std::string& prefix = "f") {
+  struct stat st;
+  for (int i = 0; i < n; ++i) ASSERT_EQ(stat(m.Path(prefix + std::to_string(i)).c_str(), &st), 0) << ErrnoName(errno);
+}
+
+// Opcodes that are no fuse_req in the kernel (no tracepoint fires for them).
+bool Untraced(const std::string& op) { return op == "FORGET" || op == "BATCH_FORGET" || op == "INTERRUPT"; }
+
+class TelemetryTest : public ::testing::Test {
+ protected:
+  void SetUp() override { EFUSE_REQUIRE_FUSE(); }
+};
+
+TEST_F(TelemetryTest, CountsAreExact) {
+  EfuseMount m;
+  // Attribute lifetime 0 and no offload: every stat is one GETATTR.
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false"}));
+  constexpr int kFiles = 300;
+  Counts bpf_before, daemon_before;
+  ASSERT_TRUE(BpfCounts(m, &bpf_before));
+  ASSERT_TRUE(StatusReader(&m).Counts(&daemon_before));
+
+  CreateFiles(m, kFiles);
+  StatFiles(m, kFiles);
+  for (int i = 0; i < kFiles; ++i) ASSERT_EQ(unlink(m.Path("f" + std::to_string(i)).c_str()), 0);
+
+  // RELEASE is sent in the background after close(): wait until the
+  // daemon and the kernel agree, then compare everything.
+  Counts bpf_after, daemon_after;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    ASSERT_TRUE(StatusReader(&m).Counts(&daemon_after));
+    ASSERT_TRUE(BpfCounts(m, &bpf_after));
+    if (Delta(bpf_before, bpf_after, "RELEASE") == kFiles || std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(Delta(bpf_before, bpf_after, "CREATE"), kFiles);
+  EXPECT_EQ(Delta(bpf_before, bpf_after, "GETATTR"), kFiles);
+  EXPECT_EQ(Delta(bpf_before, bpf_after, "UNLINK"), kFiles);
+  EXPECT_EQ(Delta(bpf_before, bpf_after, "RELEASE"), kFiles);
+  // Every request the daemon received, the kernel counted, and no other.
+  std::map<std::string, bool> ops;
+  for (const auto& c : {bpf_after, daemon_after})
+    for (const auto& [op, n] : c) ops[op] = true;
+  ops.erase("total");
+  for (const auto& [op, unused] : ops) {
+    if (Untraced(op)) continue;
+    EXPECT_EQ(Delta(bpf_before, bpf_after, op), Delta(daemon_before, daemon_after, op))
+        << op << ": kernel-side count differs from the daemon's";
+  }
+
+  // Latency: every GETATTR was seen from send to end.
+  absl::StatusOr<bpf::TelemetryMaps> maps = bpf::TelemetryMaps::OpenPinned(ConnectionId(m));
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<bpf::OpStatsTable> stats = maps->ReadStats();
+  ASSERT_TRUE(stats.ok());
+  const efuse_op_stats& getattr = (*stats)[3];
+  EXPECT_EQ(getattr.timed, getattr.completed);
+  uint64_t in_histogram = 0;
+  for (uint64_t n : getattr.latency_hist) in_histogram += n;
+  EXPECT_EQ(in_histogram, getattr.timed);
+  EXPECT_GT(getattr.latency_max_ns, 0u);
+  EXPECT_GT(bpf::HistogramQuantile(getattr.latency_hist, 0.99), 0u);
+  ASSERT_TRUE(m.Stop());
+}
+
+TEST_F(TelemetryTest, AnotherMountIsNotCounted) {
+  EfuseMount watched, other;
+  ASSERT_TRUE(watched.Start({"--attr_timeout=0", "--offload=false"}));
+  // The other mount runs its own programs too: both filters are exercised.
+  ASSERT_TRUE(other.Start({"--attr_timeout=0", "--offload=false"}));
+  ASSERT_NE(ConnectionId(watched), ConnectionId(other));
+  CreateFiles(other, 50);
+  Counts w0, o0, w1, o1;
+  ASSERT_TRUE(BpfCounts(watched, &w0));
+  ASSERT_TRUE(BpfCounts(other, &o0));
+  for (int round = 0; round < 4; ++round) StatFiles(other, 50);
+  ASSERT_TRUE(BpfCounts(watched, &w1));
+  ASSERT_TRUE(BpfCounts(other, &o1));
+  EXPECT_EQ(Sum(w1) - Sum(w0), 0u) << "requests of another mount were counted";
+  EXPECT_EQ(Delta(o0, o1, "GETATTR"), 200u);
+  ASSERT_TRUE(other.Stop());
+  ASSERT_TRUE(watched.Stop());
+}
+
+TEST_F(TelemetryTest, MapsArePinnedWhileServingAndRemovedAtExit) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({}));
+  const std::string dir = bpf::PinDir(ConnectionId(m));
+  for (const char* map : {"config", "stats", "hot_inodes", "events", "misc"}) {
+    struct stat st;
+    EXPECT_EQ(stat((dir + "/" + map).c_str(), &st), 0) << dir << "/" << map << ": " << ErrnoName(errno);
+  }
+  auto kv = Status(m);
+  EXPECT_EQ(kv["telemetry"], "on (BPF maps pinned at " + dir + ")");
+  EXPECT_EQ(kv["offload"].rfind("on", 0), 0u) << kv["offload"];
+  ASSERT_TRUE(m.Stop());
+  struct stat st;
+  EXPECT_NE(stat(dir.c_str(), &st), 0) << dir << " left behind";
+}
+
+// A seccomp filter refusing bpf(2) with EPERM, as container runtimes do.
+void RefuseBpfSyscall() {
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_bpf, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) _exit(126);
+}
+
+TEST_F(TelemetryTest, WithoutBpfTheDaemonServesOnAndSaysSo) {
+  EfuseMount m;
+  m.SetChildSetup(RefuseBpfSyscall);
+  ASSERT_TRUE(m.Start({}));
+  std::string error, data;
+  ASSERT_TRUE(WriteFile(m.Path("x"), "still served", &error)) << error;
+  ASSERT_TRUE(ReadFile(m.Path("x"), &data, &error)) << error;
+  EXPECT_EQ(data, "still served");
+  auto kv = Status(m);
+  EXPECT_EQ(kv["telemetry"].rfind("off (", 0), 0u) << kv["telemetry"];
+  EXPECT_EQ(kv["offload"], "off (needs BPF telemetry)");
+  int lines = 0;
+  for (size_t p = 0; (p = m.Log().find("telemetry off:", p)) != std::string::npos; ++p) ++lines;
+  EXPECT_EQ(lines, 1) << m.LogForMessage();
+  struct stat st;
+  EXPECT_NE(stat(bpf::PinDir(ConnectionId(m)).c_str(), &st), 0);
+  CommandResult stats = RunCommand({EFUSECTL_PATH, "stats", m.path(), "--interval=0"}, std::chrono::seconds(10));
+  EXPECT_EQ(stats.exit_code(), 1) << stats.Describe();
+  EXPECT_NE(stats.err.find("no telemetry"), std::string::npos) << stats.Describe();
+  ASSERT_TRUE(m.Stop());
+}
+
+// Keeps the mount busy with stats of `n` files until stopped.
+class StatLoad {
+ public:
+  StatLoad(const EfuseMount& m, int n)
+      : thread_([this, &m, n] {
+          struct stat st;
+          while (!stop_.load())
+            for (int i = 0; i < n; ++i) stat(m.Path("f" + std::to_string(i)).c_str(), &st);
+        }) {}
+  ~StatLoad() {
+    stop_.store(true);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST_F(TelemetryTest, EfusectlStatsTopAndTraceReadARunningDaemon) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false"}));
+  CreateFiles(m, 20);
+  StatLoad load(m, 20);
+  CommandResult stats = RunCommand({EFUSECTL_PATH, "stats", m.path(), "--interval=0.5"}, std::chrono::seconds(10));
+  EXPECT_EQ(stats.exit_code(), 0) << stats.Describe();
+  EXPECT_NE(stats.out.find(m.path() + " (connection " + std::to_string(ConnectionId(m)) + ")"), std::string::npos)
+      << stats.out;
+  EXPECT_NE(stats.out.find("GETATTR"), std::string::npos) << stats.out;
+  EXPECT_NE(stats.out.find("P99"), std::string::npos) << stats.out;
+
+  CommandResult top = RunCommand({EFUSECTL_PATH, "top", m.path(), "--iterations=2", "--interval=0.3"},
+                                 std::chrono::seconds(10));
+  EXPECT_EQ(top.exit_code(), 0) << top.Describe();
+  EXPECT_NE(top.out.find("hot inodes"), std::string::npos) << top.out;
+  EXPECT_NE(top.out.find("GETATTR"), std::string::npos) << top.out;
+
+  CommandResult trace = RunCommand({EFUSECTL_PATH, "trace", m.path(), "--count=10"}, std::chrono::seconds(10));
+  EXPECT_EQ(trace.exit_code(), 0) << trace.Describe();
+  int events = 0;
+  for (size_t p = 0; (p = trace.out.find(" unique=", p)) != std::string::npos; ++p) ++events;
+  EXPECT_EQ(events, 10) << trace.out;
+  EXPECT_NE(trace.out.find("GETATTR"), std::string::npos) << trace.out;
+  // The daemon's own sample rate (none) is back.
+  EXPECT_EQ(Status(m)["telemetry_sample_every"], "0");
+
+  CommandResult bad = RunCommand({EFUSECTL_PATH, "top", m.path(), "--interval=fast"}, std::chrono::seconds(10));
+  EXPECT_EQ(bad.exit_code(), 2) << bad.Describe();
+  EXPECT_NE(bad.err.find("--interval"), std::string::npos) << bad.Describe();
+}
+
+// Requests of `ops` reaching the daemon per round of `work` after warm-up:
+// `warm` rounds, a pause for the policy's scans, and one more round, whose
+// replies carry what the policy decided.
+uint64_t RequestsPerRound(const EfuseMount& m, const std::vector<std::string>& ops, int warm, int rounds,
+                          const std::function<void()>& work) {
+  for (int i = 0; i < warm; ++i) work();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // several scans
+  work();
+  Counts before, after;
+  EXPECT_TRUE(BpfCounts(m, &before));
+  for (int i = 0; i < rounds; ++i) work();
+  EXPECT_TRUE(BpfCounts(m, &after));
+  uint64_t n = 0;
+  for (const std::string& op : ops) n += Delta(before, after, op);
+  return n / static_cast<uint64_t>(rounds);
+}
+
+TEST_F(TelemetryTest, OffloadKeepsHotStatsInTheKernel) {
+  constexpr int kFiles = 400;
+  uint64_t per_round[2];
+  for (bool offload : {false, true}) {
+    EfuseMount m;
+    ASSERT_TRUE(m.Start({"--attr_timeout=0", "--entry_timeout=0", offload ? "--offload=true" : "--offload=false"}));
+    CreateFiles(m, kFiles);
+    per_round[offload] = RequestsPerRound(m, {"LOOKUP", "GETATTR"}, 5, 5, [&] { StatFiles(m, kFiles); });
+    if (offload) {
+      EXPECT_GT(StatusNumber(m, "offload_attr_raised") + StatusNumber(m, "offload_entry_raised"), 0u);
+      // A change through the mount is seen at once, raised lifetime or not.
+      ASSERT_EQ(chmod(m.Path("f7").c_str(), 0600), 0);
+      struct stat st;
+      ASSERT_EQ(stat(m.Path("f7").c_str(), &st), 0);
+      EXPECT_EQ(st.st_mode & 07777, 0600u);
+      EXPECT_GT(StatusNumber(m, "offload_drops"), 0u);
+    }
+    ASSERT_TRUE(m.Stop());
+  }
+  std::printf("LOOKUP+GETATTR per round of %d stats after warm-up: %llu with offload, %llu without\n", kFiles,
+              static_cast<unsigned long long>(per_round[true]), static_cast<unsigned long long>(per_round[false]));
+  EXPECT_GE(per_round[false], static_cast<uint64_t>(kFiles));
+  EXPECT_LE(per_round[true] * 10, per_round[false])
+      << "with offload " << per_round[true] << " requests per round, without " << per_round[false];
+}
+
+TEST_F(TelemetryTest, OffloadServesHotReadsFromThePageCache) {
+  const std::string data = PatternBytes(7, 16 << 20);
+  uint64_t per_round[2];
+  for (bool offload : {false, true}) {
+    EfuseMount m;
+    ASSERT_TRUE(m.Start({offload ? "--offload=true" : "--offload=false"}));
+    std::string error;
+    ASSERT_TRUE(WriteFile(m.Path("hot"), data, &error)) << error;
+    per_round[offload] = RequestsPerRound(m, {"READ"}, 3, 4, [&] {
+      std::string got, err;
+      ASSERT_TRUE(ReadFile(m.Path("hot"), &got, &err)) << err;
+      ASSERT_TRUE(got == data) << "hot file read back wrong";
+    });
+    if (offload) {
+      EXPECT_GE(StatusNumber(m, "offload_page_cache_stores"), 1u);
+      EXPECT_GE(StatusNumber(m, "offload_keep_cache_opens"), 1u);
+      // Kept pages follow writes through the mount.
+      const std::string patch = PatternBytes(8, 4096);
+      int fd = open(m.Path("hot").c_str(), O_WRONLY);
+      ASSERT_GE(fd, 0);
+      ASSERT_TRUE(PwriteAll(fd, patch.data(), patch.size(), 1 << 20));
+      close(fd);
+      std::string got;
+      ASSERT_TRUE(ReadFile(m.Path("hot"), &got, &error)) << error;
+      std::string want = data;
+      want.replace(1 << 20, patch.size(), patch);
+      EXPECT_TRUE(got == want) << "a write through the mount is not seen after the page-cache push";
+    }
+    ASSERT_TRUE(m.Stop());
+  }
+  std::printf("READs per pass over a 16 MiB file after warm-up: %llu with offload, %llu without\n",
+              static_cast<unsigned long long>(per_round[true]), static_cast<unsigned long long>(per_round[false]));
+  EXPECT_GT(per_round[false], 0u);
+  EXPECT_LE(per_round[true] * 10, per_round[false])
+      << "with offload " << per_round[true] << " READs per pass, without " << per_round[false];
+}
+
+TEST_F(TelemetryTest, OffloadKeepsPassthroughBackingIdsOfHotFiles) {
+  char tmpl[] = "/tmp/efuse-ptsrc-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string src = tmpl;
+  std::string error;
+  ASSERT_TRUE(WriteFile(src + "/hot", "kept backing", &error)) << error;
+  {
+    EfuseMount m;
+    ASSERT_TRUE(m.Start({"--fs=passthrough", "--source=" + src}));
+    auto open_close = [&] {
+      std::string got, err;
+      ASSERT_TRUE(ReadFile(m.Path("hot"), &got, &err)) << err;
+      ASSERT_EQ(got, "kept backing");
+    };
+    for (int i = 0; i < 4; ++i) open_close();
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    const uint64_t reuses = StatusNumber(m, "pt_backing_reuses");
+    for (int i = 0; i < 5; ++i) open_close();
+    EXPECT_GE(StatusNumber(m, "offload_kept_backing"), 1u);
+    EXPECT_GE(StatusNumber(m, "pt_backing_reuses") - reuses, 4u) << m.LogForMessage();
+    ASSERT_TRUE(m.Stop());
+  }
+  unlink((src + "/hot").c_str());
+  rmdir(src.c_str());
+}
+
+}  // namespace
+}  // namespace efuse::testing
