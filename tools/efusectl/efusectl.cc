@@ -4,12 +4,17 @@
 //   efusectl umount MNT      unmount (lazily if busy); also clears the dead
 //                            mount a killed daemon leaves ("Transport endpoint
 //                            is not connected")
+//   efusectl stats [MNT]     per-opcode counts, rates, latency percentiles
+//   efusectl top [MNT]       live view of hot opcodes and inodes
+//   efusectl trace [MNT]     stream of sampled requests
+// stats/top/trace read the BPF maps the daemon pinned (all mounts, or MNT).
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "core/mount.h"
 #include "core/session.h"
+#include "tools/efusectl/telemetry_view.h"
 
 namespace {
 
@@ -122,7 +128,44 @@ int Umount(const std::string& mp) {
 void Usage() {
   std::fprintf(stderr,
                "usage: efusectl status\n"
-               "       efusectl umount MOUNTPOINT\n");
+               "       efusectl umount MOUNTPOINT\n"
+               "       efusectl stats [MOUNTPOINT] [--interval=SECONDS]\n"
+               "       efusectl top [MOUNTPOINT] [--interval=SECONDS] [--iterations=N] [--count=ROWS]\n"
+               "       efusectl trace [MOUNTPOINT] [--sample=N] [--count=EVENTS] [--duration=SECONDS]\n");
+}
+
+// stats/top/trace: the mounts to show (MOUNTPOINT, or every efuse mount) and
+// the options; exit code 2 on a bad mount point.
+int TelemetryCommand(const std::string& cmd, int argc, char** argv) {
+  std::vector<std::string> options;
+  std::string wanted;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      options.push_back(a);
+    } else if (wanted.empty()) {
+      wanted = a;
+    } else {
+      std::fprintf(stderr, "efusectl %s: one mount point at most ('%s')\n", cmd.c_str(), a.c_str());
+      return 2;
+    }
+  }
+  std::vector<efuse::ctl::Target> targets;
+  std::string resolved;
+  if (!wanted.empty()) {
+    char buf[PATH_MAX];
+    resolved = realpath(wanted.c_str(), buf) != nullptr ? std::string(buf) : wanted;
+  }
+  for (const MountInfo& m : EfuseMounts())
+    if (wanted.empty() || m.mountpoint == resolved) targets.push_back({m.dev_minor, m.mountpoint});
+  if (targets.empty()) {
+    std::fprintf(stderr, "efusectl %s: %s\n", cmd.c_str(),
+                 wanted.empty() ? "no efuse mounts" : ("'" + wanted + "' is not an efuse mount").c_str());
+    return wanted.empty() ? 1 : 2;
+  }
+  if (cmd == "stats") return efuse::ctl::StatsCommand(targets, options);
+  if (cmd == "top") return efuse::ctl::TopCommand(targets, options);
+  return efuse::ctl::TraceCommand(targets, options);
 }
 
 }  // namespace
@@ -135,6 +178,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "status" && argc == 2) return Status();
   if (cmd == "umount" && argc == 3) return Umount(argv[2]);
+  if (cmd == "stats" || cmd == "top" || cmd == "trace") return TelemetryCommand(cmd, argc, argv);
   std::fprintf(stderr, "efusectl: unknown command or arguments: '%s'\n", cmd.c_str());
   Usage();
   return 2;
