@@ -8,9 +8,13 @@ libfuse passthrough_ll, bindfs. Workloads: fio (sequential 1 MiB, random
 stat, unlink), and find / ls -lR over a tree, cold and warm. Every figure is
 "higher is better" (MiB/s, IOPS, ops/s, entries/s); the median of the
 repeats is reported, with the FUSE daemon's CPU seconds (utime+stime).
+The offload suite compares memfs with the BPF offload policy on and off
+(times in s, lower is better, and the requests the BPF counters saw) and
+the cost of the telemetry itself.
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -140,15 +144,19 @@ def make_targets(selected):
     return all_t
 
 
+SUITES = ("fs", "transports", "micro", "offload")
 SHM_SRC = "/dev/shm/efuse-bench-src"
 TRANSPORTS = ("sync", "uring-dev", "uring")
 
 
 def make_transport_targets(selected):
     """memfs per request transport (attribute lifetime 0), and the libfuse
-    peer: passthrough_ll over tmpfs (data in memory too; timeout=0)."""
+    peer: passthrough_ll over tmpfs (data in memory too; timeout=0). The
+    offload policy is off: it would raise the hot file's attribute lifetime
+    and the GETATTR loop would no longer reach the daemon."""
     all_t = [Target("memfs-" + tr, [EFUSED, "--fs=memfs", "--size=4G", "--transport=" + tr,
-                                    "--attr_timeout=0", "@MNT@"], persistent=False)
+                                    "--attr_timeout=0", "--offload=false", "@MNT@"],
+                    persistent=False)
              for tr in TRANSPORTS]
     all_t.append(Target("pt_ll-tmpfs", [PLL, "-f", "-o", "source=%s,timeout=0" % SHM_SRC, "@MNT@"],
                         persistent=False))
@@ -156,6 +164,177 @@ def make_transport_targets(selected):
         names = selected.split(",")
         all_t = [t for t in all_t if t.name in names]
     return all_t
+
+
+def make_offload_pairs():
+    """Per offload workload, the two daemons compared (memfs, a fresh one per
+    run). Telemetry is on in both offload runs: the off side is counted by
+    the same BPF programs and differs only in the policy."""
+    memfs = [EFUSED, "--fs=memfs", "--size=512M"]
+    zero = ["--attr_timeout=0", "--entry_timeout=0"]
+
+    def offload(extra):
+        return [Target("offload-on", memfs + extra + ["--telemetry=on", "--offload=true", "@MNT@"],
+                       persistent=False),
+                Target("offload-off", memfs + extra + ["--telemetry=on", "--offload=false", "@MNT@"],
+                       persistent=False)]
+    # The transports suite's GETATTR loop; the policy is off on both sides,
+    # so only the BPF programs on the tracepoints differ.
+    telemetry = [Target("telemetry-on", memfs + ["--attr_timeout=0", "--telemetry=on",
+                                                 "--offload=false", "@MNT@"], persistent=False),
+                 Target("telemetry-off", memfs + ["--attr_timeout=0", "--telemetry=off",
+                                                  "--offload=false", "@MNT@"], persistent=False)]
+    return {"hot-read": offload([]), "hot-stat": offload(zero), "telemetry-cost": telemetry}
+
+
+# Opcodes the offload workloads look at (include/uapi/linux/fuse.h numbers:
+# the BPF "stats" map is indexed by them, the status file names them).
+OPCODES = {"LOOKUP": 1, "GETATTR": 3, "READ": 15, "STATX": 52}
+BPF_PIN_ROOT = "/sys/fs/bpf/efuse"  # EFUSE_BPF_PIN_ROOT, bpf/telemetry_abi.h
+
+
+def conn_id(mnt):
+    """The FUSE connection id: the minor of the mount's device."""
+    return os.minor(os.stat(mnt).st_dev)
+
+
+def bpf_completed(conn):
+    """Requests completed per opcode since the daemon started, summed over
+    CPUs, from its pinned per-CPU "stats" map. bpftool prints each CPU's
+    struct efuse_op_stats as raw bytes; `completed` is its second __u64
+    (little-endian), counted once per request that reached the daemon."""
+    path = os.path.join(BPF_PIN_ROOT, str(conn), "stats")
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", path],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("bpftool map dump %s: %s" % (path, (r.stderr or r.stdout).strip()[-200:]))
+    out = {}
+    for e in json.loads(r.stdout):
+        op = int.from_bytes(bytes(int(b, 16) for b in e["key"]), "little")
+        n = sum(int.from_bytes(bytes(int(b, 16) for b in v["value"][8:16]), "little")
+                for v in e["values"])
+        if n:
+            out[op] = n
+    return out
+
+
+def fresh_status(pid, mnt):
+    """The status file of the daemon `pid` serving `mnt`, fresh: SIGUSR1
+    makes it rewrite the file with a larger status_seq (as tests/mount's
+    StatusReader waits for)."""
+    path = "/run/efuse/%d.status" % os.minor(os.stat(mnt).st_dev)
+
+    def read():
+        kv = {}
+        try:
+            with open(path) as f:
+                for line in f:
+                    k, _, v = line.rstrip("\n").partition(": ")
+                    kv[k] = v
+        except OSError:
+            pass
+        return kv
+    deadline = time.time() + 10
+    kv = read()
+    # a file of an earlier daemon on the same connection id may linger
+    while kv.get("pid") != str(pid):
+        if time.time() > deadline:
+            raise RuntimeError("no status file %s for pid %d" % (path, pid))
+        time.sleep(0.005)
+        kv = read()
+    seq = int(kv["status_seq"])
+    os.kill(pid, signal.SIGUSR1)
+    while int(kv.get("status_seq", "0")) <= seq:
+        if time.time() > deadline:
+            raise RuntimeError("status file %s not rewritten" % path)
+        time.sleep(0.002)
+        kv = read()
+    return kv
+
+
+def daemon_status(t):
+    """Target t's status file, fresh."""
+    return fresh_status(t.pid, t.mnt)
+
+
+def request_counts(t):
+    """Requests that reached t's daemon so far: {"bpf": by opcode name and
+    "total" (None without telemetry), "daemon": its own counters, same
+    keys, "offload": the policy's status lines}."""
+    st = daemon_status(t)
+    daemon = {k[len("requests_"):]: int(v) for k, v in st.items() if k.startswith("requests_")}
+    try:
+        slots = bpf_completed(conn_id(t.mnt))
+        bpf = {name: slots.get(op, 0) for name, op in OPCODES.items()}
+        bpf["total"] = sum(slots.values())
+    except (OSError, RuntimeError, ValueError) as e:
+        log("%s: no BPF counters (%s); using the daemon's" % (t.name, e))
+        bpf = None
+    return {"bpf": bpf, "daemon": daemon,
+            "offload": {k: v for k, v in st.items() if k.startswith("offload")}}
+
+
+def count_delta(c0, c1, keys):
+    """Requests between two request_counts() snapshots, for "total" and each
+    (label, opcodes) of keys: the BPF counts where both snapshots have them."""
+    src = "bpf" if c0["bpf"] is not None and c1["bpf"] is not None else "daemon"
+    a, b = c0[src], c1[src]
+
+    def d(op):
+        return b.get(op, 0) - a.get(op, 0)
+    out = {"total": d("total")}
+    for label, ops in keys:
+        out[label] = sum(d(op) for op in ops)
+    return src, out
+
+
+# The offload workloads: the first passes warm up (the policy learns what is
+# hot from them), then a pause longer than the policy's 100 ms scan.
+OFFLOAD_WARMUP = 3
+OFFLOAD_SETTLE_S = 0.5
+HOT_READ_MIB = 64
+# The issue's targets: after warm-up, offload sends at least 90% fewer
+# requests and is faster; telemetry costs under 5% of the GETATTR rate.
+TARGET_REDUCTION = 0.90
+TARGET_TELEMETRY_COST = 0.05
+
+
+def median_record(runs):
+    """One record from a target's runs (dicts from a *_sample method): the
+    median of each figure; the runs themselves stay in the JSON."""
+    vals = [r["value"] for r in runs]
+    rec = {"value": statistics.median(vals), "samples": vals}
+    cpus = [r["daemon_cpu_s"] for r in runs if r.get("daemon_cpu_s") is not None]
+    if cpus:
+        rec["daemon_cpu_s"] = statistics.median(cpus)
+        rec["daemon_cpu_samples"] = cpus
+    if "requests" in runs[0]:
+        rec["requests"] = {k: statistics.median([r["requests"][k] for r in runs])
+                           for k in runs[0]["requests"]}
+        rec["counter"] = ",".join(sorted({r["counter"] for r in runs}))
+    if "ops" in runs[0]:
+        Runner.add_cpu_per_request(rec, statistics.median([r["ops"] for r in runs]))
+    rec["runs"] = runs
+    return rec
+
+
+def compare_pair(key, wl, on, off):
+    """The first target of a pair (on) against the second (off), with the
+    issue's target and whether this run met it."""
+    c = {"workload": wl}
+    if key == "telemetry-cost":
+        c["cost"] = 1 - on["value"] / off["value"]
+        c["target"] = "cost < %d%%" % round(TARGET_TELEMETRY_COST * 100)
+        c["met"] = c["cost"] < TARGET_TELEMETRY_COST
+        return c
+    c["time_ratio"] = on["value"] / off["value"]
+    c["request_reduction"] = {
+        k: (1 - on["requests"][k] / n if n else None) for k, n in off["requests"].items()}
+    c["target"] = "requests after warm-up >= %d%% fewer, time ratio < 1" % round(
+        TARGET_REDUCTION * 100)
+    red = c["request_reduction"]["total"]
+    c["met"] = red is not None and red >= TARGET_REDUCTION and c["time_ratio"] < 1
+    return c
 
 
 def supports_direct(d):
@@ -187,8 +366,10 @@ class Runner:
         self.results = {}  # workload -> target -> record
         self.order = []
         self.units = {}
-        self.groups = {}  # workload -> "fs" or "transport"
+        self.groups = {}  # workload -> "fs", "transport" or "offload"
         self.micro = {}   # micro benchmark -> ns per op (median)
+        self.offload = {}  # offload workload -> how offload-on compares with offload-off
+        self.offload_targets = []
 
     def record(self, wl, unit, target, rec, group="fs"):
         if wl not in self.results:
@@ -388,30 +569,145 @@ class Runner:
                         return rec
                     self.run_workload(t, "transport %s 4K direct j%d" % (rw, jobs), "IOPS",
                                       direct_io, group="transport")
-            f = os.path.join(t.mnt, "statme")
-            counts = []
-
-            def loop():
-                r = subprocess.run([sys.executable, META, "fstat", f, str(self.a.runtime)],
-                                   capture_output=True, text=True, check=True)
-                rate, ops = r.stdout.split()
-                counts.append(int(ops))
-                return float(rate)
-            def getattr_loop():
-                rec = self.measure(t, loop)
-                self.add_cpu_per_request(rec, statistics.median(counts))
-                return rec
             self.run_workload(t, "transport GETATTR loop (fstat, attr 0)", "req/s",
-                              getattr_loop, group="transport")
+                              lambda: self.getattr_loop(t), group="transport")
         finally:
             t.stop()
             if t.name.startswith("pt_ll"):
                 shutil.rmtree(SHM_SRC, ignore_errors=True)
 
+    def fstat_loop(self, t):
+        """One GETATTR loop on t (meta.py fstat for runtime seconds; with
+        attribute lifetime 0 every fstat is one GETATTR): (req/s, requests)."""
+        f = os.path.join(t.mnt, "statme")
+        r = subprocess.run([sys.executable, META, "fstat", f, str(self.a.runtime)],
+                           capture_output=True, text=True, check=True)
+        rate, ops = r.stdout.split()
+        return float(rate), int(ops)
+
+    def getattr_loop(self, t):
+        counts = []
+
+        def loop():
+            rate, ops = self.fstat_loop(t)
+            counts.append(ops)
+            return rate
+        rec = self.measure(t, loop)
+        self.add_cpu_per_request(rec, statistics.median(counts))
+        return rec
+
     @staticmethod
     def add_cpu_per_request(rec, requests):
         if "daemon_cpu_s" in rec and requests:
             rec["daemon_cpu_us_per_req"] = rec["daemon_cpu_s"] * 1e6 / requests
+
+    # ---- offload: the BPF hot-inode policy on and off ----
+    def run_offload(self):
+        pairs = make_offload_pairs()
+        self.offload_targets = [t for p in pairs.values() for t in p]
+        a = self.a
+        self.run_pair("hot-read", "hot-read (%d MiB, passes %d-%d)" % (
+            HOT_READ_MIB, OFFLOAD_WARMUP + 1, a.read_passes), "s", pairs["hot-read"],
+            self.hot_read_sample)
+        self.run_pair("hot-stat", "hot-stat (%d files, rounds %d-%d)" % (
+            a.stat_files, OFFLOAD_WARMUP + 1, a.stat_rounds), "s", pairs["hot-stat"],
+            self.hot_stat_sample)
+        self.run_pair("telemetry-cost", "telemetry-cost (GETATTR loop, attr 0)", "req/s",
+                      pairs["telemetry-cost"], self.telemetry_sample)
+
+    def run_pair(self, key, wl, unit, pair, sample):
+        """Runs sample(t) on a fresh daemon of each of the two targets in pair,
+        offload_repeats times, alternating which goes first (drift and order
+        then hit both alike); records per target the medians and, in
+        self.offload[key], how the first compares with the second."""
+        log("offload: %s" % wl)
+        runs = {t.name: [] for t in pair}
+        try:
+            for i in range(self.a.offload_repeats):
+                for t in (pair if i % 2 == 0 else pair[::-1]):
+                    if not self.started(t):
+                        raise RuntimeError("%s cannot start: %s" % (t.name, self.failed[t.name]))
+                    try:
+                        runs[t.name].append(sample(t))
+                    finally:
+                        t.stop()
+        except Exception as e:
+            log("offload: %s: %s" % (wl, e))
+            for t in pair:
+                self.record(wl, unit, t, {"error": str(e)}, group="offload")
+            return
+        for t in pair:
+            rec = median_record(runs[t.name])
+            rec["argv"] = t.argv
+            self.record(wl, unit, t, rec, group="offload")
+        on, off = (self.results[wl][t.name] for t in pair)
+        self.offload[key] = compare_pair(key, wl, on, off)
+
+    def warm_then_measure(self, t, one, n, keys):
+        """Runs one() n times on t: the first OFFLOAD_WARMUP untimed, then a
+        pause for the policy's scan (every 100 ms) to mark what they made hot;
+        the rest timed, with the requests they cost (total and per keys)."""
+        for _ in range(OFFLOAD_WARMUP):
+            one()
+        time.sleep(OFFLOAD_SETTLE_S)
+        c0 = request_counts(t)
+        cpu0 = cpu_seconds(t.pid)
+        t0 = time.perf_counter()
+        for _ in range(n - OFFLOAD_WARMUP):
+            one()
+        dt = time.perf_counter() - t0
+        cpu1 = cpu_seconds(t.pid)
+        c1 = request_counts(t)
+        src, req = count_delta(c0, c1, keys)
+        _, daemon = count_delta({"bpf": None, "daemon": c0["daemon"]},
+                                {"bpf": None, "daemon": c1["daemon"]}, keys)
+        return {"value": dt, "requests": req, "counter": src, "daemon_requests": daemon,
+                "daemon_cpu_s": cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None,
+                "offload_status": c1["offload"]}
+
+    def hot_read_sample(self, t):
+        """A HOT_READ_MIB file written once, then open + read it whole in
+        1 MiB reads + close, read_passes times."""
+        p = os.path.join(t.mnt, "hot.bin")
+        buf = bytearray(1 << 20)
+        with open(p, "wb") as f:
+            for i in range(HOT_READ_MIB):
+                buf[0] = i  # not one page repeated
+                f.write(buf)
+
+        def one_pass():
+            with open(p, "rb", buffering=0) as f:
+                while f.readinto(buf):
+                    pass
+        return self.warm_then_measure(t, one_pass, self.a.read_passes, [("READ", ["READ"])])
+
+    def hot_stat_sample(self, t):
+        """stat_files empty files in one directory, then stat_rounds rounds of
+        stat() of each. Relative to a directory fd, so every stat costs the
+        file's own LOOKUP and GETATTR (lifetimes 0), not the path's above it."""
+        d = os.path.join(t.mnt, "hot")
+        os.mkdir(d)
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            names = ["f%06d" % i for i in range(self.a.stat_files)]
+            for n in names:
+                os.close(os.open(n, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd))
+
+            def one_round():
+                for n in names:
+                    os.stat(n, dir_fd=dfd)
+            # the kernel sends STATX instead of GETATTR where it may
+            return self.warm_then_measure(t, one_round, self.a.stat_rounds,
+                                          [("LOOKUP+GETATTR", ["LOOKUP", "GETATTR", "STATX"])])
+        finally:
+            os.close(dfd)  # else the mount stays busy
+
+    def telemetry_sample(self, t):
+        c0 = cpu_seconds(t.pid)
+        rate, ops = self.fstat_loop(t)
+        c1 = cpu_seconds(t.pid)
+        return {"value": rate, "ops": ops,
+                "daemon_cpu_s": c1 - c0 if c0 is not None and c1 is not None else None}
 
     # ---- micro benchmarks (Google Benchmark) ----
     def run_micro(self):
@@ -508,12 +804,69 @@ def report_section(runner, group, title, names, base, ll, last_col):
     return lines
 
 
+def offload_row(wl, n, rec, unit):
+    if "value" not in rec:
+        return "%-40s %-14s ERROR: %s" % (wl, n, " ".join(rec.get("error", "?").split())[:110])
+    req = rec.get("requests")
+    if req:
+        label = [k for k in req if k != "total"][0]
+        counts = "%11s %22s" % ("%.0f" % req["total"], "%.0f %s" % (req[label], label))
+    else:
+        counts = "%11s %22s" % ("-", "-")
+    if "daemon_cpu_us_per_req" in rec:
+        cpu = "%.2f us/req" % rec["daemon_cpu_us_per_req"]
+    else:
+        cpu = "%.2f s" % rec["daemon_cpu_s"] if "daemon_cpu_s" in rec else "-"
+    v = rec["value"]
+    value = "%.3f" % v if unit == "s" else fmt(v)  # times of a fraction of a second
+    return "%-40s %-14s %10s %-6s %s %13s" % (wl, n, value, unit, counts, cpu)
+
+
+def offload_summary(c):
+    met = "met" if c["met"] else "NOT met"
+    if "cost" in c:
+        return "  telemetry costs %.1f%% of the GETATTR rate  [target: %s: %s]" % (
+            c["cost"] * 100, c["target"], met)
+    # rounded down: 89.99% must not print as the 90% it misses
+    parts = ["%s %s" % ("%.1f%%" % (math.floor(r * 1000) / 10) if r is not None else "-", k)
+             for k, r in c["request_reduction"].items()]
+    return "  on/off: time x%.2f, requests fewer by %s  [target: %s: %s]" % (
+        c["time_ratio"], ", ".join(parts), c["target"], met)
+
+
+def report_offload(runner):
+    """The offload table: per workload the two sides (median time of the
+    passes after warm-up, or req/s), the requests that reached the daemon
+    meanwhile, the daemon's CPU, then the comparison with its target."""
+    wls = [wl for wl in runner.order if runner.groups[wl] == "offload"]
+    if not wls:
+        return []
+    hdr = "%-40s %-14s %10s %-6s %11s %22s %13s" % (
+        "offload (memfs; after warm-up)", "target", "value", "unit", "requests",
+        "of which", "daemon cpu")
+    lines = [hdr, "-" * len(hdr)]
+    by_wl = {c["workload"]: c for c in runner.offload.values()}
+    for wl in wls:
+        for n, rec in runner.results[wl].items():
+            lines.append(offload_row(wl, n, rec, runner.units[wl]))
+        if wl in by_wl:
+            lines.append(offload_summary(by_wl[wl]))
+        lines.append("")
+    counters = {rec.get("counter") for wl in wls for rec in runner.results[wl].values()} - {None}
+    lines.append("requests counted by: %s" % ", ".join(
+        "BPF stats map (completed, all opcodes and CPUs)" if c == "bpf" else
+        "the daemon's status counters" if c == "daemon" else c for c in sorted(counters)))
+    lines.append("")
+    return lines
+
+
 def report(runner, targets, ttargets):
     lines = report_section(runner, "fs", "workload", [t.name for t in targets],
                            "native", REF_LL, "cpu s")
     lines += report_section(runner, "transport", "request transports (memfs)",
                             [t.name for t in ttargets], "memfs-sync", "pt_ll-tmpfs",
                             "cpu us/req")
+    lines += report_offload(runner)
     if runner.micro:
         lines.append("micro benchmarks (Google Benchmark, median)")
         for name, ns in sorted(runner.micro.items()):
@@ -558,22 +911,39 @@ def chart(runner, targets, path):
 
 
 def main():
+    global EFUSED  # --efused: the targets are made after the options are read
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="smaller sizes, 3 s per fio job, 1 repeat")
+                    help="smaller sizes, 3 s per fio job, 1 repeat (offload: 2, 8 passes, "
+                         "2,000 files)")
     ap.add_argument("--targets", help="comma-separated subset of targets")
     ap.add_argument("--workloads", default="fio,meta,tree",
                     help="fs suite workloads: fio, meta (create/stat/unlink), tree (find, ls -lR)")
-    ap.add_argument("--suite", default="fs,transports,micro",
+    ap.add_argument("--suite", default=",".join(SUITES),
                     help="what to run: fs (file system targets vs native), transports "
-                         "(memfs per request transport vs passthrough_ll), micro")
+                         "(memfs per request transport vs passthrough_ll), micro, offload "
+                         "(memfs with the BPF offload policy on vs off, telemetry on vs off)")
     ap.add_argument("--runtime", type=int, help="seconds per fio job")
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--size", help="fio file size per job")
     ap.add_argument("--files", type=int, help="metadata workload files")
     ap.add_argument("--tree", type=int, help="files in the find/ls tree")
+    ap.add_argument("--read_passes", type=int, help="offload hot-read: passes over the file")
+    ap.add_argument("--stat_rounds", type=int, help="offload hot-stat: rounds of stat()")
+    ap.add_argument("--stat_files", type=int, help="offload hot-stat: files")
+    ap.add_argument("--efused", help="the efused binary (default: %s)" % EFUSED)
     a = ap.parse_args()
     q = a.quick
+    # the offload pairs compare two sides: even --quick takes 2 runs of each
+    a.offload_repeats = a.repeats or (2 if q else 3)
+    a.read_passes = a.read_passes or (8 if q else 20)
+    a.stat_rounds = a.stat_rounds or (8 if q else 10)
+    a.stat_files = a.stat_files or (2000 if q else 10000)
+    if min(a.read_passes, a.stat_rounds) <= OFFLOAD_WARMUP:
+        sys.exit("bench: --read_passes and --stat_rounds must exceed the %d warm-up passes"
+                 % OFFLOAD_WARMUP)
+    if a.efused:
+        EFUSED = os.path.abspath(a.efused)
     a.runtime = a.runtime or (3 if q else 5)
     a.repeats = a.repeats or (1 if q else 3)
     a.size = a.size or ("256M" if q else "1G")
@@ -590,8 +960,8 @@ def main():
 
     a.workloads = set(a.workloads.split(","))
     suites = set(a.suite.split(","))
-    if suites - {"fs", "transports", "micro"}:
-        sys.exit("bench: unknown suite(s) %s" % ",".join(sorted(suites - {"fs", "transports", "micro"})))
+    if suites - set(SUITES):
+        sys.exit("bench: unknown suite(s) %s" % ",".join(sorted(suites - set(SUITES))))
     if a.targets:
         known = {t.name for t in make_targets(None) + make_transport_targets(None)}
         unknown = set(a.targets.split(",")) - known
@@ -610,8 +980,9 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
 
     est = (len(targets) * 12 * ("fio" in a.workloads) + len(ttargets) * 5) * a.runtime * a.repeats
-    log("%d targets, %d fio jobs of %d s x %d repeats each: fio alone takes ~%d min"
-        % (len(targets), 12, a.runtime, a.repeats, (est + 59) // 60))
+    if targets or ttargets:
+        log("%d targets, %d fio jobs of %d s x %d repeats each: fio alone takes ~%d min"
+            % (len(targets), 12, a.runtime, a.repeats, (est + 59) // 60))
     t_start = time.time()
     try:
         if targets:
@@ -622,8 +993,10 @@ def main():
             runner.run_transport_target(t)
         if "micro" in suites:
             runner.run_micro()
+        if "offload" in suites:
+            runner.run_offload()
     finally:
-        for t in targets + ttargets:
+        for t in targets + ttargets + runner.offload_targets:
             t.stop()
     elapsed = time.time() - t_start
 
@@ -632,13 +1005,19 @@ def main():
     res = {
         "config": {"quick": q, "runtime_s": a.runtime, "repeats": a.repeats,
                    "fio_size": a.size, "meta_files": a.files, "tree_files": a.tree,
+                   "offload_repeats": a.offload_repeats, "offload_warmup": OFFLOAD_WARMUP,
+                   "hot_read_mib": HOT_READ_MIB, "read_passes": a.read_passes,
+                   "stat_rounds": a.stat_rounds, "stat_files": a.stat_files, "efused": EFUSED,
                    "data_dir": DATA, "kernel": os.uname().release,
                    "elapsed_s": round(elapsed, 1),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        "note": "higher is better for every figure; value is the median of the "
+        "note": "higher is better for every figure but the offload group's times "
+                "(unit s: the passes after warm-up); value is the median of the "
                 "samples; daemon_cpu_s is the FUSE daemon's utime+stime during "
-                "the workload",
+                "the workload; offload requests are those that reached the daemon "
+                "after warm-up (counter: bpf = the BPF stats map's completed)",
         "targets": [{"name": t.name, "argv": t.argv} for t in targets + ttargets],
+        "offload": runner.offload,
         "micro_ns": runner.micro,
         "groups": runner.groups,
         "failed_targets": runner.failed,

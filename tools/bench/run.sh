@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark runner: native ext4, efuse passthrough (auto, off, no xattrs), efuse memfs,
 # libfuse passthrough_ll and bindfs, side by side on one ext4 directory.
-# Usage: sudo tools/bench/run.sh [--quick] [--suite=fs,transports,micro] [--workloads=fio,meta,tree] [--targets=a,b]
+# Usage: sudo tools/bench/run.sh [--quick] [--suite=fs,transports,micro,offload] [--workloads=fio,meta,tree] [--targets=a,b]
 #                               [--runtime=S] [--repeats=N]
 # Output: a table on stdout, build/bench/results.json, build/bench/results.png.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 
 . tools/lib.sh
 ensure_packages bench fio fuse3 libfuse3-dev bindfs dbench python3-matplotlib pkg-config \
-  cmake ninja-build g++ libbenchmark-dev
+  cmake ninja-build g++ libbenchmark-dev bpftool
 
 # Always bring build/ up to date: the figures must be those of this tree.
 echo "bench: building efused and micro_bench"

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from bench import fresh_status  # same directory
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EFUSED = os.path.join(REPO, "build", "tools", "efused", "efused")
 ROOT = "/var/tmp/efuse-bench"
@@ -68,31 +70,6 @@ def fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def status(pid, mnt):
-    """The daemon's status file, rewritten on SIGUSR1."""
-    dev = os.stat(mnt).st_dev
-    path = "/run/efuse/%d.status" % os.minor(dev)
-
-    def read():
-        kv = {}
-        try:
-            with open(path) as f:
-                for line in f:
-                    k, _, v = line.rstrip("\n").partition(": ")
-                    kv[k] = v
-        except OSError:
-            pass
-        return kv
-    seq = int(read().get("status_seq", "0"))
-    os.kill(pid, signal.SIGUSR1)
-    for _ in range(500):
-        kv = read()
-        if int(kv.get("status_seq", "0")) > seq:
-            return kv
-        time.sleep(0.01)
-    return read()
-
-
 def timed(cmd):
     t0 = time.time()
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -123,10 +100,10 @@ def main():
             time.sleep(0.05)
         time.sleep(0.3)
         rss0 = rss_kib(p.pid)
-        st0 = status(p.pid, MNT)
+        st0 = fresh_status(p.pid, MNT)
         find_s, out = timed(["find", MNT, "-type", "f", "-size", "-2"])
         found = out.count("\n")
-        st1 = status(p.pid, MNT)
+        st1 = fresh_status(p.pid, MNT)
         rss1 = rss_kib(p.pid)
         nfds = fds(p.pid)
         du_s, out = timed(["du", "-s", "--inodes", MNT])
