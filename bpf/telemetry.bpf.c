@@ -9,9 +9,7 @@
  * request events. Map layouts: bpf/telemetry_abi.h.
  *
  * Each request ends exactly once (fuse_request_end tests FR_FINISHED), so
- * counts are taken there; the send is only needed for latency. The request
- * is known by its address, not its unique: some kernels fire the send
- * tracepoint before the unique is assigned.
+ * counts are taken there; the send is only needed for latency.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -110,17 +108,19 @@ static __always_inline struct efuse_config *watched(const struct fuse_req *req) 
   return cfg;
 }
 
-/* The request's address as a number: the verifier allows no arithmetic on
- * a BTF pointer, so it is read from the raw tracepoint arguments. */
+/* The key of a request's send record. Its unique, where the kernel assigns
+ * it before the send tracepoint (6.18 does): no helper call. Else its
+ * address, read from the raw tracepoint arguments (the verifier allows no
+ * arithmetic on a BTF pointer). */
 static __always_inline __u64 req_address(unsigned long long *ctx) {
   __u64 addr = 0;
   bpf_probe_read_kernel(&addr, sizeof(addr), ctx);
   return addr;
 }
 
-static __always_inline __u32 inflight_slot(__u64 addr) {
-  /* Requests are slab objects of a few hundred bytes: drop the low bits. */
-  return (__u32)((addr >> 8) ^ (addr >> 22)) % EFUSE_INFLIGHT_SLOTS;
+static __always_inline __u32 inflight_slot(__u64 key) {
+  /* Uniques step by 2; addresses are slab objects of a few hundred bytes. */
+  return (__u32)((key >> 1) ^ (key >> 8) ^ (key >> 22)) % EFUSE_INFLIGHT_SLOTS;
 }
 
 static __always_inline __u32 opcode_slot(__u32 opcode) {
@@ -168,15 +168,16 @@ int BPF_PROG(efuse_request_send, const struct fuse_req *req) {
   __u32 slot = opcode_slot(req->in.h.opcode);
   struct efuse_op_stats *s = bpf_map_lookup_elem(&stats, &slot);
   if (s) s->sent++;
-  const __u64 addr = req_address(ctx);
-  __u32 i = inflight_slot(addr);
+  __u64 key = req->in.h.unique;
+  if (key == 0) key = req_address(ctx);
+  __u32 i = inflight_slot(key);
   struct efuse_inflight *f = bpf_map_lookup_elem(&inflight, &i);
   if (f) {
     if (f->req != 0) {
       struct efuse_misc *m = misc_counters();
       if (m) m->inflight_full++;
     }
-    f->req = addr;
+    f->req = key;
     f->sent_ns = bpf_ktime_get_ns();
   }
   return 0;
@@ -193,10 +194,16 @@ int BPF_PROG(efuse_request_end, const struct fuse_req *req) {
 
   __u64 latency = 0;
   int timed = 0;
-  const __u64 addr = req_address(ctx);
-  __u32 i = inflight_slot(addr);
+  __u64 key = req->in.h.unique;
+  __u32 i = inflight_slot(key);
   struct efuse_inflight *f = bpf_map_lookup_elem(&inflight, &i);
-  if (f && f->req == addr) {
+  if (!f || f->req != key) {
+    /* Sent before its unique was assigned: recorded by address. */
+    key = req_address(ctx);
+    i = inflight_slot(key);
+    f = bpf_map_lookup_elem(&inflight, &i);
+  }
+  if (f && f->req == key) {
     timed = 1;
     latency = now > f->sent_ns ? now - f->sent_ns : 0;
     f->req = 0;

@@ -53,12 +53,13 @@ struct efuse_config {
 };
 
 /* "inflight": BPF_MAP_TYPE_ARRAY of EFUSE_INFLIGHT_SLOTS send records, the
- * slot chosen by the struct fuse_req address (stable from send to end). An
- * array slot costs no hash update on the request path; two requests in
- * flight in one slot lose the first one's latency (counted as untimed). */
+ * slot chosen by the request's unique (or, where the kernel assigns the
+ * unique after the send tracepoint, its struct fuse_req address). An array
+ * slot costs no hash update on the request path; two requests in flight in
+ * one slot lose the first one's latency (counted as untimed). */
 #define EFUSE_INFLIGHT_SLOTS 16384
 struct efuse_inflight {
-  __u64 req;      /* the kernel's struct fuse_req address, 0 when free */
+  __u64 req;      /* the request's unique (or address), 0 when free */
   __u64 sent_ns;  /* bpf_ktime_get_ns at fuse_request_send */
 };
 

@@ -786,6 +786,7 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_daemon_opens", st.daemon_opens);
   add("pt_backing_ids", st.backing_ids);
   add("pt_backing_refusals", st.backing_refusals);
+  add("pt_backing_opens", backing_opens_.load(std::memory_order_relaxed));
   add("pt_backing_reuses", backing_reuses_.load(std::memory_order_relaxed));
   add("pt_stale", st.stale);
   add("pt_invalidations", st.invalidations);
@@ -1279,6 +1280,7 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
           use_pt = true;
           backing_id = *id;
           backing_ids_.fetch_add(1, std::memory_order_relaxed);
+          backing_opens_.fetch_add(1, std::memory_order_relaxed);
         } else {
           backing_refusals_.fetch_add(1, std::memory_order_relaxed);
           LogRefusal(id.error().value());

@@ -355,6 +355,8 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> daemon_opens_{0};
   mutable std::atomic<uint64_t> backing_refusals_{0};
   mutable std::atomic<uint64_t> backing_ids_{0};
+  // FUSE_DEV_IOC_BACKING_OPEN calls that succeeded.
+  mutable std::atomic<uint64_t> backing_opens_{0};
   // Opens that reused a backing id kept by KeepBacking (no ioctl).
   mutable std::atomic<uint64_t> backing_reuses_{0};
   mutable std::atomic<uint64_t> stale_{0};
