@@ -104,6 +104,7 @@ absl::Status KernelTelemetry::Attach(dev_t dev, unsigned connection_id) {
   config.dev = KernelDev(dev);
   config.sample_every = options_.sample_every;
   config.owner_pid = static_cast<__u32>(getpid());
+  config.time_every = options_.time_every;
   if (absl::Status s = maps_.WriteConfig(config); !s.ok()) return s;
   return Pin(connection_id);
 }
@@ -155,12 +156,12 @@ void KernelTelemetry::AppendStatus(std::vector<std::pair<std::string, std::strin
   lines->emplace_back("telemetry", pin_dir_.empty() ? "on (BPF programs attached; maps not pinned)"
                                                     : absl::StrCat("on (BPF maps pinned at ", pin_dir_, ")"));
   absl::StatusOr<efuse_config> c = maps_.ReadConfig();
-  if (c.ok()) lines->emplace_back("telemetry_sample_every", absl::StrCat(c->sample_every));
-  absl::StatusOr<efuse_misc> m = maps_.ReadMisc();
-  if (m.ok()) {
-    lines->emplace_back("telemetry_events_dropped", absl::StrCat(m->events_dropped));
-    lines->emplace_back("telemetry_untimed", absl::StrCat(m->untimed));
+  if (c.ok()) {
+    lines->emplace_back("telemetry_sample_every", absl::StrCat(c->sample_every));
+    lines->emplace_back("telemetry_time_every", absl::StrCat(c->time_every));
   }
+  absl::StatusOr<efuse_misc> m = maps_.ReadMisc();
+  if (m.ok()) lines->emplace_back("telemetry_events_dropped", absl::StrCat(m->events_dropped));
 }
 
 }  // namespace efuse::bpf

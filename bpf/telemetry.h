@@ -26,6 +26,9 @@ struct TelemetryOptions {
   // One event in the "events" ring buffer per this many requests (0: none
   // until `efusectl trace` asks).
   uint32_t sample_every = 0;
+  // Time (latency histograms) 1 in this many requests of each opcode, a
+  // power of 2; 1: every request. Counts are exact either way.
+  uint32_t time_every = 1;
 };
 
 class KernelTelemetry final : public Telemetry {

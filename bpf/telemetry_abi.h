@@ -37,7 +37,7 @@ struct efuse_op_stats {
   __u64 sent;            /* fuse_request_send seen */
   __u64 completed;       /* fuse_request_end seen: each request exactly once */
   __u64 errors;          /* completed with out.h.error != 0 */
-  __u64 timed;           /* completed with a matching send (latency known) */
+  __u64 timed;           /* completed with a timed send (latency known; see time_every) */
   __u64 latency_sum_ns;  /* over the timed ones */
   __u64 latency_max_ns;
   __u64 latency_hist[EFUSE_LATENCY_BUCKETS];
@@ -49,8 +49,11 @@ struct efuse_config {
   __u32 dev;           /* kernel dev_t of the mount (MKDEV: major << 20 | minor); 0 = count nothing */
   __u32 sample_every;  /* emit 1 event per this many completed requests into "events"; 0 = none */
   __u32 owner_pid;     /* the daemon that pinned the maps: tools tell stale pins by it */
-  __u32 reserved;
+  __u32 time_every;    /* time 1 of this many requests of an opcode (a power of 2; 0, 1: all) */
 };
+/* Each CPU times the first this many requests of every opcode whatever
+ * time_every says, so rare opcodes always have latencies. */
+#define EFUSE_TIME_FIRST 64
 
 /* "inflight": BPF_MAP_TYPE_ARRAY of EFUSE_INFLIGHT_SLOTS send records, the
  * slot chosen by the request's unique (or, where the kernel assigns the
@@ -89,7 +92,7 @@ struct efuse_hot_inode {
   __u32 counts[EFUSE_HOT_CLASSES];
   __u32 errors;
   __u64 first_seen_ns;  /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
-  __u64 last_seen_ns;
+  __u64 last_seen_ns;   /* of the last timed request of the mount, unless this one was timed */
 };
 
 /* "events": BPF_MAP_TYPE_RINGBUF of these, 1 per sample_every completions. */
@@ -109,7 +112,7 @@ struct efuse_event {
 struct efuse_misc {
   __u64 events_dropped;    /* ring buffer full: no reader keeps up */
   __u64 inflight_full;     /* a send overwrote another one's slot */
-  __u64 untimed;           /* end without a recorded send */
 };
+/* (Requests ended without a timed send: completed - timed in "stats".) */
 
 #endif /* EFUSE_BPF_TELEMETRY_ABI_H_ */

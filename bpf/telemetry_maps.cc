@@ -52,7 +52,6 @@ void AddOpStats(efuse_op_stats& a, const efuse_op_stats& b) {
 void AddMisc(efuse_misc& a, const efuse_misc& b) {
   a.events_dropped += b.events_dropped;
   a.inflight_full += b.inflight_full;
-  a.untimed += b.untimed;
 }
 
 }  // namespace

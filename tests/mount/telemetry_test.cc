@@ -97,8 +97,9 @@ class TelemetryTest : public ::testing::Test {
 
 TEST_F(TelemetryTest, CountsAreExact) {
   EfuseMount m;
-  // Attribute lifetime 0 and no offload: every stat is one GETATTR.
-  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false"}));
+  // Attribute lifetime 0 and no offload: every stat is one GETATTR. Every
+  // request timed.
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false", "--telemetry_time_every=1"}));
   constexpr int kFiles = 300;
   Counts bpf_before, daemon_before;
   ASSERT_TRUE(BpfCounts(m, &bpf_before));
@@ -145,6 +146,28 @@ TEST_F(TelemetryTest, CountsAreExact) {
   EXPECT_EQ(in_histogram, getattr.timed);
   EXPECT_GT(getattr.latency_max_ns, 0u);
   EXPECT_GT(bpf::HistogramQuantile(getattr.latency_hist, 0.99), 0u);
+  ASSERT_TRUE(m.Stop());
+}
+
+TEST_F(TelemetryTest, SampledLatencyKeepsCountsExact) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false", "--telemetry_time_every=8"}));
+  CreateFiles(m, 100);
+  Counts before, after;
+  ASSERT_TRUE(BpfCounts(m, &before));
+  for (int round = 0; round < 20; ++round) StatFiles(m, 100);
+  ASSERT_TRUE(BpfCounts(m, &after));
+  EXPECT_EQ(Delta(before, after, "GETATTR"), 2000u);
+  absl::StatusOr<bpf::TelemetryMaps> maps = bpf::TelemetryMaps::OpenPinned(ConnectionId(m));
+  ASSERT_TRUE(maps.ok());
+  absl::StatusOr<bpf::OpStatsTable> stats = maps->ReadStats();
+  ASSERT_TRUE(stats.ok());
+  const efuse_op_stats& getattr = (*stats)[3];
+  // The first 64 per CPU, then 1 in 8: far fewer than all, never none.
+  EXPECT_GT(getattr.timed, 2000u / 8);
+  EXPECT_LT(getattr.timed, getattr.completed / 2);
+  EXPECT_GT(bpf::HistogramQuantile(getattr.latency_hist, 0.5), 0u);
+  EXPECT_EQ(Status(m)["telemetry_time_every"], "8");
   ASSERT_TRUE(m.Stop());
 }
 

@@ -90,6 +90,9 @@ ABSL_FLAG(std::string, telemetry, "auto",
 ABSL_FLAG(uint32_t, trace_sample, 0,
           "telemetry: put 1 of every N requests into the trace ring buffer (0: none until "
           "'efusectl trace' asks)");
+ABSL_FLAG(uint32_t, telemetry_time_every, 8,
+          "telemetry: measure the latency of 1 in N requests of each opcode (a power of 2; "
+          "the first 64 of each opcode per CPU always); counts stay exact");
 ABSL_FLAG(bool, offload, true,
           "let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
           "entries and attributes, page cache kept for hot memfs files, backing ids kept "
@@ -299,6 +302,9 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   if (c.telemetry != "auto" && c.telemetry != "on" && c.telemetry != "off")
     return absl::InvalidArgumentError("--telemetry: '" + c.telemetry + "' is not auto, on or off");
   c.trace_sample = absl::GetFlag(FLAGS_trace_sample);
+  c.time_every = absl::GetFlag(FLAGS_telemetry_time_every);
+  if (c.time_every == 0 || (c.time_every & (c.time_every - 1)) != 0 || c.time_every > 65536)
+    return absl::InvalidArgumentError("--telemetry_time_every: must be a power of 2 from 1 to 65536");
   c.session.offload = absl::GetFlag(FLAGS_offload);
   const double offload_timeout = absl::GetFlag(FLAGS_offload_timeout);
   if (!(offload_timeout > 0) || offload_timeout > 86400)

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   if (config->telemetry != "off") {
     efuse::bpf::TelemetryOptions topts;
     topts.sample_every = config->trace_sample;
+    topts.time_every = config->time_every;
     absl::StatusOr<std::unique_ptr<efuse::bpf::KernelTelemetry>> loaded =
         efuse::bpf::KernelTelemetry::Load(topts);
     if (loaded.ok()) {
