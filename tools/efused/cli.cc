@@ -90,7 +90,7 @@ ABSL_FLAG(std::string, telemetry, "auto",
 ABSL_FLAG(uint32_t, trace_sample, 0,
           "telemetry: put 1 of every N requests into the trace ring buffer (0: none until "
           "'efusectl trace' asks)");
-ABSL_FLAG(uint32_t, telemetry_time_every, 8,
+ABSL_FLAG(uint32_t, telemetry_time_every, 1,
           "telemetry: measure the latency of 1 in N requests of each opcode (a power of 2; "
           "the first 64 of each opcode per CPU always); counts stay exact");
 ABSL_FLAG(bool, offload, true,

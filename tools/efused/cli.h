@@ -29,7 +29,7 @@ struct DaemonConfig {
   uint32_t queue_depth = 4;
   std::string telemetry = "auto";  // auto, on, off
   uint32_t trace_sample = 0;
-  uint32_t time_every = 8;
+  uint32_t time_every = 1;
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).
   PassthroughOptions passthrough;
