@@ -99,7 +99,7 @@ TEST_F(TelemetryTest, CountsAreExact) {
   EfuseMount m;
   // Attribute lifetime 0 and no offload: every stat is one GETATTR. Every
   // request timed.
-  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false", "--telemetry_time_every=1"}));
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off", "--telemetry_time_every=1"}));
   constexpr int kFiles = 300;
   Counts bpf_before, daemon_before;
   ASSERT_TRUE(BpfCounts(m, &bpf_before));
@@ -151,7 +151,7 @@ TEST_F(TelemetryTest, CountsAreExact) {
 
 TEST_F(TelemetryTest, SampledLatencyKeepsCountsExact) {
   EfuseMount m;
-  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false", "--telemetry_time_every=8"}));
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off", "--telemetry_time_every=8"}));
   CreateFiles(m, 100);
   Counts before, after;
   ASSERT_TRUE(BpfCounts(m, &before));
@@ -173,9 +173,9 @@ TEST_F(TelemetryTest, SampledLatencyKeepsCountsExact) {
 
 TEST_F(TelemetryTest, AnotherMountIsNotCounted) {
   EfuseMount watched, other;
-  ASSERT_TRUE(watched.Start({"--attr_timeout=0", "--offload=false"}));
+  ASSERT_TRUE(watched.Start({"--attr_timeout=0", "--offload=off"}));
   // The other mount runs its own programs too: both filters are exercised.
-  ASSERT_TRUE(other.Start({"--attr_timeout=0", "--offload=false"}));
+  ASSERT_TRUE(other.Start({"--attr_timeout=0", "--offload=off"}));
   ASSERT_NE(ConnectionId(watched), ConnectionId(other));
   CreateFiles(other, 50);
   Counts w0, o0, w1, o1;
@@ -261,7 +261,7 @@ class StatLoad {
 
 TEST_F(TelemetryTest, EfusectlStatsTopAndTraceReadARunningDaemon) {
   EfuseMount m;
-  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=false"}));
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off"}));
   CreateFiles(m, 20);
   StatLoad load(m, 20);
   CommandResult stats = RunCommand({EFUSECTL_PATH, "stats", m.path(), "--interval=0.5"}, std::chrono::seconds(10));
@@ -313,7 +313,7 @@ TEST_F(TelemetryTest, OffloadKeepsHotStatsInTheKernel) {
   uint64_t per_round[2];
   for (bool offload : {false, true}) {
     EfuseMount m;
-    ASSERT_TRUE(m.Start({"--attr_timeout=0", "--entry_timeout=0", offload ? "--offload=true" : "--offload=false"}));
+    ASSERT_TRUE(m.Start({"--attr_timeout=0", "--entry_timeout=0", offload ? "--offload=on" : "--offload=off"}));
     CreateFiles(m, kFiles);
     per_round[offload] = RequestsPerRound(m, {"LOOKUP", "GETATTR"}, 5, 5, [&] { StatFiles(m, kFiles); });
     if (offload) {
@@ -339,7 +339,7 @@ TEST_F(TelemetryTest, OffloadServesHotReadsFromThePageCache) {
   uint64_t per_round[2];
   for (bool offload : {false, true}) {
     EfuseMount m;
-    ASSERT_TRUE(m.Start({offload ? "--offload=true" : "--offload=false"}));
+    ASSERT_TRUE(m.Start({offload ? "--offload=on" : "--offload=off"}));
     std::string error;
     ASSERT_TRUE(WriteFile(m.Path("hot"), data, &error)) << error;
     per_round[offload] = RequestsPerRound(m, {"READ"}, 3, 4, [&] {

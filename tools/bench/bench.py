@@ -155,7 +155,7 @@ def make_transport_targets(selected):
     offload policy is off: it would raise the hot file's attribute lifetime
     and the GETATTR loop would no longer reach the daemon."""
     all_t = [Target("memfs-" + tr, [EFUSED, "--fs=memfs", "--size=4G", "--transport=" + tr,
-                                    "--attr_timeout=0", "--offload=false", "@MNT@"],
+                                    "--attr_timeout=0", "--offload=off", "@MNT@"],
                     persistent=False)
              for tr in TRANSPORTS]
     all_t.append(Target("pt_ll-tmpfs", [PLL, "-f", "-o", "source=%s,timeout=0" % SHM_SRC, "@MNT@"],
@@ -174,14 +174,14 @@ def make_offload_pairs():
     zero = ["--attr_timeout=0", "--entry_timeout=0"]
 
     def offload(extra):
-        return [Target("offload-on", memfs + extra + ["--telemetry=on", "--offload=true", "@MNT@"],
+        return [Target("offload-on", memfs + extra + ["--telemetry=on", "--offload=on", "@MNT@"],
                        persistent=False),
-                Target("offload-off", memfs + extra + ["--telemetry=on", "--offload=false", "@MNT@"],
+                Target("offload-off", memfs + extra + ["--telemetry=on", "--offload=off", "@MNT@"],
                        persistent=False)]
     # The transports suite's GETATTR loop; the policy is off on both sides,
     # so only the BPF programs on the tracepoints differ. Once as by default
     # (every request timed), once timing 1 in 8.
-    loop = memfs + ["--attr_timeout=0", "--offload=false"]
+    loop = memfs + ["--attr_timeout=0", "--offload=off"]
     off = Target("telemetry-off", loop + ["--telemetry=off", "@MNT@"], persistent=False)
     telemetry = [Target("telemetry-on", loop + ["--telemetry=on", "@MNT@"], persistent=False), off]
     sampled = [Target("telemetry-on-time-1in8", loop + ["--telemetry=on", "--telemetry_time_every=8", "@MNT@"],

@@ -93,8 +93,8 @@ ABSL_FLAG(uint32_t, trace_sample, 0,
 ABSL_FLAG(uint32_t, telemetry_time_every, 1,
           "telemetry: measure the latency of 1 in N requests of each opcode (a power of 2; "
           "the first 64 of each opcode per CPU always); counts stay exact");
-ABSL_FLAG(bool, offload, true,
-          "let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
+ABSL_FLAG(std::string, offload, "on",
+          "on or off: let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
           "entries and attributes, page cache kept for hot memfs files, backing ids kept "
           "for hot passthrough files");
 ABSL_FLAG(double, offload_timeout, 30.0,
@@ -305,7 +305,10 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   c.time_every = absl::GetFlag(FLAGS_telemetry_time_every);
   if (c.time_every == 0 || (c.time_every & (c.time_every - 1)) != 0 || c.time_every > 65536)
     return absl::InvalidArgumentError("--telemetry_time_every: must be a power of 2 from 1 to 65536");
-  c.session.offload = absl::GetFlag(FLAGS_offload);
+  const std::string offload = absl::GetFlag(FLAGS_offload);
+  if (offload != "on" && offload != "off")
+    return absl::InvalidArgumentError("--offload: '" + offload + "' is not on or off");
+  c.session.offload = offload == "on";
   const double offload_timeout = absl::GetFlag(FLAGS_offload_timeout);
   if (!(offload_timeout > 0) || offload_timeout > 86400)
     return absl::InvalidArgumentError("--offload_timeout: must be seconds in (0, 86400]");

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
       telemetry = std::move(*loaded);
       efuse::Log(efuse::LogLevel::kInfo,
                  "telemetry: BPF programs attached to tp_btf/fuse_request_send and _end%s",
-                 config->session.offload ? "; offload policy on" : "; offload policy off (--offload=false)");
+                 config->session.offload ? "; offload policy on" : "; offload policy off (--offload=off)");
     } else if (config->telemetry == "on") {
       std::fprintf(stderr, "efused: --telemetry=on: %s\n", std::string(loaded.status().message()).c_str());
       return 1;
