@@ -31,8 +31,8 @@ uint32_t KernelDev(dev_t dev);
 // Sums of the per-CPU "stats", indexed by opcode slot.
 using OpStatsTable = std::array<efuse_op_stats, EFUSE_OPCODE_SLOTS>;
 
-// Latency at quantile q (0..1) from a log2 histogram: the upper bound of the
-// bucket holding it (ns), 0 if empty.
+// Latency at quantile q (0..1) from a log2 histogram, interpolated linearly
+// inside the bucket holding it (ns); 0 if empty.
 uint64_t HistogramQuantile(const __u64 (&hist)[EFUSE_LATENCY_BUCKETS], double q);
 
 // File descriptors of one daemon's maps (owned; closed on destruction).
