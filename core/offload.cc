@@ -24,6 +24,8 @@ constexpr uint64_t kScanOverlapNs = kSecond;
 // A page-cache push is repeated (pages evicted, or invalidated by an open
 // that raced with the first push) at most this often.
 constexpr uint64_t kRestoreIntervalNs = 5 * kSecond;
+// How often hot inodes that went quiet are forgotten.
+constexpr uint64_t kSweepIntervalNs = 10 * kSecond;
 
 }  // namespace
 
@@ -132,6 +134,7 @@ void OffloadPolicy::Scan() {
   std::vector<Decision> decisions;
   std::vector<uint64_t> to_store, to_keep_backing;
   for (const HotInode& row : rows_) {
+    if (auto a = active_.find(row.nodeid); a != active_.end()) a->second = now;
     // Most rows never need a baseline (no change seen, never stored): none
     // is kept for them, so the map stays as small as the hot set.
     static const Baseline kNone;
@@ -160,6 +163,7 @@ void OffloadPolicy::Scan() {
 
   // Cached before the push: an open that races with it must keep the pages.
   auto set_flags = [&](uint64_t id, uint8_t add) {
+    active_[id] = now;
     absl::MutexLock l(&mu_);
     hot_[id].flags |= add;
     hot_count_.store(hot_.size(), std::memory_order_relaxed);
@@ -179,6 +183,10 @@ void OffloadPolicy::Scan() {
     auto it = hot_.find(id);
     if (it != hot_.end()) it->second.flags &= static_cast<uint8_t>(~kCached);
   }
+  if (now - last_sweep_ns_ > kSweepIntervalNs) {
+    ForgetIdle(now);
+    last_sweep_ns_ = now;
+  }
   for (uint64_t id : to_keep_backing) {
     if ((FlagsOf(id) & kBackingKept) != 0 || kept_backing_ >= options_.max_kept_backing) continue;
     if (fs_->KeepBacking(id)) {
@@ -187,6 +195,27 @@ void OffloadPolicy::Scan() {
       set_flags(id, kBackingKept);
     }
   }
+}
+
+void OffloadPolicy::ForgetIdle(uint64_t now) {
+  // An inode the kernel has served alone for this long has outlived every
+  // lifetime it was given: its next request earns the raise again. Kept
+  // backing ids stay (bounded by max_kept_backing; the backend drops them
+  // with the inode).
+  const uint64_t idle_ns = static_cast<uint64_t>(std::max(60.0, 2 * options_.max_timeout) * 1e9);
+  std::vector<uint64_t> idle;
+  for (const auto& [id, seen] : active_)
+    if (now - seen > idle_ns) idle.push_back(id);
+  if (idle.empty()) return;
+  absl::MutexLock l(&mu_);
+  for (uint64_t id : idle) {
+    auto it = hot_.find(id);
+    if (it != hot_.end() && (it->second.flags & kBackingKept) != 0) continue;
+    if (it != hot_.end()) hot_.erase(it);
+    active_.erase(id);
+    baselines_.erase(id);
+  }
+  hot_count_.store(hot_.size(), std::memory_order_relaxed);
 }
 
 void OffloadPolicy::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {

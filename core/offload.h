@@ -106,6 +106,8 @@ class OffloadPolicy {
 
   uint8_t FlagsOf(uint64_t nodeid) const;
   void Loop();
+  // Drops what the policy remembers of inodes quiet for long (scan thread).
+  void ForgetIdle(uint64_t now);
 
   const OffloadOptions options_;
   Telemetry* const telemetry_;
@@ -119,6 +121,8 @@ class OffloadPolicy {
 
   // The scan thread's own state.
   absl::flat_hash_map<uint64_t, Baseline> baselines_;
+  absl::flat_hash_map<uint64_t, uint64_t> active_;  // hot node id -> last scan that saw it
+  uint64_t last_sweep_ns_ = 0;
   std::vector<HotInode> rows_;
   uint64_t last_scan_ns_ = 0;
   uint32_t kept_backing_ = 0;
