@@ -616,11 +616,11 @@ class Runner:
             a.stat_files, OFFLOAD_WARMUP + 1, a.stat_rounds), "s", pairs["hot-stat"],
             self.hot_stat_sample)
         self.run_pair("telemetry-cost", "telemetry-cost (GETATTR loop, attr 0)", "req/s",
-                      pairs["telemetry-cost"], self.telemetry_sample)
+                      pairs["telemetry-cost"], self.telemetry_sample, a.cost_repeats)
         self.run_pair("telemetry-cost-sampled", "telemetry-cost, 1 in 8 requests timed", "req/s",
-                      pairs["telemetry-cost-sampled"], self.telemetry_sample)
+                      pairs["telemetry-cost-sampled"], self.telemetry_sample, a.cost_repeats)
 
-    def run_pair(self, key, wl, unit, pair, sample):
+    def run_pair(self, key, wl, unit, pair, sample, repeats=None):
         """Runs sample(t) on a fresh daemon of each of the two targets in pair,
         offload_repeats times, alternating which goes first (drift and order
         then hit both alike); records per target the medians and, in
@@ -628,7 +628,7 @@ class Runner:
         log("offload: %s" % wl)
         runs = {t.name: [] for t in pair}
         try:
-            for i in range(self.a.offload_repeats):
+            for i in range(repeats or self.a.offload_repeats):
                 for t in (pair if i % 2 == 0 else pair[::-1]):
                     if not self.started(t):
                         raise RuntimeError("%s cannot start: %s" % (t.name, self.failed[t.name]))
@@ -941,6 +941,9 @@ def main():
     q = a.quick
     # the offload pairs compare two sides: even --quick takes 2 runs of each
     a.offload_repeats = a.repeats or (2 if q else 3)
+    # the telemetry cost is a few % against run-to-run noise of the same
+    # order on this VM: more repeats for its medians
+    a.cost_repeats = a.repeats or (2 if q else 7)
     a.read_passes = a.read_passes or (8 if q else 20)
     a.stat_rounds = a.stat_rounds or (8 if q else 10)
     a.stat_files = a.stat_files or (2000 if q else 10000)
@@ -1010,7 +1013,7 @@ def main():
     res = {
         "config": {"quick": q, "runtime_s": a.runtime, "repeats": a.repeats,
                    "fio_size": a.size, "meta_files": a.files, "tree_files": a.tree,
-                   "offload_repeats": a.offload_repeats, "offload_warmup": OFFLOAD_WARMUP,
+                   "offload_repeats": a.offload_repeats, "cost_repeats": a.cost_repeats, "offload_warmup": OFFLOAD_WARMUP,
                    "hot_read_mib": HOT_READ_MIB, "read_passes": a.read_passes,
                    "stat_rounds": a.stat_rounds, "stat_files": a.stat_files, "efused": EFUSED,
                    "data_dir": DATA, "kernel": os.uname().release,
