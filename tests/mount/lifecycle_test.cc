@@ -394,6 +394,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NegativeWorkers", {"--workers=-1", "MNT"}, "--workers"},
         BadCase{"NegativeTimeout", {"--attr_timeout=-1", "MNT"}, "--attr_timeout"},
         BadCase{"BadTelemetryMode", {"--telemetry=maybe", "MNT"}, "--telemetry"},
+        BadCase{"PollTooLong", {"--poll_us=20000", "MNT"}, "--poll_us"},
         BadCase{"BadOffloadMode", {"--offload=sometimes", "MNT"}, "--offload"},
         BadCase{"TimeEveryNotAPowerOfTwo", {"--telemetry_time_every=3", "MNT"}, "--telemetry_time_every"},
         BadCase{"MissingMountPoint", {"--size=64M"}, "mount point"},

@@ -13,6 +13,8 @@
 #include <map>
 #include <chrono>
 #include <iterator>
+#include <atomic>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -152,6 +154,31 @@ TEST_F(TransportTest, AutoTakesIoUringOnDevFuseWhenTheRingIsSwitchedOff) {
   EXPECT_TRUE(LogShows(mount_, "serving with the uring-dev transport (uring unavailable: the "
                                "kernel did not offer FUSE_OVER_IO_URING"))
       << mount_.Log();
+}
+
+// --poll_us: workers that look for requests before sleeping serve the same
+// bytes, from several clients at once, and still stop cleanly.
+TEST_F(TransportTest, PollingWorkersServeAndStop) {
+  ASSERT_TRUE(mount_.Start({"--transport=uring", "--poll_us=200", "--attr_timeout=0"}));
+  EXPECT_TRUE(LogShows(mount_, "workers poll 200 us")) << mount_.Log();
+  std::vector<std::thread> clients;
+  std::atomic<int> failures{0};
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      const std::string f = mount_.Path("p" + std::to_string(c));
+      const std::string data = PatternBytes(c, 1 << 20);
+      std::string error, got;
+      for (int i = 0; i < 5; ++i) {
+        if (!WriteFile(f, data, &error) || !ReadFile(f, &got, &error) || got != data) ++failures;
+        struct stat st;
+        for (int k = 0; k < 200; ++k)
+          if (stat(f.c_str(), &st) != 0) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE(mount_.Stop());
 }
 
 TEST_F(TransportTest, UringFallsBackWhenIoUringIsRefused) {

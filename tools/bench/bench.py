@@ -158,6 +158,10 @@ def make_transport_targets(selected):
                                     "--attr_timeout=0", "--offload=off", "@MNT@"],
                     persistent=False)
              for tr in TRANSPORTS]
+    # uring whose workers poll 50 us before sleeping (efused --poll_us)
+    all_t.append(Target("memfs-uring-poll", [EFUSED, "--fs=memfs", "--size=4G", "--transport=uring",
+                                             "--poll_us=50", "--attr_timeout=0", "--offload=off", "@MNT@"],
+                        persistent=False))
     all_t.append(Target("pt_ll-tmpfs", [PLL, "-f", "-o", "source=%s,timeout=0" % SHM_SRC, "@MNT@"],
                         persistent=False))
     if selected:
