@@ -196,9 +196,13 @@ TEST_F(LifecycleTest, SecondSignalAbortsTheDrain) {
 }
 
 TEST_F(LifecycleTest, SigkillLeavesADeadMountThatEfusectlRemoves) {
-  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  ASSERT_TRUE(mount_.Start({"--size=64M", "--telemetry=on"}));
   const std::string mnt = mount_.path();
   Write(mount_.Path("f"), "data");
+  MountEntry entry;
+  ASSERT_TRUE(FindMount(mnt, &entry));
+  const std::string pins = "/sys/fs/bpf/efuse/" + std::to_string(entry.dev_minor);
+  const std::string status_file = "/run/efuse/" + std::to_string(entry.dev_minor) + ".status";
   mount_.Signal(SIGKILL);
   int status = 0;
   ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &status));
@@ -241,9 +245,14 @@ TEST_F(LifecycleTest, SigkillLeavesADeadMountThatEfusectlRemoves) {
   EXPECT_NE(status_before.out.find(mnt), std::string::npos) << status_before.Describe();
   EXPECT_NE(status_before.out.find("dead"), std::string::npos) << status_before.Describe();
 
+  struct stat pinned {};
+  EXPECT_SYS(stat(pins.c_str(), &pinned));  // a killed daemon cannot unpin
   CommandResult umount = RunCommand({EFUSECTL_PATH, "umount", mnt}, seconds(10));
   EXPECT_EQ(umount.exit_code(), 0) << umount.Describe();
   EXPECT_FALSE(FindMount(mnt)) << "efusectl umount left the dead mount";
+  // ... and with it what the daemon could not clean up.
+  EXPECT_ERRNO(stat(pins.c_str(), &pinned), ENOENT);
+  EXPECT_ERRNO(stat(status_file.c_str(), &pinned), ENOENT);
 
   CommandResult status_after = RunCommand({EFUSECTL_PATH, "status"}, seconds(10));
   EXPECT_EQ(status_after.exit_code(), 0) << status_after.Describe();

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "core/mount.h"
 #include "core/session.h"
+#include "bpf/telemetry_maps.h"
 #include "tools/efusectl/telemetry_view.h"
 
 namespace {
@@ -114,7 +116,25 @@ int Status() {
   return 0;
 }
 
+// What a daemon killed before its cleanup leaves of connection `id`: its
+// status file and its pinned telemetry maps (frozen: their programs went
+// with the process). Kept while that daemon still runs.
+void RemoveLeftovers(unsigned id) {
+  const long pid = StatusValue(ReadStatusFile(id), "pid");
+  if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) return;
+  unlink(efuse::StatusFilePath(id).c_str());
+  const std::string dir = efuse::bpf::PinDir(id);
+  for (const char* map : {"config", "stats", "hot_inodes", "events", "misc"})
+    unlink((dir + "/" + map).c_str());
+  if (rmdir(dir.c_str()) == 0) std::printf("removed %s (telemetry of the dead daemon)\n", dir.c_str());
+}
+
 int Umount(const std::string& mp) {
+  char buf[PATH_MAX];
+  const std::string resolved = realpath(mp.c_str(), buf) != nullptr ? std::string(buf) : mp;
+  std::optional<unsigned> id;
+  for (const MountInfo& m : EfuseMounts())
+    if (m.mountpoint == resolved) id = m.dev_minor;
   bool lazy = false;
   absl::Status s = efuse::UnmountFuse(mp, &lazy);
   if (!s.ok()) {
@@ -122,6 +142,7 @@ int Umount(const std::string& mp) {
     return 1;
   }
   std::printf("unmounted %s%s\n", mp.c_str(), lazy ? " (lazily: it was busy)" : "");
+  if (id) RemoveLeftovers(*id);
   return 0;
 }
 
