@@ -14,6 +14,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
 
@@ -240,11 +241,11 @@ struct MemFs::Inode {
   // from 0 while an inode is being freed.
   std::atomic<uint64_t> lookups{0};
   std::atomic<uint32_t> opens{0};
-  // Page-cache pushes (StoreInPageCache) must not race with writers: open
-  // handles that may write, and a count of every write-open and truncation
-  // (each reaches the daemon before the kernel touches a page for it).
+  // Page-cache pushes (StoreInPageCache) and writers exclude each other:
+  // `writers` counts handles that may write and truncations under way,
+  // `storing` is set while a push runs. Both change under MemFs::store_mu_.
   std::atomic<uint32_t> writers{0};
-  std::atomic<uint64_t> write_epoch{0};
+  bool storing = false;
 };
 
 MemFs::MemFs(MemFsOptions opts) : opts_(opts), space_(opts.size_limit) {
@@ -390,12 +391,16 @@ bool MemFs::IsInSubtree(const Inode* dir, const Inode* top) const {
   return false;
 }
 
+void MemFs::BeginWrite(Inode& n) {
+  absl::MutexLock l(&store_mu_);
+  while (n.storing) store_cv_.Wait(&store_mu_);
+  n.writers.fetch_add(1, std::memory_order_relaxed);
+}
+
+void MemFs::EndWrite(Inode& n) { n.writers.fetch_sub(1, std::memory_order_relaxed); }
+
 OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags) {
   n->opens.fetch_add(1, std::memory_order_relaxed);
-  if ((flags & O_ACCMODE) != O_RDONLY) {
-    n->writers.fetch_add(1, std::memory_order_relaxed);
-    n->write_epoch.fetch_add(1, std::memory_order_release);
-  }
   memfs::WriteLock l(&handles_mu_);
   OpenReply reply;
   reply.fh = next_fh_++;
@@ -414,15 +419,21 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
   if ((flags & O_TRUNC) != 0) mask |= kW;
   if (n->type == S_IFDIR && (mask & kW) != 0) return Errno(EISDIR);
   if (n->type == S_IFLNK) return Errno(ELOOP);
+  // A write handle counts as a writer until released; a read-only O_TRUNC
+  // only while it truncates. Taken before n->mu: a push in progress holds
+  // it briefly and must finish first.
+  const bool writes = (mask & kW) != 0;
+  if (writes) BeginWrite(*n);
+  const bool write_handle = access != O_RDONLY;
   {
     memfs::WriteLock l(&n->mu);
     // A new file is opened with the rights asked for, whatever its mode.
     if (!is_new && !Permits(ctx, n->mode, n->uid, n->gid, mask)) {
+      if (writes) EndWrite(*n);
       return Errno(EACCES);
     }
     const timespec now = Now();
     if (!is_new && n->type == S_IFREG && (flags & O_TRUNC) != 0) {
-      n->write_epoch.fetch_add(1, std::memory_order_release);
       n->data.Truncate(0);
       n->mtime = n->ctime = now;
       n->DropCapability(space_);
@@ -433,6 +444,7 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
       if (n->mode != before) n->ctime = now;
     }
   }
+  if (writes && !write_handle) EndWrite(*n);
   return NewHandle(std::move(n), flags);
 }
 
@@ -755,7 +767,12 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
                                  const SetAttrRequest& req) {
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return Errno(ENOENT);
-  if ((req.valid & abi::kFattrSize) != 0) n->write_epoch.fetch_add(1, std::memory_order_release);
+  // A truncation is a writer while it runs (see StoreInPageCache).
+  const bool resizes = (req.valid & abi::kFattrSize) != 0;
+  if (resizes) BeginWrite(*n);
+  absl::Cleanup end_write = [&] {
+    if (resizes) EndWrite(*n);
+  };
   memfs::WriteLock l(&n->mu);
   if (n->dead) return Errno(ENOENT);
   const uint32_t v = req.valid;
@@ -929,6 +946,7 @@ Result<CreateReply> MemFs::TmpFile(const RequestContext& ctx, uint64_t parent,
       NewInode(ctx, *dir, S_IFREG | (mode & ~umask & kPermBits), 0);
   if (!n) return n.error();
   (*n)->AddLinks(-1, Now());  // unnamed until Link() gives it a name
+  if ((flags & O_ACCMODE) != O_RDONLY) BeginWrite(**n);  // new: never being pushed
   OpenReply open = NewHandle(Find((*n)->id), flags);
   (*n)->lookups.fetch_add(1, std::memory_order_relaxed);
   return CreateReply{LockedEntryOf(**n), open};
@@ -964,32 +982,34 @@ Result<uint64_t> MemFs::StoreInPageCache(uint64_t nodeid, uint64_t max_bytes) {
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return Errno(ENOENT);
   if (n->type != S_IFREG) return Errno(EINVAL);
+  // Nobody may change the file from the snapshot until the kernel holds it:
+  // pushed pages older than the kernel's would overwrite them, and a push
+  // after a truncation would grow the file back. Writers wait (BeginWrite);
+  // a file already open for writing is not pushed.
+  {
+    absl::MutexLock l(&store_mu_);
+    if (n->writers.load(std::memory_order_relaxed) != 0 || n->storing) return Errno(EBUSY);
+    n->storing = true;
+  }
+  absl::Cleanup done = [&] {
+    absl::MutexLock l(&store_mu_);
+    n->storing = false;
+    store_cv_.SignalAll();
+  };
   std::vector<uint8_t> data;
-  uint64_t epoch;
   {
     memfs::ReadLock l(&n->mu);
     if (n->dead) return Errno(ENOENT);
-    // A writer may change pages the kernel holds; what we push could then
-    // overwrite newer data. Only files nobody has open for writing.
-    if (n->writers.load(std::memory_order_relaxed) != 0) return Errno(EBUSY);
     if (n->data.size() > max_bytes) return Errno(EFBIG);
-    epoch = n->write_epoch.load(std::memory_order_acquire);
     data.resize(n->data.size());
     n->data.Read(0, data);
   }
-  // Outside every lock: the kernel may wait on requests this daemon serves.
+  // Outside n->mu: the kernel may wait on requests this daemon serves.
   constexpr size_t kChunk = 1 << 20;
   for (size_t off = 0; off < data.size(); off += kChunk) {
     std::span<const uint8_t> chunk = std::span<const uint8_t>(data).subspan(off, std::min(kChunk, data.size() - off));
     proto::Reply r = proto::NotifyStore(nodeid, off, chunk);
     if (Status s = kernel_->Notify(r.Iov()); !s.ok()) return s.error();
-  }
-  // A writer opened, or someone truncated, while we pushed: what we stored
-  // may be older than the kernel's pages were. Drop them all.
-  if (n->write_epoch.load(std::memory_order_acquire) != epoch) {
-    proto::Reply r = proto::NotifyInvalInode(nodeid, 0, 0);
-    kernel_->Notify(r.Iov()).ok();
-    return Errno(EAGAIN);
   }
   return static_cast<uint64_t>(data.size());
 }

@@ -20,6 +20,10 @@
 //                    table_mu_ look-up, never tree_mu_.
 //   3. table_mu_,    leaves: the node id -> inode map and the open handles;
 //      handles_mu_   nothing is taken while one is held.
+//   4. store_mu_     a leaf too: page-cache pushes against writers of one
+//                    inode. A writer may wait on store_cv_ holding tree_mu_
+//                    (never an Inode::mu); a push holds no lock while the
+//                    kernel takes its pages.
 // The byte budget (SpaceAccount) is a lock-free counter.
 //
 // Policies: node ids start at 2 and are never reused (generation 0); files
@@ -38,6 +42,7 @@
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "core/filesystem.h"
 #include "core/memfs/file_data.h"
 #include "core/memfs/rw_mutex.h"
@@ -177,6 +182,14 @@ class MemFs : public FileSystem {
   struct Inode;
   struct DirData;
   KernelConnection* kernel_ = nullptr;  // set by Init, before any request
+  // Page-cache pushes against writers of the same inode (Inode::storing,
+  // Inode::writers). A leaf: nothing else is taken while it is held.
+  absl::Mutex store_mu_;
+  absl::CondVar store_cv_;
+  // Counts a writer of `n` (a write handle, or a truncation while it runs),
+  // after any push of `n` in progress has finished. Never with n.mu held.
+  void BeginWrite(Inode& n);
+  void EndWrite(Inode& n);
   struct Handle {
     std::shared_ptr<Inode> inode;
     uint32_t flags = 0;

@@ -371,6 +371,52 @@ TEST_F(TelemetryTest, OffloadServesHotReadsFromThePageCache) {
       << "with offload " << per_round[true] << " READs per pass, without " << per_round[false];
 }
 
+// Page-cache pushes race with writers that rewrite the same files: what a
+// writer reads back right after its own write must be what it wrote, never
+// older pages or an older size pushed meanwhile.
+TEST_F(TelemetryTest, PageCachePushesNeverHideAWrite) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({}));
+  constexpr int kFiles = 40;
+  std::string error;
+  for (int i = 0; i < kFiles; ++i)
+    ASSERT_TRUE(WriteFile(m.Path("f" + std::to_string(i)), PatternBytes(i, 64 << 10), &error)) << error;
+  std::atomic<bool> stop{false};
+  // Readers make every file hot, so the policy pushes them.
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      std::string got, err;
+      while (!stop.load())
+        for (int i = 0; i < kFiles && !stop.load(); ++i) ReadFile(m.Path("f" + std::to_string(i)), &got, &err);
+    });
+  }
+  std::atomic<int> mismatches{0};
+  std::string first_mismatch;
+  std::thread writer([&] {
+    uint64_t gen = 1000;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+    while (std::chrono::steady_clock::now() < end) {
+      const int i = static_cast<int>(gen % kFiles);
+      const std::string want = PatternBytes(gen, (16 << 10) + (gen * 7919) % (200 << 10));
+      std::string got, err;
+      const std::string path = m.Path("f" + std::to_string(i));
+      if (!WriteFile(path, want, &err) || !ReadFile(path, &got, &err) || got != want) {
+        if (mismatches.fetch_add(1) == 0)
+          first_mismatch = path + ": wrote " + std::to_string(want.size()) + " bytes, read " +
+                           std::to_string(got.size()) + (err.empty() ? "" : " (" + err + ")");
+      }
+      ++gen;
+    }
+  });
+  writer.join();
+  stop.store(true);
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(mismatches.load(), 0) << first_mismatch;
+  EXPECT_GE(StatusNumber(m, "offload_page_cache_stores"), 1u) << "no push happened: the race was not exercised";
+  ASSERT_TRUE(m.Stop());
+}
+
 TEST_F(TelemetryTest, OffloadKeepsPassthroughBackingIdsOfHotFiles) {
   char tmpl[] = "/tmp/efuse-ptsrc-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
