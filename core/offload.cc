@@ -1,21 +1,14 @@
 #include "core/offload.h"
 
-#include <time.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "proto/abi.h"
 
 namespace efuse {
 namespace {
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);  // the clock of bpf_ktime_get_ns
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 constexpr uint64_t kSecond = 1000000000ull;
 // Rows are read from a little before the last scan: a request that ended

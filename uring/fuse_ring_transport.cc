@@ -3,7 +3,6 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "proto/abi.h"
 #include "proto/init.h"
@@ -25,12 +25,6 @@
 namespace efuse::uring {
 
 namespace {
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 constexpr size_t kPage = 4096;
 // Room in front of each payload buffer: the header (288 bytes) at its start,

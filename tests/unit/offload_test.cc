@@ -3,21 +3,14 @@
 // tests/mount/telemetry_test.cc on real mounts).
 #include "core/offload.h"
 
-#include <time.h>
-
 #include <vector>
 
+#include "core/clock.h"
 #include "gtest/gtest.h"
 #include "proto/abi.h"
 
 namespace efuse {
 namespace {
-
-uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // The kernel's table as the test sets it: counts per node id.
 class TableTelemetry : public Telemetry {
@@ -36,14 +29,14 @@ class TableTelemetry : public Telemetry {
     for (HotInode& h : rows) {
       if (h.nodeid == nodeid) {
         h.counts[cls] += n;
-        h.last_seen_ns = NowNs();
+        h.last_seen_ns = MonotonicNs();
         return;
       }
     }
     HotInode h;
     h.nodeid = nodeid;
     h.counts[cls] = n;
-    h.last_seen_ns = NowNs();
+    h.last_seen_ns = MonotonicNs();
     rows.push_back(h);
   }
   std::vector<HotInode> rows;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bpf/telemetry_maps.h"
+#include "core/clock.h"
 #include "proto/opcode.h"
 
 namespace efuse::ctl {
@@ -49,11 +50,7 @@ bool SleepUnlessStopped(double seconds) {
   return !stop_requested.load();
 }
 
-double NowSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
+double NowSeconds() { return static_cast<double>(MonotonicNs()) / 1e9; }
 
 // --name=value options; every option must be one of `known`.
 struct Options {
