@@ -117,34 +117,28 @@ void KernelTelemetry::Detach() {
 
 absl::Status KernelTelemetry::Pin(unsigned connection_id) {
   if (absl::Status s = EnsureBpffs(); !s.ok()) return s;
+  // A daemon that died without unpinning left this connection id's maps
+  // (ids are reused only after that mount is gone): replace them.
+  RemovePinned(connection_id);
   const std::string dir = PinDir(connection_id);
   mkdir(EFUSE_BPF_PIN_ROOT, 0755);
   mkdir(dir.c_str(), 0755);
-  bpf_map* maps[] = {skel_->maps.config, skel_->maps.stats, skel_->maps.hot_inodes, skel_->maps.misc,
-                     skel_->maps.events};
   absl::MutexLock l(&mu_);
-  for (bpf_map* map : maps) {
-    const std::string path = absl::StrCat(dir, "/", bpf_map__name(map));
-    // A daemon that died without unpinning left this connection id's maps
-    // (ids are reused only after that mount is gone): replace them.
-    unlink(path.c_str());
-    if (int err = bpf_map__pin(map, path.c_str()); err != 0) {
-      pin_dir_ = dir;
-      return absl::ErrnoToStatus(-err, absl::StrCat("pinning ", path));
-    }
+  pinned_ = connection_id;  // also what a half-done pinning leaves to remove
+  for (const char* name : kPinnedMaps) {
+    const std::string path = absl::StrCat(dir, "/", name);
+    bpf_map* map = bpf_object__find_map_by_name(skel_->obj, name);
+    const int err = map == nullptr ? -ENOENT : bpf_map__pin(map, path.c_str());
+    if (err != 0) return absl::ErrnoToStatus(-err, absl::StrCat("pinning ", path));
   }
-  pin_dir_ = dir;
   return absl::OkStatus();
 }
 
 void KernelTelemetry::Unpin() {
   absl::MutexLock l(&mu_);
-  if (pin_dir_.empty()) return;
-  bpf_map* maps[] = {skel_->maps.config, skel_->maps.stats, skel_->maps.hot_inodes, skel_->maps.misc,
-                     skel_->maps.events};
-  for (bpf_map* map : maps) bpf_map__unpin(map, absl::StrCat(pin_dir_, "/", bpf_map__name(map)).c_str());
-  rmdir(pin_dir_.c_str());
-  pin_dir_.clear();
+  if (!pinned_) return;
+  RemovePinned(*pinned_);
+  pinned_.reset();
 }
 
 absl::Status KernelTelemetry::ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) {
@@ -153,8 +147,8 @@ absl::Status KernelTelemetry::ReadHotInodes(uint64_t since_ns, std::vector<HotIn
 
 void KernelTelemetry::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
   absl::MutexLock l(&mu_);
-  lines->emplace_back("telemetry", pin_dir_.empty() ? "on (BPF programs attached; maps not pinned)"
-                                                    : absl::StrCat("on (BPF maps pinned at ", pin_dir_, ")"));
+  lines->emplace_back("telemetry", pinned_ ? absl::StrCat("on (BPF maps pinned at ", PinDir(*pinned_), ")")
+                                           : "on (BPF programs attached; maps not pinned)");
   absl::StatusOr<efuse_config> c = maps_.ReadConfig();
   if (c.ok()) {
     lines->emplace_back("telemetry_sample_every", absl::StrCat(c->sample_every));

@@ -9,6 +9,7 @@
 #define EFUSE_BPF_TELEMETRY_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,7 +55,7 @@ class KernelTelemetry final : public Telemetry {
   const TelemetryOptions options_;
   TelemetryMaps maps_;
   mutable absl::Mutex mu_;
-  std::string pin_dir_ ABSL_GUARDED_BY(mu_);  // empty: not pinned
+  std::optional<unsigned> pinned_ ABSL_GUARDED_BY(mu_);  // the connection whose maps we pinned
 };
 
 }  // namespace efuse::bpf

@@ -2,7 +2,6 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <dirent.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -60,18 +59,10 @@ std::string PinDir(unsigned connection_id) {
   return absl::StrCat(EFUSE_BPF_PIN_ROOT, "/", connection_id);
 }
 
-std::vector<unsigned> PinnedConnections() {
-  std::vector<unsigned> ids;
-  DIR* d = opendir(EFUSE_BPF_PIN_ROOT);
-  if (d == nullptr) return ids;
-  while (dirent* e = readdir(d)) {
-    char* end = nullptr;
-    unsigned long id = std::strtoul(e->d_name, &end, 10);
-    if (end != e->d_name && *end == '\0') ids.push_back(static_cast<unsigned>(id));
-  }
-  closedir(d);
-  std::sort(ids.begin(), ids.end());
-  return ids;
+bool RemovePinned(unsigned connection_id) {
+  const std::string dir = PinDir(connection_id);
+  for (const char* map : kPinnedMaps) unlink(absl::StrCat(dir, "/", map).c_str());
+  return rmdir(dir.c_str()) == 0;
 }
 
 uint32_t KernelDev(dev_t dev) {
@@ -104,15 +95,12 @@ absl::StatusOr<TelemetryMaps> TelemetryMaps::OpenPinned(unsigned connection_id) 
   TelemetryMaps m;
   m.owned_ = true;
   const std::string dir = PinDir(connection_id);
-  struct {
-    const char* name;
-    int* fd;
-  } maps[] = {{"config", &m.config_fd_}, {"stats", &m.stats_fd_}, {"hot_inodes", &m.hot_fd_},
-              {"misc", &m.misc_fd_}, {"events", &m.events_fd_}};
-  for (auto& map : maps) {
-    const std::string path = absl::StrCat(dir, "/", map.name);
-    *map.fd = bpf_obj_get(path.c_str());
-    if (*map.fd < 0) return BpfError(errno, absl::StrCat("opening ", path));
+  int* fds[] = {&m.config_fd_, &m.stats_fd_, &m.hot_fd_, &m.misc_fd_, &m.events_fd_};
+  static_assert(std::size(fds) == std::size(kPinnedMaps));
+  for (size_t i = 0; i < std::size(fds); ++i) {
+    const std::string path = absl::StrCat(dir, "/", kPinnedMaps[i]);
+    *fds[i] = bpf_obj_get(path.c_str());
+    if (*fds[i] < 0) return BpfError(errno, absl::StrCat("opening ", path));
   }
   // A daemon built with another layout: refuse rather than misread.
   bpf_map_info info{};

@@ -20,10 +20,13 @@
 
 namespace efuse::bpf {
 
-// The pin directory of connection `id`.
+// The pin directory of connection `id`, and the maps pinned in it (the
+// names of telemetry.bpf.c's maps).
 std::string PinDir(unsigned connection_id);
-// Connection ids with pinned telemetry, ascending.
-std::vector<unsigned> PinnedConnections();
+inline constexpr const char* kPinnedMaps[] = {"config", "stats", "hot_inodes", "misc", "events"};
+// Removes the pinned maps and the directory of connection `id` (what a
+// killed daemon could not); false if the directory stays (or was not there).
+bool RemovePinned(unsigned connection_id);
 
 // The kernel's dev_t (MKDEV) for a user-space st_dev.
 uint32_t KernelDev(dev_t dev);

@@ -123,10 +123,8 @@ void RemoveLeftovers(unsigned id) {
   const long pid = StatusValue(ReadStatusFile(id), "pid");
   if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) return;
   unlink(efuse::StatusFilePath(id).c_str());
-  const std::string dir = efuse::bpf::PinDir(id);
-  for (const char* map : {"config", "stats", "hot_inodes", "events", "misc"})
-    unlink((dir + "/" + map).c_str());
-  if (rmdir(dir.c_str()) == 0) std::printf("removed %s (telemetry of the dead daemon)\n", dir.c_str());
+  if (efuse::bpf::RemovePinned(id))
+    std::printf("removed %s (telemetry of the dead daemon)\n", efuse::bpf::PinDir(id).c_str());
 }
 
 int Umount(const std::string& mp) {
