@@ -456,7 +456,7 @@ void MemFs::ReleaseHandle(uint64_t fh) {
     auto it = handles_.find(fh);
     if (it == handles_.end()) return;
     n = std::move(it->second.inode);
-    if ((it->second.flags & O_ACCMODE) != O_RDONLY) n->writers.fetch_sub(1, std::memory_order_relaxed);
+    if ((it->second.flags & O_ACCMODE) != O_RDONLY) EndWrite(*n);
     handles_.erase(it);
   }
   n->opens.fetch_sub(1, std::memory_order_relaxed);

@@ -56,6 +56,11 @@ def cpu_seconds(pid):
         return None
 
 
+def cpu_delta(c0, c1):
+    """CPU seconds between two cpu_seconds() readings, None if either failed."""
+    return c1 - c0 if c0 is not None and c1 is not None else None
+
+
 def is_mounted(path):
     path = os.path.realpath(path)
     with open("/proc/self/mountinfo") as f:
@@ -671,7 +676,7 @@ class Runner:
         _, daemon = count_delta({"bpf": None, "daemon": c0["daemon"]},
                                 {"bpf": None, "daemon": c1["daemon"]}, keys)
         return {"value": dt, "requests": req, "counter": src, "daemon_requests": daemon,
-                "daemon_cpu_s": cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None,
+                "daemon_cpu_s": cpu_delta(cpu0, cpu1),
                 "offload_status": c1["offload"]}
 
     def hot_read_sample(self, t):
@@ -716,7 +721,7 @@ class Runner:
         rate, ops = self.fstat_loop(t)
         c1 = cpu_seconds(t.pid)
         return {"value": rate, "ops": ops,
-                "daemon_cpu_s": c1 - c0 if c0 is not None and c1 is not None else None}
+                "daemon_cpu_s": cpu_delta(c0, c1)}
 
     # ---- micro benchmarks (Google Benchmark) ----
     def run_micro(self):

@@ -127,9 +127,15 @@ void RemoveLeftovers(unsigned id) {
     std::printf("removed %s (telemetry of the dead daemon)\n", efuse::bpf::PinDir(id).c_str());
 }
 
-int Umount(const std::string& mp) {
+// `path` as /proc/self/mountinfo names mount points (as given if it cannot
+// be resolved).
+std::string Resolved(const std::string& path) {
   char buf[PATH_MAX];
-  const std::string resolved = realpath(mp.c_str(), buf) != nullptr ? std::string(buf) : mp;
+  return realpath(path.c_str(), buf) != nullptr ? std::string(buf) : path;
+}
+
+int Umount(const std::string& mp) {
+  const std::string resolved = Resolved(mp);
   std::optional<unsigned> id;
   for (const MountInfo& m : EfuseMounts())
     if (m.mountpoint == resolved) id = m.dev_minor;
@@ -170,11 +176,7 @@ int TelemetryCommand(const std::string& cmd, int argc, char** argv) {
     }
   }
   std::vector<efuse::ctl::Target> targets;
-  std::string resolved;
-  if (!wanted.empty()) {
-    char buf[PATH_MAX];
-    resolved = realpath(wanted.c_str(), buf) != nullptr ? std::string(buf) : wanted;
-  }
+  const std::string resolved = wanted.empty() ? "" : Resolved(wanted);
   for (const MountInfo& m : EfuseMounts())
     if (wanted.empty() || m.mountpoint == resolved) targets.push_back({m.dev_minor, m.mountpoint});
   if (targets.empty()) {
