@@ -110,14 +110,16 @@ void OffloadPolicy::Scan() {
     absl::MutexLock l(&mu_);
     changed.swap(changed_);
   }
-  absl::flat_hash_map<uint64_t, const HotInode*> by_id;
-  by_id.reserve(rows_.size());
-  for (const HotInode& row : rows_) by_id[row.nodeid] = &row;
   // A change restarts the count: what was asked before it made the old
   // value hot, not the new one.
-  for (uint64_t id : changed) {
-    auto it = by_id.find(id);
-    if (it != by_id.end()) baselines_[id].counts = it->second->counts;
+  if (!changed.empty()) {
+    absl::flat_hash_map<uint64_t, const HotInode*> by_id;
+    by_id.reserve(rows_.size());
+    for (const HotInode& row : rows_) by_id[row.nodeid] = &row;
+    for (uint64_t id : changed) {
+      auto it = by_id.find(id);
+      if (it != by_id.end()) baselines_[id].counts = it->second->counts;
+    }
   }
 
   struct Decision {
