@@ -43,6 +43,12 @@ constexpr uint64_t kRootId = abi::kRootId;
 constexpr int kPathFlags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
 constexpr unsigned kStatxMask = STATX_BASIC_STATS | STATX_BTIME;
 constexpr size_t kDirBufferSize = 32 * 1024;
+// ListingAttrs::kAdaptive: files of a directory looked up by name before its
+// listings carry attributes (`ls -l` looks up every one; `find` none), and
+// how many such directories are remembered.
+constexpr uint32_t kLookupsForAttrs = 4;
+constexpr size_t kMaxAttrListedDirs = 1 << 16;
+enum : uint8_t { kListingUnknown = 0, kListingNames = 1, kListingAttrs = 2 };
 // The kernel's OFFSET_MAX: a lock "to the end of the file".
 constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
 #ifndef SYS_fchmodat2
@@ -243,6 +249,10 @@ struct PassthroughFs::Inode {
   std::atomic<bool> stale{false};          // (dev, ino) now names another inode
   std::atomic<bool> unlinked_here{false};  // its last name went through us
   std::atomic<uint64_t> stamp{0};          // Stamp() when last opened
+  // Directories: kListingUnknown/Names/Attrs, and the files looked up in
+  // it by name while its listings carried names only (ListingAttrs).
+  std::atomic<uint8_t> listing{0};
+  std::atomic<uint32_t> file_lookups{0};
   mutable absl::Mutex mu;
   std::unique_ptr<OpenState> open ABSL_GUARDED_BY(mu);
   // Offload (KeepBacking): the backing id outlives the last release, ready
@@ -768,6 +778,8 @@ PassthroughStats PassthroughFs::Stats() const {
   st.backing_ids = backing_ids_.load();
   st.stale = stale_.load();
   st.invalidations = invalidations_.load();
+  st.listings_with_attrs = listings_with_attrs_.load();
+  st.listings_names_only = listings_names_only_.load();
   {
     absl::ReaderMutexLock l(&watch_mu_);
     st.watched_dirs = watched_.size();
@@ -790,6 +802,8 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_backing_reuses", backing_reuses_.load(std::memory_order_relaxed));
   add("pt_stale", st.stale);
   add("pt_invalidations", st.invalidations);
+  add("pt_listings_with_attrs", st.listings_with_attrs);
+  add("pt_listings_names_only", st.listings_names_only);
   add("pt_fd_cache_size", st.fd_cache.size);
   add("pt_fd_cache_hits", st.fd_cache.hits);
   add("pt_fd_cache_misses", st.fd_cache.misses);
@@ -887,6 +901,7 @@ Result<Entry> PassthroughFs::Lookup(const RequestContext& ctx, uint64_t parent,
   // The source root's ".." is outside what we serve.
   if (name == ".." && parent == kRootId) name = ".";
   Result<Entry> e = LookupAt((*dfd)->get(), name);
+  if (e.ok()) NoteLookupIn(**dir, *e);
   if (!e.ok() && e.error().value() == ENOENT && opts_.negative_timeout > 0) {
     Entry negative;
     negative.nodeid = 0;
@@ -898,6 +913,47 @@ Result<Entry> PassthroughFs::Lookup(const RequestContext& ctx, uint64_t parent,
 }
 
 void PassthroughFs::Forget(uint64_t nodeid, uint64_t nlookup) { Unremember(nodeid, nlookup); }
+
+bool PassthroughFs::ListWithAttrs(Inode& dir) {
+  if (opts_.listing_attrs != ListingAttrs::kAdaptive) {
+    return opts_.listing_attrs == ListingAttrs::kAlways;
+  }
+  uint8_t state = dir.listing.load(std::memory_order_relaxed);
+  if (state == kListingUnknown) {
+    bool remembered;
+    {
+      absl::MutexLock l(&listing_mu_);
+      remembered = attr_listed_dirs_.contains(std::make_pair(dir.dev, dir.ino));
+    }
+    uint8_t expected = kListingUnknown;
+    dir.listing.compare_exchange_strong(expected, remembered ? kListingAttrs : kListingNames,
+                                        std::memory_order_relaxed);
+    state = dir.listing.load(std::memory_order_relaxed);
+  }
+  return state == kListingAttrs;
+}
+
+void PassthroughFs::NoteLookupIn(Inode& dir, const Entry& child) {
+  if (opts_.listing_attrs != ListingAttrs::kAdaptive) return;
+  const bool attrs = dir.listing.load(std::memory_order_relaxed) == kListingAttrs;
+  if (S_ISDIR(child.attr.mode)) {
+    // `ls -lR`: a directory found in one listed with attributes will be too.
+    if (attrs) {
+      if (std::shared_ptr<Inode> sub = Find(child.nodeid)) {
+        uint8_t expected = kListingUnknown;
+        sub->listing.compare_exchange_strong(expected, kListingAttrs, std::memory_order_relaxed);
+      }
+    }
+    return;  // walks look up directories to descend: no evidence
+  }
+  if (attrs || dir.file_lookups.fetch_add(1, std::memory_order_relaxed) + 1 < kLookupsForAttrs) {
+    return;
+  }
+  dir.listing.store(kListingAttrs, std::memory_order_relaxed);
+  absl::MutexLock l(&listing_mu_);
+  if (attr_listed_dirs_.size() >= kMaxAttrListedDirs) attr_listed_dirs_.clear();
+  attr_listed_dirs_.insert(std::make_pair(dir.dev, dir.ino));
+}
 
 uint32_t PassthroughFs::CreationMode(int parent_fd, uint32_t mode, uint32_t umask) const {
   // With FUSE_POSIX_ACL the kernel leaves umask to us: a parent's default
@@ -1757,6 +1813,8 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
   const int fd = h->fd.load();
   DirStream& d = *h->dir;
   const bool plus = sink.plus();
+  const bool attrs = plus && ListWithAttrs(*h->inode);
+  if (plus) (attrs ? listings_with_attrs_ : listings_names_only_).fetch_add(1, std::memory_order_relaxed);
   absl::MutexLock l(&d.mu);
   if (offset != d.offset) {
     // A seek, or a restart after entries the kernel could not take.
@@ -1786,7 +1844,7 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     uint32_t mode = static_cast<uint32_t>(d_type) << 12;  // DT_x << 12 == S_IFx
     const uint64_t ino = h->inode->dev == root_dev_ ? d_ino : d_ino ^ (Mix(h->inode->dev) << 40);
     bool accepted;
-    if (plus && !IsDotOrDotDot(name)) {
+    if (attrs && !IsDotOrDotDot(name)) {
       Result<Entry> e = LookupAt(fd, name);
       if (e.ok()) {
         accepted = sink.Add(name, e->attr.ino, e->attr.mode, static_cast<uint64_t>(d_off), &*e);

@@ -83,6 +83,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/filesystem.h"
@@ -97,6 +98,18 @@ enum class PassthroughMode {
   kOff,   // serve READ/WRITE in the daemon (writeback cache possible)
   kAuto,  // kernel passthrough where allowed, else the daemon, logged once
   kOn,    // kernel passthrough required: refused at INIT is fatal
+};
+
+// What a READDIRPLUS entry carries. Attributes cost a stat (and on a cold
+// cache an inode-table read) per entry, which `find` and other walks by
+// name never use; `ls -l` needs them or it looks each file up.
+enum class ListingAttrs {
+  // Names and types until the kernel looks up kLookupsForAttrs files of the
+  // directory one by one; from then on (remembered across the kernel
+  // forgetting the directory) its listings carry attributes.
+  kAdaptive,
+  kAlways,  // every entry (the classic READDIRPLUS)
+  kNever,   // names and types only: a stat of each file is a LOOKUP
 };
 
 struct PassthroughOptions {
@@ -134,6 +147,7 @@ struct PassthroughOptions {
   // invalidate the kernel's entries, attributes, listings and data when
   // others change them in the source (core/passthrough/source_watcher.h).
   bool watch_source = false;
+  ListingAttrs listing_attrs = ListingAttrs::kAdaptive;
 };
 
 struct PassthroughStats {
@@ -147,6 +161,8 @@ struct PassthroughStats {
   uint64_t stale = 0;              // ESTALE answers
   uint64_t watched_dirs = 0;       // directories marked by the source watcher
   uint64_t invalidations = 0;      // FUSE_NOTIFY_INVAL_* sent for source changes
+  uint64_t listings_with_attrs = 0;  // READDIRPLUS replies whose entries carry attributes
+  uint64_t listings_names_only = 0;  // READDIRPLUS replies with names and types only
   passthrough::FdCacheStats fd_cache;
 };
 
@@ -277,6 +293,10 @@ class PassthroughFs : public FileSystem {
   // answering (nlink 0) while the kernel holds it, and a reused number is
   // not mistaken for it.
   void MarkUnlinkedHere(uint64_t dev, uint64_t ino);
+  // READDIRPLUS of directory `dir`: give entries attributes? (ListingAttrs)
+  bool ListWithAttrs(Inode& dir);
+  // The kernel looked up `child` in `dir` by name (kAdaptive's evidence).
+  void NoteLookupIn(Inode& dir, const Entry& child);
   // Opens `inode` afresh with `flags` (not O_PATH): by handle, else through
   // /proc/self/fd.
   Result<int> Reopen(Inode& inode, int flags);
@@ -363,6 +383,12 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> pinned_{0};
   std::atomic<bool> warned_no_handles_{false};
   mutable std::atomic<uint64_t> invalidations_{0};
+  mutable std::atomic<uint64_t> listings_with_attrs_{0};
+  mutable std::atomic<uint64_t> listings_names_only_{0};
+  // Directories (dev, ino) whose listings carry attributes (kAdaptive),
+  // kept while the kernel forgets them; cleared when it reaches its bound.
+  absl::Mutex listing_mu_;
+  absl::flat_hash_set<std::pair<uint64_t, uint64_t>> attr_listed_dirs_ ABSL_GUARDED_BY(listing_mu_);
 
   std::string root_handle_;  // for the watcher's map
   mutable absl::Mutex watch_mu_;

@@ -800,6 +800,122 @@ TEST_F(FallbackRequiredTest, RefusedBackingFileFailsTheOpen) {
 }
 
 // ---------------------------------------------------------------------------
+// Listings with or without attributes (--readdirplus).
+
+class ListingTest : public PassthroughMountTest {
+ protected:
+  static constexpr int kFiles = 40;
+  void PrepareSource() override {
+    ASSERT_EQ(mkdir(Src("d").c_str(), 0755), 0);
+    ASSERT_EQ(mkdir(Src("d/sub").c_str(), 0755), 0);
+    for (int i = 0; i < kFiles; ++i) WriteSrc("d/f" + std::to_string(i), std::string(i, 'x'));
+  }
+  // Name -> d_type of the listing of `dir`, without "." and "..".
+  std::map<std::string, int> Listing(const std::string& dir) {
+    std::map<std::string, int> out;
+    DIR* d = opendir(dir.c_str());
+    EXPECT_NE(d, nullptr) << ErrnoName(errno);
+    if (d == nullptr) return out;
+    while (dirent* e = readdir(d)) {
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        out[e->d_name] = e->d_type;
+    }
+    closedir(d);
+    return out;
+  }
+  // `ls -l`: every file stat'ed, sizes checked.
+  void StatEveryFile() {
+    for (int i = 0; i < kFiles; ++i) {
+      struct stat st {};
+      ASSERT_SYS(lstat(Path("d/f" + std::to_string(i)).c_str(), &st));
+      EXPECT_EQ(st.st_size, i);
+      EXPECT_TRUE(S_ISREG(st.st_mode));
+    }
+  }
+  // The kernel forgets its dentries and inodes (and cached listings).
+  static void DropKernelCaches() {
+    std::ofstream("/proc/sys/vm/drop_caches") << "2" << std::endl;
+  }
+  uint64_t StatusValue(const std::string& key) {
+    std::map<std::string, std::string> kv;
+    EXPECT_TRUE(StatusReader(&mount_).Fresh(&kv));
+    return kv.count(key) != 0 ? std::stoull(kv[key]) : 0;
+  }
+  void ExpectTypes(const std::map<std::string, int>& listing) {
+    ASSERT_EQ(listing.size(), static_cast<size_t>(kFiles + 1));
+    EXPECT_EQ(listing.at("sub"), DT_DIR);
+    for (int i = 0; i < kFiles; ++i) EXPECT_EQ(listing.at("f" + std::to_string(i)), DT_REG);
+  }
+};
+
+TEST_F(ListingTest, AdaptiveListingsCarryAttributesOnlyWhereFilesAreLookedUp) {
+  // A walk by name, as find does: names and types, and no stat per file.
+  struct stat st {};
+  ASSERT_SYS(lstat(Path("d").c_str(), &st));
+  auto before = Counts();
+  ExpectTypes(Listing(Path("d")));
+  auto after = Counts();
+  EXPECT_EQ(Delta(after, before, "LOOKUP"), 0u);
+  EXPECT_GE(StatusValue("pt_listings_names_only"), 1u);
+  EXPECT_EQ(StatusValue("pt_listings_with_attrs"), 0u);
+
+  // `ls -l` looks every file up: the directory learns it.
+  before = Counts();
+  StatEveryFile();
+  after = Counts();
+  EXPECT_EQ(Delta(after, before, "LOOKUP"), static_cast<uint64_t>(kFiles));
+
+  // Forgotten by the kernel, listed and stat'ed again: the attributes come
+  // with the listing (remembered across the forget), no LOOKUP per file.
+  DropKernelCaches();
+  ExpectTypes(Listing(Path("d")));
+  before = Counts();
+  StatEveryFile();
+  after = Counts();
+  EXPECT_EQ(Delta(after, before, "LOOKUP"), 0u);
+  EXPECT_GE(StatusValue("pt_listings_with_attrs"), 1u);
+
+  // A file changed in the source behind the mount's back still shows its
+  // own size once the kernel asks again: listings never hide a change.
+  WriteSrc("d/f1", "changed");
+  DropKernelCaches();
+  ExpectTypes(Listing(Path("d")));
+  ASSERT_SYS(lstat(Path("d/f1").c_str(), &st));
+  EXPECT_EQ(st.st_size, 7);
+}
+
+class ListingAlwaysTest : public ListingTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return {"--readdirplus=always"}; }
+};
+
+TEST_F(ListingAlwaysTest, EveryListingCarriesAttributes) {
+  ExpectTypes(Listing(Path("d")));
+  const auto before = Counts();
+  StatEveryFile();
+  const auto after = Counts();
+  EXPECT_EQ(Delta(after, before, "LOOKUP"), 0u);
+  EXPECT_EQ(StatusValue("pt_listings_names_only"), 0u);
+}
+
+class ListingNeverTest : public ListingTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return {"--readdirplus=never"}; }
+};
+
+TEST_F(ListingNeverTest, NoListingCarriesAttributes) {
+  for (int round = 0; round < 2; ++round) {
+    DropKernelCaches();
+    ExpectTypes(Listing(Path("d")));
+    const auto before = Counts();
+    StatEveryFile();
+    const auto after = Counts();
+    EXPECT_EQ(Delta(after, before, "LOOKUP"), static_cast<uint64_t>(kFiles)) << "round " << round;
+  }
+  EXPECT_EQ(StatusValue("pt_listings_with_attrs"), 0u);
+}
+
+// ---------------------------------------------------------------------------
 // More files than the daemon may keep fds open.
 
 class ManyFilesTest : public PassthroughMountTest {
@@ -885,6 +1001,7 @@ TEST(PassthroughCommandLineTest, BadSourcesAreRefusedWithOneLine) {
       {{"--fs=passthrough", "--source=/nonexistent-efuse-src", mnt}, "/nonexistent-efuse-src"},
       {{"--fs=passthrough", "--source=" + file, mnt}, "not a directory"},
       {{"--fs=passthrough", "--source=/tmp", "--passthrough=maybe", mnt}, "maybe"},
+      {{"--fs=passthrough", "--source=/tmp", "--readdirplus=sometimes", mnt}, "--readdirplus"},
       {{"--fs=passthrough", "--source=" + std::string(mnt), mnt}, "inside the mount point"},
       {{"--fs=memfs", "--source=/tmp", mnt}, "--source"},
   };

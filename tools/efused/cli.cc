@@ -57,6 +57,11 @@ ABSL_FLAG(bool, watch_source, false,
           "passthrough: watch the source for changes made by others (fanotify, needs root) "
           "and invalidate the kernel's cached entries, attributes and data at once; with it, "
           "long --entry_timeout/--attr_timeout are safe for a shared source");
+ABSL_FLAG(std::string, readdirplus, "adaptive",
+          "passthrough: attributes in directory listings: adaptive (names only until the "
+          "directory's files are looked up one by one, as `ls -l` does, then attributes; "
+          "`find` never pays a stat per file), always (a stat per entry), never (each stat "
+          "of a file is a LOOKUP)");
 ABSL_FLAG(bool, source_locks, true,
           "passthrough: carry POSIX, OFD and flock locks to the source files (else the "
           "kernel keeps them, local to this mount)");
@@ -151,6 +156,17 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   p.killpriv_v2 = absl::GetFlag(FLAGS_killpriv_v2);
   p.locks = absl::GetFlag(FLAGS_source_locks);
   p.watch_source = absl::GetFlag(FLAGS_watch_source);
+  const std::string listing = absl::GetFlag(FLAGS_readdirplus);
+  if (listing == "adaptive") {
+    p.listing_attrs = ListingAttrs::kAdaptive;
+  } else if (listing == "always") {
+    p.listing_attrs = ListingAttrs::kAlways;
+  } else if (listing == "never") {
+    p.listing_attrs = ListingAttrs::kNever;
+  } else {
+    return absl::InvalidArgumentError("--readdirplus: '" + listing +
+                                      "' is not adaptive, always or never");
+  }
   MountOptions& m = c->session.mount;
   if (m.allow_other && !m.default_permissions) {
     // The daemon reaches the source as root: other users must be checked
