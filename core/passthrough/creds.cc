@@ -98,14 +98,17 @@ void ScopedCreds::Restore() {
   switched_ = false;
 }
 
-ScopedUmaskZero::ScopedUmaskZero() {
+uint32_t ModeUnderCallerUmask(uint32_t mode, uint32_t umask) {
   // Without a private fs_struct, umask() would change every thread's.
   thread_local const bool private_fs = unshare(CLONE_FS) == 0;
-  if (private_fs) old_ = static_cast<int>(umask(0));
-}
-
-ScopedUmaskZero::~ScopedUmaskZero() {
-  if (old_ >= 0) umask(static_cast<mode_t>(old_));
+  thread_local int thread_umask = -1;  // unknown until first set
+  umask &= 0777;
+  if (!private_fs) return mode & ~umask;
+  if (thread_umask != static_cast<int>(umask)) {
+    ::umask(static_cast<mode_t>(umask));
+    thread_umask = static_cast<int>(umask);
+  }
+  return mode;
 }
 
 }  // namespace efuse::passthrough

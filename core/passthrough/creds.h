@@ -16,9 +16,11 @@
 // what the FUSE kernel allowed because of a supplementary group it does not
 // see. CAP_FSETID and CAP_MKNOD stay dropped (setfsuid drops them).
 //
-// ScopedUmaskZero gives the calling thread a umask of 0 while it creates:
-// the backend applies the request's umask itself (or leaves it to a default
-// ACL), and the source must not mask again.
+// ModeUnderCallerUmask() makes the caller's umask the calling thread's own
+// (FUSE_DONT_MASK sends it unapplied), so the source applies it exactly as
+// for a local caller: ignored under a parent's default ACL, applied
+// otherwise. One umask() call only when the caller's umask differs from the
+// previous one on this thread.
 //
 // Thread-safety: a ScopedCreds affects only the thread that made it and must
 // be destroyed on that thread; DaemonCreds is immutable after Capture().
@@ -65,19 +67,11 @@ class ScopedCreds {
   int error_ = 0;
 };
 
-// Sets the calling thread's umask to 0 and restores it on destruction. The
-// first use on a thread gives it a private fs_struct (unshare(CLONE_FS)), so
-// other threads' umask is never touched.
-class ScopedUmaskZero {
- public:
-  ScopedUmaskZero();
-  ~ScopedUmaskZero();
-  ScopedUmaskZero(const ScopedUmaskZero&) = delete;
-  ScopedUmaskZero& operator=(const ScopedUmaskZero&) = delete;
-
- private:
-  int old_ = -1;  // -1: nothing to restore (no private fs_struct)
-};
+// Call right before creating with mode `mode` for a caller whose umask is
+// `umask`: returns the mode to pass to the creating call. Needs a private
+// fs_struct (unshare(CLONE_FS), made on first use); without one (refused)
+// the umask is applied here, as the kernel would without ACLs.
+uint32_t ModeUnderCallerUmask(uint32_t mode, uint32_t umask);
 
 }  // namespace efuse::passthrough
 

@@ -398,6 +398,9 @@ uint64_t PassthroughFs::WantedInitFlags(uint64_t defaults) const {
     flags |= f::kWritebackCache;
   }
   if (opts_.posix_acl && opts_.xattrs) flags |= f::kPosixAcl;
+  // The caller's umask unapplied: the source applies it, or a default ACL
+  // of the parent instead (ModeUnderCallerUmask).
+  flags |= f::kDontMask;
   if (opts_.auto_inval_data) flags |= f::kAutoInvalData;
   if (!opts_.killpriv_v2) flags &= ~f::kHandleKillprivV2;
   return flags;
@@ -955,24 +958,13 @@ void PassthroughFs::NoteLookupIn(Inode& dir, const Entry& child) {
   attr_listed_dirs_.insert(std::make_pair(dir.dev, dir.ino));
 }
 
-uint32_t PassthroughFs::CreationMode(int parent_fd, uint32_t mode, uint32_t umask) const {
-  // With FUSE_POSIX_ACL the kernel leaves umask to us: a parent's default
-  // ACL replaces it (the source applies the ACL), otherwise it applies.
-  if (posix_acl_ &&
-      getxattr(ProcPath(parent_fd).c_str(), "system.posix_acl_default", nullptr, 0) > 0) {
-    return mode;
-  }
-  return mode & ~(umask & 0777);
-}
-
 Result<Entry> PassthroughFs::Mknod(const RequestContext& ctx, uint64_t parent,
                                    std::string_view name, uint32_t mode, uint32_t rdev,
                                    uint32_t umask) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
   Result<SharedFd> dfd = NodePathFd(parent);
   if (!dfd.ok()) return dfd.error();
-  const passthrough::ScopedUmaskZero no_umask;
-  const uint32_t m = CreationMode((*dfd)->get(), mode, umask);
+  const uint32_t m = passthrough::ModeUnderCallerUmask(mode, umask);
   {
     ScopedCreds creds(creds_, ctx);
     if (!creds.ok()) return creds.error();
@@ -988,8 +980,7 @@ Result<Entry> PassthroughFs::Mkdir(const RequestContext& ctx, uint64_t parent,
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
   Result<SharedFd> dfd = NodePathFd(parent);
   if (!dfd.ok()) return dfd.error();
-  const passthrough::ScopedUmaskZero no_umask;
-  const uint32_t m = CreationMode((*dfd)->get(), mode & 07777, umask);
+  const uint32_t m = passthrough::ModeUnderCallerUmask(mode & 07777, umask);
   {
     ScopedCreds creds(creds_, ctx);
     if (!creds.ok()) return creds.error();
@@ -1284,7 +1275,8 @@ Result<int> PassthroughFs::HandleFd(Handle& h) {
 // Files.
 
 Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared_ptr<Inode> inode,
-                                          uint32_t flags, uint32_t open_flags, int fd) {
+                                          uint32_t flags, uint32_t open_flags, int fd,
+                                          const struct statx* known) {
   if (!init_ok()) {
     if (fd >= 0) close(fd);
     return Errno(EIO);
@@ -1302,7 +1294,9 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
   const bool writes = (kflags & O_ACCMODE) != O_RDONLY || (kflags & O_TRUNC) != 0;
 
   struct statx st;
-  if (fd >= 0) {
+  if (known != nullptr) {
+    st = *known;
+  } else if (fd >= 0) {
     if (Statx(fd, &st) != 0) return Errno::Last();
   } else {
     Result<Attributes> a = StatInode(*inode, &st);
@@ -1461,8 +1455,7 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
   if ((*dir)->type != S_IFDIR) return Errno(ENOTDIR);
   Result<SharedFd> dfd = PathFd(**dir);
   if (!dfd.ok()) return dfd.error();
-  const passthrough::ScopedUmaskZero no_umask;
-  const uint32_t m = CreationMode((*dfd)->get(), mode & 07777, umask);
+  const uint32_t m = passthrough::ModeUnderCallerUmask(mode & 07777, umask);
   const bool tmpfile = name.empty();
   uint32_t oflags = flags & ~static_cast<uint32_t>(O_NOCTTY | O_CREAT);
   if (writeback_) {
@@ -1482,10 +1475,26 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
     if (fd < 0) return Errno::Last();
   }
   struct statx st;
-  int pfd = open(ProcPath(fd).c_str(), O_PATH | O_CLOEXEC);
-  if (pfd < 0 || Statx(pfd, &st) != 0) {
+  if (Statx(fd, &st) != 0) {
     int err = errno;
-    if (pfd >= 0) close(pfd);
+    close(fd);
+    return Errno(err);
+  }
+  // The inode's O_PATH fd: by name (a dentry-cache hit) when the name still
+  // leads to what we created, else through /proc.
+  int pfd = -1;
+  if (!tmpfile) {
+    struct statx named;
+    pfd = openat((*dfd)->get(), CName(name).c_str(), kPathFlags);
+    if (pfd >= 0 && (Statx(pfd, &named) != 0 || named.stx_ino != st.stx_ino ||
+                     DevOf(named) != DevOf(st))) {
+      close(pfd);
+      pfd = -1;
+    }
+  }
+  if (pfd < 0) pfd = open(ProcPath(fd).c_str(), O_PATH | O_CLOEXEC);
+  if (pfd < 0) {
+    int err = errno;
     close(fd);
     return Errno(err);
   }
@@ -1497,7 +1506,8 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
   if (tmpfile) (*inode)->unlinked_here.store(true);
   const Attributes attrs = ToAttributes(st);
   // O_TRUNC and O_EXCL were done by openat; the handle opens as the kernel asked.
-  Result<OpenReply> open = OpenFile(ctx, *inode, flags & ~static_cast<uint32_t>(O_TRUNC), 0, fd);
+  Result<OpenReply> open =
+      OpenFile(ctx, *inode, flags & ~static_cast<uint32_t>(O_TRUNC), 0, fd, &st);
   if (!open.ok()) {
     Unremember((*inode)->nodeid, 1);
     return open.error();

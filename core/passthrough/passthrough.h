@@ -324,15 +324,14 @@ class PassthroughFs : public FileSystem {
   Result<int> HandleFd(Handle& h);
 
   // Opens a regular file for the kernel: mode choice, backing id, flags.
+  // `fd` (or -1) is the file already open, with its statx in `known`.
   Result<OpenReply> OpenFile(const RequestContext& ctx, std::shared_ptr<Inode> inode,
-                             uint32_t flags, uint32_t open_flags, int fd);
+                             uint32_t flags, uint32_t open_flags, int fd,
+                             const struct statx* known = nullptr);
   void CloseFile(Handle& h);
   // Creates a regular file (or O_TMPFILE when name is empty) as the caller.
   Result<CreateReply> CreateFile(const RequestContext& ctx, uint64_t parent, std::string_view name,
                                  uint32_t mode, uint32_t umask, uint32_t flags);
-  // The mode for a new inode: umask applied unless the parent has a default
-  // ACL (the source applies it then) and the kernel left masking to us.
-  uint32_t CreationMode(int parent_fd, uint32_t mode, uint32_t umask) const;
 
   // Locks.
   Result<int> OwnerLockFd(Inode& inode, Handle& h, uint64_t owner, bool create);

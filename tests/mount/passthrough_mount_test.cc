@@ -458,6 +458,48 @@ TEST_F(MultiUserTest, PosixAclGrantsAccess) {
       [&](ChildChecks& c) { CHILD_EXPECT_ERRNO(c, open(f.c_str(), O_RDONLY), EACCES); }, &other));
 }
 
+TEST_F(MultiUserTest, DefaultAclReplacesTheCallersUmaskAsInTheSource) {
+  // Default ACL user::rwx group::r-x other::rwx: under it the creator's
+  // umask does not apply (POSIX.1e); elsewhere it does.
+  const uint8_t acl[] = {2,    0, 0, 0,                           // version
+                         1,    0, 7, 0, 0xff, 0xff, 0xff, 0xff,   // USER_OBJ
+                         4,    0, 5, 0, 0xff, 0xff, 0xff, 0xff,   // GROUP_OBJ
+                         0x20, 0, 7, 0, 0xff, 0xff, 0xff, 0xff};  // OTHER
+  ASSERT_EQ(mkdir(Src("inherit").c_str(), 0755), 0);
+  if (setxattr(Src("inherit").c_str(), "system.posix_acl_default", acl, sizeof(acl), 0) != 0)
+    GTEST_SKIP() << "the source has no POSIX ACLs: " << ErrnoName(errno);
+  // The same creations in the source directly and through the mount.
+  auto create_all = [](const std::string& dir, const std::string& tag, ChildChecks& c) {
+    umask(077);
+    int fd = open((dir + "/inherit/f" + tag).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    CHILD_EXPECT_OK(c, fd);
+    if (fd >= 0) close(fd);
+    CHILD_EXPECT_OK(c, mkdir((dir + "/inherit/d" + tag).c_str(), 0777));
+    CHILD_EXPECT_OK(c, mknod((dir + "/inherit/n" + tag).c_str(), S_IFREG | 0666, 0));
+    fd = open((dir + "/pub/f" + tag).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    CHILD_EXPECT_OK(c, fd);
+    if (fd >= 0) close(fd);
+    // A worker that served umask 077 keeps no trace of it for the next caller.
+    umask(022);
+    fd = open((dir + "/pub/g" + tag).c_str(), O_WRONLY | O_CREAT | O_EXCL, 0666);
+    CHILD_EXPECT_OK(c, fd);
+    if (fd >= 0) close(fd);
+    CHILD_EXPECT_OK(c, mkdir((dir + "/pub/d" + tag).c_str(), 0777));
+  };
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) { create_all(src_, "native", c); }));
+  ASSERT_TRUE(RunInChild([&](ChildChecks& c) { create_all(mount_.path(), "mount", c); }));
+  const std::pair<const char*, mode_t> expected[] = {
+      {"inherit/f", 0646}, {"inherit/d", 0757}, {"inherit/n", 0646},
+      {"pub/f", 0600},     {"pub/g", 0644},     {"pub/d", 0755}};
+  for (const auto& [name, mode] : expected) {
+    struct stat native {}, mounted {};
+    ASSERT_SYS(lstat(Src(std::string(name) + "native").c_str(), &native));
+    ASSERT_SYS(lstat(Src(std::string(name) + "mount").c_str(), &mounted));
+    EXPECT_EQ(native.st_mode & 07777, mode) << name;
+    EXPECT_EQ(mounted.st_mode & 07777, native.st_mode & 07777) << name;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Locks between processes, carried to the source file.
 
