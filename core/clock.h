@@ -1,8 +1,8 @@
-// core/clock.h — the monotonic clock as one number.
+// core/clock.h — clocks as one number of nanoseconds.
 //
-// Owns: reading CLOCK_MONOTONIC in nanoseconds, the clock BPF's
-// bpf_ktime_get_ns reads too, so times from the kernel-side telemetry and
-// from user space compare directly.
+// Owns: reading CLOCK_MONOTONIC, the clock BPF's bpf_ktime_get_ns reads
+// too, so times from the kernel-side telemetry and from user space compare
+// directly; and the calling thread's CPU time.
 #ifndef EFUSE_CORE_CLOCK_H_
 #define EFUSE_CORE_CLOCK_H_
 
@@ -15,6 +15,12 @@ namespace efuse {
 inline uint64_t MonotonicNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+inline uint64_t ThreadCpuNs() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 

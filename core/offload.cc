@@ -11,6 +11,8 @@ namespace efuse {
 namespace {
 
 constexpr uint64_t kSecond = 1000000000ull;
+// The scan thread sleeps at least this many times its last scan's CPU time.
+constexpr uint64_t kScanCpuInverseShare = 50;
 // Rows are read from a little before the last scan: a request that ended
 // while the last scan ran must not be missed.
 constexpr uint64_t kScanOverlapNs = kSecond;
@@ -38,7 +40,16 @@ void OffloadPolicy::Stop() {
 }
 
 void OffloadPolicy::Loop() {
-  while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(options_.period_ms))) Scan();
+  const uint64_t period_ns = uint64_t{options_.period_ms} * 1000000;
+  uint64_t wait_ns = period_ns;
+  while (!stop_.WaitForNotificationWithTimeout(absl::Nanoseconds(wait_ns))) {
+    const uint64_t cpu0 = ThreadCpuNs();
+    Scan();
+    // Reading the kernel's table costs about 0.3 us a row: a big table is
+    // read less often, so that scanning stays under 2% of one CPU.
+    wait_ns = std::max(period_ns, (ThreadCpuNs() - cpu0) * kScanCpuInverseShare);
+    scan_interval_ms_.store(wait_ns / 1000000, std::memory_order_relaxed);
+  }
 }
 
 uint8_t OffloadPolicy::FlagsOf(uint64_t nodeid) const {
@@ -225,6 +236,8 @@ void OffloadPolicy::AppendStatus(std::vector<std::pair<std::string, std::string>
   lines->emplace_back("offload_kept_backing", absl::StrCat(counters_.kept_backing.load()));
   lines->emplace_back("offload_drops", absl::StrCat(counters_.drops.load()));
   lines->emplace_back("offload_scans", absl::StrCat(counters_.scans.load()));
+  lines->emplace_back("offload_scan_interval_ms",
+                      absl::StrCat(scan_interval_ms_.load(std::memory_order_relaxed)));
 }
 
 }  // namespace efuse

@@ -43,7 +43,7 @@ struct OffloadOptions {
   // Requests of one class that make an inode hot for it (counted by the
   // kernel since the inode's last change seen by the daemon).
   uint32_t hot_requests = 3;
-  // How often the kernel's table is read.
+  // How often the kernel's table is read (at most; a big table, less often).
   uint32_t period_ms = 100;
   // Files larger than this are not pushed into the page cache.
   uint64_t max_store_bytes = 256ull << 20;
@@ -118,6 +118,7 @@ class OffloadPolicy {
   absl::flat_hash_map<uint64_t, Node> hot_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> changed_ ABSL_GUARDED_BY(mu_);  // since the last scan
   std::atomic<size_t> hot_count_{0};  // hot_.size(): skips the lock when 0
+  std::atomic<uint64_t> scan_interval_ms_{0};  // the scan thread's current sleep
 
   // The scan thread's own state.
   absl::flat_hash_map<uint64_t, Baseline> baselines_;
