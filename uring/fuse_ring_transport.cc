@@ -143,7 +143,7 @@ class FuseRingTransport::Worker {
     uint64_t last_work_ns = 0;
     while (pending_ > 0) {
       int rc;
-      if (poll_ns > 0 && MonotonicNs() - last_work_ns < poll_ns) {
+      if (poll_ns > 0 && hops_ > kHopsToPoll && MonotonicNs() - last_work_ns < poll_ns) {
         // Busy: look for new requests without sleeping. With DEFER_TASKRUN
         // they reach the completion queue only inside io_uring_enter.
         rc = io_uring_submit_and_get_events(ring_->get());
@@ -175,6 +175,7 @@ class FuseRingTransport::Worker {
         --pending_;
         const unsigned idx = static_cast<unsigned>(cqe->user_data);
         if (cqe->res >= 0) {
+          NoteRequest();
           Serve(idx);
           continue;
         }
@@ -368,7 +369,20 @@ class FuseRingTransport::Worker {
   size_t stride_ = 0;
   std::vector<Entry> entries_;
   std::vector<unsigned> early_;  // requests that arrived during Setup
+  // Did another queue serve a request since this one's last? A moving
+  // average of it, 0..kHopsOne: high while the client hops between CPUs.
+  void NoteRequest() {
+    const uint64_t before = t_->served_.fetch_add(1, std::memory_order_relaxed);
+    const bool hopped = before != last_served_ + 1;
+    last_served_ = before;
+    hops_ = hops_ - hops_ / 8 + (hopped ? kHopsOne / 8 : 0);
+  }
+  static constexpr unsigned kHopsOne = 1024;
+  static constexpr unsigned kHopsToPoll = kHopsOne / 4;
+
   unsigned pending_ = 0;         // entries the kernel holds (an SQE outstanding)
+  uint64_t last_served_ = 0;     // served_ before this queue's last request
+  unsigned hops_ = 0;
   uint64_t wake_value_ = 0;
   int wake_fd_ = -1;
   std::thread::id owner_;  // the worker thread (Run)

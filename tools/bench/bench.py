@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -70,10 +71,11 @@ def is_mounted(path):
 class Target:
     """A file system under test; FUSE targets run their daemon in the foreground."""
 
-    def __init__(self, name, argv=None, persistent=True):
+    def __init__(self, name, argv=None, persistent=True, nofile=None):
         self.name = name
         self.argv = argv  # None: native ext4, no daemon
         self.persistent = persistent  # content survives a remount
+        self.nofile = nofile  # RLIMIT_NOFILE for the daemon, if not inherited
         self.proc = None
         self.mnt = DATA if argv is None else os.path.join(MNTROOT, name)
         self.logf = None
@@ -95,8 +97,11 @@ class Target:
         argv = [a.replace("@MNT@", self.mnt) for a in self.argv]
         self.logf.write("# %s\n" % " ".join(argv))
         self.logf.flush()
+        def limits(n=self.nofile):
+            if n is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=self.logf,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=limits)
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -140,7 +145,9 @@ def make_targets(selected):
                                     "--passthrough=auto", "--xattrs=false", "@MNT@"]),
         Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "@MNT@"],
                persistent=False),
-        Target(REF_LL, [PLL, "-f", "-o", "source=" + src, "@MNT@"]),
+        # passthrough_ll holds an fd per inode the kernel knows: with this
+        # session's RLIMIT_NOFILE (20,000) it fails the 20,000-file phases.
+        Target(REF_LL, [PLL, "-f", "-o", "source=" + src, "@MNT@"], nofile=1 << 20),
         Target("bindfs", ["bindfs", "-f", src, "@MNT@"]),
     ]
     if selected:
@@ -163,9 +170,10 @@ def make_transport_targets(selected):
                                     "--attr_timeout=0", "--offload=off", "@MNT@"],
                     persistent=False)
              for tr in TRANSPORTS]
-    # uring whose workers poll 50 us before sleeping (efused --poll_us)
-    all_t.append(Target("memfs-uring-poll", [EFUSED, "--fs=memfs", "--size=4G", "--transport=uring",
-                                             "--poll_us=50", "--attr_timeout=0", "--offload=off", "@MNT@"],
+    # uring whose workers never poll (efused --poll_us=0; the default polls
+    # 50 us while clients hop between CPUs)
+    all_t.append(Target("memfs-uring-nopoll", [EFUSED, "--fs=memfs", "--size=4G", "--transport=uring",
+                                               "--poll_us=0", "--attr_timeout=0", "--offload=off", "@MNT@"],
                         persistent=False))
     all_t.append(Target("pt_ll-tmpfs", [PLL, "-f", "-o", "source=%s,timeout=0" % SHM_SRC, "@MNT@"],
                         persistent=False))
@@ -761,6 +769,43 @@ class Runner:
             shutil.rmtree(os.path.join(DATA, "work"), ignore_errors=True)
 
 
+class DataImage:
+    """A fresh ext4 (mkfs defaults: journal) on a loop device at DATA.
+
+    Why: the VM's root file system has no journal, and there ext4 skips
+    inodes freed in the last minutes when it allocates (recently_deleted()),
+    so every create got slower as the run went on (native itself moved 10x
+    between targets). Inode tables and journal are written by mkfs, not
+    lazily during the run, and the loop device does direct I/O (no second
+    page cache)."""
+
+    SIZE = "12G"
+
+    def __init__(self):
+        self.image = os.path.join(ROOT, "data.img")
+        if is_mounted(DATA):
+            subprocess.run(["umount", DATA], check=True)
+        if os.path.exists(self.image):
+            os.unlink(self.image)
+        # What earlier runs with --data=dir left (the tree, fio files).
+        for f in os.listdir(DATA):
+            p = os.path.join(DATA, f)
+            shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)
+        subprocess.run(["truncate", "-s", self.SIZE, self.image], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                        self.image], check=True)
+        self.loop = subprocess.run(["losetup", "-f", "--show", "--direct-io=on", self.image],
+                                   check=True, capture_output=True, text=True).stdout.strip()
+        subprocess.run(["mount", self.loop, DATA], check=True)
+        log("data: fresh ext4 (journal) of %s on %s at %s" % (self.SIZE, self.loop, DATA))
+
+    def remove(self):
+        subprocess.run(["umount", DATA])
+        subprocess.run(["losetup", "-d", self.loop])
+        if os.path.exists(self.image):
+            os.unlink(self.image)
+
+
 def build_tree(n):
     tree = os.path.join(DATA, "tree")
     stamp = os.path.join(DATA, ".tree-%d" % n)
@@ -946,6 +991,11 @@ def main():
     ap.add_argument("--stat_rounds", type=int, help="offload hot-stat: rounds of stat()")
     ap.add_argument("--stat_files", type=int, help="offload hot-stat: files")
     ap.add_argument("--efused", help="the efused binary (default: %s)" % EFUSED)
+    ap.add_argument("--data", default="image",
+                    help="where the fs suite's files live: 'image' (default: a fresh ext4 "
+                         "with its journal, made for this run on a loop device, so every "
+                         "target meets the same file-system state) or 'dir' (%s as it is)"
+                    % DATA)
     a = ap.parse_args()
     q = a.quick
     # the offload pairs compare two sides: even --quick takes 2 runs of each
@@ -970,6 +1020,11 @@ def main():
     os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
     os.makedirs(DATA, exist_ok=True)
     os.makedirs(MNTROOT, exist_ok=True)
+    if a.data not in ("image", "dir"):
+        sys.exit("bench: --data must be image or dir, not %r" % a.data)
+    data_image = None
+    if a.data == "image" and "fs" in set(a.suite.split(",")):
+        data_image = DataImage()
     fstype = subprocess.run(["stat", "-f", "-c", "%T", DATA],
                             capture_output=True, text=True).stdout.strip()
     if fstype != "ext2/ext3":  # stat -f reports ext4 as ext2/ext3
@@ -1015,6 +1070,8 @@ def main():
     finally:
         for t in targets + ttargets + runner.offload_targets:
             t.stop()
+        if data_image is not None:
+            data_image.remove()
     elapsed = time.time() - t_start
 
     table = report(runner, targets, ttargets)
@@ -1025,7 +1082,7 @@ def main():
                    "offload_repeats": a.offload_repeats, "cost_repeats": a.cost_repeats, "offload_warmup": OFFLOAD_WARMUP,
                    "hot_read_mib": HOT_READ_MIB, "read_passes": a.read_passes,
                    "stat_rounds": a.stat_rounds, "stat_files": a.stat_files, "efused": EFUSED,
-                   "data_dir": DATA, "kernel": os.uname().release,
+                   "data_dir": DATA, "data": a.data, "kernel": os.uname().release,
                    "elapsed_s": round(elapsed, 1),
                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "note": "higher is better for every figure but the offload group's times "

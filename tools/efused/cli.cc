@@ -80,11 +80,12 @@ ABSL_FLAG(std::string, transport, "auto",
           "/dev/fuse); an unavailable choice falls back to the next, and the log says why");
 ABSL_FLAG(uint32_t, queue_depth, 4,
           "uring, uring-dev: requests in flight per queue (ring entries, or reads) (1..128)");
-ABSL_FLAG(uint32_t, poll_us, 0,
+ABSL_FLAG(uint32_t, poll_us, 50,
           "uring: after serving, a worker keeps looking for the next request this many "
-          "microseconds before it sleeps (0..10000; 0: sleep at once). Saves waking a halted "
-          "CPU, which is slow in VMs (4K direct reads, 1 job: 2.7x here), but competes with "
-          "clients on the worker's CPU (a stat loop: 0.85x) and burns CPU while requests come");
+          "microseconds before it sleeps, while its clients move between CPUs (0..10000; 0: "
+          "always sleep at once). Saves waking a halted CPU, which is slow in VMs (4K direct "
+          "reads, 1 job: 2.7x here); a client that stays on the worker's CPU is served without "
+          "polling, which would compete with it");
 ABSL_FLAG(std::string, max_write, "1M", "largest WRITE request (4K..1M)");
 // Long by default: every change made through the mount updates the kernel's
 // caches itself, so for a tree only this mount writes (memfs always; the

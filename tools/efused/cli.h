@@ -27,7 +27,7 @@ struct DaemonConfig {
   double negative_timeout = 0.0;
   std::string transport = "auto";  // auto, uring, sync
   uint32_t queue_depth = 4;
-  uint32_t poll_us = 0;  // uring: workers poll this long before sleeping
+  uint32_t poll_us = 50;  // uring: workers poll this long before sleeping (clients hopping CPUs)
   std::string telemetry = "auto";  // auto, on, off
   uint32_t trace_sample = 0;
   uint32_t time_every = 1;
