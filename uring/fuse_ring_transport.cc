@@ -143,7 +143,8 @@ class FuseRingTransport::Worker {
     uint64_t last_work_ns = 0;
     while (pending_ > 0) {
       int rc;
-      if (poll_ns > 0 && hops_ > kHopsToPoll && MonotonicNs() - last_work_ns < poll_ns) {
+      polling_ = poll_ns > 0 && hops_ > kHopsToPoll && MonotonicNs() - last_work_ns < poll_ns;
+      if (polling_) {
         // Busy: look for new requests without sleeping. With DEFER_TASKRUN
         // they reach the completion queue only inside io_uring_enter.
         rc = io_uring_submit_and_get_events(ring_->get());
@@ -374,6 +375,7 @@ class FuseRingTransport::Worker {
   void NoteRequest() {
     const uint64_t before = t_->served_.fetch_add(1, std::memory_order_relaxed);
     const bool hopped = before != last_served_ + 1;
+    if (polling_) q_->counters.polled.fetch_add(1, std::memory_order_relaxed);
     last_served_ = before;
     hops_ = hops_ - hops_ / 8 + (hopped ? kHopsOne / 8 : 0);
   }
@@ -383,6 +385,7 @@ class FuseRingTransport::Worker {
   unsigned pending_ = 0;         // entries the kernel holds (an SQE outstanding)
   uint64_t last_served_ = 0;     // served_ before this queue's last request
   unsigned hops_ = 0;
+  bool polling_ = false;         // the current pass looked without sleeping
   uint64_t wake_value_ = 0;
   int wake_fd_ = -1;
   std::thread::id owner_;  // the worker thread (Run)

@@ -11,7 +11,8 @@ std::string DescribeQueue(int cpu, const QueueCounters& c) {
                       c.bytes_out.load(std::memory_order_relaxed), " in_flight ",
                       c.in_flight.load(std::memory_order_relaxed), " errors ",
                       c.errors.load(std::memory_order_relaxed), " async_ops ",
-                      c.async_ops.load(std::memory_order_relaxed));
+                      c.async_ops.load(std::memory_order_relaxed), " polled ",
+                      c.polled.load(std::memory_order_relaxed));
 }
 
 }  // namespace efuse::uring

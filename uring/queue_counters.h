@@ -20,9 +20,11 @@ struct QueueCounters {
   std::atomic<uint32_t> in_flight{0};  // entries holding a request right now
   std::atomic<uint32_t> entries{0};    // entries registered with the kernel
   std::atomic<uint64_t> async_ops{0};  // backing-file reads/writes/fsyncs queued on the ring
+  std::atomic<uint64_t> polled{0};     // requests found while polling, not woken for (uring)
 };
 
-// "cpu C entries E requests R bytes_in I bytes_out O in_flight F errors X async_ops A"
+// "cpu C entries E requests R bytes_in I bytes_out O in_flight F errors X async_ops A
+// polled P"
 std::string DescribeQueue(int cpu, const QueueCounters& c);
 
 }  // namespace efuse::uring

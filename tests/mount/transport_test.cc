@@ -5,12 +5,14 @@
 // permission and passthrough suites also run once per transport: see
 // CMakeLists.txt.)
 #include <dirent.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <chrono>
 #include <iterator>
 #include <atomic>
@@ -177,6 +179,61 @@ TEST_F(TransportTest, PollingWorkersServeAndStop) {
     });
   }
   for (std::thread& t : clients) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE(mount_.Stop());
+}
+
+// The default polling (--poll_us=50) is for clients that hop between CPUs:
+// a client that stays on its worker's CPU is served by a sleeping worker
+// (polling would compete with it), two clients on different CPUs, whose
+// requests interleave between the queues, are served by polling workers.
+TEST_F(TransportTest, WorkersPollOnlyWhileRequestsMoveBetweenQueues) {
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "needs two CPUs";
+  // Offload off: it would keep the hot file's attributes in the kernel.
+  ASSERT_TRUE(mount_.Start({"--transport=uring", "--attr_timeout=0", "--offload=off"}));
+  EXPECT_TRUE(LogShows(mount_, "workers poll 50 us")) << mount_.Log();
+  const std::string f = mount_.Path("f");
+  { UniqueFd fd(open(f.c_str(), O_CREAT | O_WRONLY, 0644)); ASSERT_SYS(fd.get()); }
+  StatusReader status(&mount_);
+  // Sums of "requests" and "polled" over the queue lines.
+  auto totals = [&](uint64_t* requests, uint64_t* polled) {
+    std::map<std::string, std::string> kv;
+    ASSERT_TRUE(status.Fresh(&kv));
+    *requests = *polled = 0;
+    for (const auto& [k, v] : kv) {
+      if (k.rfind("queue_", 0) != 0) continue;
+      std::istringstream words(v);
+      std::string w;
+      while (words >> w) {
+        if (w == "requests") words >> w, *requests += std::stoull(w);
+        if (w == "polled") words >> w, *polled += std::stoull(w);
+      }
+    }
+  };
+  auto stat_loop = [&](int cpu, int n, std::atomic<int>* failures) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0) ++*failures;
+    UniqueFd fd(open(f.c_str(), O_RDONLY));
+    struct stat st;
+    for (int i = 0; i < n; ++i)
+      if (fstat(fd.get(), &st) != 0) ++*failures;
+  };
+  std::atomic<int> failures{0};
+  uint64_t r0, p0, r1, p1, r2, p2;
+  totals(&r0, &p0);
+  std::thread([&] { stat_loop(0, 20000, &failures); }).join();
+  totals(&r1, &p1);
+  ASSERT_GE(r1 - r0, 20000u);
+  EXPECT_LT(p1 - p0, (r1 - r0) / 20) << "a client staying on one CPU: workers sleep";
+  std::thread a([&] { stat_loop(0, 20000, &failures); });
+  std::thread b([&] { stat_loop(1, 20000, &failures); });
+  a.join();
+  b.join();
+  totals(&r2, &p2);
+  EXPECT_GE(r2 - r1, 40000u);
+  EXPECT_GT(p2 - p1, (r2 - r1) / 10) << "clients on both CPUs: workers poll";
   EXPECT_EQ(failures.load(), 0);
   ASSERT_TRUE(mount_.Stop());
 }
