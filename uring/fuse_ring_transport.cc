@@ -438,6 +438,7 @@ void FuseRingTransport::DisableKernelRing() {
   static uint8_t payload[abi::kMinReadBuffer];
   iovec iov[2] = {{&header, sizeof(header)}, {payload, sizeof(payload)}};
   io_uring_sqe* sqe = io_uring_get_sqe(ring->get());
+  if (sqe == nullptr) return;  // a fresh ring of 2 always has one
   PrepUringCmd(sqe, fd_, abi::UringCmd::kRegister, 0, 0xffff);
   sqe->addr = reinterpret_cast<uintptr_t>(iov);
   sqe->len = 2;

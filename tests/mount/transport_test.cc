@@ -87,7 +87,9 @@ class TransportTest : public ::testing::Test {
  protected:
   void SetUp() override { EFUSE_REQUIRE_FUSE(); }
   void TearDown() override {
-    if (mount_.running()) EXPECT_TRUE(mount_.Stop());
+    if (mount_.running()) {
+      EXPECT_TRUE(mount_.Stop());
+    }
   }
   EfuseMount mount_;
 };
@@ -203,10 +205,12 @@ TEST_F(TransportTest, WorkersPollOnlyWhileRequestsMoveBetweenQueues) {
     for (const auto& [k, v] : kv) {
       if (k.rfind("queue_", 0) != 0) continue;
       std::istringstream words(v);
-      std::string w;
-      while (words >> w) {
-        if (w == "requests") words >> w, *requests += std::stoull(w);
-        if (w == "polled") words >> w, *polled += std::stoull(w);
+      std::string key;
+      uint64_t value = 0;
+      while (words >> key) {
+        if (key != "requests" && key != "polled") continue;
+        if (!(words >> value)) break;
+        (key == "requests" ? *requests : *polled) += value;
       }
     }
   };
