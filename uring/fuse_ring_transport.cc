@@ -176,7 +176,7 @@ class FuseRingTransport::Worker {
         --pending_;
         const unsigned idx = static_cast<unsigned>(cqe->user_data);
         if (cqe->res >= 0) {
-          NoteRequest();
+          if (poll_ns > 0) NoteRequest();
           Serve(idx);
           continue;
         }
@@ -194,7 +194,8 @@ class FuseRingTransport::Worker {
         Register(idx);
       }
       io_uring_cq_advance(ring_->get(), seen);
-      if (seen > 0 && poll_ns > 0) last_work_ns = MonotonicNs();
+      // The clock only matters while requests hop between queues.
+      if (seen > 0 && poll_ns > 0 && hops_ > kHopsToPoll) last_work_ns = MonotonicNs();
     }
   }
 

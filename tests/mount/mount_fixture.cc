@@ -674,6 +674,13 @@ bool ParseStatusFile(const std::string& path, std::map<std::string, std::string>
   return ::testing::AssertionSuccess();
 }
 
+uint64_t StatusReader::Number(const std::string& key) {
+  std::map<std::string, std::string> kv;
+  EXPECT_TRUE(Fresh(&kv));
+  auto it = kv.find(key);
+  return it == kv.end() ? 0 : std::strtoull(it->second.c_str(), nullptr, 10);
+}
+
 ::testing::AssertionResult StatusReader::Counts(std::map<std::string, uint64_t>* out) {
   std::map<std::string, std::string> kv;
   ::testing::AssertionResult r = Fresh(&kv);

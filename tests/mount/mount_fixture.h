@@ -198,6 +198,9 @@ class StatusReader {
   ::testing::AssertionResult Fresh(std::map<std::string, std::string>* kv);
   // Only the request counters, keyed by opcode name.
   ::testing::AssertionResult Counts(std::map<std::string, uint64_t>* out);
+  // One numeric line after a fresh rewrite; 0 (and a test failure if the
+  // file was not rewritten) when absent.
+  uint64_t Number(const std::string& key);
 
  private:
   const EfuseMount* mount_;

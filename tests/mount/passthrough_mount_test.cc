@@ -878,11 +878,7 @@ class ListingTest : public PassthroughMountTest {
   static void DropKernelCaches() {
     std::ofstream("/proc/sys/vm/drop_caches") << "2" << std::endl;
   }
-  uint64_t StatusValue(const std::string& key) {
-    std::map<std::string, std::string> kv;
-    EXPECT_TRUE(StatusReader(&mount_).Fresh(&kv));
-    return kv.count(key) != 0 ? std::stoull(kv[key]) : 0;
-  }
+  uint64_t StatusValue(const std::string& key) { return StatusReader(&mount_).Number(key); }
   void ExpectTypes(const std::map<std::string, int>& listing) {
     ASSERT_EQ(listing.size(), static_cast<size_t>(kFiles + 1));
     EXPECT_EQ(listing.at("sub"), DT_DIR);

@@ -71,7 +71,7 @@ std::map<std::string, std::string> Status(const EfuseMount& m) {
 }
 
 uint64_t StatusNumber(const EfuseMount& m, const std::string& key) {
-  return std::strtoull(Status(m)[key].c_str(), nullptr, 10);
+  return StatusReader(&m).Number(key);
 }
 
 void CreateFiles(const EfuseMount& m, int n, const std::string& prefix = "f") {

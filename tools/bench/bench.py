@@ -999,7 +999,7 @@ def main():
     ap.add_argument("--stat_rounds", type=int, help="offload hot-stat: rounds of stat()")
     ap.add_argument("--stat_files", type=int, help="offload hot-stat: files")
     ap.add_argument("--efused", help="the efused binary (default: %s)" % EFUSED)
-    ap.add_argument("--data", default="image",
+    ap.add_argument("--data", default="image", choices=("image", "dir"),
                     help="where the fs suite's files live: 'image' (default: a fresh ext4 "
                          "with its journal, made for this run on a loop device, so every "
                          "target meets the same file-system state) or 'dir' (%s as it is)"
@@ -1028,15 +1028,6 @@ def main():
     os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
     os.makedirs(DATA, exist_ok=True)
     os.makedirs(MNTROOT, exist_ok=True)
-    if a.data not in ("image", "dir"):
-        sys.exit("bench: --data must be image or dir, not %r" % a.data)
-    data_image = None
-    if a.data == "image" and "fs" in set(a.suite.split(",")):
-        data_image = DataImage()
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", DATA],
-                            capture_output=True, text=True).stdout.strip()
-    if fstype != "ext2/ext3":  # stat -f reports ext4 as ext2/ext3
-        log("warning: %s is on %s, not ext4" % (DATA, fstype))
 
     a.workloads = set(a.workloads.split(","))
     suites = set(a.suite.split(","))
@@ -1063,6 +1054,12 @@ def main():
     if targets or ttargets:
         log("%d targets, %d fio jobs of %d s x %d repeats each: fio alone takes ~%d min"
             % (len(targets), 12, a.runtime, a.repeats, (est + 59) // 60))
+    # Made last, right before the try that removes it.
+    data_image = DataImage() if targets and a.data == "image" else None
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", DATA],
+                            capture_output=True, text=True).stdout.strip()
+    if fstype != "ext2/ext3":  # stat -f reports ext4 as ext2/ext3
+        log("warning: %s is on %s, not ext4" % (DATA, fstype))
     t_start = time.time()
     try:
         if targets:
