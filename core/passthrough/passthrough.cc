@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
@@ -51,6 +52,23 @@ constexpr size_t kMaxAttrListedDirs = 1 << 16;
 enum : uint8_t { kListingUnknown = 0, kListingNames = 1, kListingAttrs = 2 };
 // The kernel's OFFSET_MAX: a lock "to the end of the file".
 constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
+// GETXATTR of these names is answered from memory when the source lacked
+// them at most --attr_timeout ago: `ls -l` asks for security.selinux on every
+// file and exec for security.capability, and without it each answer costs an
+// open by handle of an inode the fd cache no longer holds. Only names anyone
+// may read (no permission check to bypass), and all listed by listxattr.
+constexpr std::string_view kAbsenceRemembered[] = {
+    "security.selinux", "security.capability", "system.posix_acl_access",
+    "system.posix_acl_default", "security.SMACK64", "security.apparmor",
+    "security.ima", "security.evm",
+};
+// The bit of `name` in Inode::absent_xattrs, or 0 when not remembered.
+uint8_t AbsenceBit(std::string_view name) {
+  for (size_t i = 0; i < std::size(kAbsenceRemembered); ++i) {
+    if (kAbsenceRemembered[i] == name) return static_cast<uint8_t>(1u << i);
+  }
+  return 0;
+}
 #ifndef SYS_fchmodat2
 constexpr long SYS_fchmodat2 = 452;
 #endif
@@ -259,6 +277,12 @@ struct PassthroughFs::Inode {
   // for the next open; closed when the kernel forgets the inode.
   bool keep_backing ABSL_GUARDED_BY(mu) = false;
   int32_t kept_backing_id ABSL_GUARDED_BY(mu) = 0;
+  // kAbsenceRemembered names the source lacked, within a window that closes
+  // at absent_until (MonotonicNs); xattr_changes counts SETXATTR/REMOVEXATTR
+  // here and source events, so an answer read before one is not remembered.
+  uint8_t absent_xattrs ABSL_GUARDED_BY(mu) = 0;
+  uint32_t xattr_changes ABSL_GUARDED_BY(mu) = 0;
+  uint64_t absent_until ABSL_GUARDED_BY(mu) = 0;
 };
 
 struct PassthroughFs::DirStream {
@@ -807,6 +831,7 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_invalidations", st.invalidations);
   add("pt_listings_with_attrs", st.listings_with_attrs);
   add("pt_listings_names_only", st.listings_names_only);
+  add("pt_xattr_absences_answered", absences_answered_.load(std::memory_order_relaxed));
   add("pt_fd_cache_size", st.fd_cache.size);
   add("pt_fd_cache_hits", st.fd_cache.hits);
   add("pt_fd_cache_misses", st.fd_cache.misses);
@@ -844,6 +869,8 @@ void PassthroughFs::UnwatchDir(Inode& inode) {
 }
 
 void PassthroughFs::InvalidateInode(uint64_t nodeid) {
+  // Source events land here: its xattrs may have changed too (FAN_ATTRIB).
+  if (std::shared_ptr<Inode> n = Find(nodeid); n != nullptr) XattrsChanged(*n);
   proto::Reply r = proto::NotifyInvalInode(nodeid, 0, 0);
   if (kernel_->Notify(r.Iov()).ok()) invalidations_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -1687,13 +1714,16 @@ Status PassthroughFs::SetXattr(const RequestContext& ctx, uint64_t nodeid, std::
                                std::span<const uint8_t> value, uint32_t flags,
                                uint32_t setxattr_flags) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
-  Result<SharedFd> fd = NodePathFd(nodeid);
+  Result<std::shared_ptr<Inode>> n = Get(nodeid);
+  if (!n.ok()) return n.error();
+  Result<SharedFd> fd = PathFd(**n);
   if (!fd.ok()) return fd.error();
   const ProcPath path((*fd)->get());
-  if (setxattr(path.c_str(), CName(name).c_str(), value.data(), value.size(),
-               static_cast<int>(flags)) != 0) {
-    return Errno::Last();
-  }
+  const int rc = setxattr(path.c_str(), CName(name).c_str(), value.data(), value.size(),
+                          static_cast<int>(flags));
+  const int err = errno;
+  XattrsChanged(**n);  // after the call: a GETXATTR that ran before it forgets
+  if (rc != 0) return Errno(err);
   // Setting an access ACL as a non-member of the group drops setgid, as
   // the kernel tells us (FUSE_SETXATTR_ACL_KILL_SGID).
   if ((setxattr_flags & abi::kSetxattrAclKillSgid) != 0) {
@@ -1705,12 +1735,44 @@ Status PassthroughFs::SetXattr(const RequestContext& ctx, uint64_t nodeid, std::
   return OkStatus();
 }
 
+bool PassthroughFs::KnownAbsent(Inode& inode, uint8_t bit, uint32_t* changes) {
+  absl::MutexLock l(&inode.mu);
+  *changes = inode.xattr_changes;
+  return (inode.absent_xattrs & bit) != 0 && MonotonicNs() < inode.absent_until;
+}
+
+void PassthroughFs::RememberAbsent(Inode& inode, uint8_t bit, uint32_t changes) {
+  if (opts_.attr_timeout <= 0) return;  // nothing cached: nothing remembered
+  const uint64_t now = MonotonicNs();
+  absl::MutexLock l(&inode.mu);
+  if (inode.xattr_changes != changes) return;  // the answer may be outdated
+  // One window for all bits, opened by the first: no absence is trusted
+  // longer than attr_timeout after it was read.
+  if (now >= inode.absent_until) {
+    inode.absent_xattrs = 0;
+    inode.absent_until = now + static_cast<uint64_t>(opts_.attr_timeout * 1e9);
+  }
+  inode.absent_xattrs |= bit;
+}
+
+void PassthroughFs::XattrsChanged(Inode& inode) {
+  absl::MutexLock l(&inode.mu);
+  inode.absent_xattrs = 0;
+  ++inode.xattr_changes;
+}
+
 Result<std::string> PassthroughFs::GetXattr(const RequestContext& ctx, uint64_t nodeid,
                                             std::string_view name) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   if (ctx.uid != 0 && name.starts_with("trusted.")) return Errno(ENODATA);
+  const uint8_t absence_bit = AbsenceBit(name);
+  uint32_t changes = 0;
+  if (absence_bit != 0 && KnownAbsent(**n, absence_bit, &changes)) {
+    absences_answered_.fetch_add(1, std::memory_order_relaxed);
+    return Errno(ENODATA);
+  }
   Result<SharedFd> fd = PathFd(**n);
   if (!fd.ok()) return fd.error();
   const ProcPath path((*fd)->get());
@@ -1718,7 +1780,10 @@ Result<std::string> PassthroughFs::GetXattr(const RequestContext& ctx, uint64_t 
   std::string value;
   for (;;) {
     ssize_t size = getxattr(path.c_str(), cname.c_str(), nullptr, 0);
-    if (size < 0) return Errno::Last();
+    if (size < 0) {
+      if (errno == ENODATA && absence_bit != 0) RememberAbsent(**n, absence_bit, changes);
+      return Errno::Last();
+    }
     value.resize(static_cast<size_t>(size));
     if (size == 0) return value;
     ssize_t got = getxattr(path.c_str(), cname.c_str(), value.data(), value.size());
@@ -1767,11 +1832,14 @@ Result<std::string> PassthroughFs::ListXattr(const RequestContext& ctx, uint64_t
 Status PassthroughFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
                                   std::string_view name) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
-  Result<SharedFd> fd = NodePathFd(nodeid);
+  Result<std::shared_ptr<Inode>> n = Get(nodeid);
+  if (!n.ok()) return n.error();
+  Result<SharedFd> fd = PathFd(**n);
   if (!fd.ok()) return fd.error();
-  if (removexattr(ProcPath((*fd)->get()).c_str(), CName(name).c_str()) != 0) {
-    return Errno::Last();
-  }
+  const int rc = removexattr(ProcPath((*fd)->get()).c_str(), CName(name).c_str());
+  const int err = errno;
+  XattrsChanged(**n);
+  if (rc != 0) return Errno(err);
   return OkStatus();
 }
 

@@ -45,7 +45,9 @@
 //    size are unchanged since the last open; the writeback cache when kernel
 //    passthrough is off; READDIRPLUS as the kernel chooses (READDIRPLUS_AUTO),
 //    cached symlinks, parallel directory operations, 1 MiB requests and
-//    HANDLE_KILLPRIV_V2 come from the session's INIT defaults.
+//    HANDLE_KILLPRIV_V2 come from the session's INIT defaults. GETXATTR
+//    remembers, per inode and for --attr_timeout, that the source lacks a
+//    name asked of every file (security.selinux for `ls -l`, ...).
 //
 // A source that others modify: the defaults (1 s lifetimes, kept page cache
 // and listings while mtime/ctime/size match, writeback cache with
@@ -297,6 +299,13 @@ class PassthroughFs : public FileSystem {
   bool ListWithAttrs(Inode& dir);
   // The kernel looked up `child` in `dir` by name (kAdaptive's evidence).
   void NoteLookupIn(Inode& dir, const Entry& child);
+  // GETXATTR's memory of names the source lacked (kAbsenceRemembered):
+  // true if `bit`'s absence is remembered and still fresh; `changes` gets
+  // the count a later RememberAbsent must still find.
+  bool KnownAbsent(Inode& inode, uint8_t bit, uint32_t* changes);
+  void RememberAbsent(Inode& inode, uint8_t bit, uint32_t changes);
+  // The inode's xattrs changed (through us, or in the source): forget.
+  void XattrsChanged(Inode& inode);
   // Opens `inode` afresh with `flags` (not O_PATH): by handle, else through
   // /proc/self/fd.
   Result<int> Reopen(Inode& inode, int flags);
@@ -382,6 +391,8 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> pinned_{0};
   std::atomic<bool> warned_no_handles_{false};
   mutable std::atomic<uint64_t> invalidations_{0};
+  // GETXATTRs answered ENODATA from the inode's memory (KnownAbsent).
+  std::atomic<uint64_t> absences_answered_{0};
   mutable std::atomic<uint64_t> listings_with_attrs_{0};
   mutable std::atomic<uint64_t> listings_names_only_{0};
   // Directories (dev, ino) whose listings carry attributes (kAdaptive),

@@ -333,6 +333,33 @@ TEST_F(IdentityTest, ExtendedAttributesIncludingSecurity) {
   EXPECT_ERRNO(getxattr(f.c_str(), "security.efuse-test", buf, 2), ERANGE);
 }
 
+// `ls -l` asks every file for security.selinux: the daemon remembers the
+// source's "no such attribute" (for the attribute lifetime) instead of
+// opening the inode again, and forgets it when an xattr is set through the
+// mount.
+TEST_F(IdentityTest, AbsentSecurityLabelIsRememberedUntilSetThroughTheMount) {
+  const std::string f = Path("a");
+  char buf[64];
+  StatusReader status(&mount_);
+  EXPECT_ERRNO(getxattr(f.c_str(), "security.selinux", buf, sizeof(buf)), ENODATA);
+  const uint64_t before = status.Number("pt_xattr_absences_answered");
+  for (int i = 0; i < 5; ++i)
+    EXPECT_ERRNO(getxattr(f.c_str(), "security.selinux", buf, sizeof(buf)), ENODATA);
+  EXPECT_EQ(status.Number("pt_xattr_absences_answered"), before + 5);
+  // Other names still reach the source.
+  EXPECT_ERRNO(getxattr(f.c_str(), "user.nothing", buf, sizeof(buf)), ENODATA);
+  EXPECT_EQ(status.Number("pt_xattr_absences_answered"), before + 5);
+
+  // Set through the mount (here, and through the hard link d/b): seen at once.
+  ASSERT_SYS(setxattr(Path("d/b").c_str(), "security.selinux", "label", 5, 0));
+  ssize_t n = getxattr(f.c_str(), "security.selinux", buf, sizeof(buf));
+  ASSERT_EQ(n, 5) << ErrnoName(errno);
+  EXPECT_EQ(std::string(buf, 5), "label");
+  ASSERT_SYS(removexattr(f.c_str(), "security.selinux"));
+  EXPECT_ERRNO(getxattr(f.c_str(), "security.selinux", buf, sizeof(buf)), ENODATA);
+  EXPECT_ERRNO(getxattr(Src("a").c_str(), "security.selinux", buf, sizeof(buf)), ENODATA);
+}
+
 // ---------------------------------------------------------------------------
 // Other users (allow_other): ownership, permissions, ACLs.
 
@@ -693,6 +720,20 @@ TEST_F(BehindTheBackTest, ReplacedFilesNeverShowAnotherFilesData) {
   }
 }
 
+// With attribute lifetime 0 nothing is remembered: a label set in the source
+// shows at once.
+TEST_F(BehindTheBackTest, AbsentXattrIsNotRememberedWithoutAttributeCaching) {
+  WriteSrc("a", "AAAA");
+  char buf[64];
+  StatusReader status(&mount_);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_ERRNO(getxattr(Path("a").c_str(), "security.selinux", buf, sizeof(buf)), ENODATA);
+  EXPECT_EQ(status.Number("pt_xattr_absences_answered"), 0u);
+  ASSERT_SYS(setxattr(Src("a").c_str(), "security.selinux", "x", 1, 0));
+  EXPECT_EQ(getxattr(Path("a").c_str(), "security.selinux", buf, sizeof(buf)), 1)
+      << ErrnoName(errno);
+}
+
 // With --watch_source, long cache lifetimes still see what others do to the
 // source: the daemon invalidates the kernel's entries, listings, attributes
 // and data from fanotify events.
@@ -744,8 +785,12 @@ TEST_P(WatchTest, ChangesInTheSourceShowDespiteLongCacheLifetimes) {
   EXPECT_EQ(Names(Path("dir")), std::vector<std::string>{"old"});
   ASSERT_SYS(stat(Path("f").c_str(), &st));
   EXPECT_EQ(st.st_mode & 07777, 0644u);
+  char label[16];
+  EXPECT_ERRNO(getxattr(Path("f").c_str(), "security.selinux", label, sizeof(label)), ENODATA);
+  EXPECT_ERRNO(getxattr(Path("f").c_str(), "security.selinux", label, sizeof(label)), ENODATA);
 
   WriteSrc("f", "changed by someone else");
+  ASSERT_SYS(setxattr(Src("f").c_str(), "security.selinux", "lbl", 3, 0));
   ASSERT_EQ(chmod(Src("f").c_str(), 0600), 0);
   ASSERT_EQ(unlink(Src("gone").c_str()), 0);
   WriteSrc("new", "appeared");
@@ -761,6 +806,9 @@ TEST_P(WatchTest, ChangesInTheSourceShowDespiteLongCacheLifetimes) {
     struct stat s {};
     return stat(Path("gone").c_str(), &s) != 0 && errno == ENOENT;
   }));
+  EXPECT_TRUE(Eventually([&] {
+    return getxattr(Path("f").c_str(), "security.selinux", label, sizeof(label)) == 3;
+  })) << "a label set in the source";
   EXPECT_TRUE(Eventually([&] { return ReadPath(Path("new")) == "appeared"; }));
   EXPECT_TRUE(Eventually([&] {
     return Names(Path("dir")) == std::vector<std::string>{"added", "old"};
