@@ -540,9 +540,20 @@ std::shared_ptr<PassthroughFs::Inode> PassthroughFs::CountIfLive(uint64_t dev, u
   return s.by_id.at(n->nodeid);
 }
 
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberByHandle(
+    int open_fd, const struct statx& st) {
+  if (!handles_ok_ || MountFdFor(DevOf(st)) < 0 || S_ISDIR(st.stx_mode)) return Errno(EAGAIN);
+  return RememberFd(-1, open_fd, st);
+}
+
 Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
                                                                       const struct statx& st) {
-  SharedFd sfd = MakeSharedFd(fd);
+  return RememberFd(fd, fd, st);
+}
+
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path_fd, int handle_fd,
+                                                                        const struct statx& st) {
+  SharedFd sfd = path_fd >= 0 ? MakeSharedFd(path_fd) : nullptr;
   const uint64_t dev = DevOf(st);
   const uint64_t ino = st.stx_ino;
   if (dev == root_dev_ && ino == root_ino_) return root_;  // never counted
@@ -556,7 +567,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
   std::string handle;
   bool pin = !handles_ok_;
   if (!pin) {
-    Result<std::string> h = HandleOf(fd);
+    Result<std::string> h = HandleOf(handle_fd);
     if (!h.ok()) {
       pin = true;
       if (!warned_no_handles_.exchange(true)) {
@@ -572,7 +583,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
     // A file system below the source we have not met: its first directory
     // gives the mount fd open_by_handle_at needs.
     if (S_ISDIR(st.stx_mode)) {
-      int mfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      int mfd = openat(handle_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
       if (mfd >= 0) {
         absl::MutexLock l(&mounts_mu_);
         if (!mount_fds_.emplace(dev, mfd).second) close(mfd);
@@ -583,6 +594,8 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
       pin = true;
     }
   }
+
+  if (pin && sfd == nullptr) return Errno(EAGAIN);  // RememberByHandle: no fd to pin
 
   std::shared_ptr<Inode> result;
   bool created = false;
@@ -618,8 +631,10 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
       s.by_key.emplace(key, result.get());
     }
   }
-  if (watcher_ != nullptr && created && result->type == S_IFDIR) WatchDir(*result, sfd->get());
-  if (result->pinned == nullptr) fd_cache_.Put(result->nodeid, std::move(sfd));
+  if (watcher_ != nullptr && created && result->type == S_IFDIR && sfd != nullptr) {
+    WatchDir(*result, sfd->get());
+  }
+  if (result->pinned == nullptr && sfd != nullptr) fd_cache_.Put(result->nodeid, std::move(sfd));
   return result;
 }
 
@@ -1350,9 +1365,16 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
         backing_id = std::exchange(inode->kept_backing_id, 0);
         backing_reuses_.fetch_add(1, std::memory_order_relaxed);
       } else if (os.handles == 0 && !suid_risk) {
-        Result<SharedFd> pfd = PathFd(*inode);
-        if (!pfd.ok()) return pfd.error();
-        Result<int32_t> id = kernel_->OpenBacking((*pfd)->get());
+        // The kernel keeps only the registered file's path (each passthrough
+        // open reopens it with the FUSE file's flags): an fd already open
+        // serves, and spares an open by handle.
+        SharedFd pfd;
+        if (fd < 0) {
+          Result<SharedFd> p = PathFd(*inode);
+          if (!p.ok()) return p.error();
+          pfd = *std::move(p);
+        }
+        Result<int32_t> id = kernel_->OpenBacking(fd >= 0 ? fd : pfd->get());
         if (id.ok()) {
           use_pt = true;
           backing_id = *id;
@@ -1507,10 +1529,14 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
     close(fd);
     return Errno(err);
   }
-  // The inode's O_PATH fd: by name (a dentry-cache hit) when the name still
-  // leads to what we created, else through /proc.
+  // Known by its file handle (read from `fd`), the inode needs no O_PATH fd
+  // until a later request asks for one: a create then close then unlink
+  // never opens it. Else its O_PATH fd: by name (a dentry-cache hit) when
+  // the name still leads to what we created, else through /proc.
+  Result<std::shared_ptr<Inode>> inode =
+      tmpfile ? Result<std::shared_ptr<Inode>>(Errno(EAGAIN)) : RememberByHandle(fd, st);
   int pfd = -1;
-  if (!tmpfile) {
+  if (!inode.ok() && !tmpfile) {
     struct statx named;
     pfd = openat((*dfd)->get(), CName(name).c_str(), kPathFlags);
     if (pfd >= 0 && (Statx(pfd, &named) != 0 || named.stx_ino != st.stx_ino ||
@@ -1519,13 +1545,15 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
       pfd = -1;
     }
   }
-  if (pfd < 0) pfd = open(ProcPath(fd).c_str(), O_PATH | O_CLOEXEC);
-  if (pfd < 0) {
-    int err = errno;
-    close(fd);
-    return Errno(err);
+  if (!inode.ok()) {
+    if (pfd < 0) pfd = open(ProcPath(fd).c_str(), O_PATH | O_CLOEXEC);
+    if (pfd < 0) {
+      int err = errno;
+      close(fd);
+      return Errno(err);
+    }
+    inode = Remember(pfd, st);
   }
-  Result<std::shared_ptr<Inode>> inode = Remember(pfd, st);
   if (!inode.ok()) {
     close(fd);
     return inode.error();

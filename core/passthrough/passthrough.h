@@ -281,6 +281,12 @@ class PassthroughFs : public FileSystem {
   // Finds or creates the Inode for the source inode open as `fd` (an O_PATH
   // fd this takes over) with attributes `st`, and counts one kernel lookup.
   Result<std::shared_ptr<Inode>> Remember(int fd, const struct statx& st);
+  // Remember() without an O_PATH fd: the handle is read from `open_fd` (any
+  // mode; not taken over) and the fd is opened by handle when first needed.
+  // EAGAIN where an fd must be pinned (no handles, or an unknown device).
+  Result<std::shared_ptr<Inode>> RememberByHandle(int open_fd, const struct statx& st);
+  // Both: `path_fd` (taken over; -1 for none) and the fd the handle is read from.
+  Result<std::shared_ptr<Inode>> RememberFd(int path_fd, int handle_fd, const struct statx& st);
   // The known Inode of (dev, ino), with one more kernel lookup, if an fd we
   // hold proves the number still names it; else null.
   std::shared_ptr<Inode> CountIfLive(uint64_t dev, uint64_t ino);
