@@ -1443,8 +1443,10 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
 void PassthroughFs::CloseFile(Handle& h) {
   Inode& inode = *h.inode;
   const int fd = h.fd.exchange(-1);
-  // What our own writes did is not a change the kernel missed.
-  if (fd >= 0 && (h.flags & O_ACCMODE) != O_RDONLY && h.dir == nullptr) {
+  // What our own writes did is not a change the kernel missed. Passthrough
+  // writes bypassed the FUSE page cache: its pages (from a daemon-served
+  // open) are stale, so the stamp stays and the next such open drops them.
+  if (fd >= 0 && !h.passthrough && (h.flags & O_ACCMODE) != O_RDONLY && h.dir == nullptr) {
     struct statx st;
     if (Statx(fd, &st) == 0) inode.stamp.store(Stamp(st));
   }
