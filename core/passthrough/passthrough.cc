@@ -57,10 +57,11 @@ constexpr uint64_t kOffsetMax = 0x7fffffffffffffffULL;
 // file and exec for security.capability, and without it each answer costs an
 // open by handle of an inode the fd cache no longer holds. Only names anyone
 // may read (no permission check to bypass), and all listed by listxattr.
+// Not security.ima or security.evm: the kernel itself writes those (on the
+// last writer's close, on chmod/chown), with no SETXATTR for us to see.
 constexpr std::string_view kAbsenceRemembered[] = {
     "security.selinux", "security.capability", "system.posix_acl_access",
-    "system.posix_acl_default", "security.SMACK64", "security.apparmor",
-    "security.ima", "security.evm",
+    "system.posix_acl_default", "security.SMACK64",
 };
 // The bit of `name` in Inode::absent_xattrs, or 0 when not remembered.
 uint8_t AbsenceBit(std::string_view name) {
@@ -1365,16 +1366,13 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
         backing_id = std::exchange(inode->kept_backing_id, 0);
         backing_reuses_.fetch_add(1, std::memory_order_relaxed);
       } else if (os.handles == 0 && !suid_risk) {
-        // The kernel keeps only the registered file's path (each passthrough
-        // open reopens it with the FUSE file's flags): an fd already open
-        // serves, and spares an open by handle.
-        SharedFd pfd;
-        if (fd < 0) {
-          Result<SharedFd> p = PathFd(*inode);
-          if (!p.ok()) return p.error();
-          pfd = *std::move(p);
-        }
-        Result<int32_t> id = kernel_->OpenBacking(fd >= 0 ? fd : pfd->get());
+        // The O_PATH fd, not a writable one: the kernel holds the registered
+        // file as long as the backing id lives (a kept id outlives every
+        // handle), and a write-mode file would keep the source inode busy
+        // for exec (ETXTBSY) and read-only remounts.
+        Result<SharedFd> pfd = PathFd(*inode);
+        if (!pfd.ok()) return pfd.error();
+        Result<int32_t> id = kernel_->OpenBacking((*pfd)->get());
         if (id.ok()) {
           use_pt = true;
           backing_id = *id;
@@ -1445,10 +1443,15 @@ void PassthroughFs::CloseFile(Handle& h) {
   const int fd = h.fd.exchange(-1);
   // What our own writes did is not a change the kernel missed. Passthrough
   // writes bypassed the FUSE page cache: its pages (from a daemon-served
-  // open) are stale, so the stamp stays and the next such open drops them.
-  if (fd >= 0 && !h.passthrough && (h.flags & O_ACCMODE) != O_RDONLY && h.dir == nullptr) {
+  // open) may be stale even where the times and size did not move, so the
+  // next such open drops them (no Stamp() is 0).
+  if (fd >= 0 && (h.flags & O_ACCMODE) != O_RDONLY && h.dir == nullptr) {
     struct statx st;
-    if (Statx(fd, &st) == 0) inode.stamp.store(Stamp(st));
+    if (h.passthrough) {
+      inode.stamp.store(0);
+    } else if (Statx(fd, &st) == 0) {
+      inode.stamp.store(Stamp(st));
+    }
   }
   if (fd >= 0) close(fd);
   std::vector<uint64_t> owners;

@@ -527,6 +527,39 @@ TEST_F(MultiUserTest, DefaultAclReplacesTheCallersUmaskAsInTheSource) {
   }
 }
 
+// A setuid file opened for writing by its (non-root) owner is served by the
+// daemon through the FUSE page cache; root's opens of it use kernel
+// passthrough, whose writes bypass that cache. The owner's next open must
+// not keep the pages it cached before root's same-size write.
+TEST_F(MultiUserTest, PassthroughWritesAreNotHiddenByPagesCachedBefore) {
+  WriteSrc("setuid", "AAAA");
+  ASSERT_SYS(chown(Src("setuid").c_str(), 1234, 1234));
+  ASSERT_SYS(chmod(Src("setuid").c_str(), 04766));
+  const std::string f = Path("setuid");
+  Creds owner{1234, 1234, {}};
+  auto read_as_owner = [&](const char* want) {
+    return RunInChild(
+        [&](ChildChecks& c) {
+          int fd = open(f.c_str(), O_RDWR);  // writable + setuid: daemon-served
+          CHILD_EXPECT_OK(c, fd);
+          if (fd < 0) return;
+          char buf[8] = {};
+          CHILD_CHECK(c, pread(fd, buf, sizeof(buf), 0) == 4);
+          CHILD_CHECK(c, std::string(buf, 4) == want);
+          close(fd);
+        },
+        &owner);
+  };
+  ASSERT_TRUE(read_as_owner("AAAA"));
+  {
+    UniqueFd fd(open(f.c_str(), O_RDWR));  // root: kernel passthrough
+    ASSERT_SYS(fd.get());
+    ASSERT_EQ(pwrite(fd.get(), "BBBB", 4, 0), 4);
+  }
+  EXPECT_EQ(ReadPath(Src("setuid")), "BBBB");
+  EXPECT_TRUE(read_as_owner("BBBB"));
+}
+
 // ---------------------------------------------------------------------------
 // Locks between processes, carried to the source file.
 
