@@ -275,6 +275,12 @@ std::shared_ptr<MemFs::Inode> MemFs::Find(uint64_t nodeid) const {
   return it == inodes_.end() ? nullptr : it->second;
 }
 
+MemFs::Inode* MemFs::FindInTree(uint64_t nodeid) const {
+  memfs::ReadLock l(&table_mu_);
+  auto it = inodes_.find(nodeid);
+  return it == inodes_.end() ? nullptr : it->second.get();
+}
+
 Entry MemFs::LockedEntryOf(Inode& n) const {
   Entry e;
   e.nodeid = n.id;
@@ -289,11 +295,11 @@ Entry MemFs::LockedEntryOf(Inode& n) const {
 }
 
 Result<MemFs::Inode*> MemFs::DirForChange(uint64_t id) {
-  std::shared_ptr<Inode> n = Find(id);
+  Inode* n = FindInTree(id);
   if (n == nullptr) return Errno(ENOENT);
   if (n->type != S_IFDIR) return Errno(ENOTDIR);
   if (n->nlink == 0) return Errno(ENOENT);  // removed while in use
-  return n.get();  // the table keeps it alive while tree_mu_ is held
+  return n;
 }
 
 Status MemFs::CheckCanAdd(const RequestContext& ctx, Inode* parent,
@@ -490,14 +496,14 @@ Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
                             std::string_view name) {
   if (name.size() > kMaxNameLength) return Errno(ENAMETOOLONG);
   memfs::ReadLock tl(&tree_mu_);
-  std::shared_ptr<Inode> dir = Find(parent);
+  Inode* dir = FindInTree(parent);
   if (dir == nullptr) return Errno(ENOENT);
   if (dir->type != S_IFDIR) return Errno(ENOTDIR);
   if (!dir->MayAccess(ctx, kX)) return Errno(EACCES);
   Inode* child = nullptr;
   if (dir->nlink != 0) {
     if (name == ".") {
-      child = dir.get();
+      child = dir;
     } else if (name == "..") {
       child = dir->dir->parent;
     } else {
