@@ -36,7 +36,7 @@ size_t FileData::Read(uint64_t offset, std::span<uint8_t> out) const {
         std::min<uint64_t>(kBlockSize - in_block, n - done));
     if (it != blocks_.end() && it->first == index) {
       std::memcpy(out.data() + done, it->second.get() + in_block, chunk);
-      ++it;
+      if (done + chunk < n) ++it;  // a step past a node's end climbs the tree
     } else {
       std::memset(out.data() + done, 0, chunk);
     }

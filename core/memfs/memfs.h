@@ -196,9 +196,9 @@ class MemFs : public FileSystem {
   };
 
   std::shared_ptr<Inode> Find(uint64_t nodeid) const;
-  // Find() without a reference: an inode leaves the table only under
-  // tree_mu_ held exclusively (MaybeFree), so while the caller holds it the
-  // pointer stays valid, and no shared_ptr count is touched per request.
+  // Find() for a holder of tree_mu_: inodes enter and leave the table only
+  // under tree_mu_ held exclusively, so neither table_mu_ nor a reference
+  // (a shared_ptr count touched per request) is needed while it is held.
   Inode* FindInTree(uint64_t nodeid) const ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
   // An Entry for `n` with the configured timeouts; takes n.mu.
   Entry LockedEntryOf(Inode& n) const;
