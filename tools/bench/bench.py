@@ -31,7 +31,7 @@ PLL = os.path.join(OUT, "passthrough_ll")
 META = os.path.join(REPO, "tools", "bench", "meta.py")
 ROOT = "/var/tmp/efuse-bench"
 DATA = os.path.join(ROOT, "data")
-MNTROOT = os.path.join(ROOT, "mnt")
+MNT_PREFIX = "mnt-"  # FUSE targets mount at ROOT/mnt-NAME
 CLK = os.sysconf("SC_CLK_TCK")
 REF_LL = "passthrough_ll"
 
@@ -77,7 +77,10 @@ class Target:
         self.persistent = persistent  # content survives a remount
         self.nofile = nofile  # RLIMIT_NOFILE for the daemon, if not inherited
         self.proc = None
-        self.mnt = DATA if argv is None else os.path.join(MNTROOT, name)
+        # Beside DATA, as deep: path-heavy workloads (stat, create) pay per
+        # path component, and a mount one level deeper would cost the FUSE
+        # targets a component that native does not walk.
+        self.mnt = DATA if argv is None else os.path.join(ROOT, MNT_PREFIX + name)
         self.logf = None
 
     @property
@@ -1027,7 +1030,6 @@ def main():
 
     os.makedirs(os.path.join(OUT, "logs"), exist_ok=True)
     os.makedirs(DATA, exist_ok=True)
-    os.makedirs(MNTROOT, exist_ok=True)
 
     a.workloads = set(a.workloads.split(","))
     suites = set(a.suite.split(","))
