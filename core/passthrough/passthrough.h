@@ -90,6 +90,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/filesystem.h"
 #include "core/passthrough/creds.h"
+#include "core/passthrough/dir_prefetch.h"
 #include "core/passthrough/fd_cache.h"
 #include "core/passthrough/source_watcher.h"
 #include "core/result.h"
@@ -150,6 +151,10 @@ struct PassthroughOptions {
   // others change them in the source (core/passthrough/source_watcher.h).
   bool watch_source = false;
   ListingAttrs listing_attrs = ListingAttrs::kAdaptive;
+  // Read the subdirectories a listing shows ahead of the kernel, in the
+  // background (core/passthrough/dir_prefetch.h): a cold tree walk overlaps
+  // the source's disk reads.
+  bool readdir_ahead = true;
 };
 
 struct PassthroughStats {
@@ -303,6 +308,9 @@ class PassthroughFs : public FileSystem {
   void MarkUnlinkedHere(uint64_t dev, uint64_t ino);
   // READDIRPLUS of directory `dir`: give entries attributes? (ListingAttrs)
   bool ListWithAttrs(Inode& dir);
+  // Queues the subdirectories in getdents64 records `buf` of directory
+  // `dir` (open as `fd`) for reading ahead.
+  void ReadAheadSubdirs(const Inode& dir, int fd, const char* buf, size_t len);
   // The kernel looked up `child` in `dir` by name (kAdaptive's evidence).
   void NoteLookupIn(Inode& dir, const Entry& child);
   // GETXATTR's memory of names the source lacked (kAbsenceRemembered):
@@ -412,6 +420,7 @@ class PassthroughFs : public FileSystem {
   absl::flat_hash_map<std::string, uint64_t> watched_ ABSL_GUARDED_BY(watch_mu_);
   // Declared last: destroyed (its thread joined) before what it calls into.
   std::unique_ptr<passthrough::SourceWatcher> watcher_;
+  std::unique_ptr<passthrough::DirPrefetcher> prefetch_;  // null: readdir_ahead off
 };
 
 }  // namespace efuse

@@ -767,6 +767,68 @@ TEST_F(BehindTheBackTest, AbsentXattrIsNotRememberedWithoutAttributeCaching) {
       << ErrnoName(errno);
 }
 
+// Readdir-ahead: a listing that shows subdirectories has them read in the
+// background (the source's caches warm before the kernel walks there),
+// without moving their access times.
+class ReadAheadTest : public PassthroughMountTest {
+ protected:
+  static constexpr int kSubdirs = 8;
+  void PrepareSource() override {
+    ASSERT_EQ(mkdir(Src("tree").c_str(), 0755), 0);
+    for (int i = 0; i < kSubdirs; ++i) {
+      const std::string d = "tree/s" + std::to_string(i);
+      ASSERT_EQ(mkdir(Src(d).c_str(), 0755), 0);
+      WriteSrc(d + "/f", "x");
+      const timespec old[2] = {{1000000, 0}, {UTIME_OMIT, 0}};  // atime, mtime
+      ASSERT_EQ(utimensat(AT_FDCWD, Src(d).c_str(), old, 0), 0);
+    }
+    WriteSrc("tree/file", "not a directory");
+  }
+  std::vector<std::string> List(const std::string& dir) {
+    std::vector<std::string> names;
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return names;
+    while (dirent* e = readdir(d)) names.push_back(e->d_name);
+    closedir(d);
+    return names;
+  }
+};
+
+TEST_F(ReadAheadTest, SubdirectoriesAreReadInTheBackgroundWithoutTouchingAtime) {
+  StatusReader status(&mount_);
+  EXPECT_EQ(status.Number("pt_readdir_ahead_dirs"), 0u);
+  EXPECT_EQ(List(Path("tree")).size(), static_cast<size_t>(kSubdirs + 3));
+  const auto deadline = std::chrono::steady_clock::now() + seconds(5);
+  uint64_t read = 0;
+  while ((read = status.Number("pt_readdir_ahead_dirs")) < kSubdirs &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(read, static_cast<uint64_t>(kSubdirs)) << "every subdirectory once, no file";
+  for (int i = 0; i < kSubdirs; ++i) {
+    struct stat st {};
+    ASSERT_SYS(stat(Src("tree/s" + std::to_string(i)).c_str(), &st));
+    EXPECT_EQ(st.st_atim.tv_sec, 1000000) << "read ahead without O_NOATIME: s" << i;
+  }
+  // The walk itself still lists them, and a second listing queues nothing new.
+  EXPECT_EQ(List(Path("tree/s3")).size(), 3u);
+  EXPECT_EQ(List(Path("tree")).size(), static_cast<size_t>(kSubdirs + 3));
+  std::this_thread::sleep_for(milliseconds(50));
+  EXPECT_EQ(status.Number("pt_readdir_ahead_dirs"), static_cast<uint64_t>(kSubdirs));
+}
+
+class ReadAheadOffTest : public ReadAheadTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return {"--readdir_ahead=false"}; }
+};
+
+TEST_F(ReadAheadOffTest, NothingIsReadAhead) {
+  EXPECT_EQ(List(Path("tree")).size(), static_cast<size_t>(kSubdirs + 3));
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
+  EXPECT_EQ(kv.count("pt_readdir_ahead_dirs"), 0u);
+}
+
 // With --watch_source, long cache lifetimes still see what others do to the
 // source: the daemon invalidates the kernel's entries, listings, attributes
 // and data from fanotify events.

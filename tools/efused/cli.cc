@@ -62,6 +62,9 @@ ABSL_FLAG(std::string, readdirplus, "adaptive",
           "directory's files are looked up one by one, as `ls -l` does, then attributes; "
           "`find` never pays a stat per file), always (a stat per entry), never (each stat "
           "of a file is a LOOKUP)");
+ABSL_FLAG(bool, readdir_ahead, true,
+          "passthrough: read the subdirectories a listing shows in the background (without "
+          "touching their access times), so a cold tree walk overlaps the source's disk reads");
 ABSL_FLAG(bool, source_locks, true,
           "passthrough: carry POSIX, OFD and flock locks to the source files (else the "
           "kernel keeps them, local to this mount)");
@@ -157,6 +160,7 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   p.killpriv_v2 = absl::GetFlag(FLAGS_killpriv_v2);
   p.locks = absl::GetFlag(FLAGS_source_locks);
   p.watch_source = absl::GetFlag(FLAGS_watch_source);
+  p.readdir_ahead = absl::GetFlag(FLAGS_readdir_ahead);
   const std::string listing = absl::GetFlag(FLAGS_readdirplus);
   if (listing == "adaptive") {
     p.listing_attrs = ListingAttrs::kAdaptive;
