@@ -67,7 +67,8 @@
 //                      node ids encode their shard so Forget finds it.
 //   4. HandleShard::mu the open handles, 16 shards; mounts_mu_, the mount
 //                      fds by device.
-// FdCache shards are leaves. No syscall is made under a table lock.
+// FdCache shards and the DirPrefetcher's queue (taken under DirStream::mu)
+// are leaves. No syscall is made under a table lock.
 #ifndef EFUSE_CORE_PASSTHROUGH_PASSTHROUGH_H_
 #define EFUSE_CORE_PASSTHROUGH_PASSTHROUGH_H_
 
