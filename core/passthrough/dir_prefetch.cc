@@ -1,24 +1,41 @@
 // core/passthrough/dir_prefetch.cc — see dir_prefetch.h.
 #include "core/passthrough/dir_prefetch.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <memory>
-#include <utility>
+#include <cstring>
+#include <string_view>
+#include <system_error>
 
 namespace efuse::passthrough {
 
 namespace {
 constexpr size_t kSeenKeys = 4096;
+constexpr int kMaxParentsHeld = 16;
 constexpr size_t kBufferSize = 32 * 1024;
 // A huge directory is read only this far ahead: the kernel's own listing
 // reads the rest.
 constexpr size_t kMaxBytesPerDir = 1 << 20;
+
+bool IsDotOrDotDot(std::string_view n) { return n == "." || n == ".."; }
 }  // namespace
+
+struct DirPrefetcher::Parent {
+  Parent(int f, std::atomic<int>* h) : fd(f), held(h) {}
+  ~Parent() {
+    close(fd);
+    held->fetch_sub(1, std::memory_order_relaxed);
+  }
+  const int fd;
+  std::atomic<int>* const held;
+};
 
 DirPrefetcher::DirPrefetcher(size_t threads, size_t max_queued) : max_queued_(max_queued) {
   // The readers take no signal: the session takes them on its own thread
@@ -27,7 +44,11 @@ DirPrefetcher::DirPrefetcher(size_t threads, size_t max_queued) : max_queued_(ma
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  try {
+    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  } catch (const std::system_error&) {
+    // No more threads (RLIMIT_NPROC): run with those that started, if any.
+  }
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
@@ -41,23 +62,53 @@ DirPrefetcher::~DirPrefetcher() {
   for (std::thread& t : threads_) t.join();
 }
 
-void DirPrefetcher::Add(SharedFd parent, std::string_view name, uint64_t key) {
+void DirPrefetcher::AddChunk(int dir_fd, uint64_t dev, const char* buf, size_t len) {
+  if (threads_.empty()) return;
+  std::shared_ptr<Parent> parent;
+  bool added = false;
   {
     absl::MutexLock l(&mu_);
-    if (stop_ || seen_.contains(key)) return;
-    if (queue_.size() >= max_queued_) {
-      ++stats_.dropped;
-      return;
+    if (stop_) return;
+    for (size_t pos = 0; pos + 19 < len;) {
+      // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
+      const char* rec = buf + pos;
+      uint64_t ino;
+      uint16_t reclen;
+      std::memcpy(&ino, rec, 8);
+      std::memcpy(&reclen, rec + 16, 2);
+      if (reclen == 0) break;
+      pos += reclen;
+      const std::string_view name(rec + 19, strnlen(rec + 19, reclen - 19));
+      if (static_cast<uint8_t>(rec[18]) != DT_DIR || IsDotOrDotDot(name)) continue;
+      const auto key = std::make_pair(dev, ino);
+      if (seen_.contains(key)) continue;
+      if (queue_.size() >= max_queued_) {
+        ++stats_.dropped;
+        continue;
+      }
+      if (parent == nullptr) {
+        // Each held parent is an open fd; past the cap the walk goes unaided.
+        if (parents_held_.load(std::memory_order_relaxed) >= kMaxParentsHeld) {
+          ++stats_.dropped;
+          continue;
+        }
+        const int fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) return;
+        parents_held_.fetch_add(1, std::memory_order_relaxed);
+        parent = std::make_shared<Parent>(fd, &parents_held_);
+      }
+      seen_.insert(key);
+      seen_order_.push_back(key);
+      if (seen_order_.size() > kSeenKeys) {
+        seen_.erase(seen_order_.front());
+        seen_order_.pop_front();
+      }
+      queue_.push_back(Job{parent, std::string(name)});
+      ++stats_.queued;
+      added = true;
     }
-    seen_.insert(key);
-    seen_order_.push_back(key);
-    if (seen_order_.size() > kSeenKeys) {
-      seen_.erase(seen_order_.front());
-      seen_order_.pop_front();
-    }
-    queue_.push_back(Job{std::move(parent), std::string(name)});
   }
-  cv_.Signal();
+  if (added) cv_.SignalAll();
 }
 
 DirPrefetchStats DirPrefetcher::Stats() const {
@@ -76,10 +127,24 @@ void DirPrefetcher::Run() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    // O_NOATIME needs the owner or CAP_FOWNER; without it, nothing is read
-    // (a walk must not change what the source reports).
-    int fd = openat(job.parent->get(), job.name.c_str(),
-                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+    // Not a mount point or an automount trigger (statx triggers nothing with
+    // AT_NO_AUTOMOUNT); openat2 then refuses to cross into a mount or follow
+    // a link that appeared since. O_NOATIME needs the owner or CAP_FOWNER;
+    // without it nothing is read: a walk must not change what the source
+    // reports.
+    struct statx st;
+    if (statx(job.parent->fd, job.name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+              STATX_TYPE, &st) != 0 ||
+        !S_ISDIR(st.stx_mode) ||
+        (st.stx_attributes & (STATX_ATTR_AUTOMOUNT | STATX_ATTR_MOUNT_ROOT)) != 0) {
+      continue;
+    }
+    struct open_how how {};
+    how.flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS;
+    const int fd =
+        static_cast<int>(syscall(SYS_openat2, job.parent->fd, job.name.c_str(), &how, sizeof(how)));
+    job.parent.reset();
     if (fd < 0) continue;
     size_t total = 0;
     while (total < kMaxBytesPerDir) {

@@ -855,6 +855,7 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_xattr_absences_answered", absences_answered_.load(std::memory_order_relaxed));
   if (prefetch_ != nullptr) {
     const passthrough::DirPrefetchStats ra = prefetch_->Stats();
+    add("pt_readdir_ahead_queued", ra.queued);
     add("pt_readdir_ahead_dirs", ra.read);
     add("pt_readdir_ahead_dropped", ra.dropped);
   }
@@ -1950,7 +1951,7 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
       if (n == 0) break;
       d.len = static_cast<size_t>(n);
       d.pos = 0;
-      if (prefetch_ != nullptr) ReadAheadSubdirs(*h->inode, fd, d.buf.get(), d.len);
+      if (prefetch_ != nullptr) prefetch_->AddChunk(fd, h->inode->dev, d.buf.get(), d.len);
     }
     // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
     const char* rec = d.buf.get() + d.pos;
@@ -1995,26 +1996,6 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     d.offset = static_cast<uint64_t>(d_off);
   }
   return OkStatus();
-}
-
-void PassthroughFs::ReadAheadSubdirs(const Inode& dir, int fd, const char* buf, size_t len) {
-  SharedFd parent;  // one dup for the chunk, shared by its jobs
-  for (size_t pos = 0; pos < len;) {
-    const char* rec = buf + pos;
-    uint64_t d_ino;
-    uint16_t reclen;
-    std::memcpy(&d_ino, rec, 8);
-    std::memcpy(&reclen, rec + 16, 2);
-    pos += reclen;
-    const std::string_view name(rec + 19);
-    if (static_cast<uint8_t>(rec[18]) != DT_DIR || IsDotOrDotDot(name)) continue;
-    if (parent == nullptr) {
-      int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-      if (dupfd < 0) return;
-      parent = MakeSharedFd(dupfd);
-    }
-    prefetch_->Add(parent, name, d_ino ^ (Mix(dir.dev) << 40));
-  }
 }
 
 void PassthroughFs::ReleaseDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh) {

@@ -309,9 +309,6 @@ class PassthroughFs : public FileSystem {
   void MarkUnlinkedHere(uint64_t dev, uint64_t ino);
   // READDIRPLUS of directory `dir`: give entries attributes? (ListingAttrs)
   bool ListWithAttrs(Inode& dir);
-  // Queues the subdirectories in getdents64 records `buf` of directory
-  // `dir` (open as `fd`) for reading ahead.
-  void ReadAheadSubdirs(const Inode& dir, int fd, const char* buf, size_t len);
   // The kernel looked up `child` in `dir` by name (kAdaptive's evidence).
   void NoteLookupIn(Inode& dir, const Entry& child);
   // GETXATTR's memory of names the source lacked (kAbsenceRemembered):
