@@ -35,6 +35,9 @@
 
 namespace efuse {
 
+// "." and "..": names every backend answers from the tree, never creates.
+inline bool IsDotOrDotDot(std::string_view name) { return name == "." || name == ".."; }
+
 // Who asks, from the request header and its extensions.
 struct RequestContext {
   uint64_t unique = 0;

@@ -78,10 +78,6 @@ void KillSuidgid(uint32_t* mode) {
   if ((*mode & S_IXGRP) != 0) *mode &= ~static_cast<uint32_t>(S_ISGID);
 }
 
-bool IsDotOrDotDot(std::string_view name) {
-  return name == "." || name == "..";
-}
-
 // A name for a new entry: ENAMETOOLONG, or EINVAL for what no kernel sends.
 Status CheckNewName(std::string_view name) {
   if (name.size() > MemFs::kMaxNameLength) return Errno(ENAMETOOLONG);

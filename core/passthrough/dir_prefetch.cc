@@ -10,9 +10,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cstring>
-#include <string_view>
 #include <system_error>
+
+#include "core/filesystem.h"
+#include "core/passthrough/source_dirent.h"
 
 namespace efuse::passthrough {
 
@@ -24,7 +25,6 @@ constexpr size_t kBufferSize = 32 * 1024;
 // reads the rest.
 constexpr size_t kMaxBytesPerDir = 1 << 20;
 
-bool IsDotOrDotDot(std::string_view n) { return n == "." || n == ".."; }
 }  // namespace
 
 struct DirPrefetcher::Parent {
@@ -69,18 +69,10 @@ void DirPrefetcher::AddChunk(int dir_fd, uint64_t dev, const char* buf, size_t l
   {
     absl::MutexLock l(&mu_);
     if (stop_) return;
-    for (size_t pos = 0; pos + 19 < len;) {
-      // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
-      const char* rec = buf + pos;
-      uint64_t ino;
-      uint16_t reclen;
-      std::memcpy(&ino, rec, 8);
-      std::memcpy(&reclen, rec + 16, 2);
-      if (reclen == 0) break;
-      pos += reclen;
-      const std::string_view name(rec + 19, strnlen(rec + 19, reclen - 19));
-      if (static_cast<uint8_t>(rec[18]) != DT_DIR || IsDotOrDotDot(name)) continue;
-      const auto key = std::make_pair(dev, ino);
+    SourceDirent rec;
+    for (size_t pos = 0; ReadSourceDirent(buf, len, pos, &rec); pos += rec.reclen) {
+      if (rec.type != DT_DIR || IsDotOrDotDot(rec.name)) continue;
+      const auto key = std::make_pair(dev, rec.ino);
       if (seen_.contains(key)) continue;
       if (queue_.size() >= max_queued_) {
         ++stats_.dropped;
@@ -103,7 +95,7 @@ void DirPrefetcher::AddChunk(int dir_fd, uint64_t dev, const char* buf, size_t l
         seen_.erase(seen_order_.front());
         seen_order_.pop_front();
       }
-      queue_.push_back(Job{parent, std::string(name)});
+      queue_.push_back(Job{parent, std::string(rec.name)});
       ++stats_.queued;
       added = true;
     }

@@ -29,6 +29,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/passthrough/source_dirent.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
 
@@ -187,8 +188,6 @@ void DropSuidgid(int fd) {
   const uint32_t kill = KilledBits(st.stx_mode);
   if (kill != 0) Chmod(fd, st.stx_mode & ~kill);
 }
-
-bool IsDotOrDotDot(std::string_view name) { return name == "." || name == ".."; }
 
 // Read/write loops: a short count from pread/pwrite is retried until the
 // request is done or the file ends.
@@ -546,12 +545,6 @@ std::shared_ptr<PassthroughFs::Inode> PassthroughFs::CountIfLive(uint64_t dev, u
   return s.by_id.at(n->nodeid);
 }
 
-Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberByHandle(
-    int open_fd, const struct statx& st) {
-  if (!handles_ok_ || MountFdFor(DevOf(st)) < 0 || S_ISDIR(st.stx_mode)) return Errno(EAGAIN);
-  return RememberFd(-1, open_fd, st);
-}
-
 Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
                                                                       const struct statx& st) {
   return RememberFd(fd, fd, st);
@@ -601,7 +594,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
     }
   }
 
-  if (pin && sfd == nullptr) return Errno(EAGAIN);  // RememberByHandle: no fd to pin
+  if (pin && sfd == nullptr) return Errno(EAGAIN);  // no fd to pin
 
   std::shared_ptr<Inode> result;
   bool created = false;
@@ -1545,12 +1538,14 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
     close(fd);
     return Errno(err);
   }
-  // Known by its file handle (read from `fd`), the inode needs no O_PATH fd
-  // until a later request asks for one: a create then close then unlink
-  // never opens it. Else its O_PATH fd: by name (a dentry-cache hit) when
-  // the name still leads to what we created, else through /proc.
+  // Remembered by the handle of `fd` itself: no O_PATH open by name and
+  // re-stat to prove it names what we created (the O_PATH fd is opened by
+  // handle when a request needs one). Where an fd must be pinned, or for an
+  // O_TMPFILE (no name, no handle use), its O_PATH fd: by name (a
+  // dentry-cache hit) when the name still leads to what we created, else
+  // through /proc.
   Result<std::shared_ptr<Inode>> inode =
-      tmpfile ? Result<std::shared_ptr<Inode>>(Errno(EAGAIN)) : RememberByHandle(fd, st);
+      tmpfile ? Result<std::shared_ptr<Inode>>(Errno(EAGAIN)) : RememberFd(-1, fd, st);
   int pfd = -1;
   if (!inode.ok() && !tmpfile) {
     struct statx named;
@@ -1953,17 +1948,15 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
       d.pos = 0;
       if (prefetch_ != nullptr) prefetch_->AddChunk(fd, h->inode->dev, d.buf.get(), d.len);
     }
-    // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name.
-    const char* rec = d.buf.get() + d.pos;
-    uint64_t d_ino;
-    int64_t d_off;
-    uint16_t reclen;
-    uint8_t d_type;
-    std::memcpy(&d_ino, rec, 8);
-    std::memcpy(&d_off, rec + 8, 8);
-    std::memcpy(&reclen, rec + 16, 2);
-    std::memcpy(&d_type, rec + 18, 1);
-    const std::string_view name(rec + 19);
+    passthrough::SourceDirent rec;
+    if (!passthrough::ReadSourceDirent(d.buf.get(), d.len, d.pos, &rec)) {
+      d.pos = d.len;  // no whole record left: read on
+      continue;
+    }
+    const uint64_t d_ino = rec.ino;
+    const int64_t d_off = rec.off;
+    const uint8_t d_type = rec.type;
+    const std::string_view name = rec.name;
     uint32_t mode = static_cast<uint32_t>(d_type) << 12;  // DT_x << 12 == S_IFx
     const uint64_t ino = h->inode->dev == root_dev_ ? d_ino : d_ino ^ (Mix(h->inode->dev) << 40);
     bool accepted;
@@ -1992,7 +1985,7 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
       accepted = sink.Add(name, ino, mode, static_cast<uint64_t>(d_off), plus ? &dot : nullptr);
     }
     if (!accepted) break;
-    d.pos += reclen;
+    d.pos += rec.reclen;
     d.offset = static_cast<uint64_t>(d_off);
   }
   return OkStatus();

@@ -287,11 +287,10 @@ class PassthroughFs : public FileSystem {
   // Finds or creates the Inode for the source inode open as `fd` (an O_PATH
   // fd this takes over) with attributes `st`, and counts one kernel lookup.
   Result<std::shared_ptr<Inode>> Remember(int fd, const struct statx& st);
-  // Remember() without an O_PATH fd: the handle is read from `open_fd` (any
-  // mode; not taken over) and the fd is opened by handle when first needed.
-  // EAGAIN where an fd must be pinned (no handles, or an unknown device).
-  Result<std::shared_ptr<Inode>> RememberByHandle(int open_fd, const struct statx& st);
-  // Both: `path_fd` (taken over; -1 for none) and the fd the handle is read from.
+  // Remember() with the handle read from `handle_fd` (any mode; not taken
+  // over) and `path_fd` the O_PATH fd taken over, or -1 for none: the fd is
+  // then opened by handle when first needed, and EAGAIN answers where one
+  // must be pinned (no handles, or a device without a known mount fd).
   Result<std::shared_ptr<Inode>> RememberFd(int path_fd, int handle_fd, const struct statx& st);
   // The known Inode of (dev, ino), with one more kernel lookup, if an fd we
   // hold proves the number still names it; else null.

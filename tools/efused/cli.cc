@@ -64,7 +64,8 @@ ABSL_FLAG(std::string, readdirplus, "adaptive",
           "of a file is a LOOKUP)");
 ABSL_FLAG(bool, readdir_ahead, true,
           "passthrough: read the subdirectories a listing shows in the background (without "
-          "touching their access times), so a cold tree walk overlaps the source's disk reads");
+          "touching their access times, never into a mount point or an automount trigger), so "
+          "a cold tree walk overlaps the source's disk reads");
 ABSL_FLAG(bool, source_locks, true,
           "passthrough: carry POSIX, OFD and flock locks to the source files (else the "
           "kernel keeps them, local to this mount)");
