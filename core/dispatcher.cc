@@ -1,5 +1,6 @@
 #include "core/dispatcher.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <climits>
 #include <cmath>
 
+#include "absl/cleanup/cleanup.h"
 #include "proto/dirent.h"
 
 namespace efuse {
@@ -108,6 +110,11 @@ timespec Ts(uint64_t sec, uint32_t nsec) {
   return timespec{static_cast<time_t>(sec), static_cast<long>(nsec)};
 }
 
+// How long a conflicting lock request waits for earlier RELEASEs: one is
+// handled in microseconds, but a worker preempted right after reading one
+// may take a few scheduler ticks on a loaded machine.
+constexpr auto kReleaseWaitLimit = std::chrono::milliseconds(50);
+
 LockRequest ToLock(const abi::LkIn& in) {
   LockRequest l;
   l.fh = in.fh;
@@ -135,39 +142,108 @@ void Dispatcher::StopAsync() {
   }
 }
 
-bool Dispatcher::DispatchBlockingLock(const Request& req, const RequestContext& ctx,
-                                      ReplySender& sender) {
-  const uint64_t unique = req.header.unique;
+bool Dispatcher::AnswerOnOwnThread(ReplySender& sender,
+                                   std::function<void(ReplySender&)> answer) {
   std::unique_ptr<ReplySender> late = sender.Detach();
   if (late == nullptr) return false;
-  InterruptTable::Slot* slot = interrupts_.Claim(unique);
-  if (slot == nullptr) {
-    // Every waiting slot is taken: refuse rather than hold a worker.
-    SendError(*late, unique, EDEADLK);
-    return true;
-  }
+  async_ops_.fetch_add(1, std::memory_order_acq_rel);
+  std::thread([this, late = std::move(late), answer = std::move(answer)] {
+    answer(*late);
+    async_ops_.fetch_sub(1, std::memory_order_acq_rel);
+  }).detach();
+  return true;
+}
+
+bool Dispatcher::DispatchBlockingLock(const Request& req, const RequestContext& ctx,
+                                      ReplySender& sender) {
   // The request buffer is reused as soon as we return: copy what the
   // backend needs, including the caller's groups.
+  const uint64_t unique = req.header.unique;
+  const uint64_t node = req.header.nodeid;
   LockRequest lock = ToLock(req.Arg<abi::LkIn>());
   std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
   RequestContext copy = ctx;
-  const uint64_t node = req.header.nodeid;
-  async_ops_.fetch_add(1, std::memory_order_acq_rel);
-  std::thread([this, late = std::move(late), slot, lock, groups = std::move(groups), copy,
-               node, unique]() mutable {
+  return AnswerOnOwnThread(sender, [this, unique, node, lock, groups = std::move(groups),
+                                    copy](ReplySender& late) mutable {
+    InterruptTable::Slot* slot = interrupts_.Claim(unique);
+    if (slot == nullptr) {
+      // Every waiting slot is taken: refuse rather than wait uninterruptibly.
+      return SendError(late, unique, EDEADLK);
+    }
     copy.groups = groups;
     copy.interrupted = &slot->interrupted;
     Status s = fs_->SetLk(copy, node, lock, /*sleep=*/true);
     InterruptTable::End(slot);
-    if (s.ok()) {
-      Reply r(unique);
-      Send(*late, r);
+    if (!s.ok()) return SendError(late, unique, s.error().value());
+    Reply r(unique);
+    Send(late, r);
+  });
+}
+
+Dispatcher::LockAnswer Dispatcher::TryLock(const RequestContext& ctx, uint64_t node,
+                                           const LockRequest& lock, bool getlk) {
+  LockAnswer a;
+  if (getlk) {
+    Result<LockRequest> holder = fs_->GetLk(ctx, node, lock);
+    if (!holder.ok()) {
+      a.error = holder.error().value();
     } else {
-      SendError(*late, unique, s.error().value());
+      a.holder = *holder;
+      a.conflict = holder->type != F_UNLCK;
     }
-    async_ops_.fetch_sub(1, std::memory_order_acq_rel);
-  }).detach();
-  return true;
+  } else {
+    Status s = fs_->SetLk(ctx, node, lock, /*sleep=*/false);
+    if (!s.ok()) a.error = s.error().value();
+    a.conflict = a.error == EAGAIN;
+  }
+  return a;
+}
+
+void Dispatcher::SendLockAnswer(ReplySender& sender, uint64_t unique, const LockAnswer& a,
+                                bool getlk) {
+  if (a.error != 0) return SendError(sender, unique, a.error);
+  Reply r(unique);
+  if (getlk) r.AddStruct(abi::LkOut{{a.holder.start, a.holder.end, a.holder.type, a.holder.pid}});
+  Send(sender, r);
+}
+
+void Dispatcher::DispatchLock(const Request& req, const RequestContext& ctx,
+                              ReplySender& sender) {
+  const uint64_t unique = req.header.unique;
+  const uint64_t node = req.header.nodeid;
+  const bool getlk = req.opcode() == Opcode::kGetlk;
+  const LockRequest lock = ToLock(req.Arg<abi::LkIn>());
+  LockAnswer a = TryLock(ctx, node, lock, getlk);
+  if (a.conflict) {
+    // The holder may be a file closed just before, whose RELEASE is still
+    // on its way (core/release_order.h), possibly behind this request in
+    // this worker's own queue: then wait on another thread, so this worker
+    // goes on and handles it.
+    auto again = [this, node, lock, getlk](const RequestContext& c) {
+      LockAnswer b = TryLock(c, node, lock, getlk);
+      if (!b.conflict && b.error == 0) stats_.lock_retries.fetch_add(1, std::memory_order_relaxed);
+      return b;
+    };
+    if (release_order_.Pending(unique)) {
+      std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
+      RequestContext copy = ctx;
+      copy.interrupted = nullptr;
+      if (AnswerOnOwnThread(sender, [this, unique, getlk, again, groups = std::move(groups),
+                                     copy](ReplySender& late) mutable {
+            copy.groups = groups;
+            release_order_.WaitForEarlierReleases(unique, kReleaseWaitLimit);
+            SendLockAnswer(late, unique, again(copy), getlk);
+          })) {
+        return;
+      }
+      // No late replies (the sync transport): each worker holds one
+      // request, so the RELEASE is with another one.
+      release_order_.WaitForEarlierReleases(unique, kReleaseWaitLimit);
+    }
+    // Asked again in any case: the RELEASE may have ended since.
+    a = again(ctx);
+  }
+  SendLockAnswer(sender, unique, a, getlk);
 }
 
 void Dispatcher::Send(ReplySender& sender, Reply& reply) {
@@ -187,6 +263,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
   Request req;
   proto::DecodeError derr = proto::DecodeRequest(request, decode_options_, &req);
   if (!derr.ok()) {
+    if (derr.header_valid) release_order_.Received(req.header.unique, false);
     stats_.bad_requests.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
     if (bad_request_log_.Allow(&suppressed)) {
@@ -203,6 +280,11 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
   }
   const uint32_t op = req.header.opcode;
   if (op <= abi::kMaxOpcode) stats_.requests[op].fetch_add(1, std::memory_order_relaxed);
+  const bool is_release = req.opcode() == Opcode::kRelease || req.opcode() == Opcode::kReleasedir;
+  const int release_token = release_order_.Received(req.header.unique, is_release);
+  absl::Cleanup release_done = [&] {
+    if (is_release) release_order_.ReleaseDone(release_token);
+  };
 
   if (req.opcode() == Opcode::kInit) return HandleInit(req, sender);
   if (!initialized()) return SendError(sender, req.header.unique, EIO);
@@ -563,22 +645,16 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
       return reply_status(
           fs_->FsyncDir(ctx, node, in.fh, (in.fsync_flags & abi::kFsyncFdatasync) != 0));
     }
-    case Opcode::kGetlk: {
-      Result<LockRequest> l = fs_->GetLk(ctx, node, ToLock(req.Arg<abi::LkIn>()));
-      if (!l.ok()) return SendError(sender, unique, l.error().value());
-      Reply r(unique);
-      r.AddStruct(abi::LkOut{{l->start, l->end, l->type, l->pid}});
-      return Send(sender, r);
-    }
+    case Opcode::kGetlk:
+      return DispatchLock(req, ctx, sender);
     case Opcode::kSetlkw:
       // A blocking lock may wait as long as another process holds it: it
       // waits on its own thread, so the worker (with the FUSE ring, every
       // request from its CPU) goes on, and the unlock can get through.
       if (DispatchBlockingLock(req, ctx, sender)) return;
-      [[fallthrough]];
+      return reply_status(fs_->SetLk(ctx, node, ToLock(req.Arg<abi::LkIn>()), /*sleep=*/true));
     case Opcode::kSetlk:
-      return reply_status(fs_->SetLk(ctx, node, ToLock(req.Arg<abi::LkIn>()),
-                                     req.opcode() == Opcode::kSetlkw));
+      return DispatchLock(req, ctx, sender);
     case Opcode::kAccess:
       return reply_status(fs_->Access(ctx, node, req.Arg<abi::AccessIn>().mask));
     case Opcode::kCreate: {

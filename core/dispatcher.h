@@ -24,6 +24,7 @@
 #include "core/interrupts.h"
 #include "core/log.h"
 #include "core/offload.h"
+#include "core/release_order.h"
 #include "proto/init.h"
 #include "proto/reply.h"
 #include "proto/request.h"
@@ -49,6 +50,8 @@ struct DispatcherStats {
   std::atomic<uint64_t> errors{};       // replies with error != 0
   std::atomic<uint64_t> bad_requests{}; // failed to decode
   std::atomic<uint64_t> interrupts{};   // INTERRUPTs that found their request
+  // Lock conflicts that an earlier RELEASE, handled late, resolved.
+  std::atomic<uint64_t> lock_retries{};
 };
 
 class Dispatcher {
@@ -104,6 +107,22 @@ class Dispatcher {
   // Tells the offload policy which inodes `req` changes.
   void NoteChange(const proto::Request& req);
   void SendError(ReplySender& sender, uint64_t unique, int err);
+  // A GETLK or non-blocking SETLK, before it is sent: conflict is set when
+  // another owner holds the range.
+  struct LockAnswer {
+    int error = 0;
+    bool conflict = false;
+    LockRequest holder;  // GETLK
+  };
+  LockAnswer TryLock(const RequestContext& ctx, uint64_t node, const LockRequest& lock,
+                     bool getlk);
+  void SendLockAnswer(ReplySender& sender, uint64_t unique, const LockAnswer& a, bool getlk);
+  // GETLK and SETLK: a conflict is looked at again once the RELEASEs the
+  // kernel sent before the request are handled.
+  void DispatchLock(const proto::Request& req, const RequestContext& ctx, ReplySender& sender);
+  // Runs `answer` on its own thread with a sender that outlives the request
+  // buffer; false if the transport cannot (answer in line then).
+  bool AnswerOnOwnThread(ReplySender& sender, std::function<void(ReplySender&)> answer);
   // SETLKW: waits on its own thread; false if it must be answered in line.
   bool DispatchBlockingLock(const proto::Request& req, const RequestContext& ctx,
                             ReplySender& sender);
@@ -116,6 +135,7 @@ class Dispatcher {
   std::atomic<bool> initialized_{false};
   std::atomic<bool> destroyed_{false};
   InterruptTable interrupts_;
+  ReleaseOrder release_order_;
   DispatcherStats stats_;
   OffloadPolicy* offload_ = nullptr;
   RateLimiter bad_request_log_{5};

@@ -69,6 +69,8 @@ void Session::WriteStatusFile() {
       if (n != 0) f << "requests_" << proto::OpcodeName(static_cast<uint32_t>(op)) << ": " << n << "\n";
     }
     f << "requests_total: " << total << "\n"
+      << "requests_malformed: " << dispatcher_->stats().bad_requests.load() << "\n"
+      << "lock_conflicts_resolved_by_release: " << dispatcher_->stats().lock_retries.load() << "\n"
       << "status_seq: " << seq.fetch_add(1) + 1 << "\n";
     if (!f) return;
   }

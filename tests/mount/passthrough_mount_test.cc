@@ -696,6 +696,37 @@ TEST_F(LockTest, OfdLocksAndFlock) {
   }));
 }
 
+// The kernel sends RELEASE in the background after close() returns, so the
+// next lock request can reach another worker while the RELEASE that frees
+// the lock is still being handled. Many rounds, so a reordering shows.
+TEST_F(LockTest, CloseFreesOfdLocksAndFlocksForTheNextLockRequest) {
+  const std::string f = Path("f");
+  UniqueFd other(open(f.c_str(), O_RDWR));
+  ASSERT_SYS(other.get());
+  for (int round = 0; round < 300; ++round) {
+    SCOPED_TRACE(round);
+    UniqueFd holder(open(f.c_str(), O_RDWR));
+    ASSERT_SYS(holder.get());
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_len = 10;
+    if (round % 2 == 0) {
+      ASSERT_SYS(fcntl(holder.get(), F_OFD_SETLK, &fl));
+      holder.Reset();
+      struct flock want = fl;
+      ASSERT_SYS(fcntl(other.get(), F_OFD_SETLK, &want));
+      want.l_type = F_UNLCK;
+      ASSERT_SYS(fcntl(other.get(), F_OFD_SETLK, &want));
+    } else {
+      ASSERT_SYS(flock(holder.get(), LOCK_EX));
+      holder.Reset();
+      ASSERT_SYS(flock(other.get(), LOCK_EX | LOCK_NB));
+      ASSERT_SYS(flock(other.get(), LOCK_UN));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The source changed behind the mount's back. Caching off, as documented
 // for a source others modify.

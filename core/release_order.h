@@ -1,0 +1,64 @@
+// core/release_order.h — keeping lock requests from overtaking a RELEASE.
+//
+// The kernel sends RELEASE in the background: close() returns before the
+// daemon has seen it. A lock request the same process makes next can reach
+// another worker while the RELEASE that frees the conflicting OFD lock or
+// flock is still on its way or being handled, and would then fail where a
+// local file system would grant it. The kernel numbers requests in the order
+// it creates them (`unique`, in steps of 2), so a lock request that meets a
+// conflict can wait until every request numbered shortly before it has been
+// received and no RELEASE is still being handled, then ask again (always:
+// the RELEASE may have ended between the first attempt and the wait).
+//
+// Owns: which recent request numbers have been received, and how many
+// RELEASE/RELEASEDIR requests are being handled. Thread-safe, lock-free;
+// only a lock request that met a conflict ever waits.
+#ifndef EFUSE_CORE_RELEASE_ORDER_H_
+#define EFUSE_CORE_RELEASE_ORDER_H_
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace efuse {
+
+class ReleaseOrder {
+ public:
+  // Every request, as soon as its header is read. A RELEASE/RELEASEDIR
+  // (`is_release`) counts as being handled until ReleaseDone(token), with
+  // the token this returns.
+  int Received(uint64_t unique, bool is_release);
+  void ReleaseDone(int token);
+
+  // For the lock request `unique` that met a conflict: waits, at most
+  // `limit`, until no RELEASE numbered before it is being handled and the
+  // kWindow requests numbered before it have all been received. True if
+  // there was anything to wait for; false at once if not.
+  bool WaitForEarlierReleases(uint64_t unique, std::chrono::microseconds limit);
+  // Whether there is anything to wait for now.
+  bool Pending(uint64_t unique) const;
+
+  // How far back a RELEASE may have been numbered, in requests: close() and
+  // the next lock call of one thread are a few requests apart at most, even
+  // with other processes busy on the mount.
+  static constexpr uint64_t kWindow = 64;
+
+ private:
+  static constexpr uint64_t kStep = 2;  // FUSE_REQ_ID_STEP; odd numbers are INTERRUPTs
+  static constexpr size_t kSlots = 1024;
+  static constexpr size_t kRunningSlots = 64;
+  static constexpr int kOverflowToken = -1;
+
+  // seen_[(u / kStep) % kSlots] holds the highest number received there.
+  std::array<std::atomic<uint64_t>, kSlots> seen_{};
+  std::atomic<uint64_t> first_{0};  // the first number received (INIT)
+  // Numbers of the RELEASEs being handled (0: free); more at once than
+  // slots are counted in overflow_, which makes every lock wait.
+  std::array<std::atomic<uint64_t>, kRunningSlots> running_{};
+  std::atomic<int> overflow_{0};
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_RELEASE_ORDER_H_
