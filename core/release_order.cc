@@ -4,6 +4,28 @@
 
 namespace efuse {
 
+namespace {
+std::atomic<uint64_t> next_instance_id{1};
+
+// The calling thread's ring of the instance it last served (a daemon has
+// one dispatcher, so this is looked up once per thread).
+struct ThreadRing {
+  uint64_t owner = 0;
+  void* ring = nullptr;
+};
+thread_local ThreadRing this_thread_ring;
+}  // namespace
+
+ReleaseOrder::ReleaseOrder() : id_(next_instance_id.fetch_add(1)) {}
+
+ReleaseOrder::Ring& ReleaseOrder::ThisThreadsRing() {
+  if (this_thread_ring.owner == id_) return *static_cast<Ring*>(this_thread_ring.ring);
+  absl::MutexLock l(&rings_mu_);
+  rings_.push_back(std::make_unique<Ring>());
+  this_thread_ring = {id_, rings_.back().get()};
+  return *rings_.back();
+}
+
 int ReleaseOrder::Received(uint64_t unique, bool is_release) {
   if (unique == 0 || unique % kStep != 0) return kOverflowToken;
   int token = kOverflowToken;
@@ -18,13 +40,11 @@ int ReleaseOrder::Received(uint64_t unique, bool is_release) {
     }
     if (token == kOverflowToken) overflow_.fetch_add(1, std::memory_order_seq_cst);
   }
-  uint64_t zero = 0;
-  first_.compare_exchange_strong(zero, unique, std::memory_order_seq_cst);
-  std::atomic<uint64_t>& slot = seen_[(unique / kStep) % kSlots];
-  uint64_t have = slot.load(std::memory_order_relaxed);
-  while (have < unique &&
-         !slot.compare_exchange_weak(have, unique, std::memory_order_seq_cst)) {
+  if (first_.load(std::memory_order_relaxed) == 0) {
+    uint64_t zero = 0;
+    first_.compare_exchange_strong(zero, unique, std::memory_order_acq_rel);
   }
+  ThisThreadsRing().seen[(unique / kStep) % kRingSize].store(unique, std::memory_order_release);
   return token;
 }
 
@@ -36,15 +56,23 @@ void ReleaseOrder::ReleaseDone(int token) {
   }
 }
 
-bool ReleaseOrder::Pending(uint64_t unique) const {
-  const uint64_t first = first_.load(std::memory_order_seq_cst);
+bool ReleaseOrder::Received(uint64_t u) {
+  absl::MutexLock l(&rings_mu_);
+  for (const auto& ring : rings_) {
+    // A higher number there: that thread has since received kRingSize / 2
+    // more; this one is old enough to be handled or never coming.
+    if (ring->seen[(u / kStep) % kRingSize].load(std::memory_order_acquire) >= u) return true;
+  }
+  return false;
+}
+
+bool ReleaseOrder::Pending(uint64_t unique) {
+  const uint64_t first = first_.load(std::memory_order_acquire);
   const uint64_t span = kWindow * kStep;
   uint64_t from = unique > first + span ? unique - span : first;
   from -= from % kStep;
   for (uint64_t u = from; u < unique; u += kStep) {
-    // A higher number in the slot: this one is kSlots requests old, long
-    // handled or never coming.
-    if (seen_[(u / kStep) % kSlots].load(std::memory_order_seq_cst) < u) return true;
+    if (!Received(u)) return true;
   }
   // After the numbers: a RELEASE counts as running before its number is
   // marked, so one seen above is still counted here unless it is done.

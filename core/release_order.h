@@ -7,12 +7,14 @@
 // local file system would grant it. The kernel numbers requests in the order
 // it creates them (`unique`, in steps of 2), so a lock request that meets a
 // conflict can wait until every request numbered shortly before it has been
-// received and no RELEASE is still being handled, then ask again (always:
-// the RELEASE may have ended between the first attempt and the wait).
+// received and no RELEASE numbered before it is still being handled, then
+// ask again (always: the RELEASE may have ended between the first attempt
+// and the wait).
 //
-// Owns: which recent request numbers have been received, and how many
-// RELEASE/RELEASEDIR requests are being handled. Thread-safe, lock-free;
-// only a lock request that met a conflict ever waits.
+// Owns: which recent request numbers each receiving thread has seen, and
+// which RELEASE/RELEASEDIR requests are being handled. Thread-safe. Per
+// request, a thread writes only its own ring (no shared cache line); only a
+// lock request that met a conflict reads them all.
 #ifndef EFUSE_CORE_RELEASE_ORDER_H_
 #define EFUSE_CORE_RELEASE_ORDER_H_
 
@@ -20,11 +22,20 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace efuse {
 
 class ReleaseOrder {
  public:
+  ReleaseOrder();
+  ReleaseOrder(const ReleaseOrder&) = delete;
+  ReleaseOrder& operator=(const ReleaseOrder&) = delete;
+
   // Every request, as soon as its header is read. A RELEASE/RELEASEDIR
   // (`is_release`) counts as being handled until ReleaseDone(token), with
   // the token this returns.
@@ -37,7 +48,7 @@ class ReleaseOrder {
   // there was anything to wait for; false at once if not.
   bool WaitForEarlierReleases(uint64_t unique, std::chrono::microseconds limit);
   // Whether there is anything to wait for now.
-  bool Pending(uint64_t unique) const;
+  bool Pending(uint64_t unique);
 
   // How far back a RELEASE may have been numbered, in requests: close() and
   // the next lock call of one thread are a few requests apart at most, even
@@ -46,17 +57,26 @@ class ReleaseOrder {
 
  private:
   static constexpr uint64_t kStep = 2;  // FUSE_REQ_ID_STEP; odd numbers are INTERRUPTs
-  static constexpr size_t kSlots = 1024;
+  static constexpr size_t kRingSize = 256;  // > kWindow: numbers a thread received
   static constexpr size_t kRunningSlots = 64;
   static constexpr int kOverflowToken = -1;
 
-  // seen_[(u / kStep) % kSlots] holds the highest number received there.
-  std::array<std::atomic<uint64_t>, kSlots> seen_{};
+  // One receiving thread's recent numbers, at ring[(u / kStep) % kRingSize]
+  // (older ones overwritten).
+  struct alignas(64) Ring {
+    std::array<std::atomic<uint64_t>, kRingSize> seen{};
+  };
+  Ring& ThisThreadsRing();
+  bool Received(uint64_t u);  // by any thread
+
+  const uint64_t id_;  // tells this instance's rings from an earlier one's
   std::atomic<uint64_t> first_{0};  // the first number received (INIT)
   // Numbers of the RELEASEs being handled (0: free); more at once than
   // slots are counted in overflow_, which makes every lock wait.
   std::array<std::atomic<uint64_t>, kRunningSlots> running_{};
   std::atomic<int> overflow_{0};
+  absl::Mutex rings_mu_;
+  std::vector<std::unique_ptr<Ring>> rings_ ABSL_GUARDED_BY(rings_mu_);
 };
 
 }  // namespace efuse
