@@ -197,6 +197,12 @@ std::string EfuseMount::Log() const {
 
 std::string EfuseMount::LogForMessage() const { return "\n  efused log:\n" + Indent(Log()); }
 
+bool EfuseMount::StatusFileIsOurs(unsigned dev_minor) const {
+  std::ifstream f("/run/efuse/" + std::to_string(dev_minor) + ".status");
+  std::string line;
+  return std::getline(f, line) && line == "pid: " + std::to_string(pid_);
+}
+
 ::testing::AssertionResult EfuseMount::Start(const std::vector<std::string>& flags) {
   if (pid_ > 0) return ::testing::AssertionFailure() << "EfuseMount::Start called twice";
   char mnt_template[] = "/tmp/efuse-mnt-XXXXXX";
@@ -260,7 +266,9 @@ std::string EfuseMount::LogForMessage() const { return "\n  efused log:\n" + Ind
                << path_ << " is mounted with type '" << e.fstype << "', expected fuse.efuse"
                << LogForMessage();
       }
-      return ::testing::AssertionSuccess();
+      // The mount shows before the daemon has set up around it: its status
+      // file comes after the BPF maps are pinned, and before INIT.
+      if (StatusFileIsOurs(e.dev_minor)) return ::testing::AssertionSuccess();
     }
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -272,7 +280,8 @@ std::string EfuseMount::LogForMessage() const { return "\n  efused log:\n" + Ind
     }
     if (Clock::now() >= deadline) {
       return ::testing::AssertionFailure()
-             << "no fuse.efuse mount at " << path_ << " in /proc/self/mountinfo after "
+             << "no fuse.efuse mount at " << path_
+             << " in /proc/self/mountinfo with its /run/efuse status file after "
              << kMountTimeout.count() << " s\n  command: " << command << LogForMessage();
     }
     std::this_thread::sleep_for(sleep);

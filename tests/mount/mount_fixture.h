@@ -182,6 +182,8 @@ class EfuseMount {
   std::function<void()> child_setup_;
   std::string log_path_;
   pid_t pid_ = -1;
+  // /run/efuse/<dev_minor>.status names this daemon's pid.
+  bool StatusFileIsOurs(unsigned dev_minor) const;
   bool reaped_ = false;  // waitpid() collected pid_; status_ holds its status
   int status_ = 0;
 };
