@@ -142,13 +142,21 @@ void Dispatcher::StopAsync() {
   }
 }
 
-bool Dispatcher::AnswerOnOwnThread(ReplySender& sender,
-                                   std::function<void(ReplySender&)> answer) {
+bool Dispatcher::AnswerOnOwnThread(const RequestContext& ctx, ReplySender& sender,
+                                   std::function<void(RequestContext&, ReplySender&)> answer) {
   std::unique_ptr<ReplySender> late = sender.Detach();
   if (late == nullptr) return false;
+  // The request buffer is reused as soon as we return: copy the context,
+  // including the caller's groups. Its interrupt flag is the worker's slot,
+  // which goes on to the next request.
+  std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
+  RequestContext copy = ctx;
+  copy.interrupted = nullptr;
   async_ops_.fetch_add(1, std::memory_order_acq_rel);
-  std::thread([this, late = std::move(late), answer = std::move(answer)] {
-    answer(*late);
+  std::thread([this, late = std::move(late), answer = std::move(answer),
+               groups = std::move(groups), copy]() mutable {
+    copy.groups = groups;
+    answer(copy, *late);
     async_ops_.fetch_sub(1, std::memory_order_acq_rel);
   }).detach();
   return true;
@@ -156,23 +164,18 @@ bool Dispatcher::AnswerOnOwnThread(ReplySender& sender,
 
 bool Dispatcher::DispatchBlockingLock(const Request& req, const RequestContext& ctx,
                                       ReplySender& sender) {
-  // The request buffer is reused as soon as we return: copy what the
-  // backend needs, including the caller's groups.
   const uint64_t unique = req.header.unique;
   const uint64_t node = req.header.nodeid;
-  LockRequest lock = ToLock(req.Arg<abi::LkIn>());
-  std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
-  RequestContext copy = ctx;
-  return AnswerOnOwnThread(sender, [this, unique, node, lock, groups = std::move(groups),
-                                    copy](ReplySender& late) mutable {
+  const LockRequest lock = ToLock(req.Arg<abi::LkIn>());
+  return AnswerOnOwnThread(ctx, sender, [this, unique, node, lock](RequestContext& c,
+                                                                   ReplySender& late) {
     InterruptTable::Slot* slot = interrupts_.Claim(unique);
     if (slot == nullptr) {
       // Every waiting slot is taken: refuse rather than wait uninterruptibly.
       return SendError(late, unique, EDEADLK);
     }
-    copy.groups = groups;
-    copy.interrupted = &slot->interrupted;
-    Status s = fs_->SetLk(copy, node, lock, /*sleep=*/true);
+    c.interrupted = &slot->interrupted;
+    Status s = fs_->SetLk(c, node, lock, /*sleep=*/true);
     InterruptTable::End(slot);
     if (!s.ok()) return SendError(late, unique, s.error().value());
     Reply r(unique);
@@ -221,18 +224,14 @@ void Dispatcher::DispatchLock(const Request& req, const RequestContext& ctx,
     // goes on and handles it.
     auto again = [this, node, lock, getlk](const RequestContext& c) {
       LockAnswer b = TryLock(c, node, lock, getlk);
-      if (!b.conflict && b.error == 0) stats_.lock_retries.fetch_add(1, std::memory_order_relaxed);
+      if (!b.conflict && b.error == 0) stats_.lock_conflicts_resolved.fetch_add(1, std::memory_order_relaxed);
       return b;
     };
     if (release_order_.Pending(unique)) {
-      std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
-      RequestContext copy = ctx;
-      copy.interrupted = nullptr;
-      if (AnswerOnOwnThread(sender, [this, unique, getlk, again, groups = std::move(groups),
-                                     copy](ReplySender& late) mutable {
-            copy.groups = groups;
+      if (AnswerOnOwnThread(ctx, sender, [this, unique, getlk, again](RequestContext& c,
+                                                                      ReplySender& late) {
             release_order_.WaitForEarlierReleases(unique, kReleaseWaitLimit);
-            SendLockAnswer(late, unique, again(copy), getlk);
+            SendLockAnswer(late, unique, again(c), getlk);
           })) {
         return;
       }

@@ -51,7 +51,7 @@ struct DispatcherStats {
   std::atomic<uint64_t> bad_requests{}; // failed to decode
   std::atomic<uint64_t> interrupts{};   // INTERRUPTs that found their request
   // Lock conflicts that an earlier RELEASE, handled late, resolved.
-  std::atomic<uint64_t> lock_retries{};
+  std::atomic<uint64_t> lock_conflicts_resolved{};
 };
 
 class Dispatcher {
@@ -120,9 +120,11 @@ class Dispatcher {
   // GETLK and SETLK: a conflict is looked at again once the RELEASEs the
   // kernel sent before the request are handled.
   void DispatchLock(const proto::Request& req, const RequestContext& ctx, ReplySender& sender);
-  // Runs `answer` on its own thread with a sender that outlives the request
-  // buffer; false if the transport cannot (answer in line then).
-  bool AnswerOnOwnThread(ReplySender& sender, std::function<void(ReplySender&)> answer);
+  // Runs `answer` on its own thread with a copy of `ctx` (no interrupt
+  // flag) and a sender that outlives the request buffer; false if the
+  // transport cannot (answer in line then).
+  bool AnswerOnOwnThread(const RequestContext& ctx, ReplySender& sender,
+                         std::function<void(RequestContext&, ReplySender&)> answer);
   // SETLKW: waits on its own thread; false if it must be answered in line.
   bool DispatchBlockingLock(const proto::Request& req, const RequestContext& ctx,
                             ReplySender& sender);

@@ -56,11 +56,11 @@ void ReleaseOrder::ReleaseDone(int token) {
   }
 }
 
-bool ReleaseOrder::Received(uint64_t u) {
-  absl::MutexLock l(&rings_mu_);
+bool ReleaseOrder::AnyThreadReceived(uint64_t u) const {
   for (const auto& ring : rings_) {
-    // A higher number there: that thread has since received kRingSize / 2
-    // more; this one is old enough to be handled or never coming.
+    // A higher number there: that thread's ring has wrapped past `u` (at
+    // least kRingSize numbers later), so `u` is old enough to be handled or
+    // never coming.
     if (ring->seen[(u / kStep) % kRingSize].load(std::memory_order_acquire) >= u) return true;
   }
   return false;
@@ -71,8 +71,11 @@ bool ReleaseOrder::Pending(uint64_t unique) {
   const uint64_t span = kWindow * kStep;
   uint64_t from = unique > first + span ? unique - span : first;
   from -= from % kStep;
-  for (uint64_t u = from; u < unique; u += kStep) {
-    if (!Received(u)) return true;
+  {
+    absl::ReaderMutexLock l(&rings_mu_);
+    for (uint64_t u = from; u < unique; u += kStep) {
+      if (!AnyThreadReceived(u)) return true;
+    }
   }
   // After the numbers: a RELEASE counts as running before its number is
   // marked, so one seen above is still counted here unless it is done.

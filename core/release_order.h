@@ -67,7 +67,8 @@ class ReleaseOrder {
     std::array<std::atomic<uint64_t>, kRingSize> seen{};
   };
   Ring& ThisThreadsRing();
-  bool Received(uint64_t u);  // by any thread
+  // Whether some thread has received `u` (or is past it); the caller holds rings_mu_.
+  bool AnyThreadReceived(uint64_t u) const ABSL_SHARED_LOCKS_REQUIRED(rings_mu_);
 
   const uint64_t id_;  // tells this instance's rings from an earlier one's
   std::atomic<uint64_t> first_{0};  // the first number received (INIT)

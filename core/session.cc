@@ -70,7 +70,7 @@ void Session::WriteStatusFile() {
     }
     f << "requests_total: " << total << "\n"
       << "requests_malformed: " << dispatcher_->stats().bad_requests.load() << "\n"
-      << "lock_conflicts_resolved_by_release: " << dispatcher_->stats().lock_retries.load() << "\n"
+      << "lock_conflicts_resolved_by_release: " << dispatcher_->stats().lock_conflicts_resolved.load() << "\n"
       << "status_seq: " << seq.fetch_add(1) + 1 << "\n";
     if (!f) return;
   }
