@@ -3,14 +3,16 @@
 //
 // A differential test: a seeded random sequence of create, mkdir, unlink,
 // rmdir, rename (plain, RENAME_NOREPLACE, RENAME_EXCHANGE), link, symlink,
-// rewrite, and read-after-unlink runs on the mount and on a reference
+// rewrite, read-after-unlink, chmod and user.* xattrs (set, create,
+// replace, remove) runs on the mount and on a reference
 // directory on tmpfs. Paths are drawn from a small universe (components
 // a..e, up to three deep), so operations collide: they replace, refuse
 // (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EINVAL, EPERM...) and move whole
 // subtrees. Every operation must give the same result and errno on both;
 // every 25 operations, and at the end, each path of the universe must match:
-// existence, type, size, link count, content, symlink target, directory
-// listing, and which paths are hard links of one file. For passthrough the
+// existence, type, size, link count, mode, content, symlink target,
+// directory listing, extended attributes, and which paths are hard links of
+// one file. For passthrough the
 // source directory itself is compared too, so what the daemon did to the
 // source is what the reference shows; and in one configuration a third of
 // the operations change the source behind the mount's back (there a rename
@@ -23,6 +25,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -117,7 +120,17 @@ std::string Describe(const std::string& root, const std::string& rel, std::map<i
   } else {
     d << "mode " << std::oct << st.st_mode;
   }
-  d << " perm " << std::oct << (st.st_mode & 07777);
+  d << " perm " << std::oct << (st.st_mode & 07777) << std::dec;
+  // Extended attributes, sorted by name, with their values.
+  char names[4096];
+  const ssize_t len = llistxattr(p.c_str(), names, sizeof(names));
+  std::set<std::string> sorted;
+  for (ssize_t i = 0; i < len; i += static_cast<ssize_t>(std::strlen(names + i)) + 1) sorted.insert(names + i);
+  for (const std::string& name : sorted) {
+    char value[256];
+    const ssize_t n = lgetxattr(p.c_str(), name.c_str(), value, sizeof(value));
+    d << " xattr " << name << "='" << std::string(value, n > 0 ? n : 0) << "'";
+  }
   return d.str();
 }
 
@@ -249,7 +262,7 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
     const std::string a = PickPath(), b = PickPath();
     const std::string content = "c" + std::to_string(ops_);
     auto at = [](const std::string& root, const std::string& rel) { return root + "/" + rel; };
-    switch (Below(13)) {
+    switch (Below(15)) {
       case 0:
       case 1:
         return Both("create " + a, [&](const std::string& r) {
@@ -328,6 +341,28 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
           return false;
         }
         return same;
+      }
+      case 13: {
+        // A few names, so sets replace and removes find something.
+        const std::string name = "user.k" + std::to_string(Below(3));
+        static constexpr struct {
+          int flags;
+          const char* name;
+        } kModes[] = {{0, "set"}, {XATTR_CREATE, "create"}, {XATTR_REPLACE, "replace"}};
+        const auto& m = kModes[Below(3)];
+        return Both(std::string("setxattr ") + m.name + " " + a + " " + name + "=" + content,
+                    [&](const std::string& r) {
+                      return Call([&] {
+                        return static_cast<long>(
+                            lsetxattr(at(r, a).c_str(), name.c_str(), content.data(), content.size(), m.flags));
+                      });
+                    });
+      }
+      case 14: {
+        const std::string name = "user.k" + std::to_string(Below(3));
+        return Both("removexattr " + a + " " + name, [&](const std::string& r) {
+          return Call([&] { return static_cast<long>(lremovexattr(at(r, a).c_str(), name.c_str())); });
+        });
       }
       default:
         return Both("chmod " + a, [&](const std::string& r) {
