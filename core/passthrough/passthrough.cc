@@ -295,14 +295,18 @@ struct PassthroughFs::DirStream {
 
 struct PassthroughFs::Handle {
   ~Handle() {
-    int f = fd.load();
-    if (f >= 0) close(f);
+    for (int f : {fd.load(), buffered_fd.load()}) {
+      if (f >= 0) close(f);
+    }
   }
   std::shared_ptr<Inode> inode;
   uint32_t flags = 0;  // as opened (O_CREAT/O_EXCL/O_TRUNC stripped)
   bool passthrough = false;
   bool maybe_suid = false;  // had setuid/setgid at open: writes may clear it
   std::atomic<int> fd{-1};  // real fd; passthrough handles open it on demand
+  // O_DIRECT handles: the file without O_DIRECT, for transfers O_DIRECT
+  // refuses (opened on the first; see DirectFallbackFd).
+  std::atomic<int> buffered_fd{-1};
   absl::Mutex mu;
   std::vector<uint64_t> lock_owners ABSL_GUARDED_BY(mu);
   std::unique_ptr<DirStream> dir;  // directories
@@ -817,6 +821,7 @@ PassthroughStats PassthroughFs::Stats() const {
   st.daemon_opens = daemon_opens_.load();
   st.backing_refusals = backing_refusals_.load();
   st.backing_ids = backing_ids_.load();
+  st.direct_fallbacks = direct_fallbacks_.load();
   st.stale = stale_.load();
   st.invalidations = invalidations_.load();
   st.listings_with_attrs = listings_with_attrs_.load();
@@ -841,6 +846,7 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_backing_refusals", st.backing_refusals);
   add("pt_backing_opens", backing_opens_.load(std::memory_order_relaxed));
   add("pt_backing_reuses", backing_reuses_.load(std::memory_order_relaxed));
+  add("pt_direct_fallbacks", st.direct_fallbacks);
   add("pt_stale", st.stale);
   add("pt_invalidations", st.invalidations);
   add("pt_listings_with_attrs", st.listings_with_attrs);
@@ -1318,6 +1324,26 @@ Result<int> PassthroughFs::HandleFd(Handle& h) {
   return *opened;
 }
 
+// O_DIRECT refuses transfers not aligned to the source's block size, yet
+// the kernel sends such through an O_DIRECT handle: writeback of a file's
+// partial last page (with the writeback cache any writable handle carries
+// it, and refusing it would lose that data) and callers' unaligned O_DIRECT
+// I/O, which FUSE does not check. Those go through the same file opened
+// without O_DIRECT.
+Result<int> PassthroughFs::DirectFallbackFd(Handle& h) {
+  int fd = h.buffered_fd.load(std::memory_order_acquire);
+  if (fd >= 0) return fd;
+  Result<int> opened = Reopen(*h.inode, static_cast<int>(h.flags & ~static_cast<uint32_t>(O_DIRECT)));
+  if (!opened.ok()) return opened.error();
+  int expected = -1;
+  if (!h.buffered_fd.compare_exchange_strong(expected, *opened, std::memory_order_acq_rel)) {
+    close(*opened);
+    return expected;
+  }
+  direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+  return *opened;
+}
+
 // ---------------------------------------------------------------------------
 // Files.
 
@@ -1458,6 +1484,7 @@ void PassthroughFs::CloseFile(Handle& h) {
     }
   }
   if (fd >= 0) close(fd);
+  if (const int buffered = h.buffered_fd.exchange(-1); buffered >= 0) close(buffered);
   std::vector<uint64_t> owners;
   {
     absl::MutexLock l(&h.mu);
@@ -1606,7 +1633,13 @@ Result<size_t> PassthroughFs::Read(const RequestContext& ctx, uint64_t nodeid, u
   if (h == nullptr) return Errno(EBADF);
   Result<int> fd = HandleFd(*h);
   if (!fd.ok()) return fd.error();
-  return PreadAll(*fd, out, offset);
+  Result<size_t> got = PreadAll(*fd, out, offset);
+  if (!got.ok() && got.error().value() == EINVAL && (h->flags & O_DIRECT) != 0) {
+    fd = DirectFallbackFd(*h);
+    if (!fd.ok()) return fd.error();
+    got = PreadAll(*fd, out, offset);
+  }
+  return got;
 }
 
 Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
@@ -1625,6 +1658,11 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
         pwrite(*fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EINVAL && (h->flags & O_DIRECT) != 0 && *fd != h->buffered_fd.load()) {
+        fd = DirectFallbackFd(*h);
+        if (!fd.ok()) return fd.error();
+        continue;
+      }
       if (done > 0) break;
       return Errno::Last();
     }

@@ -166,6 +166,7 @@ struct PassthroughStats {
   uint64_t daemon_opens = 0;       // regular-file opens served in the daemon
   uint64_t backing_refusals = 0;   // BACKING_OPEN failures (fell back)
   uint64_t backing_ids = 0;        // backing ids registered now
+  uint64_t direct_fallbacks = 0;   // O_DIRECT handles that also opened the file without it
   uint64_t stale = 0;              // ESTALE answers
   uint64_t watched_dirs = 0;       // directories marked by the source watcher
   uint64_t invalidations = 0;      // FUSE_NOTIFY_INVAL_* sent for source changes
@@ -342,6 +343,9 @@ class PassthroughFs : public FileSystem {
   // The handle's real fd, opening it on first use (passthrough handles have
   // none until a call needs one).
   Result<int> HandleFd(Handle& h);
+  // An O_DIRECT handle's file without O_DIRECT, for transfers O_DIRECT
+  // refuses (opened on first use, kept with the handle).
+  Result<int> DirectFallbackFd(Handle& h);
 
   // Opens a regular file for the kernel: mode choice, backing id, flags.
   // `fd` (or -1) is the file already open, with its statx in `known`.
@@ -393,6 +397,7 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> passthrough_opens_{0};
   mutable std::atomic<uint64_t> daemon_opens_{0};
   mutable std::atomic<uint64_t> backing_refusals_{0};
+  std::atomic<uint64_t> direct_fallbacks_{0};
   mutable std::atomic<uint64_t> backing_ids_{0};
   // FUSE_DEV_IOC_BACKING_OPEN calls that succeeded.
   mutable std::atomic<uint64_t> backing_opens_{0};

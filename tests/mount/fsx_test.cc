@@ -4,7 +4,8 @@
 // In the spirit of fsx (xfstests): a seeded random mix of pwrite, pread,
 // O_APPEND writes through a second descriptor, ftruncate up and down, mmap
 // writes (with msync) and mmap reads, fallocate (allocate, keep-size, punch
-// hole, zero range), copy_file_range within the file, O_DIRECT reads,
+// hole, zero range), copy_file_range within the file, O_DIRECT reads and
+// writes,
 // fsync/fdatasync, and close-and-reopen (sometimes with O_TRUNC). After every
 // operation the file's size must match the model and every byte read must
 // match it; every 64 operations the whole file is read and compared, and at
@@ -326,6 +327,31 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
     }
     return Compare(buf.data.get(), offset, got, "O_DIRECT pread");
   }
+  // Page-aligned O_DIRECT write through its own descriptor: the kernel must
+  // write back and drop its cached pages of the range around it.
+  bool OpDirectWrite() {
+    if (!direct_supported_) return true;
+    uint64_t offset = Below(kMaxFileSize / kPage) * kPage;
+    uint64_t len = std::min<uint64_t>((1 + Below(16)) * kPage, kMaxFileSize - offset);
+    Note("O_DIRECT pwrite " + std::to_string(offset) + " +" + std::to_string(len));
+    int raw = open(path_.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    if (raw < 0 && errno == EINVAL) {
+      direct_supported_ = false;
+      Trace("  (O_DIRECT refused: EINVAL)");
+      return true;
+    }
+    if (raw < 0) return Fail("open O_DIRECT for writing: " + ErrnoName(errno));
+    UniqueFd direct(raw);
+    AlignedBuffer buf(len);
+    const std::string data = PatternBytes(rng_(), len);
+    std::memcpy(buf.data.get(), data.data(), len);
+    if (!PwriteAll(direct.get(), buf.data.get(), len, static_cast<off_t>(offset))) {
+      return Fail("O_DIRECT pwrite: " + ErrnoName(errno));
+    }
+    PutModel(offset, data);
+    return CheckSize() && ReadAndCompare(fd_.get(), offset > kPage ? offset - kPage : 0, len + 2 * kPage,
+                                         "buffered read after O_DIRECT pwrite");
+  }
   bool OpSync() {
     const bool data_only = Below(2) == 0;
     Note(data_only ? "fdatasync" : "fsync");
@@ -339,7 +365,7 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
   }
 
   bool Step() {
-    const uint64_t kind = Below(20);
+    const uint64_t kind = Below(kKinds);
     ++kind_counts_[kind];
     switch (kind) {
       case 0: case 1: case 2: case 3: return OpWrite();
@@ -352,6 +378,7 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
       case 14: case 15: return OpCopyRange();
       case 16: return OpDirectRead();
       case 17: return OpSync();
+      case 18: return OpDirectWrite();
       default: return OpReopen();
     }
   }
@@ -362,7 +389,8 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
   std::mt19937_64 rng_;
   std::deque<std::string> trace_;
   int ops_done_ = 0;
-  int kind_counts_[20] = {};
+  static constexpr int kKinds = 21;
+  int kind_counts_[kKinds] = {};
   unsigned unsupported_fallocate_modes_ = 0;
   bool copy_supported_ = true;
   bool direct_supported_ = true;
@@ -388,7 +416,7 @@ TEST_P(FsxTest, RandomOperationsMatchTheModel) {
     ASSERT_EQ(source.size(), model_.size()) << "the source file's size";
     EXPECT_TRUE(source == model_) << "the source file differs from the model";
   }
-  for (int kind = 0; kind < 20; ++kind) EXPECT_GT(kind_counts_[kind], 0) << "operation kind " << kind;
+  for (int kind = 0; kind < kKinds; ++kind) EXPECT_GT(kind_counts_[kind], 0) << "operation kind " << kind;
   // The features, on every configuration: copy_file_range, O_DIRECT,
   // and fallocate to allocate, keep the size and punch holes.
   EXPECT_TRUE(copy_supported_);

@@ -31,6 +31,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -258,6 +259,33 @@ TEST_P(DataPathTest, CopyFileRangeWithinTheMount) {
   out.Reset();
   EXPECT_TRUE(ReadPath(Src("b")) == data.substr(4096, kMiB));
   EXPECT_TRUE(ReadPath(Path("b")) == data.substr(4096, kMiB));
+}
+
+// Buffered writes ending mid-page, then an O_DIRECT open of the same file:
+// the kernel may write the dirty pages back through the O_DIRECT handle
+// (with the writeback cache any writable handle carries writeback), the
+// last one shorter than a page, which an O_DIRECT source file refuses. No
+// byte may be lost, and the direct write after them must succeed.
+TEST_P(DataPathTest, UnalignedWritebackThroughAnODirectHandleLosesNothing) {
+  std::string want = PatternBytes(23, 3 * 4096 + 1746);
+  int raw;
+  ASSERT_SYS(raw = open(Path("f").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  UniqueFd buffered(raw);
+  ASSERT_TRUE(PwriteAll(buffered.get(), want.data(), want.size(), 0));
+  ASSERT_SYS(raw = open(Path("f").c_str(), O_RDWR | O_DIRECT | O_CLOEXEC));
+  UniqueFd direct(raw);
+  void* mem = nullptr;
+  ASSERT_EQ(posix_memalign(&mem, 4096, 8192), 0);
+  std::unique_ptr<void, decltype(&free)> guard(mem, &free);
+  const std::string block = PatternBytes(24, 8192);
+  std::memcpy(mem, block.data(), block.size());
+  ASSERT_EQ(pwrite(direct.get(), mem, 8192, 8192), 8192) << ErrnoName(errno);
+  want.replace(8192, 8192, block);
+  ASSERT_SYS(fsync(buffered.get()));
+  direct.Reset();
+  buffered.Reset();
+  EXPECT_TRUE(ReadPath(Src("f")) == want) << "the source lost or misplaced bytes";
+  EXPECT_TRUE(ReadPath(Path("f")) == want);
 }
 
 // What fsync acknowledged is in the source even when the daemon is killed
