@@ -10,11 +10,11 @@
 // (EEXIST, ENOTEMPTY, EISDIR, ENOTDIR, EINVAL, EPERM...) and move whole
 // subtrees. Every operation must give the same result and errno on both;
 // every 25 operations, and at the end, each path of the universe must match:
-// existence, type, size, link count, mode, content, symlink target,
-// directory listing, extended attributes, and which paths are hard links of
-// one file. For passthrough the
-// source directory itself is compared too, so what the daemon did to the
-// source is what the reference shows; and in one configuration a third of
+// existence, whether mtime and ctime moved since the last comparison, type,
+// size, link count, mode, content, symlink target, directory listing,
+// extended attributes, and which paths are hard links of one file. For
+// passthrough the source directory itself is compared too, so what the
+// daemon did to the source is what the reference shows; and in one configuration a third of
 // the operations change the source behind the mount's back (there a rename
 // may meet ESTALE once, as the issue allows, and must then succeed after the
 // tree is looked up again).
@@ -40,6 +40,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -90,12 +91,32 @@ Outcome Call(F f) {
   return Outcome{rc < 0 ? -1 : rc, rc < 0 ? errno : 0};
 }
 
-// What one path shows, as text (compared between the trees).
-std::string Describe(const std::string& root, const std::string& rel, std::map<ino_t, std::string>* first_link) {
+// What a tree showed at the last comparison (inode times) and shows now.
+struct TreeState {
+  struct Times {
+    timespec mtime, ctime;
+  };
+  std::map<ino_t, Times> before, now;
+  std::map<ino_t, std::string> first_link;  // per comparison: hard links
+};
+bool SameTime(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+
+// What one path shows, as text (compared between the trees). Times are
+// compared as "moved since the last comparison or not" (new inodes count as
+// moved), which tmpfs and the mount must agree on.
+std::string Describe(const std::string& root, const std::string& rel, TreeState* state) {
   const std::string p = root + "/" + rel;
   struct stat st {};
   if (lstat(p.c_str(), &st) != 0) return "absent (" + ErrnoName(errno) + ")";
   std::ostringstream d;
+  auto* first_link = &state->first_link;
+  {
+    auto it = state->before.find(st.st_ino);
+    const bool known = it != state->before.end();
+    d << (known && SameTime(it->second.mtime, st.st_mtim) ? "mtime kept, " : "mtime moved, ")
+      << (known && SameTime(it->second.ctime, st.st_ctim) ? "ctime kept; " : "ctime moved; ");
+    state->now[st.st_ino] = {st.st_mtim, st.st_ctim};
+  }
   if (S_ISREG(st.st_mode)) {
     std::string content, error;
     if (!ReadFile(p, &content, &error)) content = "<unreadable: " + error + ">";
@@ -247,21 +268,28 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
 
   // Each path of the universe, on the mount (and the source) as on tmpfs.
   bool CompareTrees(const char* when) {
-    std::map<ino_t, std::string> links_mount, links_reference, links_source;
+    for (TreeState* t : {&mount_state_, &reference_state_, &source_state_}) {
+      t->now.clear();
+      t->first_link.clear();
+    }
     for (const std::string& rel : universe_) {
-      const std::string want = Describe(reference_, rel, &links_reference);
-      const std::string got = Describe(mount_.path(), rel, &links_mount);
+      const std::string want = Describe(reference_, rel, &reference_state_);
+      const std::string got = Describe(mount_.path(), rel, &mount_state_);
       if (got != want) {
         return Report(std::string(when) + ": " + rel + " on the mount: " + got + "\n  on tmpfs: " + want + Context());
       }
       if (!GetParam().source.empty()) {
-        const std::string source = Describe(GetParam().source, rel, &links_source);
+        const std::string source = Describe(GetParam().source, rel, &source_state_);
         if (source != want) {
           return Report(std::string(when) + ": " + rel + " in the source: " + source + "\n  on tmpfs: " + want +
                         Context());
         }
       }
     }
+    for (TreeState* t : {&mount_state_, &reference_state_, &source_state_}) t->before.swap(t->now);
+    // tmpfs stamps times from a coarse clock: a change in the same tick as
+    // the times just read could leave them equal there and not here.
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return true;
   }
 
@@ -415,6 +443,7 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
   }
 
   ChildChecks* child_ = nullptr;  // set while running as kUser
+  TreeState mount_state_, reference_state_, source_state_;
   std::vector<std::string> universe_ = Universe();
   std::string reference_;
   std::mt19937_64 rng_;
