@@ -2146,19 +2146,36 @@ Result<LockRequest> PassthroughFs::GetLk(const RequestContext& ctx, uint64_t nod
   }
   out.start = static_cast<uint64_t>(fl.l_start);
   out.end = fl.l_len == 0 ? kOffsetMax : static_cast<uint64_t>(fl.l_start + fl.l_len - 1);
-  // OFD locks carry no pid: find which of our owners holds it (asking from
-  // its own description, the conflict disappears).
+  // OFD locks carry no pid: find which of our owners holds the lock found.
+  // Asked from the holder's own description, over the part of that lock the
+  // caller asked about, the answer is no longer that lock. Asked from any
+  // other owner's, it usually still is; but it may be a lock of the caller
+  // (excluded from the first answer, not from this one) or a copy of the
+  // same range held by two owners. So the holder is named only when exactly
+  // one owner's answer changes, else left unknown (pid 0), never guessed.
   out.pid = 0;
+  const struct flock found = fl;
+  const uint64_t probe_start = std::max(out.start, lk.start);
+  const uint64_t probe_end = std::min(out.end, lk.end);
   absl::MutexLock l(&inode.mu);
-  if (inode.open != nullptr) {
+  if (inode.open != nullptr && probe_start <= probe_end) {
+    LockRequest part = lk;
+    part.start = probe_start;
+    part.end = probe_end;
+    int candidates = 0;
+    uint32_t pid = 0;
     for (const auto& [owner, ol] : inode.open->owners) {
       if (owner == lk.owner) continue;
-      struct flock probe = ToFlock(lk);
-      if (fcntl(ol.fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_UNLCK) {
-        out.pid = ol.pid;
-        break;
+      struct flock probe = ToFlock(part);
+      if (fcntl(ol.fd, F_OFD_GETLK, &probe) != 0) continue;
+      const bool same_lock = probe.l_type == found.l_type && probe.l_start == found.l_start &&
+                             probe.l_len == found.l_len;
+      if (!same_lock) {
+        ++candidates;
+        pid = ol.pid;
       }
     }
+    if (candidates == 1) out.pid = pid;
   }
   return out;
 }

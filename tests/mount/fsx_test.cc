@@ -490,8 +490,18 @@ TEST_P(FsxTest, ConcurrentWritersSharingPagesKeepEachOthersBytes) {
             size_t n = 0;
             if (!PreadAll(fd, got.data(), got.size(), static_cast<off_t>(start), &n) || n != got.size()) _exit(14);
             if (got != mine.substr(start, end - start)) {
-              std::fprintf(stderr, "writer %d: stripe at %llu changed under it after %d operations\n", k,
-                           static_cast<unsigned long long>(start), op);
+              uint64_t first = 0, last = 0, count = 0;
+              for (uint64_t i = 0; i < got.size(); ++i) {
+                if (got[i] == mine[start + i]) continue;
+                if (count++ == 0) first = i;
+                last = i;
+              }
+              std::fprintf(stderr,
+                           "writer %d: stripe at %llu changed under it after %d operations: %llu bytes "
+                           "differ in [%llu, %llu], first 0x%02x where 0x%02x was written\n",
+                           k, static_cast<unsigned long long>(start), op, static_cast<unsigned long long>(count),
+                           static_cast<unsigned long long>(start + first), static_cast<unsigned long long>(start + last),
+                           static_cast<unsigned>(got[first]) & 0xff, static_cast<unsigned>(mine[start + first]) & 0xff);
               _exit(15);
             }
             break;
