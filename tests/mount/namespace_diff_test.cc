@@ -480,6 +480,14 @@ INSTANTIATE_TEST_SUITE_P(
                       Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
                       Passthrough("disk_passthrough", {}),
                       Passthrough("tmpfs_passthrough_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
+                      // the smallest fd cache (one fd per shard, 16 in all,
+                      // for up to ~60 inodes): inodes are reopened by their
+                      // file handles all the time, and a reused inode number
+                      // is told apart by the handle alone
+                      Passthrough("disk_passthrough_tiny_fd_cache", {"--fd_cache=2"}),
+                      Passthrough("disk_changed_behind_the_mount_tiny_fd_cache",
+                                  {"--fd_cache=2", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"},
+                                  /*behind_back=*/true),
                       // others change the source: names, attributes and data
                       // are asked again every time, so the mount must show
                       // each change at once, never a wrong or vanished file
