@@ -19,12 +19,16 @@
 // may meet ESTALE once, as the issue allows, and must then succeed after the
 // tree is looked up again).
 //
+// NamespaceDiffConcurrentTest runs three such processes at once, each in its
+// own subtree of both trees.
+//
 // A failure prints the seed and the last operations; EFUSE_NSDIFF_SEED=N
 // reruns with another seed.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -197,6 +201,7 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
     char tmpl[] = "/dev/shm/efuse-nsdiff-XXXXXX";  // tmpfs: the kernel's reference
     ASSERT_NE(mkdtemp(tmpl), nullptr) << ErrnoName(errno);
     reference_ = tmpl;
+    UseRoots("");
     rng_.seed(Seed());
   }
   void TearDown() override {
@@ -213,7 +218,7 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
     std::vector<std::string> existing, dirs = {""};
     struct stat st;
     for (const std::string& p : universe_) {
-      if (lstat((reference_ + "/" + p).c_str(), &st) != 0) continue;
+      if (lstat((reference_root_ + "/" + p).c_str(), &st) != 0) continue;
       existing.push_back(p);
       if (S_ISDIR(st.st_mode) && std::count(p.begin(), p.end(), '/') + 1 < kMaxDepth) dirs.push_back(p);
     }
@@ -249,14 +254,14 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
   template <typename Op>
   bool Both(const std::string& what, Op op, bool is_rename = false) {
     const bool on_source = GetParam().behind_back && Below(3) == 0;
-    Outcome on_mount = op(on_source ? GetParam().source : mount_.path());
+    Outcome on_mount = op(on_source ? source_root_ : mount_root_);
     if (!on_source && is_rename && GetParam().behind_back && on_mount == Outcome{-1, ESTALE}) {
       ++stale_renames_;
       Trace(std::to_string(ops_ + 1) + ": " + what + " -> ESTALE on the mount; walking the tree, then again");
       if (!CompareTrees("after ESTALE")) return false;
-      on_mount = op(mount_.path());
+      on_mount = op(mount_root_);
     }
-    const Outcome on_reference = op(reference_);
+    const Outcome on_reference = op(reference_root_);
     Trace(std::to_string(++ops_) + ": " + (on_source ? "in the source: " : "") + what + " -> " +
           on_reference.Describe());
     if (on_reference.rc == 0) ++succeeded_;
@@ -273,13 +278,13 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
       t->first_link.clear();
     }
     for (const std::string& rel : universe_) {
-      const std::string want = Describe(reference_, rel, &reference_state_);
-      const std::string got = Describe(mount_.path(), rel, &mount_state_);
+      const std::string want = Describe(reference_root_, rel, &reference_state_);
+      const std::string got = Describe(mount_root_, rel, &mount_state_);
       if (got != want) {
         return Report(std::string(when) + ": " + rel + " on the mount: " + got + "\n  on tmpfs: " + want + Context());
       }
-      if (!GetParam().source.empty()) {
-        const std::string source = Describe(GetParam().source, rel, &source_state_);
+      if (!source_root_.empty()) {
+        const std::string source = Describe(source_root_, rel, &source_state_);
         if (source != want) {
           return Report(std::string(when) + ": " + rel + " in the source: " + source + "\n  on tmpfs: " + want +
                         Context());
@@ -442,7 +447,16 @@ class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface
               << "; renames that met ESTALE once: " << stale_renames_ << std::endl;
   }
 
-  ChildChecks* child_ = nullptr;  // set while running as kUser
+  // Operations and comparisons happen below `sub` ("" for the whole trees).
+  void UseRoots(const std::string& sub) {
+    const std::string tail = sub.empty() ? "" : "/" + sub;
+    mount_root_ = mount_.path() + tail;
+    reference_root_ = reference_ + tail;
+    source_root_ = GetParam().source.empty() ? "" : GetParam().source + tail;
+  }
+
+  ChildChecks* child_ = nullptr;  // set while running in a child process
+  std::string mount_root_, reference_root_, source_root_;
   TreeState mount_state_, reference_state_, source_state_;
   std::vector<std::string> universe_ = Universe();
   std::string reference_;
@@ -472,6 +486,52 @@ TEST_P(NamespaceDiffTest, RandomOperationsMatchTmpfs) {
       },
       &user, std::chrono::seconds(240)));
 }
+
+// Three processes at once, each making its own random operations in its own
+// subtree of both trees: the daemon serves them concurrently (its inode
+// table, names and links), and each subtree must end as on tmpfs.
+class NamespaceDiffConcurrentTest : public NamespaceDiffTest {};
+
+TEST_P(NamespaceDiffConcurrentTest, ProcessesInTheirOwnSubtreesMatchTmpfs) {
+  constexpr int kProcesses = 3;
+  const std::string report_prefix = "/tmp/efuse-nsdiff-" + std::to_string(getpid()) + "-";
+  std::vector<pid_t> pids;
+  for (int k = 0; k < kProcesses; ++k) {
+    const std::string sub = "p" + std::to_string(k);
+    for (const std::string& root : {mount_.path(), reference_}) ASSERT_SYS(mkdir((root + "/" + sub).c_str(), 0755));
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0) << ErrnoName(errno);
+    if (pid == 0) {
+      alarm(240);
+      ChildChecks checks;
+      child_ = &checks;
+      UseRoots(sub);
+      rng_.seed(Seed() * 7 + k);
+      Run();
+      std::string error;
+      WriteFile(report_prefix + std::to_string(k), checks.failures(), &error);
+      _exit(checks.failures().empty() ? 0 : 1);
+    }
+    pids.push_back(pid);
+  }
+  for (int k = 0; k < kProcesses; ++k) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pids[k], &status, 0), pids[k]);
+    std::string failures, error;
+    const std::string report = report_prefix + std::to_string(k);
+    ReadFile(report, &failures, &error);
+    unlink(report.c_str());
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "process " << k << " (wait status " << status << "):\n" << failures;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Diff, NamespaceDiffConcurrentTest,
+    ::testing::Values(Memfs("memfs", {}), Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
+                      Passthrough("disk_passthrough", {}),
+                      Passthrough("disk_passthrough_tiny_fd_cache", {"--fd_cache=2"})),
+    [](const ::testing::TestParamInfo<NsConfig>& info) { return std::string(info.param.name); });
 
 INSTANTIATE_TEST_SUITE_P(
     Diff, NamespaceDiffTest,
