@@ -1311,18 +1311,22 @@ std::shared_ptr<PassthroughFs::Handle> PassthroughFs::TakeHandle(uint64_t fh) {
   return h;
 }
 
-Result<int> PassthroughFs::HandleFd(Handle& h) {
-  int fd = h.fd.load(std::memory_order_acquire);
+Result<int> PassthroughFs::OpenOnce(Handle& h, std::atomic<int>& slot, uint32_t flags,
+                                     bool* opened_here) {
+  int fd = slot.load(std::memory_order_acquire);
   if (fd >= 0) return fd;
-  Result<int> opened = Reopen(*h.inode, static_cast<int>(h.flags));
+  Result<int> opened = Reopen(*h.inode, static_cast<int>(flags));
   if (!opened.ok()) return opened.error();
   int expected = -1;
-  if (!h.fd.compare_exchange_strong(expected, *opened, std::memory_order_acq_rel)) {
-    close(*opened);
+  if (!slot.compare_exchange_strong(expected, *opened, std::memory_order_acq_rel)) {
+    close(*opened);  // another thread opened it first
     return expected;
   }
+  if (opened_here != nullptr) *opened_here = true;
   return *opened;
 }
+
+Result<int> PassthroughFs::HandleFd(Handle& h) { return OpenOnce(h, h.fd, h.flags); }
 
 // O_DIRECT refuses transfers not aligned to the source's block size, yet
 // the kernel sends such through an O_DIRECT handle: writeback of a file's
@@ -1331,17 +1335,10 @@ Result<int> PassthroughFs::HandleFd(Handle& h) {
 // I/O, which FUSE does not check. Those go through the same file opened
 // without O_DIRECT.
 Result<int> PassthroughFs::DirectFallbackFd(Handle& h) {
-  int fd = h.buffered_fd.load(std::memory_order_acquire);
-  if (fd >= 0) return fd;
-  Result<int> opened = Reopen(*h.inode, static_cast<int>(h.flags & ~static_cast<uint32_t>(O_DIRECT)));
-  if (!opened.ok()) return opened.error();
-  int expected = -1;
-  if (!h.buffered_fd.compare_exchange_strong(expected, *opened, std::memory_order_acq_rel)) {
-    close(*opened);
-    return expected;
-  }
-  direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
-  return *opened;
+  bool opened_here = false;
+  Result<int> fd = OpenOnce(h, h.buffered_fd, h.flags & ~static_cast<uint32_t>(O_DIRECT), &opened_here);
+  if (opened_here) direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+  return fd;
 }
 
 // ---------------------------------------------------------------------------
@@ -2154,7 +2151,6 @@ Result<LockRequest> PassthroughFs::GetLk(const RequestContext& ctx, uint64_t nod
   // same range held by two owners. So the holder is named only when exactly
   // one owner's answer changes, else left unknown (pid 0), never guessed.
   out.pid = 0;
-  const struct flock found = fl;
   const uint64_t probe_start = std::max(out.start, lk.start);
   const uint64_t probe_end = std::min(out.end, lk.end);
   absl::MutexLock l(&inode.mu);
@@ -2168,8 +2164,8 @@ Result<LockRequest> PassthroughFs::GetLk(const RequestContext& ctx, uint64_t nod
       if (owner == lk.owner) continue;
       struct flock probe = ToFlock(part);
       if (fcntl(ol.fd, F_OFD_GETLK, &probe) != 0) continue;
-      const bool same_lock = probe.l_type == found.l_type && probe.l_start == found.l_start &&
-                             probe.l_len == found.l_len;
+      const bool same_lock =
+          probe.l_type == fl.l_type && probe.l_start == fl.l_start && probe.l_len == fl.l_len;
       if (!same_lock) {
         ++candidates;
         pid = ol.pid;

@@ -343,6 +343,11 @@ class PassthroughFs : public FileSystem {
   // The handle's real fd, opening it on first use (passthrough handles have
   // none until a call needs one).
   Result<int> HandleFd(Handle& h);
+  // `slot` of `h` (its fd or buffered_fd): `h`'s file opened with `flags`
+  // on first use; of two threads opening at once, one fd is kept.
+  // *opened_here is set when this call's open was the one kept.
+  Result<int> OpenOnce(Handle& h, std::atomic<int>& slot, uint32_t flags,
+                       bool* opened_here = nullptr);
   // An O_DIRECT handle's file without O_DIRECT, for transfers O_DIRECT
   // refuses (opened on first use, kept with the handle).
   Result<int> DirectFallbackFd(Handle& h);
