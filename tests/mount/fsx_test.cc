@@ -59,23 +59,13 @@ struct FsxConfig {
   std::vector<std::string> flags;
 };
 FsxConfig Memfs(const char* name, std::vector<std::string> extra) { return {name, "", std::move(extra)}; }
-// Made while tests are instantiated, so PassthroughSources is listening
-// before the first test starts.
-FsxConfig Passthrough(const char* name, std::vector<std::string> extra) {
-  const std::string flag = PassthroughSourceFlag(name);
-  extra.insert(extra.begin(), {"--fs=passthrough", flag});
-  return {name, flag.substr(flag.find('=') + 1), std::move(extra)};
+FsxConfig Passthrough(const char* name, const std::vector<std::string>& extra) {
+  return {name, PassthroughSourceDir(name), PassthroughFlags(name, extra)};
 }
 void PrintTo(const FsxConfig& c, std::ostream* os) { *os << c.name; }
 
-int Operations() {
-  const char* env = std::getenv("EFUSE_FSX_OPS");
-  return env != nullptr ? std::atoi(env) : kDefaultOperations;
-}
-uint64_t Seed() {
-  const char* env = std::getenv("EFUSE_FSX_SEED");
-  return env != nullptr ? std::strtoull(env, nullptr, 10) : 20261130;
-}
+int Operations() { return static_cast<int>(NumberFromEnv("EFUSE_FSX_OPS", kDefaultOperations)); }
+uint64_t Seed() { return NumberFromEnv("EFUSE_FSX_SEED", 20261130); }
 
 // Memory aligned for O_DIRECT.
 struct AlignedBuffer {
@@ -92,9 +82,7 @@ struct AlignedBuffer {
 class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig> {
  protected:
   std::vector<std::string> DaemonFlags() const override {
-    std::vector<std::string> f = {"--size=1G"};
-    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
-    return f;
+    return WithFlags({"--size=1G"}, GetParam().flags);
   }
 
   void SetUp() override {

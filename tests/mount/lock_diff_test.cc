@@ -49,10 +49,7 @@ namespace {
 constexpr int kChildren = 3;
 constexpr int kCalls = 2000;
 
-uint64_t Seed() {
-  const char* env = std::getenv("EFUSE_LOCKDIFF_SEED");
-  return env != nullptr ? std::strtoull(env, nullptr, 10) : 1201;
-}
+uint64_t Seed() { return NumberFromEnv("EFUSE_LOCKDIFF_SEED", 1201); }
 
 enum Op : int {
   kPosixSet,
@@ -188,17 +185,14 @@ struct LockConfig {
   std::vector<std::string> flags;
 };
 void PrintTo(const LockConfig& c, std::ostream* os) { *os << c.name; }
-LockConfig Passthrough(const char* name, std::vector<std::string> extra) {
-  extra.insert(extra.begin(), {"--fs=passthrough", PassthroughSourceFlag(name)});
-  return {name, std::move(extra)};
+LockConfig Passthrough(const char* name, const std::vector<std::string>& extra) {
+  return {name, PassthroughFlags(name, extra)};
 }
 
 class LockDiffTest : public MountTest, public ::testing::WithParamInterface<LockConfig> {
  protected:
   std::vector<std::string> DaemonFlags() const override {
-    std::vector<std::string> f = {"--size=256M"};
-    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
-    return f;
+    return WithFlags({"--size=256M"}, GetParam().flags);
   }
   void SetUp() override {
     MountTest::SetUp();

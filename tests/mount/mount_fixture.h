@@ -27,6 +27,7 @@
 #include <csignal>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -292,6 +293,19 @@ bool ReadFile(const std::string& path, std::string* data, std::string* error);
 // Writes all of `data` at `offset` (pwrite loop); false with errno kept.
 bool PwriteAll(int fd, const void* data, size_t size, off_t offset);
 bool PreadAll(int fd, void* data, size_t size, off_t offset, size_t* got);
+
+// `base` followed by `extra` (daemon flags of a suite and of its parameter).
+inline std::vector<std::string> WithFlags(std::vector<std::string> base,
+                                          const std::vector<std::string>& extra) {
+  base.insert(base.end(), extra.begin(), extra.end());
+  return base;
+}
+// The environment variable `name` as a number (a seed, a count), else
+// `fallback`.
+inline uint64_t NumberFromEnv(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : fallback;
+}
 
 // Processes (other than us) whose command line mentions `needle`.
 std::vector<pid_t> ProcessesMentioning(const std::string& needle);

@@ -59,10 +59,7 @@ constexpr int kCompareEvery = 25;
 constexpr char kComponents[] = "abcde";
 constexpr int kMaxDepth = 3;
 
-uint64_t Seed() {
-  const char* env = std::getenv("EFUSE_NSDIFF_SEED");
-  return env != nullptr ? std::strtoull(env, nullptr, 10) : 1130;
-}
+uint64_t Seed() { return NumberFromEnv("EFUSE_NSDIFF_SEED", 1130); }
 
 // Every relative path of the universe: "a", "a/b", "a/b/c", ...
 std::vector<std::string> Universe() {
@@ -175,12 +172,8 @@ constexpr uid_t kUser = 1003;
 constexpr gid_t kUserGroup = 1003;
 void PrintTo(const NsConfig& c, std::ostream* os) { *os << c.name; }
 NsConfig Memfs(const char* name, std::vector<std::string> extra) { return {name, "", std::move(extra)}; }
-// Made while tests are instantiated, so PassthroughSources is listening
-// before the first test starts.
-NsConfig Passthrough(const char* name, std::vector<std::string> extra, bool behind_back = false) {
-  const std::string flag = PassthroughSourceFlag(name);
-  extra.insert(extra.begin(), {"--fs=passthrough", flag});
-  return {name, flag.substr(flag.find('=') + 1), std::move(extra), behind_back};
+NsConfig Passthrough(const char* name, const std::vector<std::string>& extra, bool behind_back = false) {
+  return {name, PassthroughSourceDir(name), PassthroughFlags(name, extra), behind_back};
 }
 NsConfig AsUser(NsConfig c) {
   c.as_user = true;
@@ -190,9 +183,7 @@ NsConfig AsUser(NsConfig c) {
 class NamespaceDiffTest : public MountTest, public ::testing::WithParamInterface<NsConfig> {
  protected:
   std::vector<std::string> DaemonFlags() const override {
-    std::vector<std::string> f = {"--size=1G"};
-    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
-    return f;
+    return WithFlags({"--size=1G"}, GetParam().flags);
   }
   void SetUp() override {
     umask(022);

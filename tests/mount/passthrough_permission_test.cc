@@ -14,9 +14,7 @@ namespace efuse::testing {
 namespace {
 
 Config PassthroughConfig(const char* name, std::vector<std::string> extra) {
-  std::vector<std::string> flags = {"--fs=passthrough", PassthroughSourceFlag(name)};
-  flags.insert(flags.end(), extra.begin(), extra.end());
-  return Config{name, flags, /*checks_cached_walks=*/true};
+  return Config{name, PassthroughFlags(name, extra), /*checks_cached_walks=*/true};
 }
 
 INSTANTIATE_TEST_SUITE_P(

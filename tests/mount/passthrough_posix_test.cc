@@ -25,9 +25,7 @@ namespace efuse::testing {
 namespace {
 
 Config PassthroughConfig(const char* name, std::vector<std::string> extra) {
-  std::vector<std::string> flags = {"--fs=passthrough", PassthroughSourceFlag(name)};
-  flags.insert(flags.end(), extra.begin(), extra.end());
-  return Config{name, flags};
+  return Config{name, PassthroughFlags(name, extra)};
 }
 
 INSTANTIATE_TEST_SUITE_P(

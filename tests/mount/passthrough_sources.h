@@ -22,8 +22,10 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/mount/mount_fixture.h"
 
 namespace efuse::testing {
 
@@ -79,10 +81,16 @@ class PassthroughSources : public ::testing::EmptyTestEventListener {
   bool mounted_ = false;
 };
 
-// --source=<the source directory for a config named `name`>.
-inline std::string PassthroughSourceFlag(const std::string& name) {
+// The source directory for a config named `name`. Call it while tests are
+// instantiated, so PassthroughSources listens before the first test starts.
+inline std::string PassthroughSourceDir(const std::string& name) {
   PassthroughSources& s = PassthroughSources::Get();
-  return "--source=" + (name.rfind("tmpfs", 0) == 0 ? s.tmpfs() : s.disk());
+  return name.rfind("tmpfs", 0) == 0 ? s.tmpfs() : s.disk();
+}
+// --fs=passthrough on that source, then `extra`.
+inline std::vector<std::string> PassthroughFlags(const std::string& name,
+                                                 const std::vector<std::string>& extra) {
+  return WithFlags({"--fs=passthrough", "--source=" + PassthroughSourceDir(name)}, extra);
 }
 
 }  // namespace efuse::testing

@@ -47,9 +47,7 @@ void PrintTo(const Config& c, std::ostream* os) { *os << c.name; }
 class PermissionTest : public MountTest, public ::testing::WithParamInterface<Config> {
  protected:
   std::vector<std::string> DaemonFlags() const override {
-    std::vector<std::string> f = {"--size=256M"};
-    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
-    return f;
+    return WithFlags({"--size=256M"}, GetParam().flags);
   }
   void SetUp() override {
     umask(022);

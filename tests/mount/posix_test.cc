@@ -96,9 +96,7 @@ void PrintTo(const Config& c, std::ostream* os) { *os << c.name; }
 class PosixTest : public MountTest, public ::testing::WithParamInterface<Config> {
  protected:
   std::vector<std::string> DaemonFlags() const override {
-    std::vector<std::string> f = {"--size=1G"};
-    f.insert(f.end(), GetParam().flags.begin(), GetParam().flags.end());
-    return f;
+    return WithFlags({"--size=1G"}, GetParam().flags);
   }
   void SetUp() override {
     umask(022);
