@@ -349,6 +349,16 @@ INSTANTIATE_TEST_SUITE_P(
 // ---------------------------------------------------------------------------
 // Identity: hard links, xattrs.
 
+// system.posix_acl_access: user::rw- user:1234:r-- group::--- mask::r--
+// other::---
+constexpr uint8_t kAclUser1234Reads[] = {
+    2,    0, 0, 0,                           // version
+    1,    0, 6, 0, 0xff, 0xff, 0xff, 0xff,   // USER_OBJ
+    2,    0, 4, 0, 0xd2, 0x04, 0,    0,      // USER 1234
+    4,    0, 0, 0, 0xff, 0xff, 0xff, 0xff,   // GROUP_OBJ
+    0x10, 0, 4, 0, 0xff, 0xff, 0xff, 0xff,   // MASK
+    0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};  // OTHER
+
 class IdentityTest : public PassthroughMountTest {
  protected:
   void PrepareSource() override {
@@ -440,6 +450,52 @@ TEST_F(IdentityTest, AbsentSecurityLabelIsRememberedUntilSetThroughTheMount) {
   EXPECT_ERRNO(getxattr(Src("a").c_str(), "security.selinux", buf, sizeof(buf)), ENODATA);
 }
 
+// --posix_acl=false on a mount only root may use (no allow_other, user_id
+// 0): ACLs are the source's alone (read, set and enforced there), and with
+// no default_permissions creating and removing names costs no GETATTR of
+// the directory, which the kernel needs after every change to it when it
+// checks permissions itself.
+class NoKernelAclTest : public IdentityTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override { return {"--posix_acl=false"}; }
+};
+
+TEST_F(NoKernelAclTest, AclsAreTheSourcesAndCreatesSkipTheDirectoryGetattr) {
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
+  EXPECT_EQ(kv["pt_posix_acl"], "off");
+  const auto& acl = kAclUser1234Reads;
+  const std::string f = Path("a");
+  if (setxattr(f.c_str(), "system.posix_acl_access", acl, sizeof(acl), 0) != 0)
+    GTEST_SKIP() << "the source has no POSIX ACLs: " << ErrnoName(errno);
+  uint8_t buf[128];
+  ASSERT_EQ(getxattr(Src("a").c_str(), "system.posix_acl_access", buf, sizeof(buf)),
+            static_cast<ssize_t>(sizeof(acl)));
+  EXPECT_EQ(std::memcmp(buf, acl, sizeof(acl)), 0);
+  ASSERT_EQ(getxattr(f.c_str(), "system.posix_acl_access", buf, sizeof(buf)),
+            static_cast<ssize_t>(sizeof(acl)));
+  EXPECT_EQ(std::memcmp(buf, acl, sizeof(acl)), 0);
+  struct stat st {};
+  ASSERT_SYS(stat(Src("a").c_str(), &st));
+  EXPECT_EQ(st.st_mode & 0777, 0640u) << "the ACL's mask is the group class, set by the source";
+  ASSERT_SYS(removexattr(f.c_str(), "system.posix_acl_access"));
+  EXPECT_ERRNO(getxattr(Src("a").c_str(), "system.posix_acl_access", buf, sizeof(buf)), ENODATA);
+
+  ASSERT_SYS(mkdir(Path("many").c_str(), 0755));
+  StatusReader status(&mount_);
+  const uint64_t before = status.Number("requests_GETATTR");
+  constexpr int kFiles = 50;
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string p = Path("many/f" + std::to_string(i));
+    UniqueFd fd(open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644));
+    ASSERT_SYS(fd.get());
+  }
+  for (int i = 0; i < kFiles; ++i) ASSERT_SYS(unlink(Path("many/f" + std::to_string(i)).c_str()));
+  // With POSIX ACLs on (the default): one per create and one per unlink.
+  EXPECT_LT(status.Number("requests_GETATTR") - before, 5u);
+  EXPECT_SYS(rmdir(Src("many").c_str()));  // every name went from the source
+}
+
 // ---------------------------------------------------------------------------
 // Other users (allow_other): ownership, permissions, ACLs.
 
@@ -459,7 +515,45 @@ class MultiUserTest : public PassthroughMountTest {
   }
 };
 
+// A mount for one other user (-o user_id, no allow_other) without POSIX
+// ACLs: the daemon still opens files as root, so the kernel must check that
+// user (default_permissions is added, as for allow_other).
+class OtherOwnerNoAclTest : public PassthroughMountTest {
+ protected:
+  std::vector<std::string> ExtraFlags() const override {
+    return {"-o", "user_id=1234,group_id=1234", "--posix_acl=false"};
+  }
+  void PrepareSource() override {
+    WriteSrc("private", "root only");
+    ASSERT_EQ(chmod(Src("private").c_str(), 0600), 0);
+    WriteSrc("mine", "theirs");
+    ASSERT_EQ(chown(Src("mine").c_str(), 1234, 1234), 0);
+    ASSERT_EQ(chmod(Src("mine").c_str(), 0600), 0);
+  }
+};
+
+TEST_F(OtherOwnerNoAclTest, TheKernelStillChecksTheMountsUser) {
+  EXPECT_NE(mount_.Log().find("default_permissions added"), std::string::npos) << mount_.Log();
+  const std::string priv = Path("private"), mine = Path("mine");
+  Creds owner{1234, 1234, {}};
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        CHILD_EXPECT_ERRNO(c, open(priv.c_str(), O_RDONLY), EACCES);
+        int fd = open(mine.c_str(), O_RDONLY);
+        CHILD_EXPECT_OK(c, fd);
+        if (fd >= 0) close(fd);
+      },
+      &owner));
+}
+
 TEST_F(MultiUserTest, FilesCreatedByAnotherUserBelongToThem) {
+  {
+    // Other users may use the mount: the kernel checks them (--posix_acl=auto).
+    std::map<std::string, std::string> kv;
+    ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
+    EXPECT_EQ(kv["pt_posix_acl"], "on");
+    EXPECT_NE(mount_.Log().find("default_permissions added"), std::string::npos) << mount_.Log();
+  }
   const std::string pub = Path("pub");
   Creds user{1234, 1234, {}};
   ASSERT_TRUE(RunInChild(
@@ -538,13 +632,7 @@ TEST_F(MultiUserTest, SetgidDirectoryAndPermissionsAreEnforced) {
 }
 
 TEST_F(MultiUserTest, PosixAclGrantsAccess) {
-  // user::rw- user:1234:r-- group::--- mask::r-- other::---
-  const uint8_t acl[] = {2,    0, 0, 0,                           // version
-                         1,    0, 6, 0, 0xff, 0xff, 0xff, 0xff,   // USER_OBJ
-                         2,    0, 4, 0, 0xd2, 0x04, 0,    0,      // USER 1234
-                         4,    0, 0, 0, 0xff, 0xff, 0xff, 0xff,   // GROUP_OBJ
-                         0x10, 0, 4, 0, 0xff, 0xff, 0xff, 0xff,   // MASK
-                         0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};  // OTHER
+  const auto& acl = kAclUser1234Reads;
   if (setxattr(Src("acl").c_str(), "system.posix_acl_access", acl, sizeof(acl), 0) != 0)
     GTEST_SKIP() << "the source has no POSIX ACLs: " << ErrnoName(errno);
   const std::string f = Path("acl");
