@@ -416,6 +416,17 @@ OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags) {
   // Locks stay in the kernel and close has nothing to flush: no FLUSH
   // round trip on every close().
   reply.open_flags = abi::kFopenNoflush;
+  // While another write handle is open, an open must not drop the cached
+  // pages: the kernel unlocks a page once a write has copied into it,
+  // before the WRITE reaches us, so a reader could fetch the page again
+  // from the old data and leave it cached over the writer's bytes (a stale
+  // read after write). Only the kernel changes memfs data, so its pages are
+  // current. An O_TRUNC open still drops them.
+  const uint32_t own = (flags & O_ACCMODE) != O_RDONLY ? 1 : 0;  // counted by BeginWrite
+  if (n->type == S_IFREG && (flags & O_TRUNC) == 0 &&
+      n->writers.load(std::memory_order_relaxed) > own) {
+    reply.open_flags |= abi::kFopenKeepCache;
+  }
   handles_.emplace(reply.fh, Handle{std::move(n), flags});
   return reply;
 }

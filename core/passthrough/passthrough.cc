@@ -237,6 +237,7 @@ struct PassthroughFs::OpenState {
   };
   int handles = 0;      // open file and directory handles
   int passthrough = 0;  // of them, files in kernel passthrough
+  int daemon_writers = 0;  // of them, files open for writing served by the daemon
   int32_t backing_id = 0;
   // POSIX/OFD lock owners: each gets its own open file description of the
   // source file, so the source kernel tells their locks apart.
@@ -1383,6 +1384,7 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
 
   bool use_pt = false;
   int32_t backing_id = 0;
+  bool other_writers = false;
   {
     absl::MutexLock l(&inode->mu);
     if (inode->open == nullptr) inode->open = std::make_unique<OpenState>();
@@ -1423,6 +1425,8 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
       ++os.passthrough;
       os.backing_id = backing_id;
     }
+    other_writers = os.daemon_writers > 0;
+    if (!use_pt && (kflags & O_ACCMODE) != O_RDONLY) ++os.daemon_writers;
   }
   handle->passthrough = use_pt;
   handle->flags = kflags & ~static_cast<uint32_t>(O_TRUNC);
@@ -1458,10 +1462,17 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
     daemon_opens_.fetch_add(1, std::memory_order_relaxed);
     if ((kflags & O_DIRECT) != 0) {
       reply.open_flags |= abi::kFopenDirectIo;
-    } else if (opts_.keep_cache && (kflags & O_TRUNC) == 0) {
+    } else if ((kflags & O_TRUNC) == 0) {
       // Unchanged since the last open: the kernel may keep its pages.
       const uint64_t stamp = Stamp(st);
-      if (inode->stamp.exchange(stamp) == stamp) reply.open_flags |= abi::kFopenKeepCache;
+      const bool unchanged = inode->stamp.exchange(stamp) == stamp;
+      // Another handle of this mount writes the file through the daemon:
+      // its pages must stay, changed or not. Without the writeback cache
+      // the kernel unlocks a page once a write has copied into it, before
+      // the WRITE reaches us; dropped then, the page could be read again
+      // from the source before the write lands and stay cached over the
+      // writer's bytes (a stale read after write).
+      if ((opts_.keep_cache && unchanged) || other_writers) reply.open_flags |= abi::kFopenKeepCache;
     }
   }
   reply.fh = AddHandle(std::move(handle));
@@ -1505,6 +1516,7 @@ void PassthroughFs::CloseFile(Handle& h) {
       }
     }
     --os.handles;
+    if (!h.passthrough && h.dir == nullptr && (h.flags & O_ACCMODE) != O_RDONLY) --os.daemon_writers;
     if (h.passthrough && --os.passthrough == 0) {
       if (inode.keep_backing && inode.kept_backing_id == 0) {
         inode.kept_backing_id = os.backing_id;

@@ -234,6 +234,29 @@ TEST_F(MemFsTest, CreateWriteReadBack) {
   EXPECT_EQ(Err(fs_->SyncFs(root_)), 0);
 }
 
+// An open drops the kernel's cached pages (no FOPEN_KEEP_CACHE) unless
+// another handle may be writing: then a dropped page could be read back
+// from memfs before that writer's WRITE arrives and stay cached over it.
+TEST_F(MemFsTest, OpensKeepTheCacheWhileAnotherHandleWrites) {
+  const uint64_t id = MakeFile(root_, kRoot, "f");
+  auto keeps = [&](uint32_t flags) {
+    Result<OpenReply> r = fs_->Open(root_, id, flags, 0);
+    EXPECT_EQ(Err(r), 0);
+    if (!r) return false;
+    fs_->Release(root_, id, r->fh, 0, 0, 0);
+    return (r->open_flags & abi::kFopenKeepCache) != 0;
+  };
+  EXPECT_FALSE(keeps(O_RDONLY));
+  EXPECT_FALSE(keeps(O_RDWR)) << "its own writes do not count";
+  const uint64_t writer = OpenFh(root_, id, O_WRONLY);
+  WriteAt(id, writer, 0, "changed");
+  EXPECT_TRUE(keeps(O_RDONLY));
+  EXPECT_TRUE(keeps(O_RDWR));
+  EXPECT_FALSE(keeps(O_RDWR | O_TRUNC)) << "truncated: the pages must go";
+  fs_->Release(root_, id, writer, 0, 0, 0);
+  EXPECT_FALSE(keeps(O_RDONLY));
+}
+
 TEST_F(MemFsTest, AppendWritesAtEnd) {
   const uint64_t id = MakeFile(root_, kRoot, "f");
   const uint64_t fh = OpenFh(root_, id, O_WRONLY | O_APPEND);

@@ -268,6 +268,33 @@ TEST_F(PassthroughTest, KeepCacheOnlyWhileTheFileIsUnchanged) {
   fs_->Release(ctx_, n, o->fh, 0, 0, 0);
 }
 
+// Served by the daemon without the writeback cache, a changed file's pages
+// are still kept while another handle of the mount may be writing: dropped,
+// a page could be read back from the source before that writer's WRITE
+// arrives and stay cached over it.
+TEST_F(PassthroughTest, OpensKeepTheCacheWhileAnotherHandleWrites) {
+  WriteSource("f", "one");
+  const uint64_t n = Look(kRoot, "f");
+  auto keeps = [&](uint32_t flags) {
+    Result<OpenReply> o = fs_->Open(ctx_, n, flags, 0);
+    EXPECT_TRUE(o.ok());
+    if (!o.ok()) return false;
+    fs_->Release(ctx_, n, o->fh, 0, 0, 0);
+    return (o->open_flags & abi::kFopenKeepCache) != 0;
+  };
+  EXPECT_FALSE(keeps(O_RDONLY));  // first open
+  Result<OpenReply> writer = fs_->Open(ctx_, n, O_RDWR, 0);
+  ASSERT_TRUE(writer.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(fs_->Write(ctx_, n, writer->fh, 0, Bytes("changed"), 0, O_RDWR).ok());
+  EXPECT_TRUE(keeps(O_RDONLY)) << "changed, but by the open writer";
+  EXPECT_FALSE(keeps(O_RDWR | O_TRUNC));
+  fs_->Release(ctx_, n, writer->fh, 0, 0, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  WriteSource("f", "behind the back");
+  EXPECT_FALSE(keeps(O_RDONLY)) << "no writer open: a change shows";
+}
+
 TEST_F(PassthroughTest, CreatedFilesBelongToTheCaller) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root";
   const RequestContext user = Ctx(1234, 5678);
