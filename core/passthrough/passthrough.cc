@@ -838,8 +838,8 @@ PassthroughStats PassthroughFs::Stats() const {
 void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
   const PassthroughStats st = Stats();
   auto add = [lines](const char* k, uint64_t v) { lines->emplace_back(k, std::to_string(v)); };
-  // on: the kernel checks permissions and POSIX ACLs (default_permissions);
-  // off: the source's own checks, for a mount only root may use.
+  // on: the kernel checks permissions and caches POSIX ACLs; off: ACLs are
+  // the source's alone (the kernel checks mode bits, if default_permissions).
   lines->emplace_back("pt_posix_acl", posix_acl_ ? "on" : "off");
   add("pt_inodes", st.inodes);
   add("pt_pinned_fds", st.pinned_fds);
