@@ -519,7 +519,7 @@ TEST_P(NamespaceDiffConcurrentTest, ProcessesInTheirOwnSubtreesMatchTmpfs) {
 
 INSTANTIATE_TEST_SUITE_P(
     Diff, NamespaceDiffConcurrentTest,
-    ::testing::Values(Memfs("memfs", {}), Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
+    ::testing::Values(Memfs("memfs", {}), Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       Passthrough("disk_passthrough", {}),
                       Passthrough("disk_passthrough_tiny_fd_cache", {"--fd_cache=2"})),
     [](const ::testing::TestParamInfo<NsConfig>& info) { return std::string(info.param.name); });
@@ -528,9 +528,9 @@ INSTANTIATE_TEST_SUITE_P(
     Diff, NamespaceDiffTest,
     ::testing::Values(Memfs("memfs", {}),
                       // the daemon answers every lookup: no entry or attribute cache
-                      Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
+                      Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       Passthrough("disk_passthrough", {}),
-                      Passthrough("tmpfs_passthrough_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
+                      Passthrough("tmpfs_passthrough_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       // the smallest fd cache (one fd per shard, 16 in all,
                       // for up to ~60 inodes): inodes are reopened by their
                       // file handles all the time, and a reused inode number
@@ -558,7 +558,7 @@ INSTANTIATE_TEST_SUITE_P(
                       AsUser(Memfs("memfs_as_user", {"-o", "allow_other,default_permissions"})),
                       AsUser(Memfs("memfs_as_user_nocache",
                                    {"-o", "allow_other,default_permissions", "--entry_timeout=0",
-                                    "--attr_timeout=0"})),
+                                    "--attr_timeout=0", "--offload=off"})),
                       AsUser(Passthrough("disk_passthrough_as_user", {"-o", "allow_other"})),
                       AsUser(Passthrough("disk_changed_behind_the_mount_as_user",
                                          {"-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0",

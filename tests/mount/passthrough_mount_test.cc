@@ -902,7 +902,7 @@ TEST_F(LockTest, CloseFreesOfdLocksAndFlocksForTheNextLockRequest) {
 class BehindTheBackTest : public PassthroughMountTest {
  protected:
   std::vector<std::string> ExtraFlags() const override {
-    return {"--entry_timeout=0", "--attr_timeout=0"};
+    return {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"};
   }
 };
 

@@ -33,7 +33,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(PassthroughConfig("tmpfs_default", {}),
                       PassthroughConfig("tmpfs_off",
                                         {"--passthrough=off", "--writeback_cache=false"}),
-                      PassthroughConfig("disk_nocache", {"--entry_timeout=0", "--attr_timeout=0"}),
+                      PassthroughConfig("disk_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       PassthroughConfig("disk_writeback", {"--passthrough=off"})),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });
 

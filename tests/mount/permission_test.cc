@@ -367,7 +367,7 @@ INSTANTIATE_TEST_SUITE_P(
     Memfs, PermissionTest,
     ::testing::Values(Config{"allow_other", {"-o", "allow_other"}, /*checks_cached_walks=*/false},
                       Config{"allow_other_no_entry_cache",
-                             {"-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0"}},
+                             {"-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"}},
                       Config{"allow_other_default_permissions",
                              {"-o", "allow_other,default_permissions"}}),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });

@@ -1183,8 +1183,8 @@ TEST_P(PosixTest, ODirectIfSupported) {
 
 INSTANTIATE_TEST_SUITE_P(Memfs, PosixTest,
                          ::testing::Values(Config{"default_cache", {}},
-                                           Config{"no_cache", {"--entry_timeout=0",
-                                                               "--attr_timeout=0"}},
+                                           Config{"no_cache", {"--entry_timeout=0", "--attr_timeout=0",
+                                                               "--offload=off"}},
                                            // One-page requests: every large
                                            // read and write is split.
                                            Config{"small_requests", {"--max_write=4K"}}),

@@ -100,7 +100,8 @@ class IoUringTransportTest : public TransportTest,
 
 TEST_P(IoUringTransportTest, CarriesTheRequests) {
   const std::string transport = GetParam();
-  ASSERT_TRUE(mount_.Start({"--transport=" + transport, "--attr_timeout=0", "--entry_timeout=0"}));
+  ASSERT_TRUE(mount_.Start(
+      {"--transport=" + transport, "--attr_timeout=0", "--entry_timeout=0", "--offload=off"}));
   ASSERT_TRUE(LogShows(mount_, "serving with the " + transport + " transport")) << mount_.Log();
   const std::string f = mount_.Path("f");
   { UniqueFd fd(open(f.c_str(), O_CREAT | O_WRONLY, 0644)); ASSERT_SYS(fd.get()); }
@@ -163,7 +164,7 @@ TEST_F(TransportTest, AutoTakesIoUringOnDevFuseWhenTheRingIsSwitchedOff) {
 // --poll_us: workers that look for requests before sleeping serve the same
 // bytes, from several clients at once, and still stop cleanly.
 TEST_F(TransportTest, PollingWorkersServeAndStop) {
-  ASSERT_TRUE(mount_.Start({"--transport=uring", "--poll_us=200", "--attr_timeout=0"}));
+  ASSERT_TRUE(mount_.Start({"--transport=uring", "--poll_us=200", "--attr_timeout=0", "--offload=off"}));
   EXPECT_TRUE(LogShows(mount_, "workers poll 200 us")) << mount_.Log();
   std::vector<std::thread> clients;
   std::atomic<int> failures{0};
