@@ -548,7 +548,7 @@ TEST_F(OtherOwnerNoAclTest, TheKernelStillChecksTheMountsUser) {
 
 TEST_F(MultiUserTest, FilesCreatedByAnotherUserBelongToThem) {
   {
-    // Other users may use the mount: the kernel checks them (--posix_acl=auto).
+    // Other users may use the mount: the kernel checks them (POSIX ACLs on, the default).
     std::map<std::string, std::string> kv;
     ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
     EXPECT_EQ(kv["pt_posix_acl"], "on");

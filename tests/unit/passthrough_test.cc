@@ -129,6 +129,15 @@ class PassthroughTest : public ::testing::Test {
     EXPECT_TRUE(n.ok()) << Err(n);
     return n.ok() ? std::string(reinterpret_cast<char*>(buf.data()), *n) : "";
   }
+  // Opens `node` with `flags`, releases it at once, and returns the reply's
+  // open flags (0 if the open failed).
+  uint32_t OpenFlags(uint64_t node, uint32_t flags) {
+    Result<OpenReply> o = fs_->Open(ctx_, node, flags, 0);
+    EXPECT_TRUE(o.ok()) << Err(o);
+    if (!o.ok()) return 0;
+    fs_->Release(ctx_, node, o->fh, 0, 0, 0);
+    return o->open_flags;
+  }
 
   std::string src_;
   std::unique_ptr<PassthroughFs> fs_;
@@ -249,12 +258,7 @@ TEST_F(PassthroughTest, ReadWriteAppendTruncate) {
 TEST_F(PassthroughTest, KeepCacheOnlyWhileTheFileIsUnchanged) {
   WriteSource("f", "one");
   const uint64_t n = Look(kRoot, "f");
-  auto open_flags = [&] {
-    Result<OpenReply> o = fs_->Open(ctx_, n, O_RDONLY, 0);
-    EXPECT_TRUE(o.ok());
-    fs_->Release(ctx_, n, o->fh, 0, 0, 0);
-    return o->open_flags;
-  };
+  auto open_flags = [&] { return OpenFlags(n, O_RDONLY); };
   EXPECT_EQ(open_flags() & abi::kFopenKeepCache, 0u);  // first open
   EXPECT_NE(open_flags() & abi::kFopenKeepCache, 0u);  // unchanged
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -275,13 +279,7 @@ TEST_F(PassthroughTest, KeepCacheOnlyWhileTheFileIsUnchanged) {
 TEST_F(PassthroughTest, OpensKeepTheCacheWhileAnotherHandleWrites) {
   WriteSource("f", "one");
   const uint64_t n = Look(kRoot, "f");
-  auto keeps = [&](uint32_t flags) {
-    Result<OpenReply> o = fs_->Open(ctx_, n, flags, 0);
-    EXPECT_TRUE(o.ok());
-    if (!o.ok()) return false;
-    fs_->Release(ctx_, n, o->fh, 0, 0, 0);
-    return (o->open_flags & abi::kFopenKeepCache) != 0;
-  };
+  auto keeps = [&](uint32_t flags) { return (OpenFlags(n, flags) & abi::kFopenKeepCache) != 0; };
   EXPECT_FALSE(keeps(O_RDONLY));  // first open
   Result<OpenReply> writer = fs_->Open(ctx_, n, O_RDWR, 0);
   ASSERT_TRUE(writer.ok());
