@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <system_error>
 
 #include "core/filesystem.h"
@@ -57,6 +58,7 @@ DirPrefetcher::~DirPrefetcher() {
     absl::MutexLock l(&mu_);
     stop_ = true;
     queue_.clear();
+    stat_queue_.clear();
   }
   cv_.SignalAll();
   for (std::thread& t : threads_) t.join();
@@ -79,15 +81,11 @@ void DirPrefetcher::AddChunk(int dir_fd, uint64_t dev, const char* buf, size_t l
         continue;
       }
       if (parent == nullptr) {
-        // Each held parent is an open fd; past the cap the walk goes unaided.
-        if (parents_held_.load(std::memory_order_relaxed) >= kMaxParentsHeld) {
+        parent = HoldParent(dir_fd);
+        if (parent == nullptr) {
           ++stats_.dropped;
           continue;
         }
-        const int fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-        if (fd < 0) return;
-        parents_held_.fetch_add(1, std::memory_order_relaxed);
-        parent = std::make_shared<Parent>(fd, &parents_held_);
       }
       seen_.insert(key);
       seen_order_.push_back(key);
@@ -103,6 +101,54 @@ void DirPrefetcher::AddChunk(int dir_fd, uint64_t dev, const char* buf, size_t l
   if (added) cv_.SignalAll();
 }
 
+std::shared_ptr<DirPrefetcher::Parent> DirPrefetcher::HoldParent(int dir_fd) {
+  // Each held parent is an open fd; past the cap the walk goes unaided.
+  if (parents_held_.load(std::memory_order_relaxed) >= kMaxParentsHeld) return nullptr;
+  const int fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return nullptr;
+  parents_held_.fetch_add(1, std::memory_order_relaxed);
+  return std::make_shared<Parent>(fd, &parents_held_);
+}
+
+void DirPrefetcher::StatAhead(int dir_fd, const char* buf, size_t len) {
+  if (threads_.empty()) return;
+  StatJob job;
+  SourceDirent rec;
+  for (size_t pos = 0; ReadSourceDirent(buf, len, pos, &rec); pos += rec.reclen) {
+    if (IsDotOrDotDot(rec.name)) continue;
+    job.names.append(rec.name);
+    job.names.push_back('\0');
+  }
+  if (job.names.empty()) return;
+  {
+    absl::MutexLock l(&mu_);
+    if (stop_) return;
+    job.dir = HoldParent(dir_fd);
+    if (job.dir == nullptr) {
+      ++stats_.dropped;
+      return;
+    }
+    stat_queue_.push_back(std::move(job));
+    ++stats_.stat_chunks;
+  }
+  cv_.Signal();
+}
+
+void DirPrefetcher::StatNames(const StatJob& job) {
+  // Any lookup reads the inode in; the mask asks for nothing more. No
+  // automount is triggered and no link followed.
+  uint64_t n = 0;
+  struct statx st;
+  for (size_t pos = 0; pos < job.names.size();) {
+    const char* name = job.names.c_str() + pos;
+    statx(job.dir->fd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_TYPE, &st);
+    pos += std::strlen(name) + 1;
+    ++n;
+  }
+  absl::MutexLock l(&mu_);
+  stats_.statted += n;
+}
+
 DirPrefetchStats DirPrefetcher::Stats() const {
   absl::MutexLock l(&mu_);
   return stats_;
@@ -113,11 +159,23 @@ void DirPrefetcher::Run() {
   for (;;) {
     Job job;
     {
-      absl::MutexLock l(&mu_);
-      while (!stop_ && queue_.empty()) cv_.Wait(&mu_);
-      if (stop_) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
+      StatJob stat_job;
+      {
+        absl::MutexLock l(&mu_);
+        while (!stop_ && queue_.empty() && stat_queue_.empty()) cv_.Wait(&mu_);
+        if (stop_) return;
+        if (!stat_queue_.empty()) {
+          stat_job = std::move(stat_queue_.front());
+          stat_queue_.pop_front();
+        } else {
+          job = std::move(queue_.front());
+          queue_.pop_front();
+        }
+      }
+      if (stat_job.dir != nullptr) {
+        StatNames(stat_job);
+        continue;
+      }
     }
     // Not a mount point or an automount trigger (statx triggers nothing with
     // AT_NO_AUTOMOUNT); openat2 then refuses to cross into a mount or follow

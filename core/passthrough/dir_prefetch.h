@@ -11,6 +11,11 @@
 // walk queues nothing. Never read ahead: mount points and automount triggers
 // (nothing is mounted, no other file system is touched), symlinks.
 //
+// Also stat-ahead: while a listing that carries attributes is answered
+// (`ls -l`), the files still ahead in its chunk are looked up by a reader on
+// another CPU, so their inodes come off the disk while the daemon works on
+// the first ones; the daemon then finds them in the inode cache.
+//
 // Thread-safety: AddChunk and Stats may be called from any thread; the
 // queue's mutex is a leaf.
 #ifndef EFUSE_CORE_PASSTHROUGH_DIR_PREFETCH_H_
@@ -35,6 +40,8 @@ struct DirPrefetchStats {
   uint64_t queued = 0;   // directories queued
   uint64_t read = 0;     // directories read ahead
   uint64_t dropped = 0;  // not queued: the queue or the parents held were full
+  uint64_t stat_chunks = 0;  // chunks of a listing queued for stat-ahead
+  uint64_t statted = 0;      // names looked up ahead
 };
 
 class DirPrefetcher {
@@ -50,6 +57,10 @@ class DirPrefetcher {
   // `dir_fd` on device `dev`: each queued unless queued among the last few
   // thousand. One dup of `dir_fd` is held while any of them waits.
   void AddChunk(int dir_fd, uint64_t dev, const char* buf, size_t len);
+  // The names in getdents64 records `buf` of the directory open as `dir_fd`,
+  // looked up (statx, nothing changed) by a reader ahead of the caller. One
+  // dup of `dir_fd` is held until done; dropped when too many are held.
+  void StatAhead(int dir_fd, const char* buf, size_t len);
   DirPrefetchStats Stats() const;
 
  private:
@@ -58,6 +69,12 @@ class DirPrefetcher {
     std::shared_ptr<Parent> parent;
     std::string name;
   };
+  struct StatJob {
+    std::shared_ptr<Parent> dir;
+    std::string names;  // NUL-terminated, one after another
+  };
+  std::shared_ptr<Parent> HoldParent(int dir_fd);
+  void StatNames(const StatJob& job);
   void Run();
 
   const size_t max_queued_;
@@ -66,6 +83,8 @@ class DirPrefetcher {
   mutable absl::Mutex mu_;
   absl::CondVar cv_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  // Served first: the listing they are for is being answered now.
+  std::deque<StatJob> stat_queue_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   // Recently queued (dev, ino), oldest first: a directory listed again soon
   // (its parent re-read) is not read twice.

@@ -45,6 +45,9 @@ constexpr uint64_t kRootId = abi::kRootId;
 constexpr int kPathFlags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
 constexpr unsigned kStatxMask = STATX_BASIC_STATS | STATX_BTIME;
 constexpr size_t kDirBufferSize = 32 * 1024;
+// Stat-ahead (DirPrefetcher::StatAhead) for what is left of a chunk of at
+// least this many bytes of records: about 64 short names.
+constexpr size_t kStatAheadMinBytes = 2048;
 // ListingAttrs::kAdaptive: files of a directory looked up by name before its
 // listings carry attributes (`ls -l` looks up every one; `find` none), and
 // how many such directories are remembered.
@@ -272,6 +275,12 @@ struct PassthroughFs::Inode {
   // it by name while its listings carried names only (ListingAttrs).
   std::atomic<uint8_t> listing{0};
   std::atomic<uint32_t> file_lookups{0};
+  // Directories: the directory it was last looked up in (0: none yet), and
+  // whether one of this directory's subdirectories came to be listed with
+  // attributes, so that the others start that way (`ls -lR` stats them all
+  // before it lists the first).
+  std::atomic<uint64_t> looked_up_in{0};
+  std::atomic<bool> subdirs_listed_with_attrs{false};
   mutable absl::Mutex mu;
   std::unique_ptr<OpenState> open ABSL_GUARDED_BY(mu);
   // Offload (KeepBacking): the backing id outlives the last release, ready
@@ -292,6 +301,7 @@ struct PassthroughFs::DirStream {
   size_t len ABSL_GUARDED_BY(mu) = 0;
   size_t pos ABSL_GUARDED_BY(mu) = 0;
   uint64_t offset ABSL_GUARDED_BY(mu) = 0;  // the cookie the stream is at
+  bool statted_ahead ABSL_GUARDED_BY(mu) = false;  // buf went to stat-ahead
 };
 
 struct PassthroughFs::Handle {
@@ -861,6 +871,8 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
     add("pt_readdir_ahead_queued", ra.queued);
     add("pt_readdir_ahead_dirs", ra.read);
     add("pt_readdir_ahead_dropped", ra.dropped);
+    add("pt_stat_ahead_chunks", ra.stat_chunks);
+    add("pt_stat_ahead_names", ra.statted);
   }
   add("pt_fd_cache_size", st.fd_cache.size);
   add("pt_fd_cache_hits", st.fd_cache.hits);
@@ -985,6 +997,13 @@ bool PassthroughFs::ListWithAttrs(Inode& dir) {
       absl::MutexLock l(&listing_mu_);
       remembered = attr_listed_dirs_.contains(std::make_pair(dir.dev, dir.ino));
     }
+    if (!remembered) {
+      const uint64_t parent_id = dir.looked_up_in.load(std::memory_order_relaxed);
+      if (parent_id != 0) {
+        std::shared_ptr<Inode> parent = Find(parent_id);
+        remembered = parent != nullptr && parent->subdirs_listed_with_attrs.load(std::memory_order_relaxed);
+      }
+    }
     uint8_t expected = kListingUnknown;
     dir.listing.compare_exchange_strong(expected, remembered ? kListingAttrs : kListingNames,
                                         std::memory_order_relaxed);
@@ -997,9 +1016,10 @@ void PassthroughFs::NoteLookupIn(Inode& dir, const Entry& child) {
   if (opts_.listing_attrs != ListingAttrs::kAdaptive) return;
   const bool attrs = dir.listing.load(std::memory_order_relaxed) == kListingAttrs;
   if (S_ISDIR(child.attr.mode)) {
-    // `ls -lR`: a directory found in one listed with attributes will be too.
-    if (attrs) {
-      if (std::shared_ptr<Inode> sub = Find(child.nodeid)) {
+    if (std::shared_ptr<Inode> sub = Find(child.nodeid)) {
+      sub->looked_up_in.store(dir.nodeid, std::memory_order_relaxed);
+      // `ls -lR`: a directory found in one listed with attributes will be too.
+      if (attrs) {
         uint8_t expected = kListingUnknown;
         sub->listing.compare_exchange_strong(expected, kListingAttrs, std::memory_order_relaxed);
       }
@@ -1010,6 +1030,11 @@ void PassthroughFs::NoteLookupIn(Inode& dir, const Entry& child) {
     return;
   }
   dir.listing.store(kListingAttrs, std::memory_order_relaxed);
+  if (const uint64_t parent_id = dir.looked_up_in.load(std::memory_order_relaxed); parent_id != 0) {
+    if (std::shared_ptr<Inode> parent = Find(parent_id)) {
+      parent->subdirs_listed_with_attrs.store(true, std::memory_order_relaxed);
+    }
+  }
   absl::MutexLock l(&listing_mu_);
   if (attr_listed_dirs_.size() >= kMaxAttrListedDirs) attr_listed_dirs_.clear();
   attr_listed_dirs_.insert(std::make_pair(dir.dev, dir.ino));
@@ -1988,6 +2013,7 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     if (lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return Errno::Last();
     d.len = d.pos = 0;
     d.offset = offset;
+    d.statted_ahead = false;
   }
   for (;;) {
     if (d.pos >= d.len) {
@@ -1996,7 +2022,13 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
       if (n == 0) break;
       d.len = static_cast<size_t>(n);
       d.pos = 0;
+      d.statted_ahead = false;
       if (prefetch_ != nullptr) prefetch_->AddChunk(fd, h->inode->dev, d.buf.get(), d.len);
+    }
+    // Worth another CPU only for more than a handful of names.
+    if (attrs && !d.statted_ahead && prefetch_ != nullptr && d.len - d.pos >= kStatAheadMinBytes) {
+      prefetch_->StatAhead(fd, d.buf.get() + d.pos, d.len - d.pos);
+      d.statted_ahead = true;
     }
     passthrough::SourceDirent rec;
     if (!passthrough::ReadSourceDirent(d.buf.get(), d.len, d.pos, &rec)) {

@@ -1278,6 +1278,65 @@ TEST_F(ListingTest, AdaptiveListingsCarryAttributesOnlyWhereFilesAreLookedUp) {
   EXPECT_EQ(st.st_size, 7);
 }
 
+// `ls -lR`: it lists a directory, stats every entry (the subdirectories
+// too), then descends into each subdirectory in turn.
+class WalkListingTest : public ListingTest {
+ protected:
+  static constexpr int kSubdirs = 3;
+  static constexpr int kWalkFiles = 150;  // records past the stat-ahead minimum
+  static constexpr int kLookupsToLearn = 4;  // kLookupsForAttrs in passthrough.cc
+  void PrepareSource() override {
+    ASSERT_EQ(mkdir(Src("tree").c_str(), 0755), 0);
+    for (int d = 0; d < kSubdirs; ++d) {
+      ASSERT_EQ(mkdir(Src(SubdirName(d)).c_str(), 0755), 0);
+      for (int i = 0; i < kWalkFiles; ++i) WriteSrc(SubdirName(d) + "/f" + std::to_string(i), "x");
+    }
+  }
+  static std::string SubdirName(int d) { return "tree/s" + std::to_string(d); }
+  // Lists the subdirectory and stats every file: the LOOKUPs it took.
+  uint64_t ListLong(int d) {
+    const auto before = Counts();
+    const std::string dir = Path(SubdirName(d));
+    EXPECT_EQ(Listing(dir).size(), static_cast<size_t>(kWalkFiles));
+    for (int i = 0; i < kWalkFiles; ++i) {
+      struct stat st {};
+      EXPECT_EQ(lstat((dir + "/f" + std::to_string(i)).c_str(), &st), 0) << i;
+    }
+    return Delta(Counts(), before, "LOOKUP");
+  }
+};
+
+TEST_F(WalkListingTest, SiblingsOfALongListedDirectoryAreListedWithAttributes) {
+  EXPECT_EQ(Listing(Path("tree")).size(), static_cast<size_t>(kSubdirs));
+  for (int d = 0; d < kSubdirs; ++d) {
+    struct stat st {};
+    ASSERT_SYS(lstat(Path(SubdirName(d)).c_str(), &st));
+  }
+  // The first is learned the slow way: its listing carried names only.
+  EXPECT_GE(ListLong(0), static_cast<uint64_t>(kLookupsToLearn));
+  // Its siblings' listings carry attributes from the start: no LOOKUP.
+  for (int d = 1; d < kSubdirs; ++d) EXPECT_EQ(ListLong(d), 0u) << SubdirName(d);
+  // While those were answered, a reader looked their files up ahead.
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  const uint64_t want = static_cast<uint64_t>(kWalkFiles) * (kSubdirs - 1);
+  while (StatusValue("pt_stat_ahead_names") < want && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(StatusValue("pt_stat_ahead_names"), want);
+  EXPECT_EQ(StatusValue("pt_stat_ahead_chunks"), static_cast<uint64_t>(kSubdirs - 1));
+}
+
+TEST_F(WalkListingTest, AWalkByNameLearnsNothingAndStatsNothingAhead) {
+  // find: lists and descends, stats no file.
+  EXPECT_EQ(Listing(Path("tree")).size(), static_cast<size_t>(kSubdirs));
+  for (int d = 0; d < kSubdirs; ++d) {
+    EXPECT_EQ(Listing(Path(SubdirName(d))).size(), static_cast<size_t>(kWalkFiles));
+  }
+  EXPECT_EQ(StatusValue("pt_listings_with_attrs"), 0u);
+  EXPECT_EQ(StatusValue("pt_stat_ahead_chunks"), 0u);
+  EXPECT_EQ(StatusValue("pt_stat_ahead_names"), 0u);
+}
+
 class ListingAlwaysTest : public ListingTest {
  protected:
   std::vector<std::string> ExtraFlags() const override { return {"--readdirplus=always"}; }
