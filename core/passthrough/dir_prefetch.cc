@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -155,6 +156,12 @@ DirPrefetchStats DirPrefetcher::Stats() const {
 }
 
 void DirPrefetcher::Run() {
+  // Work ahead is worth only a CPU nobody else wants: woken by a worker, a
+  // reader of normal priority would run on the worker's CPU, in front of
+  // the client waiting there for the listing. SCHED_IDLE yields to every
+  // other thread and is moved to an idle CPU.
+  struct sched_param idle {};
+  pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
   auto buf = std::make_unique<char[]>(kBufferSize);
   for (;;) {
     Job job;
