@@ -344,6 +344,12 @@ size_t DefaultFdCacheSize() {
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 4096;
   return std::max<size_t>(64, static_cast<size_t>(rl.rlim_cur) / 4);
 }
+// Counted in OpenState::daemon_writers: a file handle open for writing
+// whose writes reach the daemon (not kernel passthrough). Directories are
+// open read-only.
+bool WritesThroughDaemon(bool passthrough, uint32_t flags) {
+  return !passthrough && (flags & O_ACCMODE) != O_RDONLY;
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -1001,7 +1007,8 @@ bool PassthroughFs::ListWithAttrs(Inode& dir) {
       const uint64_t parent_id = dir.looked_up_in.load(std::memory_order_relaxed);
       if (parent_id != 0) {
         std::shared_ptr<Inode> parent = Find(parent_id);
-        remembered = parent != nullptr && parent->subdirs_listed_with_attrs.load(std::memory_order_relaxed);
+        remembered = parent != nullptr &&
+                     parent->subdirs_listed_with_attrs.load(std::memory_order_relaxed);
       }
     }
     uint8_t expected = kListingUnknown;
@@ -1365,7 +1372,8 @@ Result<int> PassthroughFs::HandleFd(Handle& h) { return OpenOnce(h, h.fd, h.flag
 // without O_DIRECT.
 Result<int> PassthroughFs::DirectFallbackFd(Handle& h) {
   bool opened_here = false;
-  Result<int> fd = OpenOnce(h, h.buffered_fd, h.flags & ~static_cast<uint32_t>(O_DIRECT), &opened_here);
+  Result<int> fd =
+      OpenOnce(h, h.buffered_fd, h.flags & ~static_cast<uint32_t>(O_DIRECT), &opened_here);
   if (opened_here) direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
   return fd;
 }
@@ -1451,7 +1459,7 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
       os.backing_id = backing_id;
     }
     other_writers = os.daemon_writers > 0;
-    if (!use_pt && (kflags & O_ACCMODE) != O_RDONLY) ++os.daemon_writers;
+    if (WritesThroughDaemon(use_pt, kflags)) ++os.daemon_writers;
   }
   handle->passthrough = use_pt;
   handle->flags = kflags & ~static_cast<uint32_t>(O_TRUNC);
@@ -1497,7 +1505,9 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
       // the WRITE reaches us; dropped then, the page could be read again
       // from the source before the write lands and stay cached over the
       // writer's bytes (a stale read after write).
-      if ((opts_.keep_cache && unchanged) || other_writers) reply.open_flags |= abi::kFopenKeepCache;
+      if ((opts_.keep_cache && unchanged) || other_writers) {
+        reply.open_flags |= abi::kFopenKeepCache;
+      }
     }
   }
   reply.fh = AddHandle(std::move(handle));
@@ -1541,7 +1551,7 @@ void PassthroughFs::CloseFile(Handle& h) {
       }
     }
     --os.handles;
-    if (!h.passthrough && h.dir == nullptr && (h.flags & O_ACCMODE) != O_RDONLY) --os.daemon_writers;
+    if (WritesThroughDaemon(h.passthrough, h.flags)) --os.daemon_writers;
     if (h.passthrough && --os.passthrough == 0) {
       if (inode.keep_backing && inode.kept_backing_id == 0) {
         inode.kept_backing_id = os.backing_id;
