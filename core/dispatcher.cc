@@ -414,7 +414,7 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     if (!a.ok()) return SendError(sender, unique, a.error().value());
     abi::AttrOut out{};
     double attr_timeout = a->attr_timeout;
-    if (offload_ != nullptr) offload_->AdjustAttr(node, &attr_timeout);
+    if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
     SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
     out.attr = ToWireAttr(a->attr);
     Reply r(unique);
@@ -477,7 +477,7 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
       if (!a.ok()) return SendError(sender, unique, a.error().value());
       abi::StatxOut out{};
       double attr_timeout = a->attr_timeout;
-      if (offload_ != nullptr) offload_->AdjustAttr(node, &attr_timeout);
+      if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
       SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
       out.stat = ToWireStatx(a->attr);
       Reply r(unique);

@@ -84,6 +84,10 @@ struct Attributes {
 struct AttrReply {
   Attributes attr;
   double attr_timeout = 1.0;  // seconds the kernel may cache them
+  // The attributes change where no request shows it (a file written through
+  // a shared mapping the kernel serves alone): attr_timeout is a bound that
+  // no cache policy (the offload) may raise.
+  bool attr_volatile = false;
 };
 
 // The answer to a name lookup. nodeid == 0 is a negative entry: the kernel
@@ -94,6 +98,7 @@ struct Entry {
   Attributes attr;
   double entry_timeout = 1.0;
   double attr_timeout = 1.0;
+  bool attr_volatile = false;  // as AttrReply::attr_volatile
 };
 
 struct OpenReply {

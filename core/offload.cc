@@ -68,14 +68,15 @@ void OffloadPolicy::AdjustEntry(uint64_t parent, Entry* entry) {
     entry->entry_timeout = options_.max_timeout;
     counters_.entry_raised.fetch_add(1, std::memory_order_relaxed);
   }
-  if ((hot_dir || (FlagsOf(entry->nodeid) & kAttrHot) != 0) && entry->attr_timeout < options_.max_timeout) {
+  if ((hot_dir || (FlagsOf(entry->nodeid) & kAttrHot) != 0) && !entry->attr_volatile &&
+      entry->attr_timeout < options_.max_timeout) {
     entry->attr_timeout = options_.max_timeout;
     counters_.attr_raised.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
-void OffloadPolicy::AdjustAttr(uint64_t nodeid, double* attr_timeout) {
-  if ((FlagsOf(nodeid) & kAttrHot) != 0 && *attr_timeout < options_.max_timeout) {
+void OffloadPolicy::AdjustAttr(uint64_t nodeid, bool attr_volatile, double* attr_timeout) {
+  if (!attr_volatile && (FlagsOf(nodeid) & kAttrHot) != 0 && *attr_timeout < options_.max_timeout) {
     *attr_timeout = options_.max_timeout;
     counters_.attr_raised.fetch_add(1, std::memory_order_relaxed);
   }

@@ -63,7 +63,9 @@ class OffloadPolicy {
   // Reply adjustments, from the dispatcher. `parent`: the directory the
   // entry was found or made in.
   void AdjustEntry(uint64_t parent, Entry* entry);
-  void AdjustAttr(uint64_t nodeid, double* attr_timeout);
+  // Neither raises attributes the backend marked volatile (attr_volatile:
+  // they change with no request, so the backend's lifetime is a bound).
+  void AdjustAttr(uint64_t nodeid, bool attr_volatile, double* attr_timeout);
   void AdjustOpen(uint64_t nodeid, OpenReply* reply);
   // A request that changes `nodeid` (its data, attributes or, for a
   // directory, its entries) is being served.

@@ -165,6 +165,9 @@ inline constexpr uint32_t kFopenPassthrough = 1u << 7;
 
 // fuse_open_in.open_flags / fuse_create_in.open_flags
 inline constexpr uint32_t kOpenKillSuidgid = 1u << 0;
+// In OPEN's flags (the open(2) flags): the kernel opens the file to execute
+// it (__FMODE_EXEC): execute permission is what is asked, not read.
+inline constexpr uint32_t kOpenFlagExec = 0x20;
 // fuse_release_in.release_flags
 inline constexpr uint32_t kReleaseFlush = 1u << 0;
 inline constexpr uint32_t kReleaseFlockUnlock = 1u << 1;

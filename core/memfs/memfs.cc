@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "core/privileges.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
 
@@ -71,11 +72,10 @@ bool Permits(const RequestContext& ctx, uint32_t mode, uint32_t uid,
   return (bits & mask) == mask;
 }
 
-// What a write or chown by an unprivileged writer drops: setuid always,
-// setgid only with group exec (without it the bit marks mandatory locking).
-void KillSuidgid(uint32_t* mode) {
-  *mode &= ~static_cast<uint32_t>(S_ISUID);
-  if ((*mode & S_IXGRP) != 0) *mode &= ~static_cast<uint32_t>(S_ISGID);
+// Clears what a write, truncate or chown by `ctx` drops from a file whose
+// group is `gid` (before a chown changes it): core/privileges.h.
+void KillSuidgid(uint32_t* mode, uint32_t gid, const RequestContext& ctx) {
+  *mode &= ~KilledSetIdBits(*mode, gid, ctx);
 }
 
 // A name for a new entry: ENAMETOOLONG, or EINVAL for what no kernel sends.
@@ -436,6 +436,11 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
                                    uint32_t open_flags, bool is_new) {
   const uint32_t access = flags & O_ACCMODE;
   uint32_t mask = access == O_RDONLY ? kR : access == O_WRONLY ? kW : kR | kW;
+  // execve() opens with execute permission alone (a 0711 program runs for
+  // anyone); without default_permissions the kernel checks only that some
+  // x bit is set, so the class rule is ours to apply (a group denied exec
+  // must not run a setuid program that others may).
+  if ((flags & abi::kOpenFlagExec) != 0 && access == O_RDONLY) mask = kX;
   if ((flags & O_TRUNC) != 0) mask |= kW;
   if (n->type == S_IFDIR && (mask & kW) != 0) return Errno(EISDIR);
   if (n->type == S_IFLNK) return Errno(ELOOP);
@@ -445,6 +450,7 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
   const bool writes = (mask & kW) != 0;
   if (writes) BeginWrite(*n);
   const bool write_handle = access != O_RDONLY;
+  bool killed = false;
   {
     memfs::WriteLock l(&n->mu);
     // A new file is opened with the rights asked for, whatever its mode.
@@ -460,11 +466,13 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
     }
     if ((open_flags & abi::kOpenKillSuidgid) != 0) {
       const uint32_t before = n->mode;
-      KillSuidgid(&n->mode);
-      if (n->mode != before) n->ctime = now;
+      KillSuidgid(&n->mode, n->gid, ctx);
+      killed = n->mode != before;
+      if (killed) n->ctime = now;
     }
   }
   if (writes && !write_handle) EndWrite(*n);
+  if (killed) AttrsChangedUnseen(n->id);  // an OPEN reply carries no attributes
   return NewHandle(std::move(n), flags);
 }
 
@@ -838,20 +846,24 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
     if (!root && !ctx.InGroup(gid)) mode &= ~static_cast<uint32_t>(S_ISGID);
     n->mode = mode;
   }
+  const uint32_t old_gid = n->gid;
   if ((v & abi::kFattrUid) != 0) n->uid = req.uid;
   if ((v & abi::kFattrGid) != 0) n->gid = req.gid;
   // As Linux's chown_common: any chown of a non-directory drops setuid (and
-  // setgid with group exec), whoever asks. chown(f, -1, -1) arrives as a
-  // SETATTR with no attribute bits at all (with HANDLE_KILLPRIV_V2 the kernel
-  // leaves the dropping to us), so an empty SETATTR counts as a chown.
-  const bool empty = (v & ~(abi::kFattrFh | abi::kFattrLockowner)) == 0;
+  // setgid as core/privileges.h says), whoever asks. chown(f, -1, -1) arrives
+  // as a SETATTR with no attribute bits at all (with the writeback cache, a
+  // ctime), and so does the kernel's file_remove_privs() before a write,
+  // fallocate or copy_file_range (with HANDLE_KILLPRIV_V2 it leaves the
+  // dropping to us): an empty SETATTR counts as a chown.
+  const bool empty =
+      (v & ~(abi::kFattrFh | abi::kFattrLockowner | abi::kFattrCtime)) == 0;
   if (empty && n->type != S_IFDIR) {
-    KillSuidgid(&n->mode);
+    KillSuidgid(&n->mode, old_gid, ctx);
     n->DropCapability(space_);
     n->ctime = now;
   }
   if ((v & (abi::kFattrUid | abi::kFattrGid)) != 0 && n->type != S_IFDIR) {
-    KillSuidgid(&n->mode);
+    KillSuidgid(&n->mode, old_gid, ctx);
     n->DropCapability(space_);
   }
   if ((v & abi::kFattrSize) != 0) {
@@ -859,7 +871,7 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
     n->DropCapability(space_);
     n->mtime = now;
   }
-  if ((v & abi::kFattrKillSuidgid) != 0) KillSuidgid(&n->mode);
+  if ((v & abi::kFattrKillSuidgid) != 0) KillSuidgid(&n->mode, old_gid, ctx);
   if (atime_now) n->atime = now;
   if (atime_set) n->atime = req.atime;
   if (mtime_now) n->mtime = now;
@@ -987,7 +999,8 @@ Result<size_t> MemFs::Read(const RequestContext& ctx, uint64_t nodeid,
     // (a third of the cost of a precise read in this VM) is exact enough.
     memfs::ReadLock l(&n->mu);
     count = n->data.Read(offset, out);
-    touch = n->NeedsAtime(CoarseNow());
+    // A noatime mount, or an O_NOATIME open: reads leave atime alone.
+    touch = !opts_.noatime && (flags & O_NOATIME) == 0 && n->NeedsAtime(CoarseNow());
   }
   if (touch) {
     const timespec now = Now();
@@ -1044,23 +1057,43 @@ Result<size_t> MemFs::Write(const RequestContext& ctx, uint64_t nodeid,
   if (n == nullptr) return Errno(ENOENT);
   if (n->type == S_IFDIR) return Errno(EISDIR);
   if (n->type != S_IFREG) return Errno(EINVAL);
-  memfs::WriteLock l(&n->mu);
-  if (n->dead) return Errno(ENOENT);
-  // Write-back flushes (kWriteCache) carry offsets the kernel already chose.
-  const bool append =
-      (flags & O_APPEND) != 0 && (write_flags & abi::kWriteCache) == 0;
-  const uint64_t pos = append ? n->data.size() : offset;
-  if (data.empty()) return size_t{0};
-  if (pos >= kMaxFileSize) return Errno(EFBIG);
-  const size_t len =
-      static_cast<size_t>(std::min<uint64_t>(data.size(), kMaxFileSize - pos));
-  const size_t done = n->data.Write(pos, data.first(len));
-  if (done == 0) return Errno(ENOSPC);
-  n->mtime = n->ctime = Now();
-  // The kernel asks for this when it decided privileges must be dropped.
-  if ((write_flags & abi::kWriteKillSuidgid) != 0) KillSuidgid(&n->mode);
-  n->DropCapability(space_);
+  size_t done;
+  bool killed = false;
+  {
+    memfs::WriteLock l(&n->mu);
+    if (n->dead) return Errno(ENOENT);
+    // Write-back flushes (kWriteCache) carry offsets the kernel already chose.
+    const bool append =
+        (flags & O_APPEND) != 0 && (write_flags & abi::kWriteCache) == 0;
+    const uint64_t pos = append ? n->data.size() : offset;
+    if (data.empty()) return size_t{0};
+    if (pos >= kMaxFileSize) return Errno(EFBIG);
+    const size_t len =
+        static_cast<size_t>(std::min<uint64_t>(data.size(), kMaxFileSize - pos));
+    done = n->data.Write(pos, data.first(len));
+    if (done == 0) return Errno(ENOSPC);
+    n->mtime = n->ctime = Now();
+    // The kernel asks for this when it decided privileges must be dropped.
+    if ((write_flags & abi::kWriteKillSuidgid) != 0) {
+      const uint32_t before = n->mode;
+      KillSuidgid(&n->mode, n->gid, ctx);
+      killed = n->mode != before;
+    }
+    // Page writeback (a store through a shared mapping) leaves capabilities
+    // alone, as on a local file system; write(2) through the page cache had
+    // the kernel ask for their removal first (an attribute-less SETATTR).
+    if ((write_flags & abi::kWriteCache) == 0) n->DropCapability(space_);
+  }
+  // The WRITE reply carries no attributes: the kernel's cached mode would
+  // keep the bits (and exec would honor them) until its lifetime ends.
+  if (killed) AttrsChangedUnseen(nodeid);
   return done;
+}
+
+void MemFs::AttrsChangedUnseen(uint64_t nodeid) {
+  if (kernel_ == nullptr) return;
+  proto::Reply r = proto::NotifyInvalInode(nodeid, -1, 0);  // attributes only
+  (void)kernel_->Notify(r.Iov());
 }
 
 void MemFs::Release(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,

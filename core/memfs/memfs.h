@@ -64,6 +64,9 @@ struct MemFsOptions {
   uint32_t root_uid = 0;
   uint32_t root_gid = 0;
   uint32_t root_mode = 0755;
+  // The mount is noatime (-o noatime): reads never move atime. Otherwise
+  // memfs keeps relatime (the first read after a change, or one a day).
+  bool noatime = false;
 };
 
 class MemFs : public FileSystem {
@@ -190,6 +193,9 @@ class MemFs : public FileSystem {
   // after any push of `n` in progress has finished. Never with n.mu held.
   void BeginWrite(Inode& n);
   void EndWrite(Inode& n);
+  // A request cleared setuid/setgid and its reply carries no attributes:
+  // drops the kernel's cached ones (FUSE_NOTIFY_INVAL_INODE). No lock held.
+  void AttrsChangedUnseen(uint64_t nodeid);
   struct Handle {
     std::shared_ptr<Inode> inode;
     uint32_t flags = 0;

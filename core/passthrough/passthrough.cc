@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/fanotify.h>
+#include <sys/mount.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -30,6 +31,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/passthrough/source_dirent.h"
+#include "core/privileges.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
 
@@ -170,13 +172,8 @@ bool HasCapability(int cap) {
   return (data[cap / 32].effective & (1u << (cap % 32))) != 0;
 }
 
-// Setuid, or setgid with group exec (without it the bit means mandatory
-// locking and is kept): what a write by an unprivileged caller drops.
-uint32_t KilledBits(uint32_t mode) {
-  uint32_t bits = mode & S_ISUID;
-  if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) bits |= S_ISGID;
-  return bits;
-}
+// A shared writable mapping needs a file open for reading and writing.
+bool MayMapForWriting(uint32_t open_flags) { return (open_flags & O_ACCMODE) == O_RDWR; }
 
 int Chmod(int path_fd, uint32_t mode) {
   if (syscall(SYS_fchmodat2, path_fd, "", mode & 07777, AT_EMPTY_PATH) == 0) return 0;
@@ -184,12 +181,39 @@ int Chmod(int path_fd, uint32_t mode) {
   return fchmodat(AT_FDCWD, ProcPath(path_fd).c_str(), mode & 07777, 0) == 0 ? 0 : errno;
 }
 
-// Clears setuid/setgid(+group exec) on the inode open as `fd`, if set.
-void DropSuidgid(int fd) {
+// Clears what a change by `ctx` takes away (KilledSetIdBits) on the inode open
+// as `fd`. True if the mode changed: the kernel's cached mode is then stale
+// unless the reply carries the new attributes.
+bool DropSuidgid(int fd, const RequestContext& ctx) {
   struct statx st;
-  if (Statx(fd, &st) != 0) return;
-  const uint32_t kill = KilledBits(st.stx_mode);
-  if (kill != 0) Chmod(fd, st.stx_mode & ~kill);
+  if (Statx(fd, &st) != 0) return false;
+  const uint32_t kill = KilledSetIdBits(st.stx_mode, st.stx_gid, ctx);
+  return kill != 0 && Chmod(fd, st.stx_mode & ~kill) == 0;
+}
+
+// The root of a private, detached clone of the mounts at and below `path`,
+// all set noatime: every fd reached from it (by name or, through a mount fd
+// of it, by handle) is on those mounts, so reads through it — the daemon's
+// and the kernel's through a backing file registered from it — leave access
+// times alone, as a noatime mount promises. -1 (logged) if refused.
+int OpenNoatimeClone(const std::string& path) {
+  int tree = static_cast<int>(open_tree(AT_FDCWD, path.c_str(),
+                                        OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+  if (tree < 0) {
+    Log(LogLevel::kWarning, "passthrough: noatime: cannot clone the mounts of '%s' (%s): reads may "
+        "move the source's access times", path, std::strerror(errno));
+    return -1;
+  }
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_NOATIME;
+  attr.attr_clr = MOUNT_ATTR__ATIME;
+  if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) != 0) {
+    Log(LogLevel::kWarning, "passthrough: noatime: cannot set the clone of '%s' noatime (%s): reads "
+        "may move the source's access times", path, std::strerror(errno));
+    close(tree);
+    return -1;
+  }
+  return tree;  // an O_PATH fd of the clone's root; it keeps the clone alive
 }
 
 // Read/write loops: a short count from pread/pwrite is retried until the
@@ -271,6 +295,10 @@ struct PassthroughFs::Inode {
   std::atomic<bool> stale{false};          // (dev, ino) now names another inode
   std::atomic<bool> unlinked_here{false};  // its last name went through us
   std::atomic<uint64_t> stamp{0};          // Stamp() when last opened
+  // Open passthrough handles that may write: through a shared mapping the
+  // source's times (and data) change with no request to tell us or the
+  // kernel, so attributes are not cached meanwhile (AttrsVolatile).
+  std::atomic<int> passthrough_writers{0};
   // Directories: kListingUnknown/Names/Attrs, and the files looked up in
   // it by name while its listings carried names only (ListingAttrs).
   std::atomic<uint8_t> listing{0};
@@ -313,7 +341,6 @@ struct PassthroughFs::Handle {
   std::shared_ptr<Inode> inode;
   uint32_t flags = 0;  // as opened (O_CREAT/O_EXCL/O_TRUNC stripped)
   bool passthrough = false;
-  bool maybe_suid = false;  // had setuid/setgid at open: writes may clear it
   std::atomic<int> fd{-1};  // real fd; passthrough handles open it on demand
   // O_DIRECT handles: the file without O_DIRECT, for transfers O_DIRECT
   // refuses (opened on the first; see DirectFallbackFd).
@@ -382,7 +409,9 @@ absl::StatusOr<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(Passthrough
 
 absl::Status PassthroughFs::OpenSource() {
   const std::string& src = opts_.source;
-  int fd = open(src.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int fd = opts_.noatime ? OpenNoatimeClone(src) : -1;
+  noatime_clone_ = fd >= 0;
+  if (fd < 0) fd = open(src.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
     return absl::ErrnoToStatus(
         errno, "source '" + src + "'" + (errno == ENOTDIR ? " is not a directory" : ""));
@@ -502,9 +531,10 @@ void PassthroughFs::Init(const InitInfo& info) {
   }
   Log(LogLevel::kInfo,
       "passthrough: serving '%s'; kernel passthrough %s, writeback cache %s, POSIX ACLs %s, "
-      "fd cache %u, file handles %s, source watcher %s",
+      "fd cache %u, file handles %s, source watcher %s%s",
       opts_.source, kernel_pt_ ? "on" : "off", writeback_ ? "on" : "off", posix_acl_ ? "on" : "off",
-      fd_cache_.capacity(), handles_ok_ ? "yes" : "no", watcher_ != nullptr ? "on" : "off");
+      fd_cache_.capacity(), handles_ok_ ? "yes" : "no", watcher_ != nullptr ? "on" : "off",
+      noatime_clone_ ? ", through a noatime clone of its mounts" : "");
 }
 
 void PassthroughFs::Destroy() {
@@ -784,8 +814,23 @@ Entry PassthroughFs::MakeEntry(const Inode& inode, const Attributes& attr) const
   e.generation = 0;  // node ids are never reused
   e.attr = attr;
   e.entry_timeout = opts_.entry_timeout;
-  e.attr_timeout = opts_.attr_timeout;
+  e.attr_volatile = AttrsVolatile(inode, attr);
+  e.attr_timeout = e.attr_volatile ? 0 : opts_.attr_timeout;
   return e;
+}
+
+bool PassthroughFs::AttrsVolatile(const Inode& inode, const Attributes& attr) const {
+  // A setuid/setgid program: exec takes its identity from the mode the
+  // kernel has cached, so a bit cleared in the source by someone else
+  // (an administrator disarming a program) must count at the next exec,
+  // not a lifetime later. Such files are few; each exec asks once more.
+  if (S_ISREG(attr.mode) && HasSetId(attr.mode)) return true;
+  return inode.passthrough_writers.load(std::memory_order_acquire) > 0;
+}
+
+AttrReply PassthroughFs::MakeAttrReply(const Inode& inode, const Attributes& attr) const {
+  const bool vol = AttrsVolatile(inode, attr);
+  return AttrReply{attr, vol ? 0 : opts_.attr_timeout, vol};
 }
 
 Result<Entry> PassthroughFs::LookupAt(int dirfd, std::string_view name) {
@@ -869,6 +914,9 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_direct_fallbacks", st.direct_fallbacks);
   add("pt_stale", st.stale);
   add("pt_invalidations", st.invalidations);
+  // Attribute drops sent ahead of replies that cannot carry a change
+  // (setuid/setgid cleared by a write or open; opens for writing).
+  add("pt_unseen_attr_invalidations", unseen_attr_invalidations_.load(std::memory_order_relaxed));
   add("pt_listings_with_attrs", st.listings_with_attrs);
   add("pt_listings_names_only", st.listings_names_only);
   add("pt_xattr_absences_answered", absences_answered_.load(std::memory_order_relaxed));
@@ -914,6 +962,15 @@ void PassthroughFs::UnwatchDir(Inode& inode) {
     watched_.erase(it);
   }
   if (Result<SharedFd> fd = PathFd(inode); fd.ok()) watcher_->Unwatch((*fd)->get());
+}
+
+void PassthroughFs::AttrsChangedUnseen(uint64_t nodeid) {
+  if (kernel_ == nullptr) return;
+  // Offset -1: attributes only (and cached ACLs); the pages stay. Sent
+  // before the reply, so the caller's syscall returns to a kernel that
+  // asks again (exec checks permission first, which then reads the mode).
+  proto::Reply r = proto::NotifyInvalInode(nodeid, -1, 0);
+  if (kernel_->Notify(r.Iov()).ok()) unseen_attr_invalidations_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void PassthroughFs::InvalidateInode(uint64_t nodeid) {
@@ -1190,14 +1247,14 @@ Result<AttrReply> PassthroughFs::GetAttr(const RequestContext& ctx, uint64_t nod
     if (std::shared_ptr<Handle> h = GetHandle(*fh); h != nullptr && h->fd.load() >= 0) {
       Result<Attributes> a = StatFd(h->fd.load());
       if (!a.ok()) return a.error();
-      return AttrReply{*a, opts_.attr_timeout};
+      return MakeAttrReply(*h->inode, *a);
     }
   }
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   Result<Attributes> a = StatInode(**n);
   if (!a.ok()) return a.error();
-  return AttrReply{*a, opts_.attr_timeout};
+  return MakeAttrReply(**n, *a);
 }
 
 Result<AttrReply> PassthroughFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
@@ -1216,6 +1273,27 @@ Result<AttrReply> PassthroughFs::SetAttr(const RequestContext& ctx, uint64_t nod
   // Permission checks are the kernel's (default_permissions); the source
   // sees the daemon. Order: owner first (chown clears setuid, which an
   // explicit mode in the same request then sets again), size, mode, times.
+  //
+  // Privileges. The source kernel clears what a change by the daemon (root,
+  // with CAP_FSETID) clears; a change by the caller may clear more, which
+  // the kernel asks for: FATTR_KILL_SUIDGID (chown, truncate without
+  // CAP_FSETID), or a SETATTR with no attribute at all. That one comes from
+  // chown(f, -1, -1) and, with HANDLE_KILLPRIV_V2, from the kernel's
+  // file_remove_privs() before a write, fallocate or copy_file_range it does
+  // not send us (kernel passthrough) or sends without a kill flag: both are
+  // a chown to the same owner, which clears setuid, setgid with group exec
+  // and file capabilities (security.capability) in the source, and whose
+  // reply gives the kernel the mode it must use for exec from now on.
+  const bool no_attribute = (v & ~(abi::kFattrFh | abi::kFattrLockowner | abi::kFattrCtime)) == 0;
+  const bool kill = (v & abi::kFattrKillSuidgid) != 0 && (v & abi::kFattrMode) == 0;
+  struct statx before;
+  if ((kill || no_attribute) && Statx(fd, &before) != 0) return Errno::Last();
+  if (no_attribute && (*n)->type != S_IFDIR) {
+    if (fchownat(fd, "", static_cast<uid_t>(-1), static_cast<gid_t>(-1),
+                 AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      return Errno::Last();
+    }
+  }
   if ((v & (abi::kFattrUid | abi::kFattrGid)) != 0) {
     const uid_t uid = (v & abi::kFattrUid) != 0 ? req.uid : static_cast<uid_t>(-1);
     const gid_t gid = (v & abi::kFattrGid) != 0 ? req.gid : static_cast<gid_t>(-1);
@@ -1235,7 +1313,15 @@ Result<AttrReply> PassthroughFs::SetAttr(const RequestContext& ctx, uint64_t nod
   if ((v & abi::kFattrMode) != 0) {
     if (int err = Chmod(fd, req.mode); err != 0) return Errno(err);
   }
-  if ((v & abi::kFattrKillSuidgid) != 0 && (v & abi::kFattrMode) == 0) DropSuidgid(fd);
+  if ((kill || (no_attribute && (*n)->type != S_IFDIR)) && HasSetId(before.stx_mode)) {
+    // What the caller's change takes away, judged by the file as it was
+    // (a chown's new group does not make its caller a member of the old).
+    const uint32_t bits = KilledSetIdBits(before.stx_mode, before.stx_gid, ctx);
+    struct statx now;
+    if (bits != 0 && Statx(fd, &now) == 0 && (now.stx_mode & bits) != 0) {
+      if (int err = Chmod(fd, now.stx_mode & ~bits); err != 0) return Errno(err);
+    }
+  }
   constexpr uint32_t kTimes =
       abi::kFattrAtime | abi::kFattrMtime | abi::kFattrAtimeNow | abi::kFattrMtimeNow;
   if ((v & kTimes) != 0) {
@@ -1256,7 +1342,7 @@ Result<AttrReply> PassthroughFs::SetAttr(const RequestContext& ctx, uint64_t nod
   }
   Result<Attributes> a = (h != nullptr && h->fd.load() >= 0) ? StatFd(h->fd.load()) : StatFd(fd);
   if (!a.ok()) return a.error();
-  return AttrReply{*a, opts_.attr_timeout};
+  return MakeAttrReply(**n, *a);
 }
 
 Result<std::string> PassthroughFs::ReadLink(const RequestContext& ctx, uint64_t nodeid) {
@@ -1411,9 +1497,10 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
   }
   if (!S_ISREG(st.stx_mode)) return Errno(S_ISDIR(st.stx_mode) ? EISDIR : EINVAL);
   // Passthrough writes run with the daemon's credentials, which keep
-  // setuid/setgid: such files are served by the daemon for such writers.
-  const bool suid_risk = writes && ctx.uid != 0 && KilledBits(st.stx_mode) != 0;
-  handle->maybe_suid = KilledBits(st.stx_mode) != 0;
+  // setuid/setgid: such files are served by the daemon for such writers,
+  // whose WRITEs then say what to clear (FUSE_WRITE_KILL_SUIDGID), judged
+  // by the source's own mode rather than by what the kernel has cached.
+  const bool suid_risk = writes && ctx.uid != 0 && HasSetId(st.stx_mode);
 
   bool use_pt = false;
   int32_t backing_id = 0;
@@ -1457,6 +1544,7 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
     if (use_pt) {
       ++os.passthrough;
       os.backing_id = backing_id;
+      if (MayMapForWriting(kflags)) inode->passthrough_writers.fetch_add(1, std::memory_order_acq_rel);
     }
     other_writers = os.daemon_writers > 0;
     if (WritesThroughDaemon(use_pt, kflags)) ++os.daemon_writers;
@@ -1478,9 +1566,13 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
     }
     handle->fd.store(*opened);
   }
+  // O_TRUNC by a caller without CAP_FSETID (the kernel says so); or a
+  // writer of a setuid/setgid file that must share the inode's passthrough
+  // mode with open handles (the kernel will not send its writes): cleared
+  // now rather than at its first write. The reply carries no attributes.
   if ((open_flags & abi::kOpenKillSuidgid) != 0 || (use_pt && suid_risk)) {
     Result<SharedFd> pfd = PathFd(*inode);
-    if (pfd.ok()) DropSuidgid((*pfd)->get());
+    if (pfd.ok() && DropSuidgid((*pfd)->get(), ctx)) AttrsChangedUnseen(inode->nodeid);
   }
 
   OpenReply reply;
@@ -1552,6 +1644,9 @@ void PassthroughFs::CloseFile(Handle& h) {
     }
     --os.handles;
     if (WritesThroughDaemon(h.passthrough, h.flags)) --os.daemon_writers;
+    if (h.passthrough && MayMapForWriting(h.flags)) {
+      inode.passthrough_writers.fetch_sub(1, std::memory_order_acq_rel);
+    }
     if (h.passthrough && --os.passthrough == 0) {
       if (inode.keep_backing && inode.kept_backing_id == 0) {
         inode.kept_backing_id = os.backing_id;
@@ -1575,7 +1670,15 @@ Result<OpenReply> PassthroughFs::Open(const RequestContext& ctx, uint64_t nodeid
   if (!n.ok()) return n.error();
   if ((*n)->type == S_IFDIR) return Errno(EISDIR);
   if ((*n)->type == S_IFLNK) return Errno(ELOOP);
-  return OpenFile(ctx, *n, flags, open_flags, -1);
+  Result<OpenReply> r = OpenFile(ctx, *n, flags, open_flags, -1);
+  // A passthrough handle that may be mapped for writing: what the kernel
+  // cached before (with its full lifetime) must not outlive the first
+  // store through the mapping; later replies carry no lifetime while it
+  // is open (AttrsVolatile). A create's reply is the first, so it needs none.
+  if (r.ok() && (r->open_flags & abi::kFopenPassthrough) != 0 && MayMapForWriting(flags)) {
+    AttrsChangedUnseen(nodeid);
+  }
+  return r;
 }
 
 Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_t parent,
@@ -1652,7 +1755,14 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
     Unremember((*inode)->nodeid, 1);
     return open.error();
   }
-  return CreateReply{MakeEntry(**inode, attrs), *open};
+  CreateReply reply{MakeEntry(**inode, attrs), *open};
+  // An existing setuid/setgid file may have lost the bits since `st` (the
+  // caller's O_TRUNC, or OpenFile): the reply's attributes are what the
+  // kernel caches, and must be the source's after all of it.
+  if (HasSetId(st.stx_mode)) {
+    if (Result<Attributes> now = StatInode(**inode); now.ok()) reply.entry.attr = *now;
+  }
+  return reply;
 }
 
 Result<CreateReply> PassthroughFs::Create(const RequestContext& ctx, uint64_t parent,
@@ -1660,10 +1770,14 @@ Result<CreateReply> PassthroughFs::Create(const RequestContext& ctx, uint64_t pa
                                           uint32_t flags, uint32_t open_flags) {
   if (name.empty()) return Errno(EINVAL);
   Result<CreateReply> r = CreateFile(ctx, parent, name, mode, umask, flags);
-  // An existing file opened with O_TRUNC by an unprivileged caller.
+  // An existing file opened with O_TRUNC by an unprivileged caller: the
+  // source kernel cleared what the caller's truncate clears (it opened as
+  // the caller), this makes sure; the reply then carries the result.
   if (r.ok() && (open_flags & abi::kOpenKillSuidgid) != 0) {
     if (std::shared_ptr<Handle> h = GetHandle(r->open.fh); h != nullptr && h->fd.load() >= 0) {
-      DropSuidgid(h->fd.load());
+      if (DropSuidgid(h->fd.load(), ctx)) {
+        if (Result<Attributes> now = StatFd(h->fd.load()); now.ok()) r->entry.attr = *now;
+      }
     }
   }
   return r;
@@ -1717,8 +1831,11 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
     done += static_cast<size_t>(n);
   }
   // The source kernel keeps setuid/setgid for the daemon (it may): the
-  // kernel told us the writer may not.
-  if ((write_flags & abi::kWriteKillSuidgid) != 0 && h->maybe_suid) DropSuidgid(*fd);
+  // kernel told us the writer may not. Checked at every such write, not
+  // only for files that had the bits at open: a chmod may come between.
+  if ((write_flags & abi::kWriteKillSuidgid) != 0 && DropSuidgid(*fd, ctx)) {
+    AttrsChangedUnseen(nodeid);
+  }
   return done;
 }
 
@@ -1729,7 +1846,7 @@ Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& 
   // What Write does besides pwrite stays on the synchronous path: O_DIRECT
   // data may need re-aligning, and clearing setuid/setgid follows the write.
   if ((h->flags & O_DIRECT) != 0) return AsyncFileRef{};
-  if ((write_flags & abi::kWriteKillSuidgid) != 0 && h->maybe_suid) return AsyncFileRef{};
+  if ((write_flags & abi::kWriteKillSuidgid) != 0) return AsyncFileRef{};
   Result<int> fd = HandleFd(*h);
   if (!fd.ok()) return fd.error();
   return AsyncFileRef{*fd, h};  // the handle (and so its fd) lives until the I/O ends

@@ -156,6 +156,11 @@ struct PassthroughOptions {
   // background (core/passthrough/dir_prefetch.h): a cold tree walk overlaps
   // the source's disk reads.
   bool readdir_ahead = true;
+  // The mount is noatime: the source is reached through a private clone of
+  // its mounts set noatime (open_tree + mount_setattr), so reading or
+  // executing through the mount, kernel passthrough included, never moves
+  // the source's access times.
+  bool noatime = false;
 };
 
 struct PassthroughStats {
@@ -330,6 +335,13 @@ class PassthroughFs : public FileSystem {
   Result<Attributes> StatInode(Inode& inode, struct statx* raw = nullptr);
   Attributes ToAttributes(const struct statx& st) const;
   Entry MakeEntry(const Inode& inode, const Attributes& attr) const;
+  AttrReply MakeAttrReply(const Inode& inode, const Attributes& attr) const;
+  // True when the kernel must not cache `attr` of `inode`: while they may
+  // change with no request (an open passthrough handle that may be mapped
+  // for writing), and for setuid/setgid files (a bit cleared in the source
+  // must not keep granting privilege). Replies then carry lifetime 0,
+  // which no policy raises.
+  bool AttrsVolatile(const Inode& inode, const Attributes& attr) const;
   // Looks `name` up in the directory open as `dirfd` and remembers it.
   Result<Entry> LookupAt(int dirfd, std::string_view name);
   // After a create: looks the new name up, falling back to `created_fd`
@@ -374,6 +386,10 @@ class PassthroughFs : public FileSystem {
   void UnwatchDir(Inode& inode);
   void OnSourceEvent(const passthrough::SourceEvent& ev);
   void InvalidateInode(uint64_t nodeid);
+  // `nodeid`'s attributes changed (or may now change) in a way the reply to
+  // this request does not carry: drops the kernel's cached ones
+  // (FUSE_NOTIFY_INVAL_INODE, attributes only), before the reply.
+  void AttrsChangedUnseen(uint64_t nodeid);
 
   const PassthroughOptions opts_;
   passthrough::DaemonCreds creds_;
@@ -382,6 +398,7 @@ class PassthroughFs : public FileSystem {
   uint64_t root_dev_ = 0;
   uint64_t root_ino_ = 0;
   bool handles_ok_ = true;  // open_by_handle_at usable (CAP_DAC_READ_SEARCH)
+  bool noatime_clone_ = false;  // the source is reached through OpenNoatimeClone
 
   // Set by Init, read-only afterwards.
   KernelConnection* kernel_ = nullptr;
@@ -412,6 +429,10 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> pinned_{0};
   std::atomic<bool> warned_no_handles_{false};
   mutable std::atomic<uint64_t> invalidations_{0};
+  // Attribute invalidations sent for changes no reply carries: setuid/setgid
+  // cleared by a WRITE or OPEN, a passthrough open for writing
+  // (AttrsChangedUnseen).
+  std::atomic<uint64_t> unseen_attr_invalidations_{0};
   // GETXATTRs answered ENODATA from the inode's memory (KnownAbsent).
   std::atomic<uint64_t> absences_answered_{0};
   mutable std::atomic<uint64_t> listings_with_attrs_{0};

@@ -325,10 +325,12 @@ TEST_P(PermissionTest, SetgidDirectoryPassesItsGroupOn) {
 
 // FUSE_HANDLE_KILLPRIV_V2 (negotiated by efused) makes the server clear
 // setuid/setgid when a caller without CAP_FSETID writes or truncates; setgid
-// only if group-execute is set (otherwise it marks mandatory locking).
+// without group-execute only when the writer is not in the file's group, as
+// Linux does (privilege_diff_test compares every case with tmpfs).
 TEST_P(PermissionTest, WritesByOthersClearSetuidAndSetgid) {
-  const std::string names[] = {"write", "trunc", "otrunc", "sgid_noexec"};
+  const std::string names[] = {"write", "trunc", "otrunc", "sgid_noexec", "sgid_noexec_member"};
   for (const std::string& n : names) MakeFile(Path(n), n == "sgid_noexec" ? 02666 : 06777, 0, 0);
+  MakeFile(Path("sgid_noexec_member"), 02666, 0, kGroupA);
   ASSERT_TRUE(RunInChild(
       [&](ChildChecks& c) {
         int fd = open(Path("write").c_str(), O_WRONLY);
@@ -341,11 +343,13 @@ TEST_P(PermissionTest, WritesByOthersClearSetuidAndSetgid) {
         fd = open(Path("otrunc").c_str(), O_WRONLY | O_TRUNC);
         CHILD_EXPECT_OK(c, fd);
         if (fd >= 0) close(fd);
-        fd = open(Path("sgid_noexec").c_str(), O_WRONLY);
-        CHILD_EXPECT_OK(c, fd);
-        if (fd >= 0) {
-          CHILD_EXPECT_OK(c, write(fd, "x", 1));
-          close(fd);
+        for (const char* n : {"sgid_noexec", "sgid_noexec_member"}) {
+          fd = open(Path(n).c_str(), O_WRONLY);
+          CHILD_EXPECT_OK(c, fd);
+          if (fd >= 0) {
+            CHILD_EXPECT_OK(c, write(fd, "x", 1));
+            close(fd);
+          }
         }
       },
       &kA));
@@ -355,7 +359,9 @@ TEST_P(PermissionTest, WritesByOthersClearSetuidAndSetgid) {
     EXPECT_EQ(st.st_mode & 07777, 0777u) << n << ": setuid/setgid must be cleared";
   }
   ASSERT_SYS(stat(Path("sgid_noexec").c_str(), &st));
-  EXPECT_EQ(st.st_mode & 07777, 02666u) << "setgid without group-execute stays";
+  EXPECT_EQ(st.st_mode & 07777, 0666u) << "setgid without group-execute goes for a non-member";
+  ASSERT_SYS(stat(Path("sgid_noexec_member").c_str(), &st));
+  EXPECT_EQ(st.st_mode & 07777, 02666u) << "setgid without group-execute stays for a member";
 }
 
 // allow_other alone: memfs is the only judge, but it can judge only what the

@@ -1211,6 +1211,54 @@ TEST_F(MemFsTest, KillSuidgid) {
   EXPECT_EQ(fs_->SetAttr(root_, f, kill)->attr.mode, S_IFREG | 02745u);
 }
 
+// Linux's rule (core/privileges.h): a writer outside the file's group drops
+// setgid even without group exec; a member keeps it.
+TEST_F(MemFsTest, KillSuidgidFollowsTheWritersGroup) {
+  const uint64_t f = MakeFile(root_, kRoot, "f", 02766);
+  SetAttrRequest kill;
+  kill.valid = abi::kFattrKillSuidgid;
+  EXPECT_EQ(fs_->SetAttr(carol_, f, kill)->attr.mode & 07777, 0766u) << "carol is not in group 0";
+  SetAttrRequest group;
+  group.valid = abi::kFattrGid;
+  group.gid = 1000;
+  ASSERT_EQ(Err(fs_->SetAttr(root_, f, group)), 0);
+  ASSERT_EQ(Err(SetMode(root_, f, 02766)), 0);
+  EXPECT_EQ(fs_->SetAttr(carol_, f, kill)->attr.mode & 07777, 02766u) << "carol is in group 1000";
+  EXPECT_EQ(fs_->SetAttr(bob_, f, kill)->attr.mode & 07777, 0766u) << "bob is not";
+  // A WRITE with the flag from a non-member, likewise.
+  ASSERT_EQ(Err(SetMode(root_, f, 02766)), 0);
+  const uint64_t fh = OpenFh(bob_, f, O_WRONLY);
+  ASSERT_EQ(*fs_->Write(bob_, f, fh, 0, Bytes("a"), abi::kWriteKillSuidgid, O_WRONLY), 1u);
+  EXPECT_EQ(Attr(f).mode & 07777, 0766u);
+  fs_->Release(bob_, f, fh, 0, 0, 0);
+}
+
+// execve() opens with __FMODE_EXEC: execute permission of the caller's own
+// class decides (no read needed), which the kernel does not check without
+// default_permissions.
+TEST_F(MemFsTest, ExecOpenNeedsExecutePermissionOfTheCallersClass) {
+  const uint64_t f = MakeFile(root_, kRoot, "prog", 0741);  // group r--: denied exec
+  constexpr uint32_t kExecOpen = O_RDONLY | abi::kOpenFlagExec;
+  EXPECT_EQ(Err(fs_->Open(Ctx(1005, 0), f, kExecOpen, 0)), EACCES) << "group class, no x";
+  Result<OpenReply> other = fs_->Open(bob_, f, kExecOpen, 0);
+  EXPECT_EQ(Err(other), 0) << "other class has x (and no r)";
+  if (other.ok()) fs_->Release(bob_, f, other->fh, 0, 0, 0);
+  EXPECT_EQ(Err(fs_->Open(bob_, f, O_RDONLY, 0)), EACCES) << "a plain open still needs read";
+}
+
+// Page writeback (a store through a shared mapping: kWriteCache) leaves
+// the file capability alone, as local file systems do; write(2) drops it.
+TEST_F(MemFsTest, PageWritebackKeepsTheCapability) {
+  const uint64_t f = MakeFile(root_, kRoot, "f", 0755);
+  ASSERT_EQ(Err(fs_->SetXattr(root_, f, "security.capability", Bytes("cap"), 0, 0)), 0);
+  const uint64_t fh = OpenFh(root_, f, O_RDWR);
+  ASSERT_EQ(*fs_->Write(root_, f, fh, 0, Bytes("a"), abi::kWriteCache, O_RDWR), 1u);
+  EXPECT_EQ(*fs_->GetXattr(root_, f, "security.capability"), "cap");
+  ASSERT_EQ(*fs_->Write(root_, f, fh, 0, Bytes("a"), 0, O_RDWR), 1u);
+  EXPECT_EQ(Err(fs_->GetXattr(root_, f, "security.capability")), ENODATA);
+  fs_->Release(root_, f, fh, 0, 0, 0);
+}
+
 // The file-capability xattr goes on every content or owner change, as the
 // Linux VFS drops it (with FUSE_HANDLE_KILLPRIV_V2 that is the server's job).
 TEST_F(MemFsTest, ChownToSameIdsStillDropsSetuid) {

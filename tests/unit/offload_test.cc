@@ -71,7 +71,7 @@ class OffloadTest : public ::testing::Test {
   }
   double AttrTimeoutOf(uint64_t nodeid) {
     double t = 0;
-    policy_.AdjustAttr(nodeid, &t);
+    policy_.AdjustAttr(nodeid, /*attr_volatile=*/false, &t);
     return t;
   }
   TableTelemetry table_;
@@ -89,7 +89,7 @@ TEST_F(OffloadTest, AttributesOfAnInodeHotWithGetattrLiveLonger) {
   EXPECT_EQ(AttrTimeoutOf(6), 0) << "only the hot inode";
   // Never shorter than what the backend chose.
   double longer = 100;
-  policy_.AdjustAttr(5, &longer);
+  policy_.AdjustAttr(5, false, &longer);
   EXPECT_EQ(longer, 100);
   EXPECT_EQ(policy_.counters().attr_raised.load(), 1u);
 }
@@ -113,6 +113,27 @@ TEST_F(OffloadTest, EntriesOfADirectoryHotWithLookupLiveLonger) {
   elsewhere.entry_timeout = 0;
   policy_.AdjustEntry(2, &elsewhere);
   EXPECT_EQ(elsewhere.entry_timeout, 0);
+}
+
+// Attributes that change with no request (a passthrough file open for
+// writing, whose mapping the kernel serves alone) keep the backend's
+// lifetime, hot or not: raised, a stat would show old times for 30 s.
+TEST_F(OffloadTest, VolatileAttributesAreNeverRaised) {
+  table_.Add(5, EFUSE_HOT_GETATTR, 10);
+  table_.Add(1, EFUSE_HOT_LOOKUP, 10);
+  policy_.Scan();
+  double t = 0;
+  policy_.AdjustAttr(5, /*attr_volatile=*/true, &t);
+  EXPECT_EQ(t, 0);
+  Entry e;
+  e.nodeid = 5;
+  e.entry_timeout = 0;
+  e.attr_timeout = 0;
+  e.attr_volatile = true;
+  policy_.AdjustEntry(1, &e);
+  EXPECT_EQ(e.entry_timeout, 30) << "the name may still live long";
+  EXPECT_EQ(e.attr_timeout, 0);
+  EXPECT_EQ(policy_.counters().attr_raised.load(), 0u);
 }
 
 TEST_F(OffloadTest, AChangeDropsTheRaiseUntilEarnedAgain) {

@@ -482,6 +482,55 @@ TEST_F(PassthroughTest, WriteKillSuidgidClearsTheBits) {
   fs_->Release(ctx_, n, o->fh, 0, 0, 0);
 }
 
+// An attribute-less SETATTR is chown(f, -1, -1) or, with HANDLE_KILLPRIV_V2,
+// the kernel's file_remove_privs() before a write, fallocate or
+// copy_file_range it may never send us (kernel passthrough): setuid, setgid
+// as Linux decides and the file capability go in the source, and the reply
+// carries the mode the kernel must use for exec.
+TEST_F(PassthroughTest, AttributeLessSetattrClearsPrivilegesAndRepliesTheNewMode) {
+  WriteSource("f", "x");
+  ASSERT_EQ(chown(S("f").c_str(), 0, 60), 0);
+  ASSERT_EQ(chmod(S("f").c_str(), 06745), 0);
+  const char cap[] = "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+  const bool has_cap = setxattr(S("f").c_str(), "security.capability", cap, 20, 0) == 0;
+  const uint64_t n = Look(kRoot, "f");
+  SetAttrRequest none;
+  Result<AttrReply> a = fs_->SetAttr(Ctx(1000, 1000), n, none);  // not in group 60
+  ASSERT_TRUE(a.ok()) << Err(a);
+  EXPECT_EQ(a->attr.mode & 07777, 0745u) << "setgid without group exec goes for a non-member";
+  EXPECT_EQ(SourceStat("f").st_mode & 07777, 0745u);
+  if (has_cap) {
+    EXPECT_LT(getxattr(S("f").c_str(), "security.capability", nullptr, 0), 0);
+  }
+  // A member keeps setgid without group exec; setuid goes.
+  ASSERT_EQ(chmod(S("f").c_str(), 06745), 0);
+  const uint32_t group60[] = {60};
+  a = fs_->SetAttr(Ctx(1000, 1000, group60), n, none);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->attr.mode & 07777, 02745u);
+  // Directories keep their setgid.
+  ASSERT_EQ(mkdir(S("d").c_str(), 02755), 0);
+  ASSERT_EQ(chmod(S("d").c_str(), 02755), 0);
+  a = fs_->SetAttr(Ctx(1000, 1000), Look(kRoot, "d"), none);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->attr.mode & 07777, 02755u);
+}
+
+TEST_F(PassthroughTest, WriteKillSuidgidFollowsTheWritersGroup) {
+  WriteSource("f", "x");
+  ASSERT_EQ(chown(S("f").c_str(), 0, 60), 0);
+  ASSERT_EQ(chmod(S("f").c_str(), 02766), 0);
+  const uint64_t n = Look(kRoot, "f");
+  Result<OpenReply> o = fs_->Open(Ctx(1000, 1000), n, O_WRONLY, 0);
+  ASSERT_TRUE(o.ok());
+  const uint32_t group60[] = {60};
+  ASSERT_TRUE(fs_->Write(Ctx(1000, 1000, group60), n, o->fh, 0, Bytes("y"), abi::kWriteKillSuidgid, O_WRONLY).ok());
+  EXPECT_EQ(SourceStat("f").st_mode & 07777, 02766u) << "a member keeps it";
+  ASSERT_TRUE(fs_->Write(Ctx(1000, 1000), n, o->fh, 0, Bytes("z"), abi::kWriteKillSuidgid, O_WRONLY).ok());
+  EXPECT_EQ(SourceStat("f").st_mode & 07777, 0766u) << "a non-member drops it";
+  fs_->Release(ctx_, n, o->fh, 0, 0, 0);
+}
+
 TEST_F(PassthroughTest, SymlinksAndReadLink) {
   Result<Entry> l = fs_->Symlink(ctx_, kRoot, "l", "some/target");
   ASSERT_TRUE(l.ok());

@@ -175,6 +175,7 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
                                       "' is not adaptive, always or never");
   }
   MountOptions& m = c->session.mount;
+  p.noatime = m.noatime;
   // Who the kernel lets use the mount: without allow_other, processes of
   // user_id only. Root callers pass every mode and ACL check anyway; anyone
   // else must be checked by the kernel.
@@ -381,6 +382,7 @@ absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c
   o.root_uid = c.session.mount.user_id;
   o.root_gid = c.session.mount.group_id;
   o.root_mode = c.session.mount.rootmode & 07777;
+  o.noatime = c.session.mount.noatime;
   return std::unique_ptr<FileSystem>(std::make_unique<MemFs>(o));
 }
 
