@@ -1,0 +1,163 @@
+// core/passthrough/directories.cc — PassthroughFs: directory handles and
+// listings (READDIR, READDIRPLUS, stat-ahead).
+#include "core/passthrough/passthrough.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "core/passthrough/internal.h"
+#include "core/passthrough/source_dirent.h"
+#include "proto/abi.h"
+
+namespace efuse {
+
+using passthrough::kDirBufferSize;
+using passthrough::CName;
+using passthrough::Statx;
+using passthrough::Mix;
+using passthrough::Stamp;
+using passthrough::SharedFd;
+
+namespace {
+// Stat-ahead (DirPrefetcher::StatAhead) for what is left of a chunk of at
+// least this many bytes of records: about 64 short names.
+constexpr size_t kStatAheadMinBytes = 2048;
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Directories.
+
+Result<OpenReply> PassthroughFs::OpenDir(const RequestContext& ctx, uint64_t nodeid,
+                                         uint32_t flags) {
+  Result<std::shared_ptr<Inode>> n = Get(nodeid);
+  if (!n.ok()) return n.error();
+  if ((*n)->type != S_IFDIR) return Errno(ENOTDIR);
+  Result<SharedFd> pfd = PathFd(**n);
+  if (!pfd.ok()) return pfd.error();
+  int fd = openat((*pfd)->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno::Last();
+  struct statx st;
+  if (Statx(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return Errno(err);
+  }
+  auto h = std::make_shared<Handle>();
+  h->inode = *n;
+  h->flags = O_RDONLY | O_DIRECTORY;
+  h->fd.store(fd);
+  h->dir = std::make_unique<DirStream>();
+  {
+    absl::MutexLock l(&(*n)->mu);
+    if ((*n)->open == nullptr) (*n)->open = std::make_unique<OpenState>();
+    ++(*n)->open->handles;
+  }
+  OpenReply reply;
+  if (opts_.cache_dir) {
+    // The kernel keeps the listing; it drops it itself on changes made
+    // through the mount, and we keep it only while the source's mtime and
+    // ctime say nothing else changed it.
+    reply.open_flags |= abi::kFopenCacheDir;
+    const uint64_t stamp = Stamp(st);
+    if ((*n)->stamp.exchange(stamp) == stamp) reply.open_flags |= abi::kFopenKeepCache;
+  }
+  reply.fh = AddHandle(std::move(h));
+  return reply;
+}
+
+Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                              uint64_t offset, DirSink& sink) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr || h->dir == nullptr) return Errno(EBADF);
+  const int fd = h->fd.load();
+  DirStream& d = *h->dir;
+  const bool plus = sink.plus();
+  const bool attrs = plus && ListWithAttrs(*h->inode);
+  if (plus) (attrs ? listings_with_attrs_ : listings_names_only_).fetch_add(1, std::memory_order_relaxed);
+  absl::MutexLock l(&d.mu);
+  if (offset != d.offset) {
+    // A seek, or a restart after entries the kernel could not take.
+    if (lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return Errno::Last();
+    d.len = d.pos = 0;
+    d.offset = offset;
+    d.statted_ahead = false;
+  }
+  for (;;) {
+    if (d.pos >= d.len) {
+      long n = syscall(SYS_getdents64, fd, d.buf.get(), kDirBufferSize);
+      if (n < 0) return Errno::Last();
+      if (n == 0) break;
+      d.len = static_cast<size_t>(n);
+      d.pos = 0;
+      d.statted_ahead = false;
+      if (prefetch_ != nullptr) prefetch_->AddChunk(fd, h->inode->dev, d.buf.get(), d.len);
+    }
+    // Worth another CPU only for more than a handful of names.
+    if (attrs && !d.statted_ahead && prefetch_ != nullptr && d.len - d.pos >= kStatAheadMinBytes) {
+      prefetch_->StatAhead(fd, d.buf.get() + d.pos, d.len - d.pos);
+      d.statted_ahead = true;
+    }
+    passthrough::SourceDirent rec;
+    if (!passthrough::ReadSourceDirent(d.buf.get(), d.len, d.pos, &rec)) {
+      d.pos = d.len;  // no whole record left: read on
+      continue;
+    }
+    const uint64_t d_ino = rec.ino;
+    const int64_t d_off = rec.off;
+    const uint8_t d_type = rec.type;
+    const std::string_view name = rec.name;
+    uint32_t mode = static_cast<uint32_t>(d_type) << 12;  // DT_x << 12 == S_IFx
+    const uint64_t ino = h->inode->dev == root_dev_ ? d_ino : d_ino ^ (Mix(h->inode->dev) << 40);
+    bool accepted;
+    if (attrs && !IsDotOrDotDot(name)) {
+      Result<Entry> e = LookupAt(fd, name);
+      if (e.ok()) {
+        accepted = sink.Add(name, e->attr.ino, e->attr.mode, static_cast<uint64_t>(d_off), &*e);
+        if (!accepted) Unremember(e->nodeid, 1);  // the kernel never saw it
+      } else {
+        // Gone since getdents: list the name without an entry.
+        Entry none;
+        none.attr.ino = ino;
+        none.attr.mode = mode;
+        accepted = sink.Add(name, ino, mode, static_cast<uint64_t>(d_off), &none);
+      }
+    } else {
+      if (d_type == DT_UNKNOWN) {
+        struct statx st;
+        if (statx(fd, CName(name).c_str(), AT_SYMLINK_NOFOLLOW, STATX_TYPE, &st) == 0) {
+          mode = st.stx_mode & S_IFMT;
+        }
+      }
+      Entry dot;
+      dot.attr.ino = ino;
+      dot.attr.mode = mode;
+      accepted = sink.Add(name, ino, mode, static_cast<uint64_t>(d_off), plus ? &dot : nullptr);
+    }
+    if (!accepted) break;
+    d.pos += rec.reclen;
+    d.offset = static_cast<uint64_t>(d_off);
+  }
+  return OkStatus();
+}
+
+void PassthroughFs::ReleaseDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh) {
+  std::shared_ptr<Handle> h = TakeHandle(fh);
+  if (h != nullptr) CloseFile(*h);
+}
+
+Status PassthroughFs::FsyncDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
+                               bool datasync) {
+  std::shared_ptr<Handle> h = GetHandle(fh);
+  if (h == nullptr) return Errno(EBADF);
+  const int fd = h->fd.load();
+  if ((datasync ? fdatasync(fd) : fsync(fd)) != 0) return Errno::Last();
+  return OkStatus();
+}
+
+}  // namespace efuse

@@ -1,0 +1,340 @@
+// core/passthrough/inode_table.cc — PassthroughFs: the inode table (node
+// ids, lookup counts, fds by file handle), attributes and entries.
+#include "core/passthrough/passthrough.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/log.h"
+#include "core/passthrough/internal.h"
+#include "core/privileges.h"
+
+namespace efuse {
+
+using passthrough::kRootId;
+using passthrough::kPathFlags;
+using passthrough::kStatxMask;
+using passthrough::ProcPath;
+using passthrough::CName;
+using passthrough::Statx;
+using passthrough::DevOf;
+using passthrough::EncodeDev;
+using passthrough::Mix;
+using passthrough::Ts;
+using passthrough::HandleOf;
+using passthrough::OpenByHandle;
+using passthrough::ShardIndexOfKey;
+using passthrough::MakeSharedFd;
+using passthrough::SharedFd;
+
+// ---------------------------------------------------------------------------
+// The inode table.
+
+std::shared_ptr<PassthroughFs::Inode> PassthroughFs::Find(uint64_t nodeid) const {
+  if (nodeid == kRootId) return root_;
+  const Shard& s = (*shards_)[nodeid % kShards];
+  absl::ReaderMutexLock l(&s.mu);
+  auto it = s.by_id.find(nodeid);
+  return it == s.by_id.end() ? nullptr : it->second;
+}
+
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Get(uint64_t nodeid) const {
+  std::shared_ptr<Inode> n = Find(nodeid);
+  if (n == nullptr) return Errno(ENOENT);
+  if (n->stale.load(std::memory_order_relaxed)) {
+    stale_.fetch_add(1, std::memory_order_relaxed);
+    return Errno(ESTALE);
+  }
+  return n;
+}
+
+int PassthroughFs::MountFdFor(uint64_t dev) const {
+  absl::ReaderMutexLock l(&mounts_mu_);
+  auto it = mount_fds_.find(dev);
+  return it == mount_fds_.end() ? -1 : it->second;
+}
+
+std::shared_ptr<PassthroughFs::Inode> PassthroughFs::CountIfLive(uint64_t dev, uint64_t ino) {
+  if (dev == root_dev_ && ino == root_ino_) return root_;
+  Shard& s = (*shards_)[ShardIndexOfKey(dev, ino, kShards)];
+  absl::MutexLock l(&s.mu);
+  auto it = s.by_key.find(std::make_pair(dev, ino));
+  if (it == s.by_key.end()) return nullptr;
+  // A live fd of the known inode proves the number still names it (an
+  // inode number cannot be reused while an fd holds the inode).
+  Inode* n = it->second;
+  if (n->pinned == nullptr && fd_cache_.Get(n->nodeid) == nullptr) return nullptr;
+  ++n->lookups;
+  return s.by_id.at(n->nodeid);
+}
+
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Remember(int fd,
+                                                                      const struct statx& st) {
+  return RememberFd(fd, fd, st);
+}
+
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path_fd, int handle_fd,
+                                                                        const struct statx& st) {
+  SharedFd sfd = path_fd >= 0 ? MakeSharedFd(path_fd) : nullptr;
+  const uint64_t dev = DevOf(st);
+  const uint64_t ino = st.stx_ino;
+  if (dev == root_dev_ && ino == root_ino_) return root_;  // never counted
+  const auto key = std::make_pair(dev, ino);
+  const size_t index = ShardIndexOfKey(dev, ino, kShards);
+  Shard& s = (*shards_)[index];
+
+  if (std::shared_ptr<Inode> n = CountIfLive(dev, ino)) return n;
+
+  // Slow path: compare file handles (the handle carries the generation).
+  std::string handle;
+  bool pin = !handles_ok_;
+  if (!pin) {
+    Result<std::string> h = HandleOf(handle_fd);
+    if (!h.ok()) {
+      pin = true;
+      if (!warned_no_handles_.exchange(true)) {
+        Log(LogLevel::kWarning,
+            "passthrough: no file handles for some source inodes (%s): those keep an fd open",
+            std::strerror(h.error().value()));
+      }
+    } else {
+      handle = std::move(*h);
+    }
+  }
+  if (!pin && MountFdFor(dev) < 0) {
+    // A file system below the source we have not met: its first directory
+    // gives the mount fd open_by_handle_at needs.
+    if (S_ISDIR(st.stx_mode)) {
+      int mfd = openat(handle_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (mfd >= 0) {
+        absl::MutexLock l(&mounts_mu_);
+        if (!mount_fds_.emplace(dev, mfd).second) close(mfd);
+      } else {
+        pin = true;
+      }
+    } else {
+      pin = true;
+    }
+  }
+
+  if (pin && sfd == nullptr) return Errno(EAGAIN);  // no fd to pin
+
+  std::shared_ptr<Inode> result;
+  bool created = false;
+  {
+    absl::MutexLock l(&s.mu);
+    auto it = s.by_key.find(key);
+    if (it != s.by_key.end()) {
+      Inode* n = it->second;
+      const bool same = n->pinned != nullptr ? pin  // pinned: its fd kept the number
+                                             : (!pin && n->handle == handle);
+      if (same) {
+        ++n->lookups;
+        result = s.by_id.at(n->nodeid);
+      } else {
+        // The inode number was reused: the old Inode answers ESTALE from now
+        // on and stays until the kernel forgets it.
+        n->stale.store(true, std::memory_order_relaxed);
+        s.by_key.erase(it);
+      }
+    }
+    if (result == nullptr) {
+      const uint64_t id = (s.next++ * kShards) + index;
+      result = std::make_shared<Inode>(id, dev, ino, st.stx_mode & S_IFMT);
+      if (pin) {
+        result->pinned = sfd;
+        pinned_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        result->handle = std::move(handle);
+      }
+      result->lookups = 1;
+      created = true;
+      s.by_id.emplace(id, result);
+      s.by_key.emplace(key, result.get());
+    }
+  }
+  if (watcher_ != nullptr && created && result->type == S_IFDIR && sfd != nullptr) {
+    WatchDir(*result, sfd->get());
+  }
+  if (result->pinned == nullptr && sfd != nullptr) fd_cache_.Put(result->nodeid, std::move(sfd));
+  return result;
+}
+
+void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
+  if (nodeid == kRootId) return;
+  Shard& s = (*shards_)[nodeid % kShards];
+  std::shared_ptr<Inode> dropped;  // destroyed after the lock
+  {
+    absl::MutexLock l(&s.mu);
+    auto it = s.by_id.find(nodeid);
+    if (it == s.by_id.end()) return;
+    Inode& inode = *it->second;
+    inode.lookups = inode.lookups > n ? inode.lookups - n : 0;
+    if (inode.lookups != 0) return;
+    auto kit = s.by_key.find(std::make_pair(inode.dev, inode.ino));
+    if (kit != s.by_key.end() && kit->second == &inode) s.by_key.erase(kit);
+    if (inode.pinned != nullptr) pinned_.fetch_sub(1, std::memory_order_relaxed);
+    dropped = std::move(it->second);
+    s.by_id.erase(it);
+  }
+  if (watcher_ != nullptr && dropped->type == S_IFDIR) UnwatchDir(*dropped);
+  fd_cache_.Erase(nodeid);
+  int32_t kept = 0;
+  {
+    absl::MutexLock l(&dropped->mu);
+    kept = std::exchange(dropped->kept_backing_id, 0);
+  }
+  if (kept > 0 && kernel_ != nullptr) {
+    kernel_->CloseBacking(kept).ok();
+    backing_ids_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+bool PassthroughFs::KeepBacking(uint64_t nodeid) {
+  if (!kernel_pt_) return false;
+  std::shared_ptr<Inode> inode = Find(nodeid);
+  if (inode == nullptr || inode->type != S_IFREG) return false;
+  absl::MutexLock l(&inode->mu);
+  inode->keep_backing = true;
+  return true;
+}
+
+Result<SharedFd> PassthroughFs::PathFd(Inode& inode) {
+  if (inode.pinned != nullptr) return inode.pinned;
+  if (SharedFd fd = fd_cache_.Get(inode.nodeid)) return fd;
+  const int mfd = MountFdFor(inode.dev);
+  if (mfd < 0) return Errno(ESTALE);
+  int fd = OpenByHandle(mfd, inode.handle, O_PATH);
+  if (fd < 0) {
+    if (errno == ESTALE) stale_.fetch_add(1, std::memory_order_relaxed);
+    return Errno::Last();
+  }
+  return fd_cache_.Put(inode.nodeid, MakeSharedFd(fd));
+}
+
+Result<SharedFd> PassthroughFs::NodePathFd(uint64_t nodeid) {
+  Result<std::shared_ptr<Inode>> n = Get(nodeid);
+  if (!n.ok()) return n.error();
+  return PathFd(**n);
+}
+
+Result<int> PassthroughFs::Reopen(Inode& inode, int flags) {
+  flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_PATH);
+  if (inode.pinned == nullptr) {
+    const int mfd = MountFdFor(inode.dev);
+    if (mfd < 0) return Errno(ESTALE);
+    int fd = OpenByHandle(mfd, inode.handle, flags);
+    if (fd < 0) return Errno::Last();
+    return fd;
+  }
+  int fd = open(ProcPath(inode.pinned->get()).c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return Errno::Last();
+  return fd;
+}
+
+// ---------------------------------------------------------------------------
+// Attributes and entries.
+
+Attributes PassthroughFs::ToAttributes(const struct statx& st) const {
+  Attributes a;
+  const uint64_t dev = DevOf(st);
+  // The source's inode number, so hard links and tools that compare st_ino
+  // see what the source shows; inodes of other file systems below the
+  // source are mixed with their device to stay apart.
+  a.ino = dev == root_dev_ ? st.stx_ino : st.stx_ino ^ (Mix(dev) << 40);
+  a.size = st.stx_size;
+  a.blocks = st.stx_blocks;
+  a.atime = Ts(st.stx_atime);
+  a.mtime = Ts(st.stx_mtime);
+  a.ctime = Ts(st.stx_ctime);
+  if ((st.stx_mask & STATX_BTIME) != 0) a.btime = Ts(st.stx_btime);
+  a.mode = st.stx_mode;
+  a.nlink = st.stx_nlink;
+  a.uid = st.stx_uid;
+  a.gid = st.stx_gid;
+  a.rdev = EncodeDev(st.stx_rdev_major, st.stx_rdev_minor);
+  a.blksize = st.stx_blksize;
+  return a;
+}
+
+Result<Attributes> PassthroughFs::StatFd(int fd, struct statx* raw) const {
+  struct statx st;
+  if (Statx(fd, &st) != 0) return Errno::Last();
+  if (raw != nullptr) *raw = st;
+  return ToAttributes(st);
+}
+
+Result<Attributes> PassthroughFs::StatInode(Inode& inode, struct statx* raw) {
+  Result<SharedFd> fd = PathFd(inode);
+  if (!fd.ok()) return fd.error();
+  struct statx st;
+  if (Statx((*fd)->get(), &st) != 0) return Errno::Last();
+  // Removed in the source behind our back (its last name went elsewhere,
+  // not through us, and nothing here has it open): it is gone.
+  if (st.stx_nlink == 0 && &inode != root_.get() &&
+      !inode.unlinked_here.load(std::memory_order_relaxed) && !inode.HasHandles()) {
+    stale_.fetch_add(1, std::memory_order_relaxed);
+    return Errno(ESTALE);
+  }
+  if (raw != nullptr) *raw = st;
+  return ToAttributes(st);
+}
+
+Entry PassthroughFs::MakeEntry(const Inode& inode, const Attributes& attr) const {
+  Entry e;
+  e.nodeid = inode.nodeid;
+  e.generation = 0;  // node ids are never reused
+  e.attr = attr;
+  e.entry_timeout = opts_.entry_timeout;
+  e.attr_volatile = AttrsVolatile(inode, attr);
+  e.attr_timeout = e.attr_volatile ? 0 : opts_.attr_timeout;
+  return e;
+}
+
+bool PassthroughFs::AttrsVolatile(const Inode& inode, const Attributes& attr) const {
+  // A setuid/setgid program: exec takes its identity from the mode the
+  // kernel has cached, so a bit cleared in the source by someone else
+  // (an administrator disarming a program) must count at the next exec,
+  // not a lifetime later. Such files are few; each exec asks once more.
+  if (S_ISREG(attr.mode) && HasSetId(attr.mode)) return true;
+  return inode.passthrough_writers.load(std::memory_order_acquire) > 0;
+}
+
+AttrReply PassthroughFs::MakeAttrReply(const Inode& inode, const Attributes& attr) const {
+  const bool vol = AttrsVolatile(inode, attr);
+  return AttrReply{attr, vol ? 0 : opts_.attr_timeout, vol};
+}
+
+Result<Entry> PassthroughFs::LookupAt(int dirfd, std::string_view name) {
+  const CName cname(name);
+  struct statx st;
+  // An inode we know and hold an fd for needs no open: its number is proof.
+  if (statx(dirfd, cname.c_str(), AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT, kStatxMask, &st) !=
+      0) {
+    return Errno::Last();
+  }
+  if (std::shared_ptr<Inode> n = CountIfLive(DevOf(st), st.stx_ino)) {
+    return MakeEntry(*n, ToAttributes(st));
+  }
+  int fd = openat(dirfd, cname.c_str(), kPathFlags);
+  if (fd < 0) return Errno::Last();
+  if (Statx(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return Errno(err);
+  }
+  Result<std::shared_ptr<Inode>> n = Remember(fd, st);
+  if (!n.ok()) return n.error();
+  return MakeEntry(**n, ToAttributes(st));
+}
+
+Result<Entry> PassthroughFs::EntryForNew(int dirfd, std::string_view name) {
+  return LookupAt(dirfd, name);
+}
+
+}  // namespace efuse
