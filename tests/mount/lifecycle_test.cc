@@ -10,7 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <map>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -406,11 +409,161 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PollTooLong", {"--poll_us=20000", "MNT"}, "--poll_us"},
         BadCase{"BadOffloadMode", {"--offload=sometimes", "MNT"}, "--offload"},
         BadCase{"TimeEveryNotAPowerOfTwo", {"--telemetry_time_every=3", "MNT"}, "--telemetry_time_every"},
+        BadCase{"NotNameValueInConfig", {"--config", "FILE", "MNT"}, "FILE"},
+        BadCase{"MissingConfig", {"--config", "MISSING", "MNT"}, "MISSING"},
+        BadCase{"BadOptionValueAsMountOption", {"-o", "allow_other,attr_timeout=soon", "MNT"}, "attr_timeout"},
+        BadCase{"OptionWithoutValueAsMountOption", {"-o", "size", "MNT"}, "size"},
         BadCase{"MissingMountPoint", {"--size=64M"}, "mount point"},
         BadCase{"MountPointIsAFile", {"FILE"}, "FILE"},
         BadCase{"MountPointDoesNotExist", {"MISSING"}, "MISSING"},
         BadCase{"TwoMountPoints", {"MNT", "MNT2"}, "MNT2"}),
     [](const ::testing::TestParamInfo<BadCase>& info) { return std::string(info.param.name); });
+
+// The option table (tools/efused/options.h): --help shows every option of
+// efused with its default, checked against absl's own listing of the same
+// flags (--helpfull); --version; the README names every option.
+struct HelpfullOption {
+  std::string name;
+  std::string default_value;
+};
+std::vector<HelpfullOption> OptionsFromHelpfull() {
+  CommandResult r = RunCommand({EFUSED_PATH, "--helpfull"}, seconds(10));
+  std::vector<HelpfullOption> out;
+  std::istringstream in(r.out + r.err);
+  std::string line, entry;
+  bool ours = false;
+  auto finish = [&] {
+    if (entry.empty()) return;
+    HelpfullOption o;
+    o.name = entry.substr(0, entry.find(' '));
+    const size_t d = entry.rfind("default: ");
+    if (d != std::string::npos) {
+      o.default_value = entry.substr(d + 9, entry.find(';', d) - d - 9);
+      if (o.default_value.size() >= 2 && o.default_value.front() == '"') {
+        o.default_value = o.default_value.substr(1, o.default_value.size() - 2);
+      }
+    }
+    out.push_back(o);
+    entry.clear();
+  };
+  while (std::getline(in, line)) {
+    if (line.find("Flags from ") != std::string::npos) {
+      finish();
+      ours = line.find("tools/efused/cli.cc") != std::string::npos;
+      continue;
+    }
+    if (!ours) continue;
+    if (line.rfind("    --", 0) == 0) {
+      finish();
+      entry = line.substr(6);
+    } else if (!entry.empty() && line.find_first_not_of(' ') != std::string::npos) {
+      entry += " " + line.substr(line.find_first_not_of(' '));
+    }
+  }
+  finish();
+  return out;
+}
+
+TEST(OptionTableTest, HelpShowsEveryOptionWithItsDefault) {
+  const std::vector<HelpfullOption> options = OptionsFromHelpfull();
+  ASSERT_GE(options.size(), 30u) << "absl's listing of efused's flags";
+  CommandResult r = RunCommand({EFUSED_PATH, "--help"}, seconds(10));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(r.out.find("No flags matched"), std::string::npos);
+  for (const HelpfullOption& o : options) {
+    const std::string head = o.name == "o" ? "  -o OPTIONS" : "  --" + o.name;
+    const size_t at = r.out.find("\n" + head);
+    ASSERT_NE(at, std::string::npos) << "--help lacks " << head << "\n" << r.out;
+    const std::string line = r.out.substr(at + 1, r.out.find('\n', at + 1) - at - 1);
+    const std::string want = o.default_value.empty() ? "(default \"\")" : "(default " + o.default_value + ")";
+    EXPECT_NE(line.find(want), std::string::npos) << line << " should show " << want;
+  }
+  for (const char* group : {"general:", "memfs:", "passthrough:", "transport:", "telemetry:", "offload:"}) {
+    EXPECT_NE(r.out.find(std::string("\n") + group + "\n"), std::string::npos) << group;
+  }
+}
+
+TEST(OptionTableTest, VersionNamesReleaseCommitAndProtocol) {
+  CommandResult r = RunCommand({EFUSED_PATH, "--version"}, seconds(10));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  // "efused 0.1.0 (git 1a2b3c4d5e6f), FUSE protocol 7.45"
+  std::istringstream in(r.out);
+  std::string name, version, git, commit, fuse, protocol, minor;
+  in >> name >> version >> git >> commit >> fuse >> protocol >> minor;
+  EXPECT_EQ(name, "efused");
+  EXPECT_EQ(std::count(version.begin(), version.end(), '.'), 2) << r.out;
+  EXPECT_EQ(git, "(git");
+  EXPECT_GE(commit.size(), 8u) << r.out;
+  EXPECT_EQ(protocol, "protocol");
+  EXPECT_EQ(minor.rfind("7.", 0), 0u) << r.out;
+  EXPECT_GE(std::atoi(minor.c_str() + 2), 31) << r.out;
+}
+
+TEST(OptionTableTest, ReadmeNamesEveryOption) {
+  std::string readme, error;
+  ASSERT_TRUE(ReadFile(EFUSE_SOURCE_DIR "/README.md", &readme, &error)) << error;
+  for (const HelpfullOption& o : OptionsFromHelpfull()) {
+    const std::string want = o.name == "o" ? "`-o`" : "--" + o.name;
+    EXPECT_NE(readme.find(want), std::string::npos) << "README.md does not name " << want;
+  }
+  for (const char* extra : {"--help", "--version"}) EXPECT_NE(readme.find(extra), std::string::npos) << extra;
+}
+
+// Any option as a mount option (how mount(8) and fstab pass them) and as a
+// line of a --config file; the command line overrides the file.
+class OptionSourcesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EFUSE_REQUIRE_FUSE();
+    char d[] = "/tmp/efuse-optsrc-XXXXXX";
+    ASSERT_NE(mkdtemp(d), nullptr);
+    source_ = d;
+    ASSERT_EQ(chmod(d, 0755), 0);  // the mount's root: others may enter it
+    std::string error;
+    ASSERT_TRUE(WriteFile(source_ + "/in-source", "x", &error)) << error;
+  }
+  void TearDown() override { (void)std::system(("rm -rf '" + source_ + "'").c_str()); }
+  std::map<std::string, std::string> Status(EfuseMount& m) {
+    std::map<std::string, std::string> kv;
+    EXPECT_TRUE(StatusReader(&m).Fresh(&kv));
+    return kv;
+  }
+  std::string Fs(EfuseMount& m) { return Status(m)["fs"]; }
+  std::string source_;
+};
+
+TEST_F(OptionSourcesTest, MountOptionsSetEfusedOptions) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"-o", "fs=passthrough,source=" + source_ + ",allow_other,noreaddir_ahead,attr_timeout=5"}));
+  std::map<std::string, std::string> kv = Status(m);
+  EXPECT_EQ(kv["fs"], "passthrough");
+  EXPECT_EQ(kv.count("pt_readdir_ahead_dirs"), 0u) << "noreaddir_ahead turned it off";
+  struct stat st {};
+  EXPECT_EQ(stat(m.Path("in-source").c_str(), &st), 0) << "the source is served";
+  // allow_other, a mount option proper, still reached the mount.
+  const Creds other{4321, 4321, {}};
+  const std::string path = m.Path("in-source");
+  EXPECT_TRUE(RunInChild([&](ChildChecks& c) {
+    struct stat s {};
+    CHILD_EXPECT_OK(c, stat(path.c_str(), &s));
+  }, &other));
+  ASSERT_TRUE(m.Stop());
+}
+
+TEST_F(OptionSourcesTest, ConfigFileSetsOptionsTheCommandLineOverrides) {
+  const std::string config = source_ + ".conf";
+  std::string error;
+  ASSERT_TRUE(WriteFile(config, "# efused options\n\nfs = passthrough\nsource=" + source_ + "\nsize=12Q\n", &error))
+      << error;
+  {
+    EfuseMount m;
+    // --size=64M on the command line wins over the file's bad size.
+    ASSERT_TRUE(m.Start({"--config=" + config, "--size=64M"}));
+    EXPECT_EQ(Fs(m), "passthrough");
+    ASSERT_TRUE(m.Stop());
+  }
+  unlink(config.c_str());
+}
 
 }  // namespace
 }  // namespace efuse::testing

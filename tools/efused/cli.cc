@@ -20,6 +20,7 @@
 #include "core/memfs/memfs.h"
 #include "core/passthrough/passthrough.h"
 #include "core/sync_transport.h"
+#include "tools/efused/options.h"
 #include "uring/dev_uring_transport.h"
 #include "uring/fuse_ring_transport.h"
 
@@ -75,11 +76,15 @@ ABSL_FLAG(uint64_t, max_inodes, 1u << 20, "memfs: maximum number of inodes");
 ABSL_FLAG(std::vector<std::string>, o, {},
           "mount options, comma-separated: allow_other, default_permissions, ro, nosuid, "
           "nodev, noexec, noatime, max_read=N, fsname=NAME, subtype=NAME, rootmode=OCTAL, "
-          "user_id=N, group_id=N");
-ABSL_FLAG(int, workers, 0, "worker threads (0: one per CPU)");
-ABSL_FLAG(bool, pin_workers, true, "pin each worker thread to its own CPU");
+          "user_id=N, group_id=N; and any efused option as NAME=VALUE (NAME or noNAME for "
+          "yes/no ones), which overrides the same option given as --NAME");
+ABSL_FLAG(std::string, config, "",
+          "a file of NAME=VALUE lines setting any option (# comments), e.g. "
+          "/etc/efuse/INSTANCE.conf; read first, so the command line overrides it");
+ABSL_FLAG(int, workers, 0, "transport: worker threads (0: one per CPU)");
+ABSL_FLAG(bool, pin_workers, true, "transport: pin each worker thread to its own CPU");
 ABSL_FLAG(std::string, transport, "auto",
-          "request transport: auto (the best the kernel offers), uring (FUSE-over-io_uring "
+          "transport: request transport: auto (the best the kernel offers), uring (FUSE-over-io_uring "
           "queues, one per CPU; turns the kernel's enable_uring switch on when root), "
           "uring-dev (io_uring reads and writes on /dev/fuse), sync (blocking reads of "
           "/dev/fuse); an unavailable choice falls back to the next, and the log says why");
@@ -91,7 +96,7 @@ ABSL_FLAG(uint32_t, poll_us, 50,
           "always sleep at once). Saves waking a halted CPU, which is slow in VMs (4K direct "
           "reads, 1 job: 2.7x here); a client that stays on the worker's CPU is served without "
           "polling, which would compete with it");
-ABSL_FLAG(std::string, max_write, "1M", "largest WRITE request (4K..1M)");
+ABSL_FLAG(std::string, max_write, "1M", "transport: largest WRITE request (4K..1M)");
 // Long by default: every change made through the mount updates the kernel's
 // caches itself, so for a tree only this mount writes (memfs always; the
 // passthrough default) nothing goes stale. A source others modify wants
@@ -101,7 +106,7 @@ ABSL_FLAG(double, attr_timeout, 60.0, "seconds the kernel caches attributes");
 ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed lookup");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, telemetry, "auto",
-          "BPF request telemetry (efusectl stats/top/trace): auto (on where the kernel "
+          "telemetry: BPF request telemetry (efusectl stats/top/trace): auto (on where the kernel "
           "allows it, else off with one log line), on (refuse to start without it), off");
 ABSL_FLAG(uint32_t, trace_sample, 0,
           "telemetry: put 1 of every N requests into the trace ring buffer (0: none until "
@@ -110,7 +115,7 @@ ABSL_FLAG(uint32_t, telemetry_time_every, 1,
           "telemetry: measure the latency of 1 in N requests of each opcode (a power of 2; "
           "the first 64 of each opcode per CPU always); counts stay exact");
 ABSL_FLAG(std::string, offload, "on",
-          "on or off: let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
+          "offload: on or off: let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
           "entries and attributes, page cache kept for hot memfs files, backing ids kept "
           "for hot passthrough files");
 ABSL_FLAG(double, offload_timeout, 30.0,
@@ -213,6 +218,10 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
 
 absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   DaemonConfig c;
+  // -o words that name efused options set them (mount(8) passes everything
+  // as -o); the rest are mount options proper.
+  std::vector<std::string> mount_words = absl::GetFlag(FLAGS_o);
+  if (absl::Status s = ApplyOptionsFromMountOptions(&mount_words); !s.ok()) return s;
   std::string level = absl::GetFlag(FLAGS_log_level);
   if (level == "debug") SetLogLevel(LogLevel::kDebug);
   else if (level == "info") SetLogLevel(LogLevel::kInfo);
@@ -267,7 +276,7 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   MountOptions& m = c.session.mount;
   m.user_id = getuid();
   m.group_id = getgid();
-  absl::Status s = ParseMountOptions(absl::GetFlag(FLAGS_o), &m);
+  absl::Status s = ParseMountOptions(mount_words, &m);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("-o: ", s.message()));
   bool added_default_permissions = false;
   if (c.fs == "passthrough") {

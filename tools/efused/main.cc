@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -12,13 +15,45 @@
 #include "core/log.h"
 #include "uring/ring.h"
 #include "tools/efused/cli.h"
+#include "tools/efused/options.h"
+
+namespace {
+
+// --help, --version and --config=FILE act before the command line is
+// parsed: the first two instead of it, the config file under it.
+std::optional<int> EarlyOptions(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--") break;
+    if (a == "--help" || a == "-h" || a == "-help") {
+      std::fputs(efuse::HelpText().c_str(), stdout);
+      return 0;
+    }
+    if (a == "--version" || a == "-V") {
+      std::printf("%s\n", efuse::VersionText().c_str());
+      return 0;
+    }
+    std::string path;
+    if (a.starts_with("--config=")) {
+      path = std::string(a.substr(9));
+    } else if (a == "--config" && i + 1 < argc) {
+      path = argv[i + 1];
+    } else {
+      continue;
+    }
+    if (absl::Status s = efuse::ApplyConfigFile(path); !s.ok()) {
+      std::fprintf(stderr, "efused: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "efused [flags] MOUNTPOINT\n"
-      "  Serves an efuse file system at MOUNTPOINT (root needed to mount).\n"
-      "  Example: efused --fs=memfs --size=1G -o allow_other /mnt/efuse\n"
-      "           efused --fs=passthrough --source=/srv/data -o allow_other /mnt/data");
+  absl::SetProgramUsageMessage("efused [options] MOUNTPOINT (efused --help lists the options)");
+  if (std::optional<int> done = EarlyOptions(argc, argv)) return *done;
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   // Debian's abseil is built with mutex deadlock detection on: a graph
   // update on every lock, visible in request latency. Our lock order is
