@@ -70,13 +70,15 @@ uint32_t KernelDev(dev_t dev) {
   return (static_cast<uint32_t>(major(dev)) << 20) | (static_cast<uint32_t>(minor(dev)) & 0xfffff);
 }
 
-uint64_t HistogramQuantile(const __u64 (&hist)[EFUSE_LATENCY_BUCKETS], double q) {
+uint64_t HistogramQuantile(const __u64 (&hist)[EFUSE_LATENCY_BUCKETS], double q,
+                           uint64_t observed_max) {
   uint64_t total = 0;
   for (uint64_t n : hist) total += n;
   if (total == 0) return 0;
   // The bucket where the cumulative count reaches q of the total, then a
   // straight line across it: [2^i, 2^(i+1)) ns, bucket 0 being [0, 2).
   const double want = std::max(1.0, q * static_cast<double>(total));
+  uint64_t estimate = uint64_t{2} << (EFUSE_LATENCY_BUCKETS - 1);
   uint64_t seen = 0;
   for (int i = 0; i < EFUSE_LATENCY_BUCKETS; ++i) {
     if (hist[i] == 0) continue;
@@ -84,11 +86,13 @@ uint64_t HistogramQuantile(const __u64 (&hist)[EFUSE_LATENCY_BUCKETS], double q)
       const double lo = i == 0 ? 0.0 : static_cast<double>(uint64_t{1} << i);
       const double hi = static_cast<double>(uint64_t{2} << i);
       const double fraction = (want - static_cast<double>(seen)) / static_cast<double>(hist[i]);
-      return static_cast<uint64_t>(lo + fraction * (hi - lo));
+      estimate = static_cast<uint64_t>(lo + fraction * (hi - lo));
+      break;
     }
     seen += hist[i];
   }
-  return uint64_t{2} << (EFUSE_LATENCY_BUCKETS - 1);
+  // The line across the bucket knows nothing of the largest value seen.
+  return observed_max > 0 ? std::min(estimate, observed_max) : estimate;
 }
 
 absl::StatusOr<TelemetryMaps> TelemetryMaps::OpenPinned(unsigned connection_id) {

@@ -158,8 +158,10 @@ void PrintOpTable(const std::vector<OpRow>& rows, double interval, bool window) 
                 static_cast<unsigned long long>(r.total),
                 interval > 0 ? absl::StrFormat("%.0f", static_cast<double>(r.delta) / interval).c_str() : "-",
                 static_cast<unsigned long long>(r.errors), FormatNs(avg).c_str(),
-                FormatNs(bpf::HistogramQuantile(h.latency_hist, 0.5)).c_str(),
-                FormatNs(bpf::HistogramQuantile(h.latency_hist, 0.99)).c_str(),
+                // Bounded by the largest latency seen (all time: a bound
+                // for an interval's too).
+                FormatNs(bpf::HistogramQuantile(h.latency_hist, 0.5, h.latency_max_ns)).c_str(),
+                FormatNs(bpf::HistogramQuantile(h.latency_hist, 0.99, h.latency_max_ns)).c_str(),
                 window ? "-" : FormatNs(r.window.latency_max_ns).c_str());
   }
 }
