@@ -1,5 +1,6 @@
 #include "core/log.h"
 
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@ namespace efuse {
 
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<bool> g_syslog{false};
 const char* LevelName(LogLevel l) {
   switch (l) {
     case LogLevel::kDebug: return "debug";
@@ -23,7 +25,20 @@ const char* LevelName(LogLevel l) {
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
 
+void LogToSyslog() {
+  openlog("efused", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+  g_syslog.store(true);
+}
+
 void LogLine(LogLevel level, std::string_view message) {
+  if (g_syslog.load(std::memory_order_relaxed)) {
+    const int priority = level == LogLevel::kError     ? LOG_ERR
+                         : level == LogLevel::kWarning ? LOG_WARNING
+                         : level == LogLevel::kInfo    ? LOG_INFO
+                                                       : LOG_DEBUG;
+    syslog(priority, "%.*s", static_cast<int>(message.size()), message.data());
+    return;
+  }
   std::string line = absl::StrFormat("efused: %s: %s\n", LevelName(level), message);
   // One write() per line so lines from different threads never interleave.
   ssize_t unused = ::write(STDERR_FILENO, line.data(), line.size());

@@ -1,4 +1,5 @@
-// core/log.h — one-line logging to stderr, with rate limiting for the data plane.
+// core/log.h — one-line logging to stderr or syslog, with rate limiting for
+// the data plane.
 //
 // Owns: the daemon's log format ("efused: LEVEL: message"), the global
 // verbosity, and RateLimiter, which keeps a flood of bad requests from
@@ -17,6 +18,9 @@ namespace efuse {
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
 void SetLogLevel(LogLevel level);
+// From now on, lines go to syslog (the journal, under systemd) as
+// "efused[PID]: message" at the matching priority, instead of stderr.
+void LogToSyslog();
 bool LogEnabled(LogLevel level);
 void LogLine(LogLevel level, std::string_view message);
 

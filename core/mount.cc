@@ -82,6 +82,13 @@ int MountWithFsopen(const MountOptions& o, int fd, std::string* stage) {
     return fail("fsconfig(subtype)");
   if (o.read_only && FsConfig(fsfd, FSCONFIG_SET_FLAG, "ro", nullptr, 0) < 0)
     return fail("fsconfig(ro)");
+  // Superblock flags mount(8) would pass as MS_* (the VFS parses them).
+  for (const auto& [on, name] : {std::pair{o.synchronous, "sync"}, std::pair{o.dirsync, "dirsync"},
+                                 std::pair{o.lazytime, "lazytime"}}) {
+    if (on && FsConfig(fsfd, FSCONFIG_SET_FLAG, name, nullptr, 0) < 0) {
+      return fail(std::string("fsconfig(") + name + ")");
+    }
+  }
   if (FsConfig(fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0)
     return fail("fsconfig(create)");
   unsigned attrs = 0;
@@ -90,6 +97,8 @@ int MountWithFsopen(const MountOptions& o, int fd, std::string* stage) {
   if (o.nodev) attrs |= MOUNT_ATTR_NODEV;
   if (o.noexec) attrs |= MOUNT_ATTR_NOEXEC;
   if (o.noatime) attrs |= MOUNT_ATTR_NOATIME;
+  if (o.strictatime) attrs |= MOUNT_ATTR_STRICTATIME;
+  if (o.nodiratime) attrs |= MOUNT_ATTR_NODIRATIME;
   int mfd = FsMount(fsfd, FSMOUNT_CLOEXEC, attrs);
   if (mfd < 0) return fail("fsmount");
   close(fsfd);
@@ -108,7 +117,10 @@ int MountLegacy(const MountOptions& o, int fd, std::string* stage) {
   for (const auto& [key, value] : KernelParams(o, fd))
     parts.push_back(value.empty() ? key : key + "=" + value);
   unsigned long flags = MS_NODEV * o.nodev | MS_NOSUID * o.nosuid | MS_NOEXEC * o.noexec |
-                        MS_RDONLY * o.read_only | MS_NOATIME * o.noatime;
+                        MS_RDONLY * o.read_only | MS_NOATIME * o.noatime |
+                        MS_STRICTATIME * o.strictatime | MS_NODIRATIME * o.nodiratime |
+                        MS_LAZYTIME * o.lazytime | MS_SYNCHRONOUS * o.synchronous |
+                        MS_DIRSYNC * o.dirsync;
   std::string type = o.subtype.empty() ? "fuse" : "fuse." + o.subtype;
   if (mount(o.fsname.c_str(), o.mountpoint.c_str(), type.c_str(), flags,
             absl::StrJoin(parts, ",").c_str()) < 0) {
@@ -139,11 +151,31 @@ absl::Status ParseMountOptions(const std::vector<std::string>& options, MountOpt
       else if (key == "nosuid") ok = flag(&o->nosuid);
       else if (key == "nodev") ok = flag(&o->nodev);
       else if (key == "noexec") ok = flag(&o->noexec);
-      else if (key == "noatime") ok = flag(&o->noatime);
-      else if (key == "suid" || key == "dev" || key == "exec" || key == "atime" || key == "auto" ||
-               key == "noauto" || key == "nofail" || key == "_netdev" || key == "user" ||
-               key == "nouser" || key == "defaults") {
-        // Generic mount(8)/fstab words with nothing for us to do.
+      // One access-time mode; the last word wins, as with mount(8).
+      else if (key == "noatime") {
+        ok = flag(&o->noatime);
+        o->strictatime = false;
+      } else if (key == "strictatime") {
+        ok = flag(&o->strictatime);
+        o->noatime = false;
+      } else if (key == "relatime" || key == "atime") {
+        o->noatime = o->strictatime = false;
+      }
+      else if (key == "nodiratime") ok = flag(&o->nodiratime);
+      else if (key == "diratime") o->nodiratime = false;
+      else if (key == "lazytime") ok = flag(&o->lazytime);
+      else if (key == "nolazytime") o->lazytime = false;
+      else if (key == "sync") ok = flag(&o->synchronous);
+      else if (key == "async") o->synchronous = false;
+      else if (key == "dirsync") ok = flag(&o->dirsync);
+      else if (key == "suid") o->nosuid = false;
+      else if (key == "dev") o->nodev = false;
+      else if (key == "exec") o->noexec = false;
+      else if (key == "auto" || key == "noauto" || key == "nofail" || key == "_netdev" ||
+               key == "user" || key == "users" || key == "nouser" || key == "owner" ||
+               key == "group" || key == "defaults" || key == "comment" ||
+               absl::StartsWith(key, "x-")) {
+        // fstab's words (for mount(8) and systemd), nothing for the daemon.
       } else if (key == "max_read") {
         ok = has_value && absl::SimpleAtoi(value, &o->max_read);
       } else if (key == "fsname") {

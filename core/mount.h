@@ -33,6 +33,11 @@ struct MountOptions {
   bool nodev = false;
   bool noexec = false;
   bool noatime = false;
+  bool strictatime = false;  // (relatime, the kernel's default, otherwise)
+  bool nodiratime = false;
+  bool lazytime = false;     // superblock flags, as mount(8) sets them
+  bool synchronous = false;  // -o sync
+  bool dirsync = false;
   uint32_t max_read = 0;  // 0: kernel default
 };
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <cerrno>
 #include <chrono>
@@ -563,6 +564,125 @@ TEST_F(OptionSourcesTest, ConfigFileSetsOptionsTheCommandLineOverrides) {
     ASSERT_TRUE(m.Stop());
   }
   unlink(config.c_str());
+}
+
+// mount(8) and fstab through tools/efused/mount.fuse.efuse: mount(8) finds
+// helpers in /sbin, so the test links the built one there (the machine is
+// the test's; the link goes when the test ends).
+class MountHelperTest : public ::testing::Test {
+ protected:
+  static constexpr const char* kHelperLink = "/usr/sbin/mount.fuse.efuse";
+  void SetUp() override {
+    EFUSE_REQUIRE_FUSE();
+    const std::string built = std::string(EFUSED_PATH).substr(0, std::string(EFUSED_PATH).rfind('/')) +
+                              "/mount.fuse.efuse";
+    char target[4096] = {};
+    const ssize_t n = readlink(kHelperLink, target, sizeof target - 1);
+    if (n < 0) {
+      ASSERT_EQ(symlink(built.c_str(), kHelperLink), 0) << ErrnoName(errno);
+      linked_ = true;
+    } else {
+      ASSERT_EQ(std::string(target, n), built) << kHelperLink << " is another efuse's helper";
+    }
+    char m[] = "/tmp/efuse-helper-mnt-XXXXXX";
+    char d[] = "/tmp/efuse-helper-src-XXXXXX";
+    ASSERT_NE(mkdtemp(m), nullptr);
+    ASSERT_NE(mkdtemp(d), nullptr);
+    mnt_ = m;
+    source_ = d;
+    ASSERT_EQ(chmod(d, 0755), 0);
+    std::string error;
+    ASSERT_TRUE(WriteFile(source_ + "/in-source", "from the source", &error)) << error;
+  }
+  void TearDown() override {
+    if (!mnt_.empty() && FindMount(mnt_)) umount2(mnt_.c_str(), MNT_DETACH);
+    for (pid_t pid : ProcessesMentioning(mnt_)) kill(pid, SIGKILL);
+    if (linked_) unlink(kHelperLink);
+    rmdir(mnt_.c_str());
+    (void)std::system(("rm -rf '" + source_ + "'").c_str());
+  }
+  // The mount's line in /proc/self/mountinfo ("" when not mounted).
+  std::string MountInfoLine() const {
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string id, parent, dev, root, point;
+      f >> id >> parent >> dev >> root >> point;
+      if (point == mnt_) return line;
+    }
+    return "";
+  }
+  CommandResult Mount(std::vector<std::string> args) {
+    args.insert(args.begin(), "/usr/bin/mount");
+    return RunCommand(args, seconds(20));
+  }
+  bool linked_ = false;
+  std::string mnt_, source_;
+};
+
+TEST_F(MountHelperTest, MountsAPassthroughWithEveryGenericOptionRemountsAndUnmounts) {
+  CommandResult r = Mount({"-t", "fuse.efuse", "-o",
+                           "allow_other,nodiratime,strictatime,lazytime,sync,dirsync,nosuid,nodev,noexec,"
+                           "rw,suid,dev,exec,noexec,atime,diratime,nodiratime,defaults,noauto,nofail,_netdev,"
+                           "x-systemd.automount,comment=x,attr_timeout=5,readdir_ahead=false",
+                           source_, mnt_});
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  const std::string info = MountInfoLine();
+  ASSERT_FALSE(info.empty()) << "mount(8) returned before the mount was live";
+  for (const char* want : {"nodiratime", "noexec", "fuse.efuse " , "sync", "dirsync", "lazytime", "allow_other"}) {
+    EXPECT_NE(info.find(want), std::string::npos) << want << " in " << info;
+  }
+  EXPECT_NE(info.find(" " + source_ + " "), std::string::npos) << "the source names the mount: " << info;
+  std::string data, error;
+  ASSERT_TRUE(ReadFile(mnt_ + "/in-source", &data, &error)) << error;
+  EXPECT_EQ(data, "from the source");
+  const std::vector<pid_t> daemons = ProcessesMentioning(mnt_);
+  ASSERT_EQ(daemons.size(), 1u);
+  // A remount changes the live mount; no second daemon starts.
+  r = Mount({"-o", "remount,ro", mnt_});
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(open((mnt_ + "/new").c_str(), O_WRONLY | O_CREAT, 0644), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(ProcessesMentioning(mnt_), daemons);
+  // umount stops the daemon.
+  r = RunCommand({"/usr/bin/umount", mnt_}, seconds(20));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_TRUE(MountInfoLine().empty());
+  for (int i = 0; i < 200 && !ProcessesMentioning(mnt_).empty(); ++i) usleep(10000);
+  EXPECT_TRUE(ProcessesMentioning(mnt_).empty()) << "efused outlived its mount";
+}
+
+TEST_F(MountHelperTest, AnFstabLineMountsMemfs) {
+  const std::string fstab = source_ + "/fstab";
+  std::string error;
+  ASSERT_TRUE(WriteFile(fstab, "# efuse\nmemfs " + mnt_ + " fuse.efuse size=64M,allow_other,default_permissions,nofail 0 0\n",
+                        &error))
+      << error;
+  CommandResult r = Mount({"-T", fstab, mnt_});
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  const std::string info = MountInfoLine();
+  EXPECT_NE(info.find("fuse.efuse memfs "), std::string::npos) << info;
+  ASSERT_TRUE(WriteFile(mnt_ + "/hello", "in memory", &error)) << error;
+  r = RunCommand({"/usr/bin/umount", mnt_}, seconds(20));
+  EXPECT_EQ(r.exit_code(), 0) << r.Describe();
+}
+
+TEST_F(MountHelperTest, ARefusalIsOneLineAndAMountFailure) {
+  struct Refused {
+    std::vector<std::string> args;
+    std::string culprit;
+  };
+  for (const Refused& c :
+       {Refused{{"-t", "fuse.efuse", "-o", "allow_other,attr_timeout=soon", "memfs", mnt_}, "attr_timeout"},
+        Refused{{"-t", "fuse.efuse", "-o", "bogus_word", "memfs", mnt_}, "bogus_word"},
+        Refused{{"-t", "fuse.efuse", "/nonexistent-efuse-source", mnt_}, "/nonexistent-efuse-source"}}) {
+    CommandResult r = Mount(c.args);
+    EXPECT_EQ(r.exit_code(), 32) << r.Describe();
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.Describe();
+    EXPECT_NE(r.err.find(c.culprit), std::string::npos) << r.Describe();
+    EXPECT_TRUE(MountInfoLine().empty());
+  }
 }
 
 }  // namespace

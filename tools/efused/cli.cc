@@ -105,6 +105,9 @@ ABSL_FLAG(double, entry_timeout, 60.0, "seconds the kernel caches a name lookup"
 ABSL_FLAG(double, attr_timeout, 60.0, "seconds the kernel caches attributes");
 ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed lookup");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, log_to, "stderr",
+          "where the log goes: stderr, or syslog (the journal under systemd; the mount "
+          "helper's choice)");
 ABSL_FLAG(std::string, telemetry, "auto",
           "telemetry: BPF request telemetry (efusectl stats/top/trace): auto (on where the kernel "
           "allows it, else off with one log line), on (refuse to start without it), off");
@@ -228,6 +231,12 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   else if (level == "warning") SetLogLevel(LogLevel::kWarning);
   else if (level == "error") SetLogLevel(LogLevel::kError);
   else return absl::InvalidArgumentError("--log_level: '" + level + "' is not debug, info, warning or error");
+  const std::string log_to = absl::GetFlag(FLAGS_log_to);
+  if (log_to == "syslog") {
+    LogToSyslog();
+  } else if (log_to != "stderr") {
+    return absl::InvalidArgumentError("--log_to: '" + log_to + "' is not stderr or syslog");
+  }
 
   c.fs = absl::GetFlag(FLAGS_fs);
   if (c.fs != "memfs" && c.fs != "passthrough")
