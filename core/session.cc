@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -18,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
+#include "core/service_notify.h"
 #include "core/sync_transport.h"
 #include "proto/opcode.h"
 
@@ -227,13 +229,33 @@ absl::Status Session::Run() {
       "serving with the %s transport (%s); stop with SIGTERM/SIGINT or 'umount %s'",
       std::string(transport_->Name()), transport_note_, mp);
   WriteStatusFile();
+  // A service manager (systemd Type=notify) learns the mount is live only
+  // now: INIT is answered and a transport serves.
+  std::unique_ptr<ServiceNotifier> notifier = ServiceNotifier::FromEnvironment();
+  auto tell = [&](const std::string& message) {
+    if (notifier == nullptr) return;
+    if (absl::Status ns = notifier->Send(message); !ns.ok()) {
+      Log(LogLevel::kWarning, "service manager: %s", std::string(ns.message()));
+    }
+  };
+  tell(absl::StrCat("READY=1\nMAINPID=", getpid(), "\nSTATUS=serving ", std::string(fs_->Name()), " at ", mp,
+                    " (", std::string(transport_->Name()), " transport)"));
+  // Pings at half the manager's period; the loop below wakes for them.
+  const int ping_ms = notifier != nullptr && notifier->watchdog_usec() > 0
+                          ? static_cast<int>(std::max<uint64_t>(1, notifier->watchdog_usec() / 2000))
+                          : -1;
 
   bool unmounting = false;
   for (;;) {
     pollfd pfds[2] = {{sfd, POLLIN, 0}, {done_event_, POLLIN, 0}};
-    if (poll(pfds, 2, -1) < 0) {
+    const int ready = poll(pfds, 2, ping_ms);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       break;
+    }
+    if (ready == 0) {
+      tell("WATCHDOG=1");
+      continue;
     }
     if (pfds[1].revents & POLLIN) break;  // every worker saw the connection end
     if (pfds[0].revents & POLLIN) {
@@ -245,6 +267,7 @@ absl::Status Session::Run() {
       }
       if (!unmounting) {
         unmounting = true;
+        tell(absl::StrCat("STOPPING=1\nSTATUS=unmounting ", mp, " (signal ", strsignal(si.ssi_signo), ")"));
         bool lazy = false;
         absl::Status us = UnmountFuse(mp, &lazy);
         if (!us.ok()) {
@@ -261,6 +284,7 @@ absl::Status Session::Run() {
       }
     }
   }
+  if (!unmounting) tell(absl::StrCat("STOPPING=1\nSTATUS=", mp, " was unmounted"));
   if (offload_ != nullptr) offload_->Stop();  // no page-cache push into a dying connection
   transport_->Join();
   dispatcher_->StopAsync();  // before the transport's buffers go away

@@ -6,6 +6,10 @@
 // external umount, and command lines that must be refused at once with one
 // line naming the culprit.
 #include <fcntl.h>
+#include <poll.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <cerrno>
@@ -683,6 +688,150 @@ TEST_F(MountHelperTest, ARefusalIsOneLineAndAMountFailure) {
     EXPECT_NE(r.err.find(c.culprit), std::string::npos) << r.Describe();
     EXPECT_TRUE(MountInfoLine().empty());
   }
+}
+
+TEST(OptionTableTest, ManPageDescribesEveryOption) {
+  CommandResult r = RunCommand({EFUSED_PATH, "--man"}, seconds(10));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(r.out.rfind(".TH EFUSED 8", 0), 0u) << r.out.substr(0, 200);
+  for (const HelpfullOption& o : OptionsFromHelpfull()) {
+    std::string roff_name;
+    for (char c : o.name) roff_name += c == '-' ? std::string("\\-") : std::string(1, c);
+    const std::string want = o.name == "o" ? "\\-o " : "\\-\\-" + roff_name;
+    EXPECT_NE(r.out.find(want), std::string::npos) << "efused(8) lacks " << o.name;
+  }
+}
+
+// The template unit passes systemd's own checker (systemd is installed but
+// not PID 1 here: units cannot start, but verify reads them whole).
+TEST(ServiceUnitTest, TemplateUnitVerifies) {
+  char d[] = "/tmp/efuse-unit-XXXXXX";
+  ASSERT_NE(mkdtemp(d), nullptr);
+  const std::string dir = d;
+  std::string unit, error;
+  ASSERT_TRUE(ReadFile(EFUSE_SOURCE_DIR "/tools/efused/efused@.service", &unit, &error)) << error;
+  // The binary it names must exist: the built one stands in for the installed.
+  const std::string installed = "/usr/local/sbin/efused";
+  for (size_t at; (at = unit.find(installed)) != std::string::npos;) unit.replace(at, installed.size(), EFUSED_PATH);
+  ASSERT_TRUE(WriteFile(dir + "/efused@.service", unit, &error)) << error;
+  const std::string efused_dir = std::string(EFUSED_PATH).substr(0, std::string(EFUSED_PATH).rfind('/'));
+  CommandResult r = RunCommand({"/usr/bin/env", "MANPATH=" + efused_dir, "SYSTEMD_LOG_LEVEL=notice",
+                                "/usr/bin/systemd-analyze", "verify", dir + "/efused@mnt-data.service"},
+                               seconds(60));
+  EXPECT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(r.out + r.err, "") << r.Describe();
+  unlink((dir + "/efused@.service").c_str());
+  rmdir(d);
+}
+
+// The service manager's notify protocol (sd_notify): a listener speaking
+// it, as systemd does, on the socket $NOTIFY_SOCKET names.
+class NotifyListener {
+ public:
+  // `name`: a path, or "@abstract".
+  explicit NotifyListener(const std::string& name) : name_(name) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, name.data(), name.size());
+    socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
+    if (name[0] == '@') {
+      addr.sun_path[0] = '\0';
+    } else {
+      unlink(name.c_str());
+      ++len;
+    }
+    bound_ = fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) == 0;
+  }
+  ~NotifyListener() {
+    close(fd_);
+    if (name_[0] != '@') unlink(name_.c_str());
+  }
+  bool bound() const { return bound_; }
+  // The next datagram holding `key`, within `timeout` ("" if none came).
+  std::string WaitFor(const std::string& key, milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return "";
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      std::string message(buf, static_cast<size_t>(n));
+      received_.push_back(message);
+      if (("\n" + message + "\n").find("\n" + key + "\n") != std::string::npos ||
+          ("\n" + message).find("\n" + key) != std::string::npos) {
+        return message;
+      }
+    }
+  }
+  const std::vector<std::string>& received() const { return received_; }
+
+ private:
+  std::string name_;
+  int fd_ = -1;
+  bool bound_ = false;
+  std::vector<std::string> received_;
+};
+
+// Sets an environment variable for the daemons started in its scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) { setenv(name, value.c_str(), 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+
+ private:
+  const char* name_;
+};
+
+class ServiceNotifyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EFUSE_REQUIRE_FUSE();
+    char d[] = "/tmp/efuse-notify-XXXXXX";
+    ASSERT_NE(mkdtemp(d), nullptr);
+    dir_ = d;
+  }
+  void TearDown() override { rmdir(dir_.c_str()); }
+  std::string dir_;
+};
+
+TEST_F(ServiceNotifyTest, ReadyOnceServingThenStopping) {
+  NotifyListener listener(dir_ + "/notify");
+  ASSERT_TRUE(listener.bound()) << ErrnoName(errno);
+  EfuseMount m;
+  {
+    ScopedEnv env("NOTIFY_SOCKET", dir_ + "/notify");
+    ASSERT_TRUE(m.Start({"--size=64M"}));
+  }
+  const std::string ready = listener.WaitFor("READY=1", seconds(10));
+  ASSERT_FALSE(ready.empty()) << "no READY=1; got " << listener.received().size() << " messages";
+  EXPECT_NE(ready.find("MAINPID=" + std::to_string(m.pid())), std::string::npos) << ready;
+  EXPECT_NE(ready.find("STATUS=serving memfs at " + m.path()), std::string::npos) << ready;
+  struct stat st {};
+  EXPECT_EQ(stat(m.path().c_str(), &st), 0) << "READY=1 means INIT is answered";
+  ASSERT_TRUE(m.Stop(SIGTERM));
+  const std::string stopping = listener.WaitFor("STOPPING=1", seconds(10));
+  EXPECT_NE(stopping.find("STATUS=unmounting " + m.path()), std::string::npos) << stopping;
+}
+
+TEST_F(ServiceNotifyTest, WatchdogPingsAtHalfThePeriodOnAnAbstractSocket) {
+  const std::string name = "@efuse-notify-test-" + std::to_string(getpid());
+  NotifyListener listener(name);
+  ASSERT_TRUE(listener.bound()) << ErrnoName(errno);
+  EfuseMount m;
+  {
+    ScopedEnv env("NOTIFY_SOCKET", name);
+    ScopedEnv watchdog("WATCHDOG_USEC", "100000");  // 100 ms: a ping each 50 ms
+    ASSERT_TRUE(m.Start({"--size=64M"}));
+  }
+  ASSERT_FALSE(listener.WaitFor("READY=1", seconds(10)).empty());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_FALSE(listener.WaitFor("WATCHDOG=1", seconds(10)).empty()) << "ping " << i;
+  }
+  ASSERT_TRUE(m.Stop(SIGTERM));
 }
 
 }  // namespace

@@ -29,6 +29,10 @@ std::optional<int> EarlyOptions(int argc, char** argv) {
       std::fputs(efuse::HelpText().c_str(), stdout);
       return 0;
     }
+    if (a == "--man") {
+      std::fputs(efuse::ManPage().c_str(), stdout);
+      return 0;
+    }
     if (a == "--version" || a == "-V") {
       std::printf("%s\n", efuse::VersionText().c_str());
       return 0;

@@ -121,13 +121,71 @@ std::string HelpText() {
     }
     s << line << "\n";
   }
-  s << "\n  --help     this list\n  --version  efuse's version, build and protocol\n";
+  s << "\n  --help     this list\n  --version  efuse's version, build and protocol\n"
+       "  --man      the manual page, efused(8), in roff (man -l -)\n";
   return s.str();
 }
 
 std::string VersionText() {
   return absl::StrCat("efused ", EFUSE_VERSION, " (git ", EFUSE_GIT_COMMIT, "), FUSE protocol 7.",
                       abi::kKernelMinor);
+}
+
+namespace {
+// Roff text: a leading '.' or '\'' would be a request; backslashes escape.
+std::string Roff(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\e";
+    } else if (c == '-') {
+      out += "\\-";
+    } else {
+      out += c;
+    }
+  }
+  if (!out.empty() && (out[0] == '.' || out[0] == '\'')) out = "\\&" + out;
+  return out;
+}
+}  // namespace
+
+std::string ManPage() {
+  std::ostringstream s;
+  s << ".TH EFUSED 8 \"\" \"efuse " << EFUSE_VERSION << "\" \"System Administration\"\n"
+    << ".SH NAME\nefused \\- the efuse FUSE file system server\n"
+    << ".SH SYNOPSIS\n.B efused\n[\\fIoptions\\fR] \\fIMOUNTPOINT\\fR\n.br\n"
+    << ".B mount \\-t fuse.efuse\n\\fISOURCE\\fR \\fIMOUNTPOINT\\fR [\\fB\\-o\\fR \\fIoptions\\fR]\n.br\n"
+    << ".B systemctl start efused@\\fIescaped\\-mountpoint\\fR\n"
+    << ".SH DESCRIPTION\n"
+    << "efused serves a file system at MOUNTPOINT through the kernel's FUSE: memfs (in memory) or "
+       "passthrough (a source directory, with kernel passthrough of file data). It speaks the FUSE "
+       "protocol itself, over the kernel's FUSE io_uring queues where they are on.\n"
+    << ".PP\nEvery option below is also a mount option (\\fB\\-o\\fR \\fINAME\\fR=\\fIVALUE\\fR; "
+       "\\fB\\-o\\fR \\fINAME\\fR or \\fB\\-o no\\fR\\fINAME\\fR for a yes/no one), "
+       "so an fstab line carries all of them, and a line \\fINAME\\fR=\\fIVALUE\\fR of a "
+       "\\fB\\-\\-config\\fR file (the form of /etc/efuse/\\fIinstance\\fR.conf for "
+       "efused@.service).\n";
+  std::string group;
+  for (const OptionInfo& o : AllOptions()) {
+    if (o.group != group) {
+      group = o.group;
+      s << ".SH " << absl::AsciiStrToUpper(group) << " OPTIONS\n";
+    }
+    s << ".TP\n";
+    if (o.name == kMountOptionsFlag) {
+      s << ".BI \"\\-o \" options\n";
+    } else if (o.type == "bool") {
+      s << ".B \\-\\-" << Roff(o.name) << "\n";
+    } else {
+      s << ".BI \\-\\-" << Roff(o.name) << "= " << absl::AsciiStrToLower(o.type) << "\n";
+    }
+    s << Roff(o.meaning) << " (default: " << Roff(o.default_value.empty() ? "none" : o.default_value)
+      << ")\n";
+  }
+  s << ".SH EXIT STATUS\n0 after a clean unmount; 2 for a bad option (one line on stderr "
+       "naming it); 1 when serving failed.\n"
+    << ".SH SEE ALSO\n.BR mount (8),\n.BR fstab (5),\n.BR systemd.service (5)\n";
+  return s.str();
 }
 
 absl::Status SetOption(const std::string& name, const std::string& value,

@@ -8,6 +8,7 @@
 //   * `--help`: every option, grouped, with its default and meaning;
 //   * `--version`: efuse's version, the git commit it was built from, and
 //     the newest FUSE protocol minor it speaks;
+//   * `--man`: the manual page efused(8);
 //   * `-o NAME=VALUE` (and `-o NAME` for a true boolean, `-o noNAME` for a
 //     false one): any option as a mount option, as mount(8) and fstab pass
 //     them; the remaining -o words are mount options proper;
@@ -42,6 +43,9 @@ std::vector<OptionInfo> AllOptions();
 std::string HelpText();
 // "efused 0.1.0 (git 1a2b3c4), FUSE protocol 7.45".
 std::string VersionText();
+// efused(8), in roff (man -l -): the same options, with the mount and
+// service usage. Built into build/tools/efused/man8/efused.8 and installed.
+std::string ManPage();
 
 // Sets option `name` from `value` (as --name=value would). `origin` names
 // where it came from in the error ("-o", "--config /etc/efuse/a.conf:3").

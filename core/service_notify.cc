@@ -1,0 +1,54 @@
+#include "core/service_notify.h"
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace efuse {
+
+std::unique_ptr<ServiceNotifier> ServiceNotifier::FromEnvironment() {
+  const char* name = std::getenv("NOTIFY_SOCKET");
+  if (name == nullptr || (name[0] != '/' && name[0] != '@') || name[1] == '\0') return nullptr;
+  if (std::strlen(name) >= sizeof(sockaddr_un::sun_path)) return nullptr;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return nullptr;
+  uint64_t watchdog = 0;
+  if (const char* usec = std::getenv("WATCHDOG_USEC"); usec != nullptr) {
+    uint64_t pid = 0;
+    const char* for_pid = std::getenv("WATCHDOG_PID");
+    // A watchdog meant for another process of the service is not ours.
+    if (for_pid == nullptr || (absl::SimpleAtoi(for_pid, &pid) && pid == static_cast<uint64_t>(getpid()))) {
+      if (!absl::SimpleAtoi(usec, &watchdog)) watchdog = 0;
+    }
+  }
+  return std::unique_ptr<ServiceNotifier>(new ServiceNotifier(fd, name, watchdog));
+}
+
+ServiceNotifier::~ServiceNotifier() { close(fd_); }
+
+absl::Status ServiceNotifier::Send(std::string_view message) const {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, name_.data(), name_.size());
+  socklen_t len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name_.size());
+  if (name_[0] == '@') {
+    addr.sun_path[0] = '\0';  // abstract: the name's bytes after a NUL, no terminator
+  } else {
+    ++len;  // a path: with its NUL
+  }
+  if (sendto(fd_, message.data(), message.size(), MSG_NOSIGNAL,
+             reinterpret_cast<const sockaddr*>(&addr), len) < 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("sending to NOTIFY_SOCKET ", name_));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace efuse
