@@ -581,13 +581,18 @@ class MountHelperTest : public ::testing::Test {
     EFUSE_REQUIRE_FUSE();
     const std::string built = std::string(EFUSED_PATH).substr(0, std::string(EFUSED_PATH).rfind('/')) +
                               "/mount.fuse.efuse";
+    // Another build's link (a run that died half-way) is set aside and put
+    // back; an installed helper (a real file) is left alone and fails.
     char target[4096] = {};
     const ssize_t n = readlink(kHelperLink, target, sizeof target - 1);
-    if (n < 0) {
-      ASSERT_EQ(symlink(built.c_str(), kHelperLink), 0) << ErrnoName(errno);
+    if (n >= 0 && std::string(target, n) != built) {
+      previous_ = std::string(target, n);
+      ASSERT_EQ(unlink(kHelperLink), 0) << ErrnoName(errno);
+    }
+    if (n < 0 || !previous_.empty()) {
+      ASSERT_EQ(symlink(built.c_str(), kHelperLink), 0)
+          << kHelperLink << ": " << ErrnoName(errno) << " (an installed helper is in the way)";
       linked_ = true;
-    } else {
-      ASSERT_EQ(std::string(target, n), built) << kHelperLink << " is another efuse's helper";
     }
     char m[] = "/tmp/efuse-helper-mnt-XXXXXX";
     char d[] = "/tmp/efuse-helper-src-XXXXXX";
@@ -603,6 +608,7 @@ class MountHelperTest : public ::testing::Test {
     if (!mnt_.empty() && FindMount(mnt_)) umount2(mnt_.c_str(), MNT_DETACH);
     for (pid_t pid : ProcessesMentioning(mnt_)) kill(pid, SIGKILL);
     if (linked_) unlink(kHelperLink);
+    if (!previous_.empty()) (void)!symlink(previous_.c_str(), kHelperLink);
     rmdir(mnt_.c_str());
     (void)std::system(("rm -rf '" + source_ + "'").c_str());
   }
@@ -623,6 +629,7 @@ class MountHelperTest : public ::testing::Test {
     return RunCommand(args, seconds(20));
   }
   bool linked_ = false;
+  std::string previous_;  // another build's link, put back at the end
   std::string mnt_, source_;
 };
 
