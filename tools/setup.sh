@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . tools/lib.sh
+# prometheus: its promtool checks `efusectl metrics` in the tests.
 ensure_packages setup cmake ninja-build g++ clang libclang-rt-14-dev pkg-config \
   libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev \
-  liburing-dev libbpf-dev bpftool attr
+  liburing-dev libbpf-dev bpftool attr prometheus
 # efused --transport=uring would also turn the FUSE ring on itself.
 enable_fuse_ring setup
 

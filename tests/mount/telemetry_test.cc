@@ -259,6 +259,38 @@ class StatLoad {
   std::thread thread_;
 };
 
+// efusectl metrics: the Prometheus text format, checked by Prometheus's own
+// parser (promtool), with the counts the kernel made.
+TEST_F(TelemetryTest, MetricsPassPromtoolAndCarryTheCounts) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off", "--telemetry_time_every=1"}));
+  constexpr int kFiles = 40;
+  CreateFiles(m, kFiles);
+  StatFiles(m, kFiles);
+  const std::string file = m.path() + ".prom";  // beside the mount, not on it
+  CommandResult r = RunCommand({EFUSECTL_PATH, "metrics", m.path(), "--output=" + file}, std::chrono::seconds(10));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  std::string text, error;
+  ASSERT_TRUE(ReadFile(file, &text, &error)) << error;
+  CommandResult check = RunCommand({"/bin/sh", "-c", "/usr/bin/promtool check metrics < '" + file + "'"},
+                                   std::chrono::seconds(30));
+  EXPECT_EQ(check.exit_code(), 0) << "promtool (Debian's prometheus package): " << check.Describe();
+  const std::string labels = "{mountpoint=\"" + m.path() + "\",op=\"";
+  auto value_of = [&](const std::string& series) -> long {
+    const size_t at = text.find(series + " ");
+    return at == std::string::npos ? -1 : std::atol(text.c_str() + at + series.size() + 1);
+  };
+  EXPECT_EQ(value_of("efuse_requests_total" + labels + "CREATE\"}"), kFiles) << text;
+  EXPECT_GE(value_of("efuse_requests_total" + labels + "GETATTR\"}"), kFiles) << text;
+  EXPECT_GE(value_of("efuse_daemon_requests_total" + labels + "CREATE\"}"), kFiles) << text;
+  // Every GETATTR timed: the histogram's count is the request count.
+  EXPECT_EQ(value_of("efuse_request_duration_seconds_count" + labels + "GETATTR\"}"),
+            value_of("efuse_requests_total" + labels + "GETATTR\"}"));
+  EXPECT_NE(text.find("efuse_daemon_info{mountpoint=\"" + m.path() + "\",fs=\"memfs\""), std::string::npos);
+  unlink(file.c_str());
+  ASSERT_TRUE(m.Stop());
+}
+
 TEST_F(TelemetryTest, EfusectlStatsTopAndTraceReadARunningDaemon) {
   EfuseMount m;
   ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off"}));

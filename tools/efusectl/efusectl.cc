@@ -7,6 +7,7 @@
 //   efusectl stats [MNT]     per-opcode counts, rates, latency percentiles
 //   efusectl top [MNT]       live view of hot opcodes and inodes
 //   efusectl trace [MNT]     stream of sampled requests
+//   efusectl metrics [MNT]   Prometheus text format (node_exporter textfile collector)
 // stats/top/trace read the BPF maps the daemon pinned (all mounts, or MNT).
 #include <signal.h>
 #include <sys/stat.h>
@@ -156,7 +157,8 @@ void Usage() {
                "       efusectl umount MOUNTPOINT\n"
                "       efusectl stats [MOUNTPOINT] [--interval=SECONDS]\n"
                "       efusectl top [MOUNTPOINT] [--interval=SECONDS] [--iterations=N] [--count=ROWS]\n"
-               "       efusectl trace [MOUNTPOINT] [--sample=N] [--count=EVENTS] [--duration=SECONDS]\n");
+               "       efusectl trace [MOUNTPOINT] [--sample=N] [--count=EVENTS] [--duration=SECONDS]\n"
+               "       efusectl metrics [MOUNTPOINT] [--output=FILE]   (Prometheus text format)\n");
 }
 
 // stats/top/trace: the mounts to show (MOUNTPOINT, or every efuse mount) and
@@ -186,6 +188,7 @@ int TelemetryCommand(const std::string& cmd, int argc, char** argv) {
   }
   if (cmd == "stats") return efuse::ctl::StatsCommand(targets, options);
   if (cmd == "top") return efuse::ctl::TopCommand(targets, options);
+  if (cmd == "metrics") return efuse::ctl::MetricsCommand(targets, options);
   return efuse::ctl::TraceCommand(targets, options);
 }
 
@@ -199,7 +202,9 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "status" && argc == 2) return Status();
   if (cmd == "umount" && argc == 3) return Umount(argv[2]);
-  if (cmd == "stats" || cmd == "top" || cmd == "trace") return TelemetryCommand(cmd, argc, argv);
+  if (cmd == "stats" || cmd == "top" || cmd == "trace" || cmd == "metrics") {
+    return TelemetryCommand(cmd, argc, argv);
+  }
   std::fprintf(stderr, "efusectl: unknown command or arguments: '%s'\n", cmd.c_str());
   Usage();
   return 2;

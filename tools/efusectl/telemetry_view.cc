@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -21,7 +22,9 @@
 #include "absl/strings/str_format.h"
 #include "bpf/telemetry_maps.h"
 #include "core/clock.h"
+#include "core/session.h"
 #include "proto/opcode.h"
+#include "tools/efusectl/metrics.h"
 
 namespace efuse::ctl {
 namespace {
@@ -388,6 +391,83 @@ int TraceCommand(const std::vector<Target>& targets, const std::vector<std::stri
     opened[i].maps.WriteConfig(*now).IgnoreError();
   }
   std::fprintf(stderr, "efusectl trace: %llu events\n", static_cast<unsigned long long>(printed));
+  return 0;
+}
+
+namespace {
+
+// The daemon's status file as key/value pairs, rewritten first (SIGUSR1) so
+// its counters are current; waits up to 1 s for the rewrite.
+std::vector<std::pair<std::string, std::string>> FreshStatus(unsigned connection_id) {
+  auto read = [&] {
+    std::vector<std::pair<std::string, std::string>> kv;
+    std::ifstream in(StatusFilePath(connection_id));
+    std::string line;
+    while (std::getline(in, line)) {
+      const size_t colon = line.find(": ");
+      if (colon != std::string::npos) kv.emplace_back(line.substr(0, colon), line.substr(colon + 2));
+    }
+    return kv;
+  };
+  auto value = [](const std::vector<std::pair<std::string, std::string>>& kv, const std::string& key) {
+    for (const auto& [k, v] : kv) {
+      if (k == key) return std::atol(v.c_str());
+    }
+    return 0L;
+  };
+  std::vector<std::pair<std::string, std::string>> kv = read();
+  const long pid = value(kv, "pid");
+  if (pid <= 0 || kill(static_cast<pid_t>(pid), SIGUSR1) != 0) return kv;
+  const long seq = value(kv, "status_seq");
+  for (int i = 0; i < 100; ++i) {
+    std::vector<std::pair<std::string, std::string>> fresh = read();
+    if (value(fresh, "status_seq") > seq) return fresh;
+    usleep(10000);
+  }
+  return kv;
+}
+
+}  // namespace
+
+int MetricsCommand(const std::vector<Target>& targets, const std::vector<std::string>& args) {
+  std::string output;
+  for (const std::string& a : args) {
+    if (a.rfind("--output=", 0) == 0) {
+      output = a.substr(9);
+    } else {
+      std::fprintf(stderr, "efusectl metrics: unknown option '%s'\n", a.c_str());
+      return 2;
+    }
+  }
+  std::vector<MountFigures> figures;
+  for (const Target& t : targets) {
+    MountFigures f;
+    f.mountpoint = t.mountpoint;
+    if (absl::StatusOr<TelemetryMaps> maps = TelemetryMaps::OpenPinned(t.connection_id); maps.ok()) {
+      if (absl::StatusOr<OpStatsTable> s = maps->ReadStats(); s.ok()) f.telemetry = *s;
+    }
+    f.status = FreshStatus(t.connection_id);
+    figures.push_back(std::move(f));
+  }
+  const std::string text = RenderMetrics(figures);
+  if (output.empty()) {
+    std::fputs(text.c_str(), stdout);
+    return 0;
+  }
+  // Whole or not at all: a collector must never read half a file.
+  const std::string tmp = output + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) {
+      std::fprintf(stderr, "efusectl metrics: cannot write '%s'\n", tmp.c_str());
+      return 1;
+    }
+  }
+  if (std::rename(tmp.c_str(), output.c_str()) != 0) {
+    std::fprintf(stderr, "efusectl metrics: cannot rename to '%s': %s\n", output.c_str(), std::strerror(errno));
+    return 1;
+  }
   return 0;
 }
 

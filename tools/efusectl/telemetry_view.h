@@ -24,6 +24,9 @@ struct Target {
 int StatsCommand(const std::vector<Target>& targets, const std::vector<std::string>& options);
 int TopCommand(const std::vector<Target>& targets, const std::vector<std::string>& options);
 int TraceCommand(const std::vector<Target>& targets, const std::vector<std::string>& options);
+// The Prometheus text format (tools/efusectl/metrics.h) on stdout, or
+// --output=FILE written whole (a node_exporter textfile collector's *.prom).
+int MetricsCommand(const std::vector<Target>& targets, const std::vector<std::string>& options);
 
 }  // namespace efuse::ctl
 

@@ -1,0 +1,34 @@
+// tools/efusectl/metrics.h — efuse's figures in the Prometheus text format.
+//
+// Owns: rendering what `efusectl metrics` prints (and a node_exporter
+// textfile collector reads): per mount, the BPF per-opcode request and error
+// counters and latency histograms (efuse_requests_total,
+// efuse_request_errors_total, efuse_request_duration_seconds), the daemon's
+// own request counters (efuse_daemon_requests_total) and every numeric line
+// of its status file (efuse_daemon_status{key=...}), with an info series
+// naming the file system and transport. Pure: no I/O.
+//
+// Thread-safety: none needed (pure functions).
+#ifndef EFUSE_TOOLS_EFUSECTL_METRICS_H_
+#define EFUSE_TOOLS_EFUSECTL_METRICS_H_
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bpf/telemetry_maps.h"
+
+namespace efuse::ctl {
+
+struct MountFigures {
+  std::string mountpoint;
+  std::optional<bpf::OpStatsTable> telemetry;  // absent: no BPF telemetry
+  std::vector<std::pair<std::string, std::string>> status;  // the status file's lines
+};
+
+std::string RenderMetrics(const std::vector<MountFigures>& mounts);
+
+}  // namespace efuse::ctl
+
+#endif  // EFUSE_TOOLS_EFUSECTL_METRICS_H_
