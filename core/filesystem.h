@@ -176,6 +176,12 @@ class KernelConnection {
   // called while holding a lock the kernel may need to answer (an
   // invalidation can wait for a request this daemon is serving).
   virtual Status Notify(std::span<const iovec> message) = 0;
+  // Drops the kernel's cached attributes of `nodeid` (FUSE_NOTIFY_INVAL_INODE,
+  // attributes only; cached pages stay): for a request whose reply cannot
+  // carry a change it made (a WRITE or OPEN that cleared setuid/setgid).
+  // Sent before that reply, the caller's syscall returns to a kernel that
+  // asks again.
+  Status DropCachedAttributes(uint64_t nodeid);
 };
 
 // What INIT settled, handed to the backend before any other call.

@@ -27,11 +27,21 @@
 #include <cstdint>
 
 #include "core/filesystem.h"
+#include "proto/abi.h"
 
 namespace efuse {
 
 // True if `mode` has setuid or setgid: a file a change may have to clear.
 inline bool HasSetId(uint32_t mode) { return (mode & (S_ISUID | S_ISGID)) != 0; }
+
+// A SETATTR with no attribute to set (file handle, lock owner and, with the
+// writeback cache, ctime aside) is a chown to the same owner: chown(f, -1,
+// -1), or, with HANDLE_KILLPRIV_V2, the kernel's file_remove_privs() before
+// a write, fallocate or copy_file_range. On a non-directory it clears what
+// a chown clears (setuid, setgid as below, file capabilities).
+inline bool IsBareChown(uint32_t setattr_valid) {
+  return (setattr_valid & ~(abi::kFattrFh | abi::kFattrLockowner | abi::kFattrCtime)) == 0;
+}
 
 // The bits of `mode` (of a file whose group is `gid`) that a change by
 // `ctx` clears.

@@ -73,9 +73,12 @@ bool Permits(const RequestContext& ctx, uint32_t mode, uint32_t uid,
 }
 
 // Clears what a write, truncate or chown by `ctx` drops from a file whose
-// group is `gid` (before a chown changes it): core/privileges.h.
-void KillSuidgid(uint32_t* mode, uint32_t gid, const RequestContext& ctx) {
-  *mode &= ~KilledSetIdBits(*mode, gid, ctx);
+// group is `gid` (before a chown changes it): core/privileges.h. True if
+// the mode changed.
+bool KillSuidgid(uint32_t* mode, uint32_t gid, const RequestContext& ctx) {
+  const uint32_t bits = *mode & KilledSetIdBits(*mode, gid, ctx);
+  *mode &= ~bits;
+  return bits != 0;
 }
 
 // A name for a new entry: ENAMETOOLONG, or EINVAL for what no kernel sends.
@@ -465,14 +468,13 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
       n->DropCapability(space_);
     }
     if ((open_flags & abi::kOpenKillSuidgid) != 0) {
-      const uint32_t before = n->mode;
-      KillSuidgid(&n->mode, n->gid, ctx);
-      killed = n->mode != before;
+      killed = KillSuidgid(&n->mode, n->gid, ctx);
       if (killed) n->ctime = now;
     }
   }
   if (writes && !write_handle) EndWrite(*n);
-  if (killed) AttrsChangedUnseen(n->id);  // an OPEN reply carries no attributes
+  // An OPEN reply carries no attributes.
+  if (killed && kernel_ != nullptr) (void)kernel_->DropCachedAttributes(n->id);
   return NewHandle(std::move(n), flags);
 }
 
@@ -850,14 +852,9 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
   if ((v & abi::kFattrUid) != 0) n->uid = req.uid;
   if ((v & abi::kFattrGid) != 0) n->gid = req.gid;
   // As Linux's chown_common: any chown of a non-directory drops setuid (and
-  // setgid as core/privileges.h says), whoever asks. chown(f, -1, -1) arrives
-  // as a SETATTR with no attribute bits at all (with the writeback cache, a
-  // ctime), and so does the kernel's file_remove_privs() before a write,
-  // fallocate or copy_file_range (with HANDLE_KILLPRIV_V2 it leaves the
-  // dropping to us): an empty SETATTR counts as a chown.
-  const bool empty =
-      (v & ~(abi::kFattrFh | abi::kFattrLockowner | abi::kFattrCtime)) == 0;
-  if (empty && n->type != S_IFDIR) {
+  // setgid as core/privileges.h says), whoever asks; a SETATTR with nothing
+  // to set is one (IsBareChown).
+  if (IsBareChown(v) && n->type != S_IFDIR) {
     KillSuidgid(&n->mode, old_gid, ctx);
     n->DropCapability(space_);
     n->ctime = now;
@@ -1074,11 +1071,7 @@ Result<size_t> MemFs::Write(const RequestContext& ctx, uint64_t nodeid,
     if (done == 0) return Errno(ENOSPC);
     n->mtime = n->ctime = Now();
     // The kernel asks for this when it decided privileges must be dropped.
-    if ((write_flags & abi::kWriteKillSuidgid) != 0) {
-      const uint32_t before = n->mode;
-      KillSuidgid(&n->mode, n->gid, ctx);
-      killed = n->mode != before;
-    }
+    if ((write_flags & abi::kWriteKillSuidgid) != 0) killed = KillSuidgid(&n->mode, n->gid, ctx);
     // Page writeback (a store through a shared mapping) leaves capabilities
     // alone, as on a local file system; write(2) through the page cache had
     // the kernel ask for their removal first (an attribute-less SETATTR).
@@ -1086,14 +1079,8 @@ Result<size_t> MemFs::Write(const RequestContext& ctx, uint64_t nodeid,
   }
   // The WRITE reply carries no attributes: the kernel's cached mode would
   // keep the bits (and exec would honor them) until its lifetime ends.
-  if (killed) AttrsChangedUnseen(nodeid);
+  if (killed && kernel_ != nullptr) (void)kernel_->DropCachedAttributes(nodeid);
   return done;
-}
-
-void MemFs::AttrsChangedUnseen(uint64_t nodeid) {
-  if (kernel_ == nullptr) return;
-  proto::Reply r = proto::NotifyInvalInode(nodeid, -1, 0);  // attributes only
-  (void)kernel_->Notify(r.Iov());
 }
 
 void MemFs::Release(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,

@@ -193,9 +193,6 @@ class MemFs : public FileSystem {
   // after any push of `n` in progress has finished. Never with n.mu held.
   void BeginWrite(Inode& n);
   void EndWrite(Inode& n);
-  // A request cleared setuid/setgid and its reply carries no attributes:
-  // drops the kernel's cached ones (FUSE_NOTIFY_INVAL_INODE). No lock held.
-  void AttrsChangedUnseen(uint64_t nodeid);
   struct Handle {
     std::shared_ptr<Inode> inode;
     uint32_t flags = 0;

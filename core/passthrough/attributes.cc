@@ -68,7 +68,7 @@ Result<AttrReply> PassthroughFs::SetAttr(const RequestContext& ctx, uint64_t nod
   // a chown to the same owner, which clears setuid, setgid with group exec
   // and file capabilities (security.capability) in the source, and whose
   // reply gives the kernel the mode it must use for exec from now on.
-  const bool no_attribute = (v & ~(abi::kFattrFh | abi::kFattrLockowner | abi::kFattrCtime)) == 0;
+  const bool no_attribute = IsBareChown(v);
   const bool kill = (v & abi::kFattrKillSuidgid) != 0 && (v & abi::kFattrMode) == 0;
   struct statx before;
   if ((kill || no_attribute) && Statx(fd, &before) != 0) return Errno::Last();

@@ -387,8 +387,8 @@ class PassthroughFs : public FileSystem {
   void OnSourceEvent(const passthrough::SourceEvent& ev);
   void InvalidateInode(uint64_t nodeid);
   // `nodeid`'s attributes changed (or may now change) in a way the reply to
-  // this request does not carry: drops the kernel's cached ones
-  // (FUSE_NOTIFY_INVAL_INODE, attributes only), before the reply.
+  // this request does not carry: KernelConnection::DropCachedAttributes,
+  // before the reply, counted (exec's permission check then reads the mode).
   void AttrsChangedUnseen(uint64_t nodeid);
 
   const PassthroughOptions opts_;

@@ -50,12 +50,7 @@ void PassthroughFs::UnwatchDir(Inode& inode) {
 }
 
 void PassthroughFs::AttrsChangedUnseen(uint64_t nodeid) {
-  if (kernel_ == nullptr) return;
-  // Offset -1: attributes only (and cached ACLs); the pages stay. Sent
-  // before the reply, so the caller's syscall returns to a kernel that
-  // asks again (exec checks permission first, which then reads the mode).
-  proto::Reply r = proto::NotifyInvalInode(nodeid, -1, 0);
-  if (kernel_->Notify(r.Iov()).ok()) {
+  if (kernel_ != nullptr && kernel_->DropCachedAttributes(nodeid).ok()) {
     unseen_attr_invalidations_.fetch_add(1, std::memory_order_relaxed);
   }
 }
