@@ -29,9 +29,14 @@
 #include "core/mount.h"
 #include "core/session.h"
 #include "bpf/telemetry_maps.h"
+#include "tools/efusectl/status_file.h"
 #include "tools/efusectl/telemetry_view.h"
 
 namespace {
+
+using efuse::ctl::FreshStatusFile;
+using efuse::ctl::ReadStatusFile;
+using efuse::ctl::StatusValue;
 
 struct MountInfo {
   std::string mountpoint, fstype, source;
@@ -60,20 +65,6 @@ std::vector<MountInfo> EfuseMounts() {
   return out;
 }
 
-std::vector<std::string> ReadStatusFile(unsigned dev_minor) {
-  std::vector<std::string> lines;
-  std::ifstream status(efuse::StatusFilePath(dev_minor));
-  std::string line;
-  while (std::getline(status, line)) lines.push_back(line);
-  return lines;
-}
-
-long StatusValue(const std::vector<std::string>& lines, const std::string& key) {
-  for (const std::string& l : lines)
-    if (l.rfind(key + ": ", 0) == 0) return std::strtol(l.c_str() + key.size() + 2, nullptr, 10);
-  return 0;
-}
-
 int Status() {
   std::vector<MountInfo> mounts = EfuseMounts();
   if (mounts.empty()) {
@@ -84,21 +75,9 @@ int Status() {
     // Liveness comes from the daemon's pid, never from stat() on the mount:
     // a stopped daemon would hang it, and a killed one may still be hidden
     // behind the kernel's attribute cache.
-    std::vector<std::string> lines = ReadStatusFile(m.dev_minor);
-    long pid = StatusValue(lines, "pid");
-    // Live counters: SIGUSR1 makes the daemon rewrite its status file
-    // (counters, per-queue lines); wait briefly for the new status_seq.
-    if (pid > 0 && kill(static_cast<pid_t>(pid), SIGUSR1) == 0) {
-      const long seq = StatusValue(lines, "status_seq");
-      for (int i = 0; i < 200; ++i) {
-        std::vector<std::string> fresh = ReadStatusFile(m.dev_minor);
-        if (StatusValue(fresh, "status_seq") > seq) {
-          lines = std::move(fresh);
-          break;
-        }
-        usleep(5000);
-      }
-    }
+    // Live counters: the status file rewritten first.
+    const std::vector<std::string> lines = FreshStatusFile(m.dev_minor);
+    const long pid = StatusValue(lines, "pid");
     std::string state;
     if (pid <= 0) {
       state = "unknown (no status file: not an efused of this version, or it died at start)";

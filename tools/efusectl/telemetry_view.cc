@@ -22,9 +22,9 @@
 #include "absl/strings/str_format.h"
 #include "bpf/telemetry_maps.h"
 #include "core/clock.h"
-#include "core/session.h"
 #include "proto/opcode.h"
 #include "tools/efusectl/metrics.h"
+#include "tools/efusectl/status_file.h"
 
 namespace efuse::ctl {
 namespace {
@@ -394,41 +394,6 @@ int TraceCommand(const std::vector<Target>& targets, const std::vector<std::stri
   return 0;
 }
 
-namespace {
-
-// The daemon's status file as key/value pairs, rewritten first (SIGUSR1) so
-// its counters are current; waits up to 1 s for the rewrite.
-std::vector<std::pair<std::string, std::string>> FreshStatus(unsigned connection_id) {
-  auto read = [&] {
-    std::vector<std::pair<std::string, std::string>> kv;
-    std::ifstream in(StatusFilePath(connection_id));
-    std::string line;
-    while (std::getline(in, line)) {
-      const size_t colon = line.find(": ");
-      if (colon != std::string::npos) kv.emplace_back(line.substr(0, colon), line.substr(colon + 2));
-    }
-    return kv;
-  };
-  auto value = [](const std::vector<std::pair<std::string, std::string>>& kv, const std::string& key) {
-    for (const auto& [k, v] : kv) {
-      if (k == key) return std::atol(v.c_str());
-    }
-    return 0L;
-  };
-  std::vector<std::pair<std::string, std::string>> kv = read();
-  const long pid = value(kv, "pid");
-  if (pid <= 0 || kill(static_cast<pid_t>(pid), SIGUSR1) != 0) return kv;
-  const long seq = value(kv, "status_seq");
-  for (int i = 0; i < 100; ++i) {
-    std::vector<std::pair<std::string, std::string>> fresh = read();
-    if (value(fresh, "status_seq") > seq) return fresh;
-    usleep(10000);
-  }
-  return kv;
-}
-
-}  // namespace
-
 int MetricsCommand(const std::vector<Target>& targets, const std::vector<std::string>& args) {
   std::string output;
   for (const std::string& a : args) {
@@ -446,7 +411,11 @@ int MetricsCommand(const std::vector<Target>& targets, const std::vector<std::st
     if (absl::StatusOr<TelemetryMaps> maps = TelemetryMaps::OpenPinned(t.connection_id); maps.ok()) {
       if (absl::StatusOr<OpStatsTable> s = maps->ReadStats(); s.ok()) f.telemetry = *s;
     }
-    f.status = FreshStatus(t.connection_id);
+    // "key: value" lines, rewritten first so the counters are current.
+    for (const std::string& line : FreshStatusFile(t.connection_id)) {
+      const size_t colon = line.find(": ");
+      if (colon != std::string::npos) f.status.emplace_back(line.substr(0, colon), line.substr(colon + 2));
+    }
     figures.push_back(std::move(f));
   }
   const std::string text = RenderMetrics(figures);

@@ -1,0 +1,28 @@
+// tools/efusectl/status_file.h — reading a daemon's status file.
+//
+// Owns: the "key: value" lines a running efused keeps in
+// /run/efuse/<connection>.status (core/session.h), read as they are or
+// rewritten first: SIGUSR1 makes the daemon rewrite them (live counters,
+// per-queue lines), and the reader waits up to 1 s for the new status_seq.
+// Liveness comes from the pid there, never from stat() on the mount.
+//
+// Thread-safety: none needed (reads files, sends a signal).
+#ifndef EFUSE_TOOLS_EFUSECTL_STATUS_FILE_H_
+#define EFUSE_TOOLS_EFUSECTL_STATUS_FILE_H_
+
+#include <string>
+#include <vector>
+
+namespace efuse::ctl {
+
+// The lines of connection `id`'s status file (empty if there is none).
+std::vector<std::string> ReadStatusFile(unsigned id);
+// The number after "key: " in `lines`, 0 if absent.
+long StatusValue(const std::vector<std::string>& lines, const std::string& key);
+// ReadStatusFile after the daemon rewrote it; the old lines if it did not
+// within 1 s (or no daemon names itself there).
+std::vector<std::string> FreshStatusFile(unsigned id);
+
+}  // namespace efuse::ctl
+
+#endif  // EFUSE_TOOLS_EFUSECTL_STATUS_FILE_H_
