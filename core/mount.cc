@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <linux/mount.h>
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -130,6 +133,113 @@ int MountLegacy(const MountOptions& o, int fd, std::string* stage) {
   return 0;
 }
 
+// Debian's setuid helper from fuse3, for users without CAP_SYS_ADMIN.
+std::string FindFusermount() {
+  for (const char* p : {"/usr/bin/fusermount3", "/bin/fusermount3"})
+    if (access(p, X_OK) == 0) return p;
+  return "";
+}
+
+// The -o words fusermount3 understands (it sets fd, rootmode, user_id and
+// group_id itself, and always adds nosuid and nodev for users).
+std::string FusermountOptions(const MountOptions& o) {
+  std::vector<std::string> w = {"fsname=" + o.fsname};
+  if (!o.subtype.empty()) w.push_back("subtype=" + o.subtype);
+  if (o.allow_other) w.push_back("allow_other");
+  if (o.default_permissions) w.push_back("default_permissions");
+  if (o.max_read != 0) w.push_back("max_read=" + std::to_string(o.max_read));
+  for (const auto& [on, name] :
+       {std::pair{o.read_only, "ro"}, std::pair{o.nosuid, "nosuid"}, std::pair{o.nodev, "nodev"},
+        std::pair{o.noexec, "noexec"}, std::pair{o.noatime, "noatime"},
+        std::pair{o.strictatime, "strictatime"}, std::pair{o.nodiratime, "nodiratime"},
+        std::pair{o.lazytime, "lazytime"}, std::pair{o.synchronous, "sync"},
+        std::pair{o.dirsync, "dirsync"}}) {
+    if (on) w.push_back(name);
+  }
+  return absl::StrJoin(w, ",");
+}
+
+// Runs fusermount3 with `args`. With `received_fd`, it is given a socket
+// in _FUSE_COMMFD and the /dev/fuse descriptor it sends back is stored
+// there (-1 if none came). Returns OK if it exited 0; otherwise an error
+// carrying the last line it printed.
+absl::Status RunFusermount(const std::vector<std::string>& args, int* received_fd) {
+  const std::string helper = FindFusermount();
+  if (helper.empty())
+    return absl::FailedPreconditionError("no fusermount3 (Debian package fuse3) for a mount without CAP_SYS_ADMIN");
+  int sock[2] = {-1, -1};
+  if (received_fd != nullptr) {
+    *received_fd = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sock) != 0) return ErrnoError(errno, "socketpair");
+    fcntl(sock[0], F_SETFD, FD_CLOEXEC);
+  }
+  int err_pipe[2];
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
+  // Everything the child needs is built before fork (only exec follows).
+  std::vector<std::string> argv_s = {helper};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string comm = "_FUSE_COMMFD=" + std::to_string(sock[1]);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "_FUSE_COMMFD=", 13) != 0) envp.push_back(*e);
+  if (received_fd != nullptr) envp.push_back(comm.data());
+  envp.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return ErrnoError(errno, "fork");
+  if (pid == 0) {
+    dup2(err_pipe[1], STDERR_FILENO);
+    dup2(err_pipe[1], STDOUT_FILENO);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  close(err_pipe[1]);
+  if (received_fd != nullptr) {
+    close(sock[1]);
+    char byte = 0;
+    iovec iov{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n;
+    do n = recvmsg(sock[0], &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+          std::memcpy(received_fd, CMSG_DATA(c), sizeof(int));
+      }
+    }
+    close(sock[0]);
+  }
+  std::string said;
+  char buf[512];
+  for (ssize_t n; (n = read(err_pipe[0], buf, sizeof(buf))) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    said.append(buf, static_cast<size_t>(n));
+  }
+  close(err_pipe[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  while (!said.empty() && said.back() == '\n') said.pop_back();
+  if (size_t nl = said.rfind('\n'); nl != std::string::npos) said = said.substr(nl + 1);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  if (received_fd != nullptr && *received_fd >= 0) {
+    close(*received_fd);
+    *received_fd = -1;
+  }
+  return absl::PermissionDeniedError(said.empty() ? helper + " failed" : said);
+}
+
 }  // namespace
 
 absl::Status ParseMountOptions(const std::vector<std::string>& options, MountOptions* o) {
@@ -208,10 +318,30 @@ absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method) {
     return ErrnoError(errno, "mount point " + opts.mountpoint);
   if (!S_ISDIR(st.st_mode))
     return absl::InvalidArgumentError("mount point " + opts.mountpoint + " is not a directory");
+  // Without CAP_SYS_ADMIN (in the user namespace that owns our mount
+  // namespace) the kernel refuses the mount; fusermount3, setuid root,
+  // mounts for us the way libfuse's users do.
+  auto by_fusermount = [&](const std::string& why) -> absl::StatusOr<int> {
+    int fd = -1;
+    absl::Status s = RunFusermount({"-o", FusermountOptions(opts), "--", opts.mountpoint}, &fd);
+    if (!s.ok()) return absl::PermissionDeniedError(absl::StrCat(why, "; fusermount3: ", s.message()));
+    if (fd < 0) return absl::PermissionDeniedError(why + "; fusermount3 sent no /dev/fuse descriptor");
+    if (method) *method = "fusermount3";
+    return fd;
+  };
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
-  if (fd < 0) return ErrnoError(errno, "open /dev/fuse");
+  if (fd < 0) {
+    const int err = errno;
+    if ((err == EACCES || err == EPERM) && !FindFusermount().empty())
+      return by_fusermount(absl::StrCat("open /dev/fuse: ", std::strerror(err)));
+    return ErrnoError(err, "open /dev/fuse");
+  }
   std::string stage;
   int err = MountWithFsopen(opts, fd, &stage);
+  if (err == EPERM && !FindFusermount().empty()) {
+    close(fd);
+    return by_fusermount(absl::StrCat(stage, ": ", std::strerror(err)));
+  }
   if (err == 0) {
     if (method) *method = "fsopen";
     return fd;
@@ -231,6 +361,16 @@ absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method) {
 absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy) {
   if (lazy) *lazy = false;
   if (umount2(mountpoint.c_str(), UMOUNT_NOFOLLOW) == 0) return absl::OkStatus();
+  if (errno == EPERM && !FindFusermount().empty()) {
+    // A user's mount: fusermount3 unmounts it if it is theirs.
+    absl::Status s = RunFusermount({"-u", "--", mountpoint}, nullptr);
+    if (s.ok()) return s;
+    if (!absl::StrContains(s.message(), "busy")) return absl::PermissionDeniedError(absl::StrCat("fusermount3 -u ", mountpoint, ": ", s.message()));
+    s = RunFusermount({"-u", "-z", "--", mountpoint}, nullptr);
+    if (!s.ok()) return absl::PermissionDeniedError(absl::StrCat("fusermount3 -u -z ", mountpoint, ": ", s.message()));
+    if (lazy) *lazy = true;
+    return s;
+  }
   if (errno != EBUSY) return ErrnoError(errno, "umount " + mountpoint);
   if (umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
     return ErrnoError(errno, "lazy umount " + mountpoint);

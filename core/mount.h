@@ -2,9 +2,12 @@
 //
 // Owns: the kernel mount options of a FUSE mount, the new mount API
 // (fsopen/fsconfig/fsmount/move_mount) with a fallback to mount(2) on
-// kernels without it, and unmounting (lazy when busy). No libfuse, no
-// fusermount: the daemon must run as root (or hold CAP_SYS_ADMIN).
-// Stateless functions; thread-safe.
+// kernels without it, and unmounting (lazy when busy). No libfuse: with
+// CAP_SYS_ADMIN in the user namespace that owns the mount namespace (root,
+// or root of `unshare -Urm`) the daemon mounts itself; without it, Debian's
+// setuid fusermount3 mounts and passes the /dev/fuse descriptor back over
+// _FUSE_COMMFD, and unmounts ("fusermount3" as the method). Stateless
+// functions; thread-safe (fusermount3 runs in a forked child).
 #ifndef EFUSE_CORE_MOUNT_H_
 #define EFUSE_CORE_MOUNT_H_
 
@@ -46,7 +49,8 @@ struct MountOptions {
 absl::Status ParseMountOptions(const std::vector<std::string>& options, MountOptions* opts);
 
 // Opens /dev/fuse and mounts it at opts.mountpoint. Returns the device fd,
-// which the caller owns. `method` (optional) receives "fsopen" or "mount(2)".
+// which the caller owns. `method` (optional) receives "fsopen", "mount(2)"
+// or "fusermount3".
 absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method = nullptr);
 
 // Unmounts `mountpoint`; if it is busy, detaches it lazily (the connection

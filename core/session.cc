@@ -20,15 +20,12 @@
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "core/service_notify.h"
+#include "core/status_file.h"
 #include "core/sync_transport.h"
 #include "proto/opcode.h"
 
 namespace efuse {
 
-
-std::string StatusFilePath(unsigned connection_id) {
-  return absl::StrCat("/run/efuse/", connection_id, ".status");
-}
 
 // The status file also carries the dispatcher's per-opcode request counters
 // ("requests_<OPCODE>: N", only non-zero ones, plus "requests_total"), so a
@@ -37,8 +34,18 @@ std::string StatusFilePath(unsigned connection_id) {
 // rewrite, so a reader that sent SIGUSR1 knows when the new counts are there.
 void Session::WriteStatusFile() {
   static std::atomic<uint64_t> seq{0};
-  mkdir("/run/efuse", 0755);
-  std::string path = StatusFilePath(minor(dev_));
+  if (status_path_.empty()) {
+    absl::StatusOr<std::string> dir = StatusDirectoryForWriting();
+    if (!dir.ok()) {
+      Log(LogLevel::kWarning, "status file: %s (efusectl will not see this daemon)",
+          std::string(dir.status().message()));
+      status_path_ = "-";
+    } else {
+      status_path_ = absl::StrCat(*dir, "/", minor(dev_), ".status");
+    }
+  }
+  if (status_path_ == "-") return;
+  const std::string& path = status_path_;
   std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp);
@@ -226,8 +233,9 @@ absl::Status Session::Run() {
   transport_note_ = passed_over.empty() ? "first choice" : passed_over;
   if (offload_ != nullptr) offload_->Start();
   Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,
-      "serving with the %s transport (%s); stop with SIGTERM/SIGINT or 'umount %s'",
-      std::string(transport_->Name()), transport_note_, mp);
+      "serving with the %s transport (%s); stop with SIGTERM/SIGINT or '%s %s'",
+      std::string(transport_->Name()), transport_note_,
+      method == "fusermount3" ? "fusermount3 -u" : "umount", mp);
   WriteStatusFile();
   // A service manager (systemd Type=notify) learns the mount is live only
   // now: INIT is answered and a transport serves.
@@ -290,7 +298,7 @@ absl::Status Session::Run() {
   dispatcher_->StopAsync();  // before the transport's buffers go away
   if (options_.telemetry != nullptr) options_.telemetry->Detach();
   close(sfd);
-  unlink(StatusFilePath(minor(dev_)).c_str());
+  if (status_path_ != "-") unlink(status_path_.c_str());
   // The connection ended without our unmount (aborted, or the kernel gave
   // up): do not leave a dead mount behind.
   if (!unmounting && IsMountPoint(mp)) {

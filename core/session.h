@@ -47,10 +47,6 @@ struct SessionOptions {
   OffloadOptions offload_options;
 };
 
-// Where a running session describes itself for `efusectl status`:
-// /run/efuse/<connection id>.status, one "key: value" per line.
-std::string StatusFilePath(unsigned connection_id);
-
 class Session final : public KernelConnection {
  public:
   Session(FileSystem* fs, SessionOptions options);
@@ -80,7 +76,10 @@ class Session final : public KernelConnection {
   std::unique_ptr<OffloadPolicy> offload_;  // before dispatcher_: it outlives no reply
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<Transport> transport_;
-  std::string transport_note_;  // why this transport (what was passed over)
+  std::string transport_note_;
+  // Where this daemon describes itself for efusectl (core/status_file.h),
+  // one "key: value" per line; "-" when no directory would take it.
+  std::string status_path_;  // why this transport (what was passed over)
 };
 
 }  // namespace efuse

@@ -24,3 +24,12 @@ enable_fuse_ring() {
   fi
   return 0
 }
+
+# allow_fuse_for_users WHO: /dev/fuse mode 0666, as systemd-udev's rule
+# (KERNEL=="fuse", MODE="0666") makes it on a Debian system.
+allow_fuse_for_users() {
+  if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ] && [ -w /dev/fuse ]; then
+    chmod 0666 /dev/fuse && echo "$1: /dev/fuse is now 0666 (as Debian's udev rule makes it)"
+  fi
+  return 0
+}

@@ -6,10 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . tools/lib.sh
-# prometheus: its promtool checks `efusectl metrics` in the tests.
+# prometheus: its promtool checks `efusectl metrics` in the tests; fuse3:
+# fusermount3, for users' mounts.
 ensure_packages setup cmake ninja-build g++ clang libclang-rt-14-dev pkg-config \
   libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev \
-  liburing-dev libbpf-dev bpftool attr prometheus
+  liburing-dev libbpf-dev bpftool attr prometheus fuse3
+# What Debian's udev rule does for /dev/fuse (no udev runs on our machines):
+# anyone may open it, for user namespaces; fusermount3 checks the rest.
+allow_fuse_for_users setup
 # efused --transport=uring would also turn the FUSE ring on itself.
 enable_fuse_ring setup
 

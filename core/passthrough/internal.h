@@ -118,6 +118,9 @@ Result<std::string> HandleOf(int fd);
 int OpenByHandle(int mount_fd, const std::string& handle, int flags);
 // `cap` is in the daemon's effective set.
 bool HasCapability(int cap);
+// ... and counts for the whole system: the daemon runs in the initial user
+// namespace (the kernel checks backing files against it).
+bool HasInitialNamespaceCapability(int cap);
 // chmod of the inode open as `path_fd` (an O_PATH fd): 0 or an errno.
 int Chmod(int path_fd, uint32_t mode);
 // Clears what a change by `ctx` takes away (core/privileges.h) on the inode

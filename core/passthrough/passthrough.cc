@@ -26,7 +26,7 @@ using passthrough::Statx;
 using passthrough::DevOf;
 using passthrough::HandleOf;
 using passthrough::OpenByHandle;
-using passthrough::HasCapability;
+using passthrough::HasInitialNamespaceCapability;
 using passthrough::OpenNoatimeClone;
 using passthrough::MakeSharedFd;
 
@@ -126,7 +126,7 @@ uint64_t PassthroughFs::WantedInitFlags(uint64_t defaults) const {
   // needs CAP_SYS_ADMIN: without it, auto means off (and writeback is free).
   const bool may_pass =
       opts_.passthrough == PassthroughMode::kOn ||
-      (opts_.passthrough == PassthroughMode::kAuto && HasCapability(CAP_SYS_ADMIN));
+      (opts_.passthrough == PassthroughMode::kAuto && HasInitialNamespaceCapability(CAP_SYS_ADMIN));
   if (may_pass) {
     flags |= f::kPassthrough;
     flags &= ~f::kWritebackCache;
@@ -151,10 +151,10 @@ void PassthroughFs::Init(const InitInfo& info) {
   writeback_ = (info.flags & f::kWritebackCache) != 0;
   std::string why;
   if (opts_.passthrough != PassthroughMode::kOff) {
-    if ((info.flags & f::kPassthrough) == 0) {
+    if (!HasInitialNamespaceCapability(CAP_SYS_ADMIN)) {
+      why = "the daemon lacks CAP_SYS_ADMIN in the initial user namespace (backing files need it)";
+    } else if ((info.flags & f::kPassthrough) == 0) {
       why = "the kernel did not agree to FUSE_PASSTHROUGH";
-    } else if (!HasCapability(CAP_SYS_ADMIN)) {
-      why = "the daemon lacks CAP_SYS_ADMIN (backing files need it)";
     } else if (kernel_ == nullptr) {
       why = "no kernel connection";
     }

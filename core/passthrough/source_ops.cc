@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -52,6 +53,15 @@ bool HasCapability(int cap) {
   __user_cap_data_struct data[2] = {};
   if (syscall(SYS_capget, &hdr, data) != 0) return false;
   return (data[cap / 32].effective & (1u << (cap % 32))) != 0;
+}
+
+bool HasInitialNamespaceCapability(int cap) {
+  if (!HasCapability(cap)) return false;
+  // The initial user namespace maps every id to itself; a child namespace
+  // (unshare -Ur, a rootless container) maps a range of outside ids.
+  std::ifstream map("/proc/self/uid_map");
+  unsigned long inside = 0, outside = 0, count = 0;
+  return map >> inside >> outside >> count && inside == 0 && outside == 0 && count == 4294967295UL;
 }
 
 

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <grp.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -197,10 +198,26 @@ std::string EfuseMount::Log() const {
 
 std::string EfuseMount::LogForMessage() const { return "\n  efused log:\n" + Indent(Log()); }
 
-bool EfuseMount::StatusFileIsOurs(unsigned dev_minor) const {
-  std::ifstream f("/run/efuse/" + std::to_string(dev_minor) + ".status");
-  std::string line;
-  return std::getline(f, line) && line == "pid: " + std::to_string(pid_);
+bool EfuseMount::StatusFileIsOurs(unsigned dev_minor) const { return !StatusFile(dev_minor).empty(); }
+
+std::string EfuseMount::StatusFile(unsigned dev_minor) const {
+  // Root's daemons write /run/efuse; a user's (fusermount3, user
+  // namespaces) /run/user/<uid>/efuse or /tmp/efuse-<uid> (core/status_file.h).
+  const std::string name = "/" + std::to_string(dev_minor) + ".status";
+  std::vector<std::string> candidates = {"/run/efuse" + name};
+  glob_t g{};
+  for (const char* pattern : {"/run/user/*/efuse", "/tmp/efuse-*"}) {
+    if (glob(pattern, 0, nullptr, &g) == 0) {
+      for (size_t i = 0; i < g.gl_pathc; ++i) candidates.push_back(g.gl_pathv[i] + name);
+    }
+    globfree(&g);
+  }
+  for (const std::string& path : candidates) {
+    std::ifstream f(path);
+    std::string line;
+    if (std::getline(f, line) && line == "pid: " + std::to_string(pid_)) return path;
+  }
+  return "";
 }
 
 ::testing::AssertionResult EfuseMount::Start(const std::vector<std::string>& flags) {
@@ -281,7 +298,7 @@ bool EfuseMount::StatusFileIsOurs(unsigned dev_minor) const {
     if (Clock::now() >= deadline) {
       return ::testing::AssertionFailure()
              << "no fuse.efuse mount at " << path_
-             << " in /proc/self/mountinfo with its /run/efuse status file after "
+             << " in /proc/self/mountinfo with its status file after "
              << kMountTimeout.count() << " s\n  command: " << command << LogForMessage();
     }
     std::this_thread::sleep_for(sleep);
@@ -665,12 +682,13 @@ bool ParseStatusFile(const std::string& path, std::map<std::string, std::string>
 ::testing::AssertionResult StatusReader::Fresh(std::map<std::string, std::string>* kv) {
   MountEntry e;
   if (!FindMount(mount_->path(), &e)) return ::testing::AssertionFailure() << "not mounted";
-  const std::string path = "/run/efuse/" + std::to_string(e.dev_minor) + ".status";
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   // The file appears once the daemon serves (and blocks SIGUSR1).
-  while (!ParseStatusFile(path, kv) || (*kv)["pid"] != std::to_string(mount_->pid())) {
+  std::string path;
+  while ((path = mount_->StatusFile(e.dev_minor)).empty() || !ParseStatusFile(path, kv) ||
+         (*kv)["pid"] != std::to_string(mount_->pid())) {
     if (std::chrono::steady_clock::now() > deadline)
-      return ::testing::AssertionFailure() << "no status file " << path << " for our daemon";
+      return ::testing::AssertionFailure() << "no status file of connection " << e.dev_minor << " for our daemon";
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const long seq = std::atol((*kv)["status_seq"].c_str());

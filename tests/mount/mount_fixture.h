@@ -165,6 +165,9 @@ class EfuseMount {
   bool Alive();
 
   const std::string& path() const { return path_; }
+  // The status file naming this daemon's pid for connection `dev_minor`
+  // (/run/efuse, or a user's directory: core/status_file.h), "" if none.
+  std::string StatusFile(unsigned dev_minor) const;
   std::string Path(std::string_view relative) const;
   pid_t pid() const { return pid_; }
   // Started and not yet seen to exit.
@@ -183,7 +186,7 @@ class EfuseMount {
   std::function<void()> child_setup_;
   std::string log_path_;
   pid_t pid_ = -1;
-  // /run/efuse/<dev_minor>.status names this daemon's pid.
+  // The daemon's status file (<dir>/<dev_minor>.status) names its pid.
   bool StatusFileIsOurs(unsigned dev_minor) const;
   bool reaped_ = false;  // waitpid() collected pid_; status_ holds its status
   int status_ = 0;
@@ -191,7 +194,7 @@ class EfuseMount {
 
 // A GoogleTest fixture: a fresh mount per test, checked clean stop after it.
 // The daemon's status file, fresh: SIGUSR1 makes it rewrite
-// /run/efuse/<connection>.status (see core/session.cc), with one
+// <dir>/<connection>.status (see core/status_file.h), with one
 // "requests_<OPCODE>: N" line per opcode seen, the transport's lines (e.g.
 // "queue_0: ...") and a growing "status_seq".
 class StatusReader {

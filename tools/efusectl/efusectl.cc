@@ -102,7 +102,7 @@ int Status() {
 void RemoveLeftovers(unsigned id) {
   const long pid = StatusValue(ReadStatusFile(id), "pid");
   if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) return;
-  unlink(efuse::StatusFilePath(id).c_str());
+  if (const std::string path = efuse::ctl::StatusFilePath(id); !path.empty()) unlink(path.c_str());
   if (efuse::bpf::RemovePinned(id))
     std::printf("removed %s (telemetry of the dead daemon)\n", efuse::bpf::PinDir(id).c_str());
 }

@@ -6,13 +6,38 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "core/session.h"
+#include "absl/strings/str_split.h"
+#include "core/status_file.h"
 
 namespace efuse::ctl {
 
+namespace {
+
+// The user_id of the FUSE mount whose device is 0:`id` (the daemon's owner,
+// in our namespace), from /proc/self/mountinfo; root if none is listed.
+uid_t MountOwner(unsigned id) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  const std::string dev = "0:" + std::to_string(id);
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ');
+    if (f.size() < 3 || f[2] != dev) continue;
+    for (absl::string_view opt : absl::StrSplit(f.back(), ',')) {
+      if (opt.substr(0, 8) == "user_id=") return static_cast<uid_t>(std::strtoul(std::string(opt.substr(8)).c_str(), nullptr, 10));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string StatusFilePath(unsigned id) { return FindStatusFile(id, MountOwner(id)); }
+
 std::vector<std::string> ReadStatusFile(unsigned id) {
   std::vector<std::string> lines;
-  std::ifstream status(StatusFilePath(id));
+  const std::string path = StatusFilePath(id);
+  if (path.empty()) return lines;
+  std::ifstream status(path);
   std::string line;
   while (std::getline(status, line)) lines.push_back(line);
   return lines;

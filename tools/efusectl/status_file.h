@@ -1,7 +1,7 @@
 // tools/efusectl/status_file.h — reading a daemon's status file.
 //
 // Owns: the "key: value" lines a running efused keeps in
-// /run/efuse/<connection>.status (core/session.h), read as they are or
+// <dir>/<connection>.status (core/status_file.h), read as they are or
 // rewritten first: SIGUSR1 makes the daemon rewrite them (live counters,
 // per-queue lines), and the reader waits up to 1 s for the new status_seq.
 // Liveness comes from the pid there, never from stat() on the mount.
@@ -15,6 +15,9 @@
 
 namespace efuse::ctl {
 
+// Connection `id`'s status file (core/status_file.h: /run/efuse, or the
+// directory of the user who owns the mount), "" if there is none.
+std::string StatusFilePath(unsigned id);
 // The lines of connection `id`'s status file (empty if there is none).
 std::vector<std::string> ReadStatusFile(unsigned id);
 // The number after "key: " in `lines`, 0 if absent.
