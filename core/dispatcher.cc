@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <thread>
 #include <vector>
 #include <cerrno>
@@ -295,6 +296,18 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     }
     // Not (yet) in flight: EAGAIN makes the kernel queue it again.
     return SendError(sender, req.header.unique, EAGAIN);
+  }
+
+  if (no_reply_lookup_ && req.opcode() == Opcode::kLookup && req.name == *no_reply_lookup_) {
+    Log(LogLevel::kWarning, "test fault no_reply_lookup: LOOKUP '%s' (unique %u) left unanswered",
+        std::string(req.name), req.header.unique);
+    // Held like an answer that never comes back from a stuck backend (a
+    // ring entry must not be committed, which returning would do).
+    if (std::unique_ptr<ReplySender> held = sender.Detach()) {
+      std::lock_guard<std::mutex> lock(unanswered_mu_);
+      unanswered_.push_back(std::move(held));
+    }
+    return;
   }
 
   RequestContext ctx;

@@ -17,7 +17,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
 #include <span>
+#include <vector>
 
 #include "core/async_io.h"
 #include "core/filesystem.h"
@@ -25,6 +29,7 @@
 #include "core/log.h"
 #include "core/offload.h"
 #include "core/release_order.h"
+#include "core/test_faults.h"
 #include "proto/init.h"
 #include "proto/reply.h"
 #include "proto/request.h"
@@ -93,6 +98,10 @@ class Dispatcher {
   void SetOffload(OffloadPolicy* offload) { offload_ = offload; }
 
  private:
+  // core/test_faults.h: LOOKUPs of this name get no answer.
+  const std::optional<std::string> no_reply_lookup_ = TestFault("no_reply_lookup");
+  std::mutex unanswered_mu_;
+  std::vector<std::unique_ptr<ReplySender>> unanswered_;
   void HandleInit(const proto::Request& req, ReplySender& sender);
   void Dispatch(const proto::Request& req, std::span<uint8_t> scratch,
                 const RequestContext& ctx, ReplySender& sender, AsyncIo* io);

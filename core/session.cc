@@ -58,6 +58,14 @@ void Session::WriteStatusFile() {
       << "\n"
       << "protocol: 7." << dispatcher_->connection().minor << "\n"
       << "max_write: " << dispatcher_->connection().max_write << "\n";
+    if (options_.init.request_timeout != 0) {
+      const proto::Connection& conn = dispatcher_->connection();
+      f << "request_timeout: "
+        << (conn.request_timeout != 0 ? absl::StrCat(conn.request_timeout, " s")
+            : dispatcher_->initialized() ? std::string("refused (the kernel has no FUSE_REQUEST_TIMEOUT)")
+                                         : std::string("(at INIT)"))
+        << "\n";
+    }
     for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
     std::vector<std::pair<std::string, std::string>> transport_lines;
     if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&transport_lines);
@@ -207,6 +215,15 @@ absl::Status Session::Run() {
     UnmountFuse(mp).IgnoreError();
     close(sfd);
     return s;
+  }
+  if (options_.init.request_timeout != 0) {
+    if (dispatcher_->connection().request_timeout != 0) {
+      Log(LogLevel::kInfo, "request timeout: the kernel aborts the connection if an answer takes over %u s",
+          dispatcher_->connection().request_timeout);
+    } else {
+      Log(LogLevel::kWarning, "--request_timeout: this kernel has no FUSE_REQUEST_TIMEOUT (Linux 6.14+); "
+          "requests wait as long as they must");
+    }
   }
 
   int done_fd = done_event_;

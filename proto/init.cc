@@ -34,6 +34,7 @@ InitResult NegotiateInit(const abi::InitIn& in, size_t in_size, const InitConfig
     offered |= uint64_t{in.flags2} << 32;
 
   uint64_t chosen = offered & config.wanted_flags;
+  if (config.request_timeout == 0) chosen &= ~abi::init::kRequestTimeout;
   // Flags that only describe the INIT message itself are not capabilities.
   chosen &= ~(abi::init::kInitExt | abi::init::kInitReserved);
   const bool ext = (offered & abi::init::kInitExt) != 0;
@@ -73,6 +74,10 @@ InitResult NegotiateInit(const abi::InitIn& in, size_t in_size, const InitConfig
   r.out.time_gran = config.time_gran;
   r.out.max_pages = max_pages;
   if ((chosen & abi::init::kPassthrough) != 0) r.out.max_stack_depth = config.max_stack_depth;
+  if ((chosen & abi::init::kRequestTimeout) != 0) {
+    r.out.request_timeout = config.request_timeout;
+    r.conn.request_timeout = config.request_timeout;
+  }
   r.out_size = minor < 5 ? abi::kCompatInitOutSize
                : minor < 23 ? abi::kCompat22InitOutSize
                             : sizeof(abi::InitOut);

@@ -25,6 +25,10 @@ struct InitConfig {
   // With kPassthrough: how deep backing files may be stacked (1: backing
   // files live on a non-stacked fs). The kernel accepts 1..2.
   uint32_t max_stack_depth = 1;
+  // Seconds after which the kernel aborts the connection if a request is
+  // still unanswered (FUSE_REQUEST_TIMEOUT, 7.43); 0: never. Sent only
+  // when kRequestTimeout is wanted and offered.
+  uint16_t request_timeout = 0;
 };
 
 // With FUSE_OVER_IO_URING, each ring entry's payload buffer holds a whole
@@ -43,6 +47,7 @@ struct Connection {
   uint32_t max_write = 0;
   uint32_t max_readahead = 0;
   uint16_t max_pages = 0;
+  uint16_t request_timeout = 0;  // seconds, 0 when not agreed
   bool Has(uint64_t flag) const { return (flags & flag) != 0; }
 };
 

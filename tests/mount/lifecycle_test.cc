@@ -326,6 +326,40 @@ TEST_F(LifecycleTest, ExternalUmountStopsTheDaemon) {
   EXPECT_EQ(ErrorLines(mount_.Log()), "");
 }
 
+// A daemon that stops answering (the test fault leaves one LOOKUP
+// unanswered, core/test_faults.h): with --request_timeout the kernel aborts
+// the connection, the waiting client gets ECONNABORTED instead of hanging, and
+// the daemon sees the end, removes the dead mount and exits 0. The kernel
+// looks every 15 s, so the client waits 15 to 30 s; never less.
+TEST_F(LifecycleTest, RequestTimeoutAbortsAHungDaemon) {
+  mount_.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "no_reply_lookup=hung-lookup", 1); });
+  ASSERT_TRUE(mount_.Start({"--size=64M", "--request_timeout=15"}));
+  StatusReader status(&mount_);
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(status.Fresh(&kv));
+  EXPECT_EQ(kv["request_timeout"], "15 s") << mount_.LogForMessage();
+  Write(mount_.Path("answered"), "the daemon answers other requests");
+  const std::string hung = mount_.Path("hung-lookup");
+  ASSERT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        const auto start = Clock::now();
+        struct stat st;
+        CHILD_EXPECT_ERRNO(c, stat(hung.c_str(), &st), ECONNABORTED);
+        const auto waited = Clock::now() - start;
+        CHILD_CHECK(c, waited >= seconds(14));  // the kernel's timeout, not something else
+        CHILD_CHECK(c, waited <= seconds(40));
+      },
+      nullptr, seconds(60)))
+      << mount_.LogForMessage();
+  EXPECT_NE(mount_.Log().find("LOOKUP 'hung-lookup'"), std::string::npos) << mount_.LogForMessage();
+  int exit_status = 0;
+  ASSERT_TRUE(mount_.WaitExit(kExitTimeout, &exit_status))
+      << "efused still runs after the kernel aborted its connection" << mount_.LogForMessage();
+  EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0)
+      << "status " << exit_status << mount_.LogForMessage();
+  EXPECT_FALSE(FindMount(mount_.path())) << "the aborted mount is left behind";
+}
+
 TEST_F(LifecycleTest, EfusectlStatusListsALiveMount) {
   ASSERT_TRUE(mount_.Start({"--size=64M"}));
   CommandResult r = RunCommand({EFUSECTL_PATH, "status"}, seconds(10));
@@ -413,6 +447,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NegativeTimeout", {"--attr_timeout=-1", "MNT"}, "--attr_timeout"},
         BadCase{"BadTelemetryMode", {"--telemetry=maybe", "MNT"}, "--telemetry"},
         BadCase{"PollTooLong", {"--poll_us=20000", "MNT"}, "--poll_us"},
+        BadCase{"RequestTimeoutTooLong", {"--request_timeout=70000", "MNT"}, "--request_timeout"},
         BadCase{"BadOffloadMode", {"--offload=sometimes", "MNT"}, "--offload"},
         BadCase{"TimeEveryNotAPowerOfTwo", {"--telemetry_time_every=3", "MNT"}, "--telemetry_time_every"},
         BadCase{"NotNameValueInConfig", {"--config", "FILE", "MNT"}, "FILE"},

@@ -324,5 +324,26 @@ TEST(NegotiateInitTest, FromDecodedOldAndNewInitRequests) {
   }
 }
 
+TEST(NegotiateInitTest, RequestTimeoutOnlyWhenAskedAndOffered) {
+  InitConfig config;
+  config.wanted_flags = init::kInitExt | init::kRequestTimeout;
+  config.request_timeout = 30;
+  // Offered: the flag and the seconds go out together.
+  InitResult r = Negotiate(KernelInit(7, 45, init::kInitExt | init::kRequestTimeout), config);
+  EXPECT_TRUE(r.conn.Has(init::kRequestTimeout));
+  EXPECT_EQ(r.out.flags2 & (init::kRequestTimeout >> 32), init::kRequestTimeout >> 32);
+  EXPECT_EQ(r.out.request_timeout, 30);
+  EXPECT_EQ(r.conn.request_timeout, 30);
+  // A kernel before 7.43 does not offer it: neither is sent.
+  r = Negotiate(KernelInit(7, 42, init::kInitExt), config);
+  EXPECT_FALSE(r.conn.Has(init::kRequestTimeout));
+  EXPECT_EQ(r.out.request_timeout, 0);
+  // No timeout configured: the flag is not claimed even if wanted.
+  config.request_timeout = 0;
+  r = Negotiate(KernelInit(7, 45, init::kInitExt | init::kRequestTimeout), config);
+  EXPECT_FALSE(r.conn.Has(init::kRequestTimeout));
+  EXPECT_EQ(r.out.request_timeout, 0);
+}
+
 }  // namespace
 }  // namespace efuse::proto

@@ -104,6 +104,11 @@ ABSL_FLAG(std::string, max_write, "1M", "transport: largest WRITE request (4K..1
 ABSL_FLAG(double, entry_timeout, 60.0, "seconds the kernel caches a name lookup");
 ABSL_FLAG(double, attr_timeout, 60.0, "seconds the kernel caches attributes");
 ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed lookup");
+ABSL_FLAG(uint32_t, request_timeout, 0,
+          "seconds a request may wait for the daemon's answer before the kernel aborts the "
+          "connection (FUSE_REQUEST_TIMEOUT, Linux 6.14+): clients of a hung daemon get "
+          "ECONNABORTED (later calls ENOTCONN) instead of waiting forever. 0: wait forever. The kernel looks every 15 s, "
+          "so the abort comes up to 15 s late, and values below 15 count as 15 (0..65535)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, log_to, "stderr",
           "where the log goes: stderr, or syslog (the journal under systemd; the mount "
@@ -352,6 +357,11 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   };
   c.session.init.wanted_flags = Session::DefaultInitFlags();
   c.session.init.max_write = static_cast<uint32_t>(*max_write);
+  const uint32_t request_timeout = absl::GetFlag(FLAGS_request_timeout);
+  if (request_timeout > 65535)
+    return absl::InvalidArgumentError("--request_timeout: must be seconds from 0 to 65535");
+  c.session.init.request_timeout = static_cast<uint16_t>(request_timeout);
+  if (request_timeout != 0) c.session.init.wanted_flags |= abi::init::kRequestTimeout;
   c.telemetry = absl::GetFlag(FLAGS_telemetry);
   if (c.telemetry != "auto" && c.telemetry != "on" && c.telemetry != "off")
     return absl::InvalidArgumentError("--telemetry: '" + c.telemetry + "' is not auto, on or off");

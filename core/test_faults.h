@@ -1,0 +1,27 @@
+// core/test_faults.h — test-only fault switches at named points.
+//
+// Owns: reading EFUSE_TEST_FAULTS ("point=argument,point2=argument") once,
+// and answering whether a named point is switched on. Tests set it in the
+// daemon's environment to make a fault happen at an exact place, never by
+// timing. Production runs never set it; a switched-on point logs a warning
+// each time it fires. Thread-safe (read once, then immutable).
+//
+// Points:
+//   no_reply_lookup=NAME   LOOKUP of NAME is read and never answered: a
+//                          daemon that stopped answering, as the kernel
+//                          sees it (for --request_timeout)
+#ifndef EFUSE_CORE_TEST_FAULTS_H_
+#define EFUSE_CORE_TEST_FAULTS_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace efuse {
+
+// The argument of `point` if EFUSE_TEST_FAULTS switches it on.
+std::optional<std::string> TestFault(std::string_view point);
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_TEST_FAULTS_H_
