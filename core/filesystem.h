@@ -59,6 +59,16 @@ struct RequestContext {
   // /proc/<pid>/status (the caller is blocked in the syscall, so it exists).
   bool InGroup(uint32_t g) const;
 
+  // With FUSE_ALLOW_IDMAP (idmapped mounts) the kernel names the caller
+  // only in requests that create an inode; every other request carries
+  // this id (FUSE_INVALID_UIDGID). Such a mount always has
+  // default_permissions: the kernel made every permission decision, so a
+  // backend checks nothing more, and where the caller's identity matters
+  // for privileges (which set-id bits a write clears) takes the stricter
+  // answer (not root, in no group).
+  static constexpr uint32_t kUnknownId = 0xffffffffu;
+  bool IdentityKnown() const { return uid != kUnknownId; }
+
  private:
   mutable bool proc_groups_loaded_ = false;
   mutable std::vector<uint32_t> proc_groups_;

@@ -34,6 +34,7 @@ std::vector<uint32_t> ReadProcGroups(uint32_t pid) {
 }  // namespace
 
 bool RequestContext::InGroup(uint32_t g) const {
+  if (!IdentityKnown()) return false;
   if (g == gid) return true;
   for (uint32_t x : groups)
     if (x == g) return true;

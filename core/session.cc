@@ -58,6 +58,13 @@ void Session::WriteStatusFile() {
       << "\n"
       << "protocol: 7." << dispatcher_->connection().minor << "\n"
       << "max_write: " << dispatcher_->connection().max_write << "\n";
+    if ((options_.init.wanted_flags & abi::init::kAllowIdmap) != 0) {
+      f << "idmapped_mounts: "
+        << (dispatcher_->connection().Has(abi::init::kAllowIdmap) ? "allowed"
+            : dispatcher_->initialized() ? "refused (the kernel has no FUSE_ALLOW_IDMAP)"
+                                         : "(at INIT)")
+        << "\n";
+    }
     if (options_.init.request_timeout != 0) {
       const proto::Connection& conn = dispatcher_->connection();
       f << "request_timeout: "

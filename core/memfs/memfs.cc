@@ -58,6 +58,7 @@ bool NotAfter(const timespec& a, const timespec& b) {
 bool Permits(const RequestContext& ctx, uint32_t mode, uint32_t uid,
              uint32_t gid, uint32_t mask) {
   mask &= kR | kW | kX;
+  if (!ctx.IdentityKnown()) return true;  // the kernel checked (default_permissions)
   if (ctx.uid == 0) {
     return (mask & kX) == 0 || S_ISDIR(mode) || (mode & 0111) != 0;
   }
@@ -387,7 +388,7 @@ void MemFs::RemoveEntry(Inode* dir, std::string_view name,
 
 bool MemFs::StickyDenies(const RequestContext& ctx, const Inode& dir,
                          const Inode& child) const {
-  if (ctx.uid == 0) return false;
+  if (ctx.uid == 0 || !ctx.IdentityKnown()) return false;  // unknown: the kernel checked
   {
     memfs::ReadLock l(&dir.mu);
     if ((dir.mode & S_ISVTX) == 0 || dir.uid == ctx.uid) return false;
@@ -806,7 +807,10 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
   memfs::WriteLock l(&n->mu);
   if (n->dead) return Errno(ENOENT);
   const uint32_t v = req.valid;
-  const bool root = ctx.uid == 0;
+  // An unknown caller (idmapped mounts) passed the kernel's own checks of
+  // the same rules (setattr_prepare, default_permissions), which also took
+  // setgid out of a chmod by a non-member.
+  const bool root = ctx.uid == 0 || !ctx.IdentityKnown();
   const bool owner = ctx.uid == n->uid;
 
   // Check everything before changing anything, so a refused request changes
@@ -1233,7 +1237,7 @@ Status XattrWriteAllowed(const RequestContext& ctx, XattrClass cls,
     case XattrClass::kUser:
       if (!S_ISREG(mode) && !S_ISDIR(mode)) return Errno(EPERM);
       if (S_ISDIR(mode) && (mode & S_ISVTX) != 0 && ctx.uid != 0 &&
-          ctx.uid != uid) {
+          ctx.uid != uid && ctx.IdentityKnown()) {
         return Errno(EPERM);
       }
       if (!Permits(ctx, mode, uid, gid, kW)) return Errno(EACCES);

@@ -50,6 +50,10 @@ DaemonCreds DaemonCreds::Capture() {
 
 ScopedCreds::ScopedCreds(const DaemonCreds& daemon, const RequestContext& ctx) : daemon_(daemon) {
   if (ctx.uid == daemon.fsuid && ctx.gid == daemon.fsgid && ctx.groups.empty()) return;
+  // Unknown caller (idmapped mounts, core/filesystem.h): the kernel checked
+  // permissions; the daemon acts with its own credentials, as it does for
+  // a caller it cannot become.
+  if (!ctx.IdentityKnown()) return;
   if (!daemon.can_switch) {
     error_ = EPERM;
     return;

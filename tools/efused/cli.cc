@@ -104,6 +104,10 @@ ABSL_FLAG(std::string, max_write, "1M", "transport: largest WRITE request (4K..1
 ABSL_FLAG(double, entry_timeout, 60.0, "seconds the kernel caches a name lookup");
 ABSL_FLAG(double, attr_timeout, 60.0, "seconds the kernel caches attributes");
 ABSL_FLAG(double, negative_timeout, 0.0, "seconds the kernel caches a failed lookup");
+ABSL_FLAG(bool, idmap, false,
+          "allow idmapped bind mounts of this mount (FUSE_ALLOW_IDMAP, Linux 6.12+: files created "
+          "through such a mount get the mapped owners); implies default_permissions, and the "
+          "kernel then names the caller only in requests that create files");
 ABSL_FLAG(uint32_t, request_timeout, 0,
           "seconds a request may wait for the daemon's answer before the kernel aborts the "
           "connection (FUSE_REQUEST_TIMEOUT, Linux 6.14+): clients of a hung daemon get "
@@ -362,6 +366,16 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
     return absl::InvalidArgumentError("--request_timeout: must be seconds from 0 to 65535");
   c.session.init.request_timeout = static_cast<uint16_t>(request_timeout);
   if (request_timeout != 0) c.session.init.wanted_flags |= abi::init::kRequestTimeout;
+  if (absl::GetFlag(FLAGS_idmap)) {
+    // The kernel refuses FUSE_ALLOW_IDMAP (and the whole INIT) without
+    // default_permissions: it must check permissions for callers it no
+    // longer names to the daemon.
+    c.session.init.wanted_flags |= abi::init::kAllowIdmap;
+    if (!m.default_permissions) {
+      m.default_permissions = true;
+      Log(LogLevel::kInfo, "--idmap: default_permissions added (the kernel checks permissions)");
+    }
+  }
   c.telemetry = absl::GetFlag(FLAGS_telemetry);
   if (c.telemetry != "auto" && c.telemetry != "on" && c.telemetry != "off")
     return absl::InvalidArgumentError("--telemetry: '" + c.telemetry + "' is not auto, on or off");
