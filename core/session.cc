@@ -107,7 +107,10 @@ uint64_t Session::DefaultInitFlags() {
   return f::kAsyncRead | f::kAtomicOTrunc | f::kBigWrites | f::kDoReaddirplus |
          f::kReaddirplusAuto | f::kAsyncDio | f::kParallelDirops | f::kMaxPages |
          f::kHandleKillprivV2 | f::kSetxattrExt | f::kInitExt | f::kCreateSuppGroup |
-         f::kCacheSymlinks;
+         f::kCacheSymlinks |
+         // LOOKUP of "." and "..": a file handle outlives the kernel's
+         // memory of its inode (open_by_handle_at, NFS export).
+         f::kExportSupport;
 }
 
 Result<int32_t> Session::OpenBacking(int fd) {

@@ -523,6 +523,14 @@ Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
   memfs::ReadLock tl(&tree_mu_);
   Inode* dir = FindInTree(parent);
   if (dir == nullptr) return Errno(ENOENT);
+  if (name == "." && dir->type != S_IFDIR) {
+    // The kernel's export operations (open_by_handle_at, NFS) ask for a
+    // node it forgot by this name, whatever its type; node ids are never
+    // reused, so the id alone names the file. Gone once unlinked.
+    if (dir->nlink == 0) return Errno(ESTALE);
+    dir->lookups.fetch_add(1, std::memory_order_relaxed);
+    return LockedEntryOf(*dir);
+  }
   if (dir->type != S_IFDIR) return Errno(ENOTDIR);
   if (!dir->MayAccess(ctx, kX)) return Errno(EACCES);
   Inode* child = nullptr;

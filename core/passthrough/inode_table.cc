@@ -144,7 +144,19 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
       }
     }
     if (result == nullptr) {
-      const uint64_t id = (s.next++ * kShards) + index;
+      // A forgotten node's file comes back under its old id: a file handle
+      // the kernel gave out (open_by_handle_at, NFS) holds that id.
+      uint64_t id = 0;
+      if (!pin) {
+        auto fit = s.forgotten_by_handle.find(std::make_pair(dev, handle));
+        if (fit != s.forgotten_by_handle.end()) {
+          id = fit->second;
+          s.forgotten.erase(id);
+          s.forgotten_by_handle.erase(fit);
+          revivals_.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      if (id == 0) id = (s.next++ * kShards) + index;
       result = std::make_shared<Inode>(id, dev, ino, st.stx_mode & S_IFMT);
       if (pin) {
         result->pinned = sfd;
@@ -179,6 +191,7 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     auto kit = s.by_key.find(std::make_pair(inode.dev, inode.ino));
     if (kit != s.by_key.end() && kit->second == &inode) s.by_key.erase(kit);
     if (inode.pinned != nullptr) pinned_.fetch_sub(1, std::memory_order_relaxed);
+    if (!inode.handle.empty() && !inode.stale.load(std::memory_order_relaxed)) RememberForgotten(s, inode);
     dropped = std::move(it->second);
     s.by_id.erase(it);
   }
@@ -193,6 +206,67 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     kernel_->CloseBacking(kept).ok();
     backing_ids_.fetch_sub(1, std::memory_order_relaxed);
   }
+}
+
+void PassthroughFs::RememberForgotten(Shard& s, const Inode& inode) {
+  s.forgotten[inode.nodeid] = ForgottenNode{inode.dev, inode.type, inode.handle};
+  s.forgotten_by_handle[std::make_pair(inode.dev, inode.handle)] = inode.nodeid;
+  s.forgotten_order.push_back(inode.nodeid);
+  // The order may name ids revived since; they are skipped (and, when
+  // they pile up, dropped in one pass).
+  while (s.forgotten.size() > kForgottenPerShard && !s.forgotten_order.empty()) {
+    const uint64_t oldest = s.forgotten_order.front();
+    s.forgotten_order.pop_front();
+    auto it = s.forgotten.find(oldest);
+    if (it == s.forgotten.end()) continue;
+    s.forgotten_by_handle.erase(std::make_pair(it->second.dev, it->second.handle));
+    s.forgotten.erase(it);
+  }
+  if (s.forgotten_order.size() > 2 * kForgottenPerShard) {
+    std::deque<uint64_t> kept;
+    for (uint64_t id : s.forgotten_order)
+      if (s.forgotten.contains(id)) kept.push_back(id);
+    s.forgotten_order.swap(kept);
+  }
+}
+
+Result<Entry> PassthroughFs::LookupSelf(uint64_t nodeid) {
+  int fd = -1;
+  if (std::shared_ptr<Inode> live = Find(nodeid)) {
+    if (live->stale.load(std::memory_order_relaxed)) return Errno(ESTALE);
+    Result<SharedFd> pfd = PathFd(*live);
+    if (!pfd.ok()) return pfd.error();
+    fd = fcntl((*pfd)->get(), F_DUPFD_CLOEXEC, 0);
+  } else {
+    ForgottenNode f;
+    {
+      const Shard& s = (*shards_)[nodeid % kShards];
+      absl::ReaderMutexLock l(&s.mu);
+      auto it = s.forgotten.find(nodeid);
+      if (it == s.forgotten.end()) return Errno(ESTALE);
+      f = it->second;
+    }
+    const int mfd = MountFdFor(f.dev);
+    if (mfd < 0) return Errno(ESTALE);
+    fd = OpenByHandle(mfd, f.handle, O_PATH);
+    // The source file is gone (or its handle no longer opens).
+    if (fd < 0) return Errno(errno == ENOMEM ? ENOMEM : ESTALE);
+  }
+  if (fd < 0) return Errno::Last();
+  struct statx st;
+  if (Statx(fd, &st) != 0) {
+    const int err = errno;
+    close(fd);
+    return Errno(err);
+  }
+  Result<std::shared_ptr<Inode>> n = Remember(fd, st);
+  if (!n.ok()) return n.error();
+  if ((*n)->nodeid != nodeid) {
+    // Its file is known under another id now: this handle is stale.
+    Unremember((*n)->nodeid, 1);
+    return Errno(ESTALE);
+  }
+  return MakeEntry(**n, ToAttributes(st));
 }
 
 bool PassthroughFs::KeepBacking(uint64_t nodeid) {

@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <memory>
 #include <span>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -244,11 +245,26 @@ struct PassthroughFs::Handle {
   std::unique_ptr<DirStream> dir;  // directories
 };
 
+// A node the kernel forgot, kept so that its id keeps naming the same
+// source file: the kernel's export operations (open_by_handle_at, NFS)
+// bring back a file handle holding the node id and ask for it by LOOKUP
+// ".", and a file met again by name gets its old id back.
+struct ForgottenNode {
+  uint64_t dev = 0;
+  uint32_t type = 0;
+  std::string handle;  // the source's file handle (HandleOf)
+};
+
 struct PassthroughFs::Shard {
   mutable absl::Mutex mu;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Inode>> by_id ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::pair<uint64_t, uint64_t>, Inode*> by_key ABSL_GUARDED_BY(mu);
   uint64_t next ABSL_GUARDED_BY(mu) = 1;
+  // Forgotten nodes, oldest first in `forgotten_order` (bounded: the
+  // oldest go, and their handles answer ESTALE).
+  absl::flat_hash_map<uint64_t, ForgottenNode> forgotten ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<std::pair<uint64_t, std::string>, uint64_t> forgotten_by_handle ABSL_GUARDED_BY(mu);
+  std::deque<uint64_t> forgotten_order ABSL_GUARDED_BY(mu);
 };
 
 struct PassthroughFs::HandleShard {

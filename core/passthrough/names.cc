@@ -40,6 +40,8 @@ constexpr size_t kMaxAttrListedDirs = 1 << 16;
 Result<Entry> PassthroughFs::Lookup(const RequestContext& ctx, uint64_t parent,
                                     std::string_view name) {
   if (name.size() > NAME_MAX) return Errno(ENAMETOOLONG);
+  // The kernel's export operations name a node they forgot by ".", any type.
+  if (name == ".") return LookupSelf(parent);
   Result<std::shared_ptr<Inode>> dir = Get(parent);
   if (!dir.ok()) return dir.error();
   if ((*dir)->type != S_IFDIR) return Errno(ENOTDIR);

@@ -274,6 +274,14 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_listings_with_attrs", st.listings_with_attrs);
   add("pt_listings_names_only", st.listings_names_only);
   add("pt_xattr_absences_answered", absences_answered_.load(std::memory_order_relaxed));
+  uint64_t forgotten = 0;
+  for (const Shard& s : *shards_) {
+    absl::ReaderMutexLock l(&s.mu);
+    forgotten += s.forgotten.size();
+  }
+  // Nodes the kernel forgot whose ids still name their files (file handles).
+  add("pt_forgotten_remembered", forgotten);
+  add("pt_revivals", revivals_.load(std::memory_order_relaxed));
   if (prefetch_ != nullptr) {
     const passthrough::DirPrefetchStats ra = prefetch_->Stats();
     add("pt_readdir_ahead_queued", ra.queued);

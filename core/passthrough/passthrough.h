@@ -344,6 +344,13 @@ class PassthroughFs : public FileSystem {
   bool AttrsVolatile(const Inode& inode, const Attributes& attr) const;
   // Looks `name` up in the directory open as `dirfd` and remembers it.
   Result<Entry> LookupAt(int dirfd, std::string_view name);
+  // LOOKUP "." of `nodeid`, live or forgotten (ForgottenNode): the entry of
+  // that very node, ESTALE if its file is gone or no longer remembered.
+  Result<Entry> LookupSelf(uint64_t nodeid);
+  // Keeps what names a dropped node's file, within the shard's bound.
+  void RememberForgotten(Shard& s, const Inode& inode) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Forgotten nodes kept per shard (about 130 bytes each at most).
+  static constexpr size_t kForgottenPerShard = 4096;
   // After a create: looks the new name up, falling back to `created_fd`
   // (which it closes) when the name was already replaced.
   Result<Entry> EntryForNew(int dirfd, std::string_view name);
@@ -425,6 +432,8 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> backing_opens_{0};
   // Opens that reused a backing id kept by KeepBacking (no ioctl).
   mutable std::atomic<uint64_t> backing_reuses_{0};
+  // Forgotten nodes given their id back (LOOKUP "." or met again by name).
+  std::atomic<uint64_t> revivals_{0};
   mutable std::atomic<uint64_t> stale_{0};
   mutable std::atomic<uint64_t> pinned_{0};
   std::atomic<bool> warned_no_handles_{false};

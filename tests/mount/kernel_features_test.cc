@@ -2,7 +2,11 @@
 // mounts (FUSE_ALLOW_IDMAP, efused --idmap), made with the same syscalls
 // mount(8) makes for X-mount.idmap= (open_tree, mount_setattr with
 // MOUNT_ATTR_IDMAP, move_mount; Debian 12's util-linux 2.38 predates that
-// option). Not per transport: these are INIT and VFS matters.
+// option), and export (FUSE_EXPORT_SUPPORT): file handles from
+// name_to_handle_at opened again with open_by_handle_at after the kernel
+// and the daemon forgot the inode, which is what knfsd does (our kernels
+// have no NFSD to run a real export). Not per transport: these are INIT
+// and VFS matters.
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <sched.h>
@@ -12,9 +16,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -232,6 +238,117 @@ TEST_P(IdmapTest, WithoutIdmapTheKernelRefusesAnIdmappedBind) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, IdmapTest,
+                         ::testing::Values(IdmapCase{"memfs", false}, IdmapCase{"passthrough", true}),
+                         [](const ::testing::TestParamInfo<IdmapCase>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// ---------------------------------------------------------------------------
+// Export: file handles that outlive the kernel's and the daemon's memory.
+
+struct FileHandle {
+  std::vector<unsigned char> bytes;  // struct file_handle + f_handle
+  file_handle* get() { return reinterpret_cast<file_handle*>(bytes.data()); }
+};
+
+// name_to_handle_at of `path`; empty bytes (and errno) on failure.
+FileHandle HandleOf(const std::string& path) {
+  FileHandle h;
+  h.bytes.resize(sizeof(file_handle) + MAX_HANDLE_SZ);
+  h.get()->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), h.get(), &mount_id, 0) != 0) h.bytes.clear();
+  return h;
+}
+
+class ExportTest : public IdmapTest {
+ protected:
+  // Drops the kernel's unused dentries and inodes (the mount's among them)
+  // until the daemon has been sent a FORGET, bounded in time.
+  ::testing::AssertionResult ForgetEverything() {
+    StatusReader status(&mount_);
+    auto forgets = [&] {
+      std::map<std::string, uint64_t> counts;
+      status.Counts(&counts);
+      return counts["FORGET"] + counts["BATCH_FORGET"];
+    };
+    const uint64_t before = forgets();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (forgets() == before) {
+      std::ofstream("/proc/sys/vm/drop_caches") << "2";
+      if (std::chrono::steady_clock::now() > deadline)
+        return ::testing::AssertionFailure() << "no FORGET reached the daemon within 10 s of drop_caches";
+      usleep(20000);
+    }
+    return ::testing::AssertionSuccess();
+  }
+  uint64_t Lookups() {
+    std::map<std::string, uint64_t> counts;
+    StatusReader(&mount_).Counts(&counts);
+    return counts["LOOKUP"];
+  }
+};
+
+TEST_P(ExportTest, HandlesOpenTheSameFilesAfterTheInodesAreForgotten) {
+  ASSERT_TRUE(mount_.Start(Flags({})));
+  std::string error;
+  ASSERT_EQ(mkdir(mount_.Path("dir").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(mount_.Path("dir/file"), "exported data", &error)) << error;
+  ASSERT_TRUE(WriteFile(mount_.Path("removed"), "soon gone", &error)) << error;
+  struct stat file_st, dir_st;
+  ASSERT_EQ(stat(mount_.Path("dir/file").c_str(), &file_st), 0);
+  ASSERT_EQ(stat(mount_.Path("dir").c_str(), &dir_st), 0);
+  FileHandle file = HandleOf(mount_.Path("dir/file"));
+  FileHandle dir = HandleOf(mount_.Path("dir"));
+  FileHandle removed = HandleOf(mount_.Path("removed"));
+  ASSERT_FALSE(file.bytes.empty() || dir.bytes.empty() || removed.bytes.empty()) << ErrnoName(errno);
+  ASSERT_EQ(unlink(mount_.Path("removed").c_str()), 0);
+  int raw = open(mount_.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(raw, 0);
+  UniqueFd mount_fd(raw);
+
+  ASSERT_TRUE(ForgetEverything()) << mount_.LogForMessage();
+  const uint64_t lookups_before = Lookups();
+  // The file: same inode, same data, found again by its node id.
+  raw = open_by_handle_at(mount_fd.get(), file.get(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw, 0) << "open_by_handle_at(file): " << ErrnoName(errno) << mount_.LogForMessage();
+  UniqueFd f(raw);
+  char buf[64] = {};
+  ASSERT_EQ(read(f.get(), buf, sizeof(buf)), 13);
+  EXPECT_EQ(std::string(buf), "exported data");
+  struct stat st;
+  ASSERT_EQ(fstat(f.get(), &st), 0);
+  EXPECT_EQ(st.st_ino, file_st.st_ino);
+  // The directory: reconnected to its place in the tree (LOOKUP "..").
+  raw = open_by_handle_at(mount_fd.get(), dir.get(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(raw, 0) << "open_by_handle_at(dir): " << ErrnoName(errno) << mount_.LogForMessage();
+  UniqueFd d(raw);
+  ASSERT_EQ(fstat(d.get(), &st), 0);
+  EXPECT_EQ(st.st_ino, dir_st.st_ino);
+  char link[PATH_MAX] = {};
+  ASSERT_GT(readlink(("/proc/self/fd/" + std::to_string(d.get())).c_str(), link, sizeof(link) - 1), 0);
+  EXPECT_EQ(std::string(link), mount_.Path("dir"));
+  EXPECT_GT(Lookups(), lookups_before) << "the daemon was asked (LOOKUP \".\")";
+  // A removed file's handle is stale, as on a local file system.
+  EXPECT_ERRNO(open_by_handle_at(mount_fd.get(), removed.get(), O_RDONLY | O_CLOEXEC), ESTALE);
+
+  // Met again by name after being forgotten, a file keeps its node id:
+  // the old handle still opens it.
+  f.Reset();
+  d.Reset();
+  ASSERT_TRUE(ForgetEverything()) << mount_.LogForMessage();
+  ASSERT_EQ(stat(mount_.Path("dir/file").c_str(), &st), 0);
+  raw = open_by_handle_at(mount_fd.get(), file.get(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw, 0) << "after a lookup by name: " << ErrnoName(errno) << mount_.LogForMessage();
+  close(raw);
+  if (GetParam().passthrough) {
+    std::map<std::string, std::string> kv;
+    ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
+    EXPECT_NE(kv["pt_revivals"], "0") << "forgotten nodes came back under their ids";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ExportTest,
                          ::testing::Values(IdmapCase{"memfs", false}, IdmapCase{"passthrough", true}),
                          [](const ::testing::TestParamInfo<IdmapCase>& info) {
                            return std::string(info.param.name);
