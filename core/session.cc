@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -26,6 +27,58 @@
 
 namespace efuse {
 
+
+// The status file also carries the dispatcher's per-opcode request counters
+// ("requests_<OPCODE>: N", only non-zero ones, plus "requests_total"), so a
+// test or an operator can see which requests reached the daemon. It is
+// written at start and rewritten on SIGUSR1; "status_seq" grows with every
+// rewrite, so a reader that sent SIGUSR1 knows when the new counts are there.
+std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
+  std::vector<std::pair<std::string, std::string>> lines = {
+      {"pid", std::to_string(getpid())},
+      {"mountpoint", options_.mount.mountpoint},
+      {"fs", std::string(fs_->Name())},
+      {"transport", transport_ ? absl::StrCat(std::string(transport_->Name()), " (", transport_note_, ")")
+                               : std::string("(starting)")},
+      {"protocol", absl::StrCat("7.", dispatcher_->connection().minor)},
+      {"max_write", std::to_string(dispatcher_->connection().max_write)},
+  };
+  const proto::Connection& conn = dispatcher_->connection();
+  if ((options_.init.wanted_flags & abi::init::kAllowIdmap) != 0) {
+    lines.emplace_back("idmapped_mounts", conn.Has(abi::init::kAllowIdmap) ? "allowed"
+                                          : dispatcher_->initialized()
+                                              ? "refused (the kernel has no FUSE_ALLOW_IDMAP)"
+                                              : "(at INIT)");
+  }
+  if (options_.init.request_timeout != 0) {
+    lines.emplace_back("request_timeout",
+                       conn.request_timeout != 0 ? absl::StrCat(conn.request_timeout, " s")
+                       : dispatcher_->initialized()
+                           ? std::string("refused (the kernel has no FUSE_REQUEST_TIMEOUT)")
+                           : std::string("(at INIT)"));
+  }
+  for (const auto& kv : options_.status_lines) lines.push_back(kv);
+  if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&lines);
+  if (offload_ != nullptr) {
+    offload_->AppendStatus(&lines);
+  } else {
+    lines.emplace_back("offload", options_.telemetry == nullptr ? "off (needs BPF telemetry)" : "off (--offload=off)");
+  }
+  if (transport_) transport_->AppendStatus(&lines);
+  fs_->AppendStatus(&lines);
+  uint64_t total = 0;
+  const auto& counts = dispatcher_->stats().requests;
+  for (size_t op = 0; op < counts.size(); ++op) {
+    const uint64_t n = counts[op].load(std::memory_order_relaxed);
+    total += n;
+    if (n != 0) lines.emplace_back(absl::StrCat("requests_", proto::OpcodeName(static_cast<uint32_t>(op))), std::to_string(n));
+  }
+  lines.emplace_back("requests_total", std::to_string(total));
+  lines.emplace_back("requests_malformed", std::to_string(dispatcher_->stats().bad_requests.load()));
+  lines.emplace_back("lock_conflicts_resolved_by_release",
+                     std::to_string(dispatcher_->stats().lock_conflicts_resolved.load()));
+  return lines;
+}
 
 // The status file also carries the dispatcher's per-opcode request counters
 // ("requests_<OPCODE>: N", only non-zero ones, plus "requests_total"), so a
@@ -49,53 +102,8 @@ void Session::WriteStatusFile() {
   std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp);
-    f << "pid: " << getpid() << "\n"
-      << "mountpoint: " << options_.mount.mountpoint << "\n"
-      << "fs: " << fs_->Name() << "\n"
-      << "transport: "
-      << (transport_ ? absl::StrCat(std::string(transport_->Name()), " (", transport_note_, ")")
-                     : std::string("(starting)"))
-      << "\n"
-      << "protocol: 7." << dispatcher_->connection().minor << "\n"
-      << "max_write: " << dispatcher_->connection().max_write << "\n";
-    if ((options_.init.wanted_flags & abi::init::kAllowIdmap) != 0) {
-      f << "idmapped_mounts: "
-        << (dispatcher_->connection().Has(abi::init::kAllowIdmap) ? "allowed"
-            : dispatcher_->initialized() ? "refused (the kernel has no FUSE_ALLOW_IDMAP)"
-                                         : "(at INIT)")
-        << "\n";
-    }
-    if (options_.init.request_timeout != 0) {
-      const proto::Connection& conn = dispatcher_->connection();
-      f << "request_timeout: "
-        << (conn.request_timeout != 0 ? absl::StrCat(conn.request_timeout, " s")
-            : dispatcher_->initialized() ? std::string("refused (the kernel has no FUSE_REQUEST_TIMEOUT)")
-                                         : std::string("(at INIT)"))
-        << "\n";
-    }
-    for (const auto& [k, v] : options_.status_lines) f << k << ": " << v << "\n";
-    std::vector<std::pair<std::string, std::string>> transport_lines;
-    if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&transport_lines);
-    if (offload_ != nullptr) {
-      offload_->AppendStatus(&transport_lines);
-    } else {
-      transport_lines.emplace_back(
-          "offload", options_.telemetry == nullptr ? "off (needs BPF telemetry)" : "off (--offload=off)");
-    }
-    if (transport_) transport_->AppendStatus(&transport_lines);
-    fs_->AppendStatus(&transport_lines);
-    for (const auto& [k, v] : transport_lines) f << k << ": " << v << "\n";
-    uint64_t total = 0;
-    const auto& counts = dispatcher_->stats().requests;
-    for (size_t op = 0; op < counts.size(); ++op) {
-      const uint64_t n = counts[op].load(std::memory_order_relaxed);
-      total += n;
-      if (n != 0) f << "requests_" << proto::OpcodeName(static_cast<uint32_t>(op)) << ": " << n << "\n";
-    }
-    f << "requests_total: " << total << "\n"
-      << "requests_malformed: " << dispatcher_->stats().bad_requests.load() << "\n"
-      << "lock_conflicts_resolved_by_release: " << dispatcher_->stats().lock_conflicts_resolved.load() << "\n"
-      << "status_seq: " << seq.fetch_add(1) + 1 << "\n";
+    for (const auto& [k, v] : StatusLines()) f << k << ": " << v << "\n";
+    f << "status_seq: " << seq.fetch_add(1) + 1 << "\n";
     if (!f) return;
   }
   rename(tmp.c_str(), path.c_str());
@@ -275,23 +283,44 @@ absl::Status Session::Run() {
   };
   tell(absl::StrCat("READY=1\nMAINPID=", getpid(), "\nSTATUS=serving ", std::string(fs_->Name()), " at ", mp,
                     " (", std::string(transport_->Name()), " transport)"));
-  // Pings at half the manager's period; the loop below wakes for them.
-  const int ping_ms = notifier != nullptr && notifier->watchdog_usec() > 0
-                          ? static_cast<int>(std::max<uint64_t>(1, notifier->watchdog_usec() / 2000))
-                          : -1;
+  // Pings at half the manager's period, and reports (--metrics_file) at
+  // theirs; the loop below wakes for whichever is due first.
+  using SteadyClock = std::chrono::steady_clock;
+  const auto ping_every = notifier != nullptr && notifier->watchdog_usec() > 0
+                              ? std::chrono::microseconds(std::max<uint64_t>(1000, notifier->watchdog_usec() / 2))
+                              : std::chrono::microseconds(0);
+  const bool reporting = options_.report && options_.report_every.count() > 0;
+  auto next_ping = SteadyClock::now() + ping_every;
+  auto next_report = SteadyClock::now();  // one report at once
+  auto report = [&] {
+    if (reporting) options_.report(minor(dev_), StatusLines());
+  };
 
   bool unmounting = false;
   for (;;) {
+    const auto now = SteadyClock::now();
+    if (ping_every.count() > 0 && now >= next_ping) {
+      tell("WATCHDOG=1");
+      next_ping = now + ping_every;
+    }
+    if (reporting && now >= next_report) {
+      report();
+      next_report = now + options_.report_every;
+    }
+    int timeout_ms = -1;
+    for (auto [on, due] : {std::pair{ping_every.count() > 0, next_ping}, std::pair{reporting, next_report}}) {
+      if (!on) continue;
+      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(due - SteadyClock::now()).count();
+      const int wait = static_cast<int>(std::max<int64_t>(0, ms));
+      timeout_ms = timeout_ms < 0 ? wait : std::min(timeout_ms, wait);
+    }
     pollfd pfds[2] = {{sfd, POLLIN, 0}, {done_event_, POLLIN, 0}};
-    const int ready = poll(pfds, 2, ping_ms);
+    const int ready = poll(pfds, 2, timeout_ms);
     if (ready < 0) {
       if (errno == EINTR) continue;
       break;
     }
-    if (ready == 0) {
-      tell("WATCHDOG=1");
-      continue;
-    }
+    if (ready == 0) continue;
     if (pfds[1].revents & POLLIN) break;  // every worker saw the connection end
     if (pfds[0].revents & POLLIN) {
       signalfd_siginfo si;
@@ -320,6 +349,7 @@ absl::Status Session::Run() {
     }
   }
   if (!unmounting) tell(absl::StrCat("STOPPING=1\nSTATUS=", mp, " was unmounted"));
+  report();  // the final figures
   if (offload_ != nullptr) offload_->Stop();  // no page-cache push into a dying connection
   transport_->Join();
   dispatcher_->StopAsync();  // before the transport's buffers go away

@@ -11,6 +11,7 @@
 #ifndef EFUSE_CORE_SESSION_H_
 #define EFUSE_CORE_SESSION_H_
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -45,6 +46,13 @@ struct SessionOptions {
   // The offload policy, when telemetry is there to drive it.
   bool offload = true;
   OffloadOptions offload_options;
+  // Called from the main thread every `report_every` while serving (first
+  // at once) and once when serving ends, with the connection id and the
+  // status lines (e.g. to keep a metrics file current). Unset or 0: never.
+  std::function<void(unsigned connection_id,
+                     const std::vector<std::pair<std::string, std::string>>& status)>
+      report;
+  std::chrono::milliseconds report_every{0};
 };
 
 class Session final : public KernelConnection {
@@ -67,6 +75,8 @@ class Session final : public KernelConnection {
   absl::Status ServeInit();
   void AbortConnection();
   void WriteStatusFile();
+  // What the status file says ("key", "value"), status_seq aside.
+  std::vector<std::pair<std::string, std::string>> StatusLines() const;
 
   FileSystem* fs_;
   SessionOptions options_;

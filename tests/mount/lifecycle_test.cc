@@ -447,6 +447,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NegativeTimeout", {"--attr_timeout=-1", "MNT"}, "--attr_timeout"},
         BadCase{"BadTelemetryMode", {"--telemetry=maybe", "MNT"}, "--telemetry"},
         BadCase{"PollTooLong", {"--poll_us=20000", "MNT"}, "--poll_us"},
+        BadCase{"MetricsFileInAMissingDirectory", {"--metrics_file=/nonexistent/dir/m.prom", "MNT"}, "/nonexistent/dir/"},
+        BadCase{"MetricsIntervalZero", {"--metrics_interval=0", "MNT"}, "--metrics_interval"},
         BadCase{"RequestTimeoutTooLong", {"--request_timeout=70000", "MNT"}, "--request_timeout"},
         BadCase{"BadOffloadMode", {"--offload=sometimes", "MNT"}, "--offload"},
         BadCase{"TimeEveryNotAPowerOfTwo", {"--telemetry_time_every=3", "MNT"}, "--telemetry_time_every"},

@@ -291,6 +291,43 @@ TEST_F(TelemetryTest, MetricsPassPromtoolAndCarryTheCounts) {
   ASSERT_TRUE(m.Stop());
 }
 
+// efused --metrics_file keeps the same text current by itself: rewritten
+// every --metrics_interval while serving (polled for here, bounded), and a
+// last time when it stops, with every request counted.
+TEST_F(TelemetryTest, MetricsFileIsKeptCurrentByTheDaemon) {
+  char dir[] = "/tmp/efuse-metrics-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string file = std::string(dir) + "/efuse.prom";
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off", "--metrics_file=" + file, "--metrics_interval=1"}));
+  const std::string labels = "{mountpoint=\"" + m.path() + "\",op=\"";
+  auto value_in = [&](const std::string& text, const std::string& series) -> long {
+    const size_t at = text.find(series + " ");
+    return at == std::string::npos ? -1 : std::atol(text.c_str() + at + series.size() + 1);
+  };
+  constexpr int kFiles = 30;
+  CreateFiles(m, kFiles);
+  std::string text, error;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!ReadFile(file, &text, &error) ||
+         value_in(text, "efuse_requests_total" + labels + "CREATE\"}") != kFiles) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the metrics file never showed " << kFiles
+                                                          << " CREATEs:\n" << text << m.LogForMessage();
+    usleep(20000);
+  }
+  CommandResult check = RunCommand({"/bin/sh", "-c", "/usr/bin/promtool check metrics < '" + file + "'"},
+                                   std::chrono::seconds(30));
+  EXPECT_EQ(check.exit_code(), 0) << "promtool: " << check.Describe();
+  EXPECT_NE(text.find("efuse_daemon_info{mountpoint=\"" + m.path() + "\",fs=\"memfs\""), std::string::npos);
+  // More work, then stop: the last rewrite counts all of it.
+  CreateFiles(m, kFiles, "more-");
+  ASSERT_TRUE(m.Stop());
+  ASSERT_TRUE(ReadFile(file, &text, &error)) << error;
+  EXPECT_EQ(value_in(text, "efuse_daemon_requests_total" + labels + "CREATE\"}"), 2 * kFiles) << text;
+  EXPECT_TRUE(access((file + ".tmp").c_str(), F_OK) != 0) << "a temporary file is left";
+  RunCommand({"/bin/rm", "-rf", dir}, std::chrono::seconds(10));
+}
+
 TEST_F(TelemetryTest, EfusectlStatsTopAndTraceReadARunningDaemon) {
   EfuseMount m;
   ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off"}));

@@ -1,5 +1,11 @@
 #include "tools/efusectl/metrics.h"
 
+#include <fstream>
+
+#include <cstdio>
+
+#include <cerrno>
+
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -104,6 +110,21 @@ std::string RenderMetrics(const std::vector<MountFigures>& mounts) {
     }
   }
   return out;
+}
+
+absl::Status WriteMetricsFile(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.flush()) return absl::UnavailableError("cannot write '" + tmp + "'");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    return absl::ErrnoToStatus(err, "cannot rename to '" + path + "'");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace efuse::ctl

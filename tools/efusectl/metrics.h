@@ -6,7 +6,8 @@
 // efuse_request_errors_total, efuse_request_duration_seconds), the daemon's
 // own request counters (efuse_daemon_requests_total) and every numeric line
 // of its status file (efuse_daemon_status{key=...}), with an info series
-// naming the file system and transport. Pure: no I/O.
+// naming the file system and transport. Pure, but for WriteMetricsFile.
+// Used by `efusectl metrics` and by efused --metrics_file.
 //
 // Thread-safety: none needed (pure functions).
 #ifndef EFUSE_TOOLS_EFUSECTL_METRICS_H_
@@ -17,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "bpf/telemetry_maps.h"
 
 namespace efuse::ctl {
@@ -28,6 +30,10 @@ struct MountFigures {
 };
 
 std::string RenderMetrics(const std::vector<MountFigures>& mounts);
+
+// The one piece of I/O here: `text` into `path` whole or not at all (a
+// temporary file renamed over it), so a collector never reads half a file.
+absl::Status WriteMetricsFile(const std::string& path, const std::string& text);
 
 }  // namespace efuse::ctl
 

@@ -423,18 +423,8 @@ int MetricsCommand(const std::vector<Target>& targets, const std::vector<std::st
     std::fputs(text.c_str(), stdout);
     return 0;
   }
-  // Whole or not at all: a collector must never read half a file.
-  const std::string tmp = output + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) {
-      std::fprintf(stderr, "efusectl metrics: cannot write '%s'\n", tmp.c_str());
-      return 1;
-    }
-  }
-  if (std::rename(tmp.c_str(), output.c_str()) != 0) {
-    std::fprintf(stderr, "efusectl metrics: cannot rename to '%s': %s\n", output.c_str(), std::strerror(errno));
+  if (absl::Status s = WriteMetricsFile(output, text); !s.ok()) {
+    std::fprintf(stderr, "efusectl metrics: %s\n", std::string(s.message()).c_str());
     return 1;
   }
   return 0;

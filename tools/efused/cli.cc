@@ -126,6 +126,12 @@ ABSL_FLAG(uint32_t, trace_sample, 0,
 ABSL_FLAG(uint32_t, telemetry_time_every, 1,
           "telemetry: measure the latency of 1 in N requests of each opcode (a power of 2; "
           "the first 64 of each opcode per CPU always); counts stay exact");
+ABSL_FLAG(std::string, metrics_file, "",
+          "telemetry: keep this file current with the Prometheus text format of the mount's "
+          "figures (what `efusectl metrics` prints; replaced whole, so node_exporter's textfile "
+          "collector never reads half of it); \"\": none");
+ABSL_FLAG(uint32_t, metrics_interval, 15,
+          "telemetry: seconds between rewrites of --metrics_file (1..3600)");
 ABSL_FLAG(std::string, offload, "on",
           "offload: on or off: let the kernel serve hot inodes (needs telemetry): longer lifetimes for hot "
           "entries and attributes, page cache kept for hot memfs files, backing ids kept "
@@ -383,6 +389,18 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   c.time_every = absl::GetFlag(FLAGS_telemetry_time_every);
   if (c.time_every == 0 || (c.time_every & (c.time_every - 1)) != 0 || c.time_every > 65536)
     return absl::InvalidArgumentError("--telemetry_time_every: must be a power of 2 from 1 to 65536");
+  c.metrics_file = absl::GetFlag(FLAGS_metrics_file);
+  c.metrics_interval = absl::GetFlag(FLAGS_metrics_interval);
+  if (c.metrics_interval < 1 || c.metrics_interval > 3600)
+    return absl::InvalidArgumentError("--metrics_interval: must be seconds from 1 to 3600");
+  if (!c.metrics_file.empty()) {
+    const std::string dir = c.metrics_file.find('/') == std::string::npos
+                                ? std::string(".")
+                                : c.metrics_file.substr(0, c.metrics_file.rfind('/') + 1);
+    if (access(dir.c_str(), W_OK) != 0)
+      return absl::InvalidArgumentError(absl::StrCat("--metrics_file '", c.metrics_file, "': cannot write in ",
+                                                     dir, ": ", std::strerror(errno)));
+  }
   const std::string offload = absl::GetFlag(FLAGS_offload);
   if (offload != "on" && offload != "off")
     return absl::InvalidArgumentError("--offload: '" + offload + "' is not on or off");

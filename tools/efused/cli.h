@@ -31,6 +31,8 @@ struct DaemonConfig {
   std::string telemetry = "auto";  // auto, on, off
   uint32_t trace_sample = 0;
   uint32_t time_every = 1;
+  std::string metrics_file;  // "": none
+  uint32_t metrics_interval = 15;  // seconds
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).
   PassthroughOptions passthrough;

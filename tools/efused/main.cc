@@ -2,6 +2,7 @@
 // unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -12,6 +13,8 @@
 #include "absl/synchronization/mutex.h"
 #include "bpf/probe.h"
 #include "bpf/telemetry.h"
+#include "bpf/telemetry_maps.h"
+#include "tools/efusectl/metrics.h"
 #include "core/log.h"
 #include "uring/ring.h"
 #include "tools/efused/cli.h"
@@ -129,6 +132,26 @@ int main(int argc, char** argv) {
     config->session.status_lines.emplace_back("telemetry", "off (--telemetry=off)");
   }
   config->session.telemetry = telemetry.get();
+  if (!config->metrics_file.empty()) {
+    // The same text `efusectl metrics` prints, from the pinned maps and the
+    // status lines, rewritten every --metrics_interval and at the end.
+    config->session.report_every = std::chrono::seconds(config->metrics_interval);
+    config->session.report = [path = config->metrics_file](
+                                 unsigned connection_id,
+                                 const std::vector<std::pair<std::string, std::string>>& status) {
+      efuse::ctl::MountFigures figures;
+      for (const auto& [k, v] : status)
+        if (k == "mountpoint") figures.mountpoint = v;
+      figures.status = status;
+      if (absl::StatusOr<efuse::bpf::TelemetryMaps> maps = efuse::bpf::TelemetryMaps::OpenPinned(connection_id);
+          maps.ok()) {
+        if (absl::StatusOr<efuse::bpf::OpStatsTable> s = maps->ReadStats(); s.ok()) figures.telemetry = *s;
+      }
+      if (absl::Status ws = efuse::ctl::WriteMetricsFile(path, efuse::ctl::RenderMetrics({figures})); !ws.ok()) {
+        efuse::Log(efuse::LogLevel::kWarning, "--metrics_file: %s", std::string(ws.message()));
+      }
+    };
+  }
   efuse::Session session(fs->get(), config->session);
   absl::Status s = session.Run();
   if (s.ok()) s = efuse::BackendResult(**fs);
