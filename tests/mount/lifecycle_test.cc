@@ -754,12 +754,16 @@ TEST(ServiceUnitTest, TemplateUnitVerifies) {
   const std::string dir = d;
   std::string unit, error;
   ASSERT_TRUE(ReadFile(EFUSE_SOURCE_DIR "/tools/efused/efused@.service", &unit, &error)) << error;
-  // The binary it names must exist: the built one stands in for the installed.
-  const std::string installed = "/usr/local/sbin/efused";
-  for (size_t at; (at = unit.find(installed)) != std::string::npos;) unit.replace(at, installed.size(), EFUSED_PATH);
+  // The binary it names must exist: the built one stands in for the
+  // installed one systemd would find by its bare name.
+  const std::string installed = "ExecStart=efused ";
+  const size_t at = unit.find(installed);
+  ASSERT_NE(at, std::string::npos) << unit;
+  unit.replace(at, installed.size(), std::string("ExecStart=") + EFUSED_PATH + " ");
   ASSERT_TRUE(WriteFile(dir + "/efused@.service", unit, &error)) << error;
   const std::string efused_dir = std::string(EFUSED_PATH).substr(0, std::string(EFUSED_PATH).rfind('/'));
-  CommandResult r = RunCommand({"/usr/bin/env", "MANPATH=" + efused_dir, "SYSTEMD_LOG_LEVEL=notice",
+  const std::string efusectl_dir = std::string(EFUSECTL_PATH).substr(0, std::string(EFUSECTL_PATH).rfind('/'));
+  CommandResult r = RunCommand({"/usr/bin/env", "MANPATH=" + efused_dir + ":" + efusectl_dir, "SYSTEMD_LOG_LEVEL=notice",
                                 "/usr/bin/systemd-analyze", "verify", dir + "/efused@mnt-data.service"},
                                seconds(60));
   EXPECT_EQ(r.exit_code(), 0) << r.Describe();
