@@ -218,9 +218,13 @@ TEST_F(PassthroughTest, ForgetDropsTheInode) {
   EXPECT_EQ(fs_->LookupCount(a), 0u);
   EXPECT_EQ(fs_->Stats().inodes, before - 1);
   EXPECT_EQ(Err(fs_->GetAttr(ctx_, a, nullptr)), ENOENT);
-  // Looked up again: a new node id (ids are never reused).
+  // Looked up again, the same file gets its old node id back (a file
+  // handle the kernel gave out names it); another file gets a new one (ids
+  // are never given to another file).
   const uint64_t again = Look(kRoot, "a");
-  EXPECT_NE(again, a);
+  EXPECT_EQ(again, a);
+  WriteSource("b", "other");
+  EXPECT_NE(Look(kRoot, "b"), a);
   fs_->Forget(kRoot, 10);  // the root is never forgotten
   EXPECT_TRUE(fs_->GetAttr(ctx_, kRoot, nullptr).ok());
 }
