@@ -556,6 +556,18 @@ Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
   return LockedEntryOf(*child);
 }
 
+void MemFs::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
+  size_t all = 0, known = 0;
+  {
+    memfs::ReadLock l(&table_mu_);
+    all = inodes_.size();
+    for (const auto& [id, inode] : inodes_)
+      if (inode.get() != root_ && inode->lookups.load(std::memory_order_relaxed) != 0) ++known;
+  }
+  lines->emplace_back("memfs_inodes", std::to_string(all));
+  lines->emplace_back("memfs_known_to_kernel", std::to_string(known));
+}
+
 void MemFs::Forget(uint64_t nodeid, uint64_t nlookup) {
   memfs::WriteLock tl(&tree_mu_);
   std::shared_ptr<Inode> n = Find(nodeid);

@@ -84,6 +84,9 @@ class MemFs : public FileSystem {
   MemFs& operator=(const MemFs&) = delete;
 
   std::string_view Name() const override { return "memfs"; }
+  // memfs_inodes (all, root included) and memfs_known_to_kernel (those the
+  // kernel holds a lookup of, root excluded).
+  void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
   void Init(const InitInfo& info) override;
   // memfs data changes only through this mount, so the kernel's page cache
   // stays right once filled (see FileSystem::StoreInPageCache).
