@@ -358,6 +358,39 @@ absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method) {
   return ErrnoError(err, stage);
 }
 
+absl::StatusOr<int> MountPrivateTmpfs(const PrivateTmpfsOptions& o) {
+  int fsfd = FsOpen("tmpfs", FSOPEN_CLOEXEC);
+  if (fsfd < 0) return ErrnoError(errno, "fsopen(tmpfs)");
+  const std::pair<const char*, std::string> params[] = {
+      {"size", std::to_string(o.size)},
+      {"nr_inodes", std::to_string(o.max_inodes)},
+      {"mode", absl::StrFormat("%o", o.root_mode & 07777)},
+      {"uid", std::to_string(o.root_uid)},
+      {"gid", std::to_string(o.root_gid)},
+  };
+  for (const auto& [key, value] : params) {
+    if (FsConfig(fsfd, FSCONFIG_SET_STRING, key, value.c_str(), 0) < 0) {
+      const int err = errno;
+      close(fsfd);
+      return ErrnoError(err, absl::StrCat("fsconfig(tmpfs ", key, "=", value, ")"));
+    }
+  }
+  if (FsConfig(fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0) {
+    const int err = errno;
+    close(fsfd);
+    return ErrnoError(err, "fsconfig(tmpfs create)");
+  }
+  // Device files and set-id programs of the mount are the FUSE mount's to
+  // honour (its own nodev/nosuid); the private one only stores them.
+  const int mfd = FsMount(fsfd, FSMOUNT_CLOEXEC,
+                          MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
+                              (o.noatime ? MOUNT_ATTR_NOATIME : MOUNT_ATTR_RELATIME));
+  const int err = errno;
+  close(fsfd);
+  if (mfd < 0) return ErrnoError(err, "fsmount(tmpfs)");
+  return mfd;  // an O_PATH fd of its root
+}
+
 absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy) {
   if (lazy) *lazy = false;
   if (umount2(mountpoint.c_str(), UMOUNT_NOFOLLOW) == 0) return absl::OkStatus();

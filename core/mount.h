@@ -57,6 +57,21 @@ absl::StatusOr<int> MountFuse(const MountOptions& opts, std::string* method = nu
 // then lives on until the last open file closes). Sets `*lazy` accordingly.
 absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy = nullptr);
 
+// A private tmpfs instance (fsopen/fsmount), attached nowhere: only the
+// returned directory fd of its root reaches it (files inside stay
+// reachable by file handle through it, after their own fds are closed).
+// It lives until the last fd of it closes. memfs keeps file data there,
+// so the kernel's page cache serves it (FUSE passthrough).
+struct PrivateTmpfsOptions {
+  uint64_t size = 0;        // bytes (tmpfs size=); ENOSPC past it
+  uint64_t max_inodes = 0;  // tmpfs nr_inodes=
+  uint32_t root_mode = 0755;
+  uid_t root_uid = 0;
+  gid_t root_gid = 0;
+  bool noatime = false;  // the FUSE mount's -o noatime, kept by its files
+};
+absl::StatusOr<int> MountPrivateTmpfs(const PrivateTmpfsOptions& opts);
+
 // The device number (st_dev) of the mount at `mountpoint`, read from
 // /proc/self/mountinfo: no request reaches the FUSE daemon (stat() would
 // send GETATTR, which deadlocks before INIT is served). Its minor is the

@@ -68,9 +68,14 @@ absl::StatusOr<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(Passthrough
 
 absl::Status PassthroughFs::OpenSource() {
   const std::string& src = opts_.source;
-  int fd = opts_.noatime ? OpenNoatimeClone(src) : -1;
-  noatime_clone_ = fd >= 0;
-  if (fd < 0) fd = open(src.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  int fd = -1;
+  if (opts_.source_fd >= 0) {
+    fd = opts_.source_fd;  // taken over: the root inode owns it from here
+  } else {
+    fd = opts_.noatime ? OpenNoatimeClone(src) : -1;
+    noatime_clone_ = fd >= 0;
+    if (fd < 0) fd = open(src.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  }
   if (fd < 0) {
     return absl::ErrnoToStatus(
         errno, "source '" + src + "'" + (errno == ENOTDIR ? " is not a directory" : ""));

@@ -118,6 +118,11 @@ enum class ListingAttrs {
 
 struct PassthroughOptions {
   std::string source;  // an existing directory
+  // Instead of `source`: an fd of the directory to serve, taken over (e.g.
+  // the root of a private tmpfs: memfs with its data in the kernel).
+  int source_fd = -1;
+  // What Name() says (status lines, logs).
+  std::string name = "passthrough";
   PassthroughMode passthrough = PassthroughMode::kAuto;
   // Seconds, put into every Entry and AttrReply. Safe for a source only this
   // mount changes; for a source others change, use small values (0 for
@@ -188,7 +193,7 @@ class PassthroughFs : public FileSystem {
   PassthroughFs(const PassthroughFs&) = delete;
   PassthroughFs& operator=(const PassthroughFs&) = delete;
 
-  std::string_view Name() const override { return "passthrough"; }
+  std::string_view Name() const override { return opts_.name; }
   uint64_t WantedInitFlags(uint64_t defaults) const override;
   void Init(const InitInfo& info) override;
   void Destroy() override;

@@ -595,6 +595,8 @@ INSTANTIATE_TEST_SUITE_P(
     Fsx, FsxTest,
     ::testing::Values(Memfs("memfs", {}),
                       Memfs("memfs_small_requests", {"--max_write=4K"}),
+                      // file data in a private tmpfs, through kernel passthrough
+                      Memfs("memfs_kernel_data", {"--memfs_data=kernel"}),
                       // kernel passthrough: reads, writes and mmap go to the source file
                       Passthrough("tmpfs_passthrough", {"--passthrough=on"}),
                       // the daemon serves READ/WRITE, the kernel's writeback cache in front

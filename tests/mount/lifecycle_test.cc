@@ -449,6 +449,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PollTooLong", {"--poll_us=20000", "MNT"}, "--poll_us"},
         BadCase{"MetricsFileInAMissingDirectory", {"--metrics_file=/nonexistent/dir/m.prom", "MNT"}, "/nonexistent/dir/"},
         BadCase{"MetricsIntervalZero", {"--metrics_interval=0", "MNT"}, "--metrics_interval"},
+        BadCase{"UnknownMemfsData", {"--memfs_data=disk", "MNT"}, "--memfs_data"},
         BadCase{"RequestTimeoutTooLong", {"--request_timeout=70000", "MNT"}, "--request_timeout"},
         BadCase{"BadOffloadMode", {"--offload=sometimes", "MNT"}, "--offload"},
         BadCase{"TimeEveryNotAPowerOfTwo", {"--telemetry_time_every=3", "MNT"}, "--telemetry_time_every"},

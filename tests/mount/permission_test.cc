@@ -375,7 +375,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Config{"allow_other_no_entry_cache",
                              {"-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"}},
                       Config{"allow_other_default_permissions",
-                             {"-o", "allow_other,default_permissions"}}),
+                             {"-o", "allow_other,default_permissions"}},
+                      // Data in a private tmpfs (default_permissions added).
+                      Config{"allow_other_kernel_data", {"-o", "allow_other", "--memfs_data=kernel"}}),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });
 
 class NoAllowOtherTest : public MountTest {

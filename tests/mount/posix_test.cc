@@ -1187,7 +1187,10 @@ INSTANTIATE_TEST_SUITE_P(Memfs, PosixTest,
                                                                "--offload=off"}},
                                            // One-page requests: every large
                                            // read and write is split.
-                                           Config{"small_requests", {"--max_write=4K"}}),
+                                           Config{"small_requests", {"--max_write=4K"}},
+                                           // File data in a private tmpfs,
+                                           // through kernel passthrough.
+                                           Config{"kernel_data", {"--memfs_data=kernel"}}),
                          [](const ::testing::TestParamInfo<Config>& info) {
                            return std::string(info.param.name);
                          });

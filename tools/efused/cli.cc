@@ -17,6 +17,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
+#include "core/mount.h"
+#include "core/status_file.h"
 #include "core/memfs/memfs.h"
 #include "core/passthrough/passthrough.h"
 #include "core/sync_transport.h"
@@ -73,6 +75,11 @@ ABSL_FLAG(bool, source_locks, true,
           "kernel keeps them, local to this mount)");
 ABSL_FLAG(std::string, size, "1G", "memfs: capacity of file data (e.g. 512M, 4G); ENOSPC past it");
 ABSL_FLAG(uint64_t, max_inodes, 1u << 20, "memfs: maximum number of inodes");
+ABSL_FLAG(std::string, memfs_data, "daemon",
+          "memfs: where file data lives: daemon (the daemon's memory; it serves every read and "
+          "write), kernel (a private tmpfs instance reached only through this mount, its files "
+          "opened with kernel passthrough so the page cache serves them; needs root), auto "
+          "(kernel where allowed, else daemon)");
 ABSL_FLAG(std::vector<std::string>, o, {},
           "mount options, comma-separated: allow_other, default_permissions, ro, nosuid, "
           "nodev, noexec, noatime, max_read=N, fsname=NAME, subtype=NAME, rootmode=OCTAL, "
@@ -213,6 +220,24 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   return absl::OkStatus();
 }
 
+// --fs=memfs with its data in the kernel: the passthrough engine serves a
+// private tmpfs (MakeFileSystem mounts it) that nothing else can reach, so
+// every cache lifetime is as safe as memfs's own and nothing needs watching.
+void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
+  PassthroughOptions& p = c->passthrough;
+  p.name = "memfs";
+  p.passthrough = PassthroughMode::kOn;
+  p.readdir_ahead = false;  // no disk to overlap
+  MountOptions& m = c->session.mount;
+  p.noatime = false;  // no clone to make: the private tmpfs itself is noatime (MakeFileSystem)
+  // The daemon reaches the files as root: users other than root are checked
+  // by the kernel (as for passthrough).
+  if ((m.allow_other || m.user_id != 0) && !m.default_permissions) {
+    m.default_permissions = true;
+    *added_default_permissions = true;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
@@ -308,6 +333,17 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
     if (!ps.ok()) return ps;
   } else if (!absl::GetFlag(FLAGS_source).empty()) {
     return absl::InvalidArgumentError("--source: only meaningful with --fs=passthrough");
+  }
+  const std::string memfs_data = absl::GetFlag(FLAGS_memfs_data);
+  if (memfs_data != "daemon" && memfs_data != "kernel" && memfs_data != "auto")
+    return absl::InvalidArgumentError("--memfs_data: '" + memfs_data + "' is not daemon, kernel or auto");
+  if (c.fs == "memfs" && memfs_data != "daemon") {
+    // Backing files need CAP_SYS_ADMIN in the initial user namespace.
+    const bool allowed = HasCapSysAdmin() && InitialNamespaceUid(0) == 0;
+    if (memfs_data == "kernel" && !allowed)
+      return absl::InvalidArgumentError("--memfs_data=kernel: kernel passthrough needs root (CAP_SYS_ADMIN in the initial user namespace)");
+    c.memfs_in_kernel = allowed;
+    if (c.memfs_in_kernel) ConfigureMemfsInKernel(&c, &added_default_permissions);
   }
   if (m.allow_other && !m.default_permissions) {
     // Without it the kernel skips search-permission checks on cached path
@@ -428,6 +464,23 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
 }
 
 absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c) {
+  if (c.fs == "memfs" && c.memfs_in_kernel) {
+    PrivateTmpfsOptions t;
+    t.size = c.size_limit;
+    t.max_inodes = c.max_inodes;
+    t.root_mode = c.session.mount.rootmode & 07777;
+    t.root_uid = c.session.mount.user_id;
+    t.root_gid = c.session.mount.group_id;
+    t.noatime = c.session.mount.noatime;
+    absl::StatusOr<int> root = MountPrivateTmpfs(t);
+    if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("--memfs_data=kernel: ", root.status().message()));
+    PassthroughOptions p = c.passthrough;
+    p.source_fd = *root;
+    p.source = "(private tmpfs)";
+    absl::StatusOr<std::unique_ptr<PassthroughFs>> fs = PassthroughFs::Create(p);
+    if (!fs.ok()) return absl::InvalidArgumentError(absl::StrCat("--memfs_data=kernel: ", fs.status().message()));
+    return std::unique_ptr<FileSystem>(std::move(*fs));
+  }
   if (c.fs == "passthrough") {
     absl::StatusOr<std::unique_ptr<PassthroughFs>> fs = PassthroughFs::Create(c.passthrough);
     if (!fs.ok()) return absl::InvalidArgumentError(absl::StrCat("--source: ", fs.status().message()));

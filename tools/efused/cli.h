@@ -32,6 +32,9 @@ struct DaemonConfig {
   uint32_t trace_sample = 0;
   uint32_t time_every = 1;
   std::string metrics_file;  // "": none
+  // --fs=memfs --memfs_data=kernel (or auto, where allowed): served by the
+  // passthrough engine over a private tmpfs (`passthrough` configures it).
+  bool memfs_in_kernel = false;
   uint32_t metrics_interval = 15;  // seconds
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).
