@@ -16,6 +16,7 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -173,8 +174,18 @@ absl::Status RunFusermount(const std::vector<std::string>& args, int* received_f
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sock) != 0) return ErrnoError(errno, "socketpair");
     fcntl(sock[0], F_SETFD, FD_CLOEXEC);
   }
+  auto close_sock = [&] {
+    for (int& fd : sock) {
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
+  };
   int err_pipe[2];
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    const int err = errno;
+    close_sock();
+    return ErrnoError(err, "pipe");
+  }
   // Everything the child needs is built before fork (only exec follows).
   std::vector<std::string> argv_s = {helper};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
@@ -188,7 +199,13 @@ absl::Status RunFusermount(const std::vector<std::string>& args, int* received_f
   if (received_fd != nullptr) envp.push_back(comm.data());
   envp.push_back(nullptr);
   const pid_t pid = fork();
-  if (pid < 0) return ErrnoError(errno, "fork");
+  if (pid < 0) {
+    const int err = errno;
+    close_sock();
+    close(err_pipe[0]);
+    close(err_pipe[1]);
+    return ErrnoError(err, "fork");
+  }
   if (pid == 0) {
     dup2(err_pipe[1], STDERR_FILENO);
     dup2(err_pipe[1], STDOUT_FILENO);
@@ -228,7 +245,12 @@ absl::Status RunFusermount(const std::vector<std::string>& args, int* received_f
   }
   close(err_pipe[0]);
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t waited;
+  do waited = waitpid(pid, &status, 0);
+  while (waited < 0 && errno == EINTR);
+  if (waited != pid) {
+    if (received_fd != nullptr && *received_fd >= 0) close(std::exchange(*received_fd, -1));
+    return absl::PermissionDeniedError(absl::StrCat(helper, ": its exit status is lost (", std::strerror(errno), ")"));
   }
   while (!said.empty() && said.back() == '\n') said.pop_back();
   if (size_t nl = said.rfind('\n'); nl != std::string::npos) said = said.substr(nl + 1);
@@ -394,7 +416,8 @@ absl::StatusOr<int> MountPrivateTmpfs(const PrivateTmpfsOptions& o) {
 absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy) {
   if (lazy) *lazy = false;
   if (umount2(mountpoint.c_str(), UMOUNT_NOFOLLOW) == 0) return absl::OkStatus();
-  if (errno == EPERM && !FindFusermount().empty()) {
+  const int umount_err = errno;
+  if (umount_err == EPERM && !FindFusermount().empty()) {
     // A user's mount: fusermount3 unmounts it if it is theirs.
     absl::Status s = RunFusermount({"-u", "--", mountpoint}, nullptr);
     if (s.ok()) return s;
@@ -404,7 +427,7 @@ absl::Status UnmountFuse(const std::string& mountpoint, bool* lazy) {
     if (lazy) *lazy = true;
     return s;
   }
-  if (errno != EBUSY) return ErrnoError(errno, "umount " + mountpoint);
+  if (umount_err != EBUSY) return ErrnoError(umount_err, "umount " + mountpoint);
   if (umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
     return ErrnoError(errno, "lazy umount " + mountpoint);
   if (lazy) *lazy = true;

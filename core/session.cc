@@ -199,6 +199,16 @@ absl::Status Session::Run() {
   topts.pin = options_.pin_workers;
   if (candidates.empty()) candidates.push_back(std::make_unique<SyncTransport>(topts));
   options_.init.wanted_flags = fs_->WantedInitFlags(options_.init.wanted_flags);
+  constexpr uint64_t kLockFlags = abi::init::kPosixLocks | abi::init::kFlockLocks;
+  if (options_.init.request_timeout != 0 && (options_.init.wanted_flags & kLockFlags) != 0) {
+    // The kernel's timeout spares no request: a lock wait served by the
+    // daemon (SETLKW, flock) that outlasts it would abort the connection,
+    // so anyone who can hold a lock could cut everyone off.
+    options_.init.wanted_flags &= ~kLockFlags;
+    Log(LogLevel::kInfo,
+        "--request_timeout: file locks are kept by the kernel, local to this mount (a lock "
+        "wait served by the daemon could outlast the timeout and abort the connection)");
+  }
   for (const auto& t : candidates) options_.init.wanted_flags |= t->InitFlags();
   dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots, this);
 
@@ -358,7 +368,9 @@ absl::Status Session::Run() {
   if (status_path_ != "-") unlink(status_path_.c_str());
   // The connection ended without our unmount (aborted, or the kernel gave
   // up): do not leave a dead mount behind.
-  if (!unmounting && IsMountPoint(mp)) {
+  // Only our own: someone may have mounted anew at the same place since.
+  absl::StatusOr<dev_t> now_there = MountDevice(mp);
+  if (!unmounting && now_there.ok() && *now_there == dev_) {
     bool lazy = false;
     if (UnmountFuse(mp, &lazy).ok()) Log(LogLevel::kInfo, "removed stale mount %s", mp);
   }

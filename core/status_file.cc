@@ -47,6 +47,12 @@ uid_t InitialNamespaceUid(uid_t uid) {
   return uid;
 }
 
+bool InInitialUserNamespace() {
+  std::ifstream map("/proc/self/uid_map");
+  unsigned long inside = 0, outside = 0, count = 0;
+  return map >> inside >> outside >> count && inside == 0 && outside == 0 && count == 4294967295UL;
+}
+
 absl::StatusOr<std::string> StatusDirectoryForWriting() {
   const uid_t euid = geteuid();
   if (euid == 0) {

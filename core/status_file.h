@@ -24,6 +24,11 @@ namespace efuse {
 // (its own value outside any user namespace; unchanged if unmapped).
 uid_t InitialNamespaceUid(uid_t uid);
 
+// True in the initial user namespace (it maps every id to itself); false
+// in a child namespace (unshare -U, a rootless container), whose
+// capabilities the kernel does not count for system-wide privileges.
+bool InInitialUserNamespace();
+
 // The directory this process writes status files into, created if need be
 // (mode 0755 for /run/efuse, 0700 otherwise). An error names why none fits.
 absl::StatusOr<std::string> StatusDirectoryForWriting();

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -209,23 +210,28 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
 }
 
 void PassthroughFs::RememberForgotten(Shard& s, const Inode& inode) {
-  s.forgotten[inode.nodeid] = ForgottenNode{inode.dev, inode.type, inode.handle};
+  const uint64_t seq = ++s.forgotten_seq;
+  s.forgotten[inode.nodeid] = ForgottenNode{inode.dev, inode.type, inode.handle, seq};
   s.forgotten_by_handle[std::make_pair(inode.dev, inode.handle)] = inode.nodeid;
-  s.forgotten_order.push_back(inode.nodeid);
-  // The order may name ids revived since; they are skipped (and, when
-  // they pile up, dropped in one pass).
+  s.forgotten_order.emplace_back(inode.nodeid, seq);
+  auto current = [&s](const std::pair<uint64_t, uint64_t>& entry) {
+    auto it = s.forgotten.find(entry.first);
+    return it != s.forgotten.end() && it->second.seq == entry.second;
+  };
   while (s.forgotten.size() > kForgottenPerShard && !s.forgotten_order.empty()) {
-    const uint64_t oldest = s.forgotten_order.front();
+    const std::pair<uint64_t, uint64_t> oldest = s.forgotten_order.front();
     s.forgotten_order.pop_front();
-    auto it = s.forgotten.find(oldest);
-    if (it == s.forgotten.end()) continue;
+    if (!current(oldest)) continue;  // revived since
+    auto it = s.forgotten.find(oldest.first);
     s.forgotten_by_handle.erase(std::make_pair(it->second.dev, it->second.handle));
     s.forgotten.erase(it);
   }
-  if (s.forgotten_order.size() > 2 * kForgottenPerShard) {
-    std::deque<uint64_t> kept;
-    for (uint64_t id : s.forgotten_order)
-      if (s.forgotten.contains(id)) kept.push_back(id);
+  // Entries of revived nodes pile up in the order when nodes come and go
+  // without eviction: drop them once they outnumber the live ones.
+  if (s.forgotten_order.size() > 2 * std::max(s.forgotten.size(), size_t{64})) {
+    std::deque<std::pair<uint64_t, uint64_t>> kept;
+    for (const auto& entry : s.forgotten_order)
+      if (current(entry)) kept.push_back(entry);
     s.forgotten_order.swap(kept);
   }
 }

@@ -253,6 +253,7 @@ struct ForgottenNode {
   uint64_t dev = 0;
   uint32_t type = 0;
   std::string handle;  // the source's file handle (HandleOf)
+  uint64_t seq = 0;    // when it was forgotten (Shard::forgotten_seq)
 };
 
 struct PassthroughFs::Shard {
@@ -260,11 +261,13 @@ struct PassthroughFs::Shard {
   absl::flat_hash_map<uint64_t, std::shared_ptr<Inode>> by_id ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::pair<uint64_t, uint64_t>, Inode*> by_key ABSL_GUARDED_BY(mu);
   uint64_t next ABSL_GUARDED_BY(mu) = 1;
-  // Forgotten nodes, oldest first in `forgotten_order` (bounded: the
-  // oldest go, and their handles answer ESTALE).
+  // Forgotten nodes, oldest first in `forgotten_order` as (id, seq)
+  // (bounded: the oldest go, and their handles answer ESTALE). An order
+  // entry whose seq no longer matches is of a node revived since.
   absl::flat_hash_map<uint64_t, ForgottenNode> forgotten ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<std::pair<uint64_t, std::string>, uint64_t> forgotten_by_handle ABSL_GUARDED_BY(mu);
-  std::deque<uint64_t> forgotten_order ABSL_GUARDED_BY(mu);
+  std::deque<std::pair<uint64_t, uint64_t>> forgotten_order ABSL_GUARDED_BY(mu);
+  uint64_t forgotten_seq ABSL_GUARDED_BY(mu) = 0;
 };
 
 struct PassthroughFs::HandleShard {

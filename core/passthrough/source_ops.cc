@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "core/log.h"
+#include "core/status_file.h"
 #include "core/passthrough/internal.h"
 #include "core/privileges.h"
 
@@ -56,12 +57,7 @@ bool HasCapability(int cap) {
 }
 
 bool HasInitialNamespaceCapability(int cap) {
-  if (!HasCapability(cap)) return false;
-  // The initial user namespace maps every id to itself; a child namespace
-  // (unshare -Ur, a rootless container) maps a range of outside ids.
-  std::ifstream map("/proc/self/uid_map");
-  unsigned long inside = 0, outside = 0, count = 0;
-  return map >> inside >> outside >> count && inside == 0 && outside == 0 && count == 4294967295UL;
+  return HasCapability(cap) && InInitialUserNamespace();
 }
 
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -59,6 +60,11 @@ std::string ErrorLines(const std::string& log) {
 class LifecycleTest : public ::testing::Test {
  protected:
   void SetUp() override { EFUSE_REQUIRE_FUSE(); }
+  void TearDown() override {
+    mount_.Cleanup();
+    if (!scratch_dir_.empty()) RunCommand({"/bin/rm", "-rf", scratch_dir_}, seconds(20));
+  }
+  std::string scratch_dir_;  // a scratch directory to remove after the test
   void Write(const std::string& path, const std::string& data) {
     std::string error;
     ASSERT_TRUE(WriteFile(path, data, &error)) << error;
@@ -333,12 +339,28 @@ TEST_F(LifecycleTest, ExternalUmountStopsTheDaemon) {
 // looks every 15 s, so the client waits 15 to 30 s; never less.
 TEST_F(LifecycleTest, RequestTimeoutAbortsAHungDaemon) {
   mount_.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "no_reply_lookup=hung-lookup", 1); });
-  ASSERT_TRUE(mount_.Start({"--size=64M", "--request_timeout=15"}));
+  // Passthrough, which would carry file locks to its source.
+  char source[] = "/tmp/efuse-timeout-src-XXXXXX";
+  ASSERT_NE(mkdtemp(source), nullptr);
+  scratch_dir_ = source;
+  ASSERT_TRUE(mount_.Start({"--fs=passthrough", std::string("--source=") + source, "--request_timeout=15"}));
   StatusReader status(&mount_);
   std::map<std::string, std::string> kv;
   ASSERT_TRUE(status.Fresh(&kv));
   EXPECT_EQ(kv["request_timeout"], "15 s") << mount_.LogForMessage();
   Write(mount_.Path("answered"), "the daemon answers other requests");
+  // Lock waits would count as hung requests: the kernel keeps the locks.
+  EXPECT_NE(mount_.Log().find("file locks are kept by the kernel"), std::string::npos) << mount_.LogForMessage();
+  {
+    int a = open(mount_.Path("answered").c_str(), O_RDONLY | O_CLOEXEC);
+    int b = open(mount_.Path("answered").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    EXPECT_EQ(flock(a, LOCK_EX | LOCK_NB), 0);
+    EXPECT_ERRNO(flock(b, LOCK_EX | LOCK_NB), EWOULDBLOCK);  // still exclusive
+    close(a);
+    close(b);
+  }
   const std::string hung = mount_.Path("hung-lookup");
   ASSERT_TRUE(RunInChild(
       [&](ChildChecks& c) {

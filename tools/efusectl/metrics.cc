@@ -1,5 +1,13 @@
 #include "tools/efusectl/metrics.h"
 
+#include <cstdlib>
+
+#include <unistd.h>
+
+#include <sys/stat.h>
+
+#include <fcntl.h>
+
 #include <fstream>
 
 #include <cstdio>
@@ -113,16 +121,28 @@ std::string RenderMetrics(const std::vector<MountFigures>& mounts) {
 }
 
 absl::Status WriteMetricsFile(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out.flush()) return absl::UnavailableError("cannot write '" + tmp + "'");
+  // A fresh temporary name beside it (mkstemp: O_EXCL, never a planted
+  // file or symlink), then rename over it.
+  std::string tmp = path + ".XXXXXX";
+  const int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "cannot create a file beside '" + path + "'");
+  bool ok = fchmod(fd, 0644) == 0;
+  for (size_t done = 0; ok && done < text.size();) {
+    const ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  const int err = errno;
+  if (close(fd) != 0) ok = false;
+  if (!ok) {
+    unlink(tmp.c_str());
+    return absl::ErrnoToStatus(err, "cannot write '" + tmp + "'");
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    return absl::ErrnoToStatus(err, "cannot rename to '" + path + "'");
+    const int rerr = errno;
+    unlink(tmp.c_str());
+    return absl::ErrnoToStatus(rerr, "cannot rename to '" + path + "'");
   }
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 #include "tools/efusectl/status_file.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -29,6 +30,25 @@ uid_t MountOwner(unsigned id) {
   return 0;
 }
 
+// True if `pid` is an efused whose real uid is `owner` (the status file's
+// owner). A user writes their daemon's status file: without this check the
+// pid in it could make root's efusectl signal any process (SIGUSR1 ends a
+// process that does not handle it).
+bool IsDaemonOf(pid_t pid, uid_t owner) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::ifstream comm(proc + "/comm");
+  std::string name;
+  if (!std::getline(comm, name) || name != "efused") return false;
+  std::ifstream status(proc + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Uid:", 0) == 0) {
+      return std::strtoul(line.c_str() + 4, nullptr, 10) == owner;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 std::string StatusFilePath(unsigned id) { return FindStatusFile(id, MountOwner(id)); }
@@ -52,7 +72,12 @@ long StatusValue(const std::vector<std::string>& lines, const std::string& key) 
 std::vector<std::string> FreshStatusFile(unsigned id) {
   std::vector<std::string> lines = ReadStatusFile(id);
   const long pid = StatusValue(lines, "pid");
-  if (pid <= 0 || kill(static_cast<pid_t>(pid), SIGUSR1) != 0) return lines;
+  struct stat st;
+  const std::string path = StatusFilePath(id);
+  if (pid <= 0 || path.empty() || stat(path.c_str(), &st) != 0 ||
+      !IsDaemonOf(static_cast<pid_t>(pid), st.st_uid) || kill(static_cast<pid_t>(pid), SIGUSR1) != 0) {
+    return lines;
+  }
   const long seq = StatusValue(lines, "status_seq");
   for (int i = 0; i < 200; ++i) {
     std::vector<std::string> fresh = ReadStatusFile(id);

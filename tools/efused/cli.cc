@@ -119,7 +119,9 @@ ABSL_FLAG(uint32_t, request_timeout, 0,
           "seconds a request may wait for the daemon's answer before the kernel aborts the "
           "connection (FUSE_REQUEST_TIMEOUT, Linux 6.14+): clients of a hung daemon get "
           "ECONNABORTED (later calls ENOTCONN) instead of waiting forever. 0: wait forever. The kernel looks every 15 s, "
-          "so the abort comes up to 15 s late, and values below 15 count as 15 (0..65535)");
+          "so the abort comes up to 15 s late, and values below 15 count as 15 (0..65535). "
+          "With it, file locks are kept by the kernel, local to this mount (a lock wait would "
+          "count as a hung request)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, log_to, "stderr",
           "where the log goes: stderr, or syslog (the journal under systemd; the mount "
@@ -226,7 +228,6 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
 void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
   PassthroughOptions& p = c->passthrough;
   p.name = "memfs";
-  p.passthrough = PassthroughMode::kOn;
   p.readdir_ahead = false;  // no disk to overlap
   MountOptions& m = c->session.mount;
   p.noatime = false;  // no clone to make: the private tmpfs itself is noatime (MakeFileSystem)
@@ -339,11 +340,16 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
     return absl::InvalidArgumentError("--memfs_data: '" + memfs_data + "' is not daemon, kernel or auto");
   if (c.fs == "memfs" && memfs_data != "daemon") {
     // Backing files need CAP_SYS_ADMIN in the initial user namespace.
-    const bool allowed = HasCapSysAdmin() && InitialNamespaceUid(0) == 0;
+    const bool allowed = HasCapSysAdmin() && InInitialUserNamespace();
     if (memfs_data == "kernel" && !allowed)
       return absl::InvalidArgumentError("--memfs_data=kernel: kernel passthrough needs root (CAP_SYS_ADMIN in the initial user namespace)");
     c.memfs_in_kernel = allowed;
-    if (c.memfs_in_kernel) ConfigureMemfsInKernel(&c, &added_default_permissions);
+    if (c.memfs_in_kernel) {
+      ConfigureMemfsInKernel(&c, &added_default_permissions);
+      // auto: a kernel without FUSE passthrough (before 6.9) still serves
+      // the tmpfs files, through the daemon; kernel: refuse to run so.
+      c.passthrough.passthrough = memfs_data == "kernel" ? PassthroughMode::kOn : PassthroughMode::kAuto;
+    }
   }
   if (m.allow_other && !m.default_permissions) {
     // Without it the kernel skips search-permission checks on cached path
