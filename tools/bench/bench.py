@@ -167,7 +167,37 @@ def make_targets(selected):
     return all_t
 
 
-SUITES = ("fs", "transports", "micro", "offload")
+class TmpfsTarget(Target):
+    """The kernel's tmpfs, memfs's anchor: mounted for the run, no daemon."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.mnt = os.path.join(ROOT, MNT_PREFIX + name)
+
+    def start(self):
+        os.makedirs(self.mnt, exist_ok=True)
+        if not is_mounted(self.mnt):
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4G", "bench-tmpfs", self.mnt], check=True)
+
+    def stop(self):
+        if is_mounted(self.mnt):
+            subprocess.call(["umount", "-l", self.mnt])
+
+
+def make_memfs_targets(selected):
+    """memfs beside tmpfs: its data in the daemon (today's default) and in
+    a private tmpfs through kernel passthrough (--memfs_data=kernel)."""
+    all_t = [TmpfsTarget("tmpfs"),
+             Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "@MNT@"], persistent=False),
+             Target("efuse-memfs-kernel", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=kernel",
+                                           "@MNT@"], persistent=False)]
+    if selected:
+        names = selected.split(",")
+        all_t = [t for t in all_t if t.name in names]
+    return all_t
+
+
+SUITES = ("fs", "transports", "micro", "offload", "memfs")
 SHM_SRC = "/dev/shm/efuse-bench-src"
 TRANSPORTS = ("sync", "uring-dev", "uring")
 
@@ -402,7 +432,13 @@ class Runner:
         self.offload = {}  # offload workload -> how offload-on compares with offload-off
         self.offload_targets = []
 
-    def record(self, wl, unit, target, rec, group="fs"):
+    # The fs workloads (run_fio, run_meta) also serve the memfs suite, whose
+    # rows are named "memfs: ..." and grouped apart (their base is tmpfs).
+    group = "fs"
+    prefix = ""
+
+    def record(self, wl, unit, target, rec, group=None):
+        group = group or self.group
         if wl not in self.results:
             self.results[wl] = {}
             self.order.append(wl)
@@ -428,7 +464,7 @@ class Runner:
             rec["daemon_cpu_samples"] = cpus
         return rec
 
-    def run_workload(self, t, wl, unit, fn, group="fs"):
+    def run_workload(self, t, wl, unit, fn, group=None):
         """Runs fn() (returns a record) for workload wl on target t and records
         it; a failure is recorded too, and the run goes on."""
         log("%s: %s" % (t.name, wl))
@@ -490,7 +526,7 @@ class Runner:
                 specs += [("rand-write 4K %s" % kind, "randwrite", "4k", direct, jobs, "IOPS"),
                           ("rand-read 4K %s" % kind, "randread", "4k", direct, jobs, "IOPS")]
         for name, rw, bs, direct, jobs, unit in specs:
-            wl = "fio %s j%d" % (name, jobs)
+            wl = self.prefix + "fio %s j%d" % (name, jobs)
             if direct and direct_skip:
                 self.record(wl, unit, t, {"skipped": direct_skip})
                 continue
@@ -531,7 +567,7 @@ class Runner:
                 if s["cpu"]:
                     rec["daemon_cpu_s"] = statistics.median(s["cpu"])
                     rec["daemon_cpu_samples"] = s["cpu"]
-            self.record("meta %s (%d files)" % (phase, self.a.files), "ops/s", t, rec)
+            self.record(self.prefix + "meta %s (%d files)" % (phase, self.a.files), "ops/s", t, rec)
         if err:
             log("%s: meta: %s" % (t.name, err))
 
@@ -846,7 +882,7 @@ def report_section(runner, group, title, names, base, ll, last_col):
     wls = [wl for wl in runner.order if runner.groups[wl] == group]
     if not wls:
         return []
-    hdr = "%-40s %-15s %12s %-9s %9s %9s %11s" % (
+    hdr = "%-40s %-18s %12s %-9s %9s %9s %11s" % (
         title, "target", "value", "unit", "x " + base, "x " + ll, last_col)
     lines = [hdr, "-" * len(hdr)]
     for wl in wls:
@@ -860,14 +896,14 @@ def report_section(runner, group, title, names, base, ll, last_col):
             if "value" not in rec:
                 what = ("skipped: " + rec["skipped"]) if "skipped" in rec else \
                     ("ERROR: " + rec.get("error", "?"))
-                lines.append("%-40s %-15s %s" % (wl, n, " ".join(what.split())[:110]))
+                lines.append("%-40s %-18s %s" % (wl, n, " ".join(what.split())[:110]))
                 continue
             v = rec["value"]
             if last_col == "cpu s":
                 cpu = "%.2f" % rec["daemon_cpu_s"] if "daemon_cpu_s" in rec else "-"
             else:
                 cpu = "%.1f" % rec["daemon_cpu_us_per_req"] if "daemon_cpu_us_per_req" in rec else "-"
-            lines.append("%-40s %-15s %12s %-9s %9s %9s %11s" % (
+            lines.append("%-40s %-18s %12s %-9s %9s %9s %11s" % (
                 wl, n, fmt(v), runner.units[wl], "%.2f" % (v / vb) if vb else "-",
                 "%.2f" % (v / vl) if vl else "-", cpu))
         lines.append("")
@@ -930,9 +966,11 @@ def report_offload(runner):
     return lines
 
 
-def report(runner, targets, ttargets):
+def report(runner, targets, ttargets, mtargets=()):
     lines = report_section(runner, "fs", "workload", [t.name for t in targets],
                            "native", REF_LL, "cpu s")
+    lines += report_section(runner, "memfs", "memfs beside tmpfs", [t.name for t in mtargets],
+                            "tmpfs", "efuse-memfs", "cpu s")
     lines += report_section(runner, "transport", "request transports (memfs)",
                             [t.name for t in ttargets], "memfs-sync", "pt_ll-tmpfs",
                             "cpu us/req")
@@ -1036,13 +1074,14 @@ def main():
     if suites - set(SUITES):
         sys.exit("bench: unknown suite(s) %s" % ",".join(sorted(suites - set(SUITES))))
     if a.targets:
-        known = {t.name for t in make_targets(None) + make_transport_targets(None)}
+        known = {t.name for t in make_targets(None) + make_transport_targets(None) + make_memfs_targets(None)}
         unknown = set(a.targets.split(",")) - known
         if unknown:
             sys.exit("bench: unknown target(s) %s (known: %s)" % (
                 ",".join(sorted(unknown)), ",".join(sorted(known))))
     targets = make_targets(a.targets) if "fs" in suites else []
     ttargets = make_transport_targets(a.targets) if "transports" in suites else []
+    mtargets = make_memfs_targets(a.targets) if "memfs" in suites else []
     runner = Runner(a)
     runner.failed = {}
 
@@ -1052,10 +1091,10 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    est = (len(targets) * 12 * ("fio" in a.workloads) + len(ttargets) * 5) * a.runtime * a.repeats
-    if targets or ttargets:
+    est = ((len(targets) + len(mtargets)) * 12 * ("fio" in a.workloads) + len(ttargets) * 5) * a.runtime * a.repeats
+    if targets or ttargets or mtargets:
         log("%d targets, %d fio jobs of %d s x %d repeats each: fio alone takes ~%d min"
-            % (len(targets), 12, a.runtime, a.repeats, (est + 59) // 60))
+            % (len(targets) + len(mtargets), 12, a.runtime, a.repeats, (est + 59) // 60))
     # Made last, right before the try that removes it.
     data_image = DataImage() if targets and a.data == "image" else None
     fstype = subprocess.run(["stat", "-f", "-c", "%T", DATA],
@@ -1070,18 +1109,32 @@ def main():
             runner.run_target(t)
         for t in ttargets:
             runner.run_transport_target(t)
+        # memfs beside tmpfs: the fio and meta workloads of the fs suite.
+        runner.group, runner.prefix = "memfs", "memfs: "
+        for t in mtargets:
+            log("=== %s ===" % t.name)
+            if not runner.started(t):
+                continue
+            try:
+                if "fio" in a.workloads:
+                    runner.run_fio(t, t.mnt)
+                if "meta" in a.workloads:
+                    runner.run_meta(t, t.mnt)
+            finally:
+                t.stop()
+        runner.group, runner.prefix = "fs", ""
         if "micro" in suites:
             runner.run_micro()
         if "offload" in suites:
             runner.run_offload()
     finally:
-        for t in targets + ttargets + runner.offload_targets:
+        for t in targets + ttargets + mtargets + runner.offload_targets:
             t.stop()
         if data_image is not None:
             data_image.remove()
     elapsed = time.time() - t_start
 
-    table = report(runner, targets, ttargets)
+    table = report(runner, targets, ttargets, mtargets)
     print(table)
     res = {
         "config": {"quick": q, "runtime_s": a.runtime, "repeats": a.repeats,
@@ -1097,7 +1150,7 @@ def main():
                 "samples; daemon_cpu_s is the FUSE daemon's utime+stime during "
                 "the workload; offload requests are those that reached the daemon "
                 "after warm-up (counter: bpf = the BPF stats map's completed)",
-        "targets": [{"name": t.name, "argv": t.argv} for t in targets + ttargets],
+        "targets": [{"name": t.name, "argv": t.argv} for t in targets + ttargets + mtargets],
         "offload": runner.offload,
         "micro_ns": runner.micro,
         "groups": runner.groups,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark runner: native ext4, efuse passthrough (auto, off, no xattrs), efuse memfs,
 # libfuse passthrough_ll and bindfs, side by side on one ext4 directory.
-# Usage: sudo tools/bench/run.sh [--quick] [--suite=fs,transports,micro,offload] [--workloads=fio,meta,tree] [--targets=a,b]
+# Usage: sudo tools/bench/run.sh [--quick] [--suite=fs,transports,micro,offload,memfs] [--workloads=fio,meta,tree] [--targets=a,b]
 #                               [--runtime=S] [--repeats=N] [--data=image|dir]
 # Output: a table on stdout, build/bench/results.json, build/bench/results.png.
 set -euo pipefail
