@@ -228,6 +228,11 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
 void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
   PassthroughOptions& p = c->passthrough;
   p.name = "memfs";
+  // Nothing else reaches the private tmpfs: locks are the kernel's to keep
+  // (no FLUSH per close), and, as with memfs's daemon data, no POSIX ACLs
+  // (which would add default_permissions and a directory GETATTR per change).
+  p.locks = false;
+  p.posix_acl = false;
   p.readdir_ahead = false;  // no disk to overlap
   MountOptions& m = c->session.mount;
   p.noatime = false;  // no clone to make: the private tmpfs itself is noatime (MakeFileSystem)
