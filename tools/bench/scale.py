@@ -87,6 +87,28 @@ def timed(cmd):
     return time.time() - t0, r.stdout
 
 
+def start_efused(argv):
+    """efused with argv (mounting at MNT), its log in ROOT; once mounted."""
+    logf = open(os.path.join(ROOT, "scale-efused.log"), "w")
+    p = subprocess.Popen(argv, stdout=logf, stderr=logf)
+    for _ in range(300):
+        if os.path.ismount(MNT):
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return p
+
+
+def stop_efused(p):
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+    if os.path.ismount(MNT):
+        subprocess.call(["umount", "-l", MNT])
+
+
 SLABS = ("shmem_inode_cache", "dentry", "inode_cache", "fuse_inode")
 
 
@@ -106,14 +128,8 @@ def run_memfs(a):
     subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"])
     argv = [EFUSED, "--fs=memfs", "--size=4G", "--max_inodes=%d" % (a.files + a.files // 1000 + 16),
             "--memfs_data=" + a.memfs, MNT]
-    logf = open(os.path.join(ROOT, "scale-efused.log"), "w")
-    p = subprocess.Popen(argv, stdout=logf, stderr=logf)
+    p = start_efused(argv)
     try:
-        for _ in range(300):
-            if os.path.ismount(MNT):
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
         rss0, slab0 = rss_kib(p.pid), slab_bytes()
         per = 1000
         t0 = time.time()
@@ -136,13 +152,7 @@ def run_memfs(a):
                ", ".join(SLABS), (slab1 - slab0) / n, fds(p.pid)))
         return 0
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        if os.path.ismount(MNT):
-            subprocess.call(["umount", "-l", MNT])
+        stop_efused(p)
 
 
 def main():
@@ -162,14 +172,8 @@ def main():
     argv = [EFUSED, "--fs=passthrough", "--source=" + SRC, MNT]
     if a.fd_cache:
         argv.insert(1, "--fd_cache=%d" % a.fd_cache)
-    logf = open(os.path.join(ROOT, "scale-efused.log"), "w")
-    p = subprocess.Popen(argv, stdout=logf, stderr=logf)
+    p = start_efused(argv)
     try:
-        for _ in range(300):
-            if os.path.ismount(MNT):
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
         rss0 = rss_kib(p.pid)
         st0 = fresh_status(p.pid, MNT)
         find_s, out = timed(["find", MNT, "-type", "f", "-size", "-2"])
@@ -192,13 +196,7 @@ def main():
         log("RESULT %s" % ("ok" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-        if os.path.ismount(MNT):
-            subprocess.call(["umount", "-l", MNT])
+        stop_efused(p)
 
 
 if __name__ == "__main__":
