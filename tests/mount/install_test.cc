@@ -33,16 +33,13 @@ class InstallTest : public ::testing::Test {
  protected:
   void SetUp() override {
     EFUSE_REQUIRE_FUSE();
-    char t[] = "/tmp/efuse-install-XXXXXX";
-    ASSERT_NE(mkdtemp(t), nullptr);
-    dir_ = t;
-  }
-  void TearDown() override {
-    if (!dir_.empty()) RunCommand({"/bin/rm", "-rf", "--one-file-system", dir_}, seconds(30));
+    ASSERT_FALSE(scratch_.path().empty());
+    dir_ = scratch_.path();
   }
   CommandResult Bash(const std::string& script, seconds timeout = seconds(120)) {
     return RunCommand({"/bin/bash", "-c", "set -euo pipefail\n" + script}, timeout);
   }
+  ScratchDir scratch_;
   std::string dir_;
 };
 

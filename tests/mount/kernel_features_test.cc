@@ -120,23 +120,6 @@ class IdmappedBind {
   bool mounted_ = false;
 };
 
-// A source directory for --fs=passthrough, removed at the end.
-class ScratchDir {
- public:
-  ScratchDir() {
-    char t[] = "/tmp/efuse-source-XXXXXX";
-    if (mkdtemp(t) != nullptr) path_ = t;
-    chmod(path_.c_str(), 0755);
-  }
-  ~ScratchDir() {
-    if (!path_.empty()) RunCommand({"/bin/rm", "-rf", "--one-file-system", path_}, std::chrono::seconds(20));
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 struct IdmapCase {
   const char* name;
   bool passthrough;

@@ -60,11 +60,6 @@ std::string ErrorLines(const std::string& log) {
 class LifecycleTest : public ::testing::Test {
  protected:
   void SetUp() override { EFUSE_REQUIRE_FUSE(); }
-  void TearDown() override {
-    mount_.Cleanup();
-    if (!scratch_dir_.empty()) RunCommand({"/bin/rm", "-rf", scratch_dir_}, seconds(20));
-  }
-  std::string scratch_dir_;  // a scratch directory to remove after the test
   void Write(const std::string& path, const std::string& data) {
     std::string error;
     ASSERT_TRUE(WriteFile(path, data, &error)) << error;
@@ -340,10 +335,9 @@ TEST_F(LifecycleTest, ExternalUmountStopsTheDaemon) {
 TEST_F(LifecycleTest, RequestTimeoutAbortsAHungDaemon) {
   mount_.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "no_reply_lookup=hung-lookup", 1); });
   // Passthrough, which would carry file locks to its source.
-  char source[] = "/tmp/efuse-timeout-src-XXXXXX";
-  ASSERT_NE(mkdtemp(source), nullptr);
-  scratch_dir_ = source;
-  ASSERT_TRUE(mount_.Start({"--fs=passthrough", std::string("--source=") + source, "--request_timeout=15"}));
+  ScratchDir source;
+  ASSERT_FALSE(source.path().empty());
+  ASSERT_TRUE(mount_.Start({"--fs=passthrough", "--source=" + source.path(), "--request_timeout=15"}));
   StatusReader status(&mount_);
   std::map<std::string, std::string> kv;
   ASSERT_TRUE(status.Fresh(&kv));

@@ -471,6 +471,20 @@ void ChildChecks::ExpectOk(long rc, int err, const char* expr, const char* file,
   if (rc < 0) Fail(std::string(expr) + " failed: " + ErrnoText(err), file, line);
 }
 
+ScratchDir::ScratchDir(uid_t owner) {
+  char t[] = "/tmp/efuse-scratch-XXXXXX";
+  if (mkdtemp(t) == nullptr) return;
+  path_ = t;
+  if (chmod(t, 0755) != 0 || (owner != 0 && chown(t, owner, owner) != 0)) {
+    rmdir(t);
+    path_.clear();
+  }
+}
+
+ScratchDir::~ScratchDir() {
+  if (!path_.empty()) RunCommand({"/bin/rm", "-rf", "--one-file-system", path_}, std::chrono::seconds(30));
+}
+
 ::testing::AssertionResult RunInChild(const std::function<void(ChildChecks&)>& body,
                                       const Creds* creds, std::chrono::milliseconds timeout) {
   int fds[2];

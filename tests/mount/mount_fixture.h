@@ -283,6 +283,21 @@ class ChildChecks {
                                       const Creds* creds = nullptr,
                                       std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
+// A fresh directory under /tmp (mode 0755, owned by `owner`), removed with
+// everything in it on destruction (never crossing into a mount). path() is
+// empty if it could not be made.
+class ScratchDir {
+ public:
+  explicit ScratchDir(uid_t owner = 0);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Deterministic pseudo-random bytes (splitmix64 stream from `seed`).
 std::string PatternBytes(uint64_t seed, size_t size);
 void FillPattern(uint64_t seed, uint64_t stream_offset, uint8_t* out, size_t size);

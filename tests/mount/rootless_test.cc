@@ -38,27 +38,6 @@ CommandResult Bash(const std::string& script, std::chrono::seconds timeout = std
   return RunCommand({"/bin/bash", "-c", "set -u\n" + script}, timeout);
 }
 
-// A scratch directory `uid` owns (mount points and sources of the shell
-// scenarios), removed at the end.
-class OwnedDir {
- public:
-  explicit OwnedDir(uid_t uid) {
-    char t[] = "/tmp/efuse-rootless-XXXXXX";
-    path_ = mkdtemp(t) != nullptr ? t : "";
-    if (!path_.empty()) {
-      chmod(path_.c_str(), 0755);
-      if (chown(path_.c_str(), uid, uid) != 0) path_.clear();
-    }
-  }
-  ~OwnedDir() {
-    if (!path_.empty()) RunCommand({"/bin/rm", "-rf", "--one-file-system", path_}, std::chrono::seconds(20));
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 class RootlessTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -189,7 +168,7 @@ std::string AllowOtherScenario(const std::string& dir, bool user_allow_other) {
 }
 
 TEST_F(RootlessTest, AllowOtherNeedsUserAllowOther) {
-  OwnedDir dir(0);
+  ScratchDir dir;
   ASSERT_FALSE(dir.path().empty());
   CommandResult r = Bash(AllowOtherScenario(dir.path(), false));
   ASSERT_FALSE(r.timed_out) << r.Describe();
@@ -200,7 +179,7 @@ TEST_F(RootlessTest, AllowOtherNeedsUserAllowOther) {
 }
 
 TEST_F(RootlessTest, AllowOtherWithUserAllowOtherServesOtherUsers) {
-  OwnedDir dir(0);
+  ScratchDir dir;
   ASSERT_FALSE(dir.path().empty());
   CommandResult r = Bash(AllowOtherScenario(dir.path(), true));
   ASSERT_FALSE(r.timed_out) << r.Describe();
@@ -220,7 +199,7 @@ TEST_F(RootlessTest, UserNamespaceMountsDirectly) {
   ASSERT_EQ(stat("/dev/fuse", &dev), 0);
   ASSERT_EQ(dev.st_mode & 0666, 0666u)
       << "/dev/fuse must be 0666 (what Debian's udev rule does; tools/setup.sh does it here)";
-  OwnedDir dir(kUser);
+  ScratchDir dir(kUser);
   ASSERT_FALSE(dir.path().empty());
   const std::string d = dir.path();
   const std::string inner =

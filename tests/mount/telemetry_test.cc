@@ -295,9 +295,9 @@ TEST_F(TelemetryTest, MetricsPassPromtoolAndCarryTheCounts) {
 // every --metrics_interval while serving (polled for here, bounded), and a
 // last time when it stops, with every request counted.
 TEST_F(TelemetryTest, MetricsFileIsKeptCurrentByTheDaemon) {
-  char dir[] = "/tmp/efuse-metrics-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string file = std::string(dir) + "/efuse.prom";
+  ScratchDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  const std::string file = dir.path() + "/efuse.prom";
   EfuseMount m;
   ASSERT_TRUE(m.Start({"--attr_timeout=0", "--offload=off", "--metrics_file=" + file, "--metrics_interval=1"}));
   const std::string labels = "{mountpoint=\"" + m.path() + "\",op=\"";
@@ -324,9 +324,8 @@ TEST_F(TelemetryTest, MetricsFileIsKeptCurrentByTheDaemon) {
   ASSERT_TRUE(m.Stop());
   ASSERT_TRUE(ReadFile(file, &text, &error)) << error;
   EXPECT_EQ(value_in(text, "efuse_daemon_requests_total" + labels + "CREATE\"}"), 2 * kFiles) << text;
-  CommandResult left = RunCommand({"/bin/sh", "-c", std::string("ls ") + dir}, std::chrono::seconds(10));
+  CommandResult left = RunCommand({"/bin/sh", "-c", "ls " + dir.path()}, std::chrono::seconds(10));
   EXPECT_EQ(left.out, "efuse.prom\n") << "a temporary file is left";
-  RunCommand({"/bin/rm", "-rf", dir}, std::chrono::seconds(10));
 }
 
 TEST_F(TelemetryTest, EfusectlStatsTopAndTraceReadARunningDaemon) {
