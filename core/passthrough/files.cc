@@ -149,9 +149,17 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
         // file as long as the backing id lives (a kept id outlives every
         // handle), and a write-mode file would keep the source inode busy
         // for exec (ETXTBSY) and read-only remounts.
-        Result<SharedFd> pfd = PathFd(*inode);
-        if (!pfd.ok()) return pfd.error();
-        Result<int32_t> id = kernel_->OpenBacking((*pfd)->get());
+        // A private source's fd in hand (a create's) serves as well, and
+        // spares an open by handle.
+        int backing_fd = opts_.source_private ? fd : -1;
+        SharedFd pfd;
+        if (backing_fd < 0) {
+          Result<SharedFd> path_fd = PathFd(*inode);
+          if (!path_fd.ok()) return path_fd.error();
+          pfd = *std::move(path_fd);
+          backing_fd = pfd->get();
+        }
+        Result<int32_t> id = kernel_->OpenBacking(backing_fd);
         if (id.ok()) {
           use_pt = true;
           backing_id = *id;
@@ -528,8 +536,17 @@ Status PassthroughFs::Fallocate(const RequestContext& ctx, uint64_t nodeid, uint
   if (h == nullptr) return Errno(EBADF);
   Result<int> fd = HandleFd(*h);
   if (!fd.ok()) return fd.error();
-  if (fallocate(*fd, static_cast<int>(mode), static_cast<off_t>(offset),
-                static_cast<off_t>(length)) != 0) {
+  const off_t off = static_cast<off_t>(offset), len = static_cast<off_t>(length);
+  if (fallocate(*fd, static_cast<int>(mode), off, len) == 0) return OkStatus();
+  // A source without ZERO_RANGE (tmpfs: memfs's data in the kernel) gets
+  // the same bytes from a punched hole, allocated again (and the size
+  // extended unless KEEP_SIZE): the modes memfs serves stay served.
+  constexpr uint32_t kZero = FALLOC_FL_ZERO_RANGE, kKeep = FALLOC_FL_KEEP_SIZE;
+  if (errno != EOPNOTSUPP || (mode & ~(kZero | kKeep)) != 0 || (mode & kZero) == 0) {
+    return Errno::Last();
+  }
+  if (fallocate(*fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0 ||
+      fallocate(*fd, static_cast<int>(mode & kKeep), off, len) != 0) {
     return Errno::Last();
   }
   return OkStatus();

@@ -121,6 +121,10 @@ struct PassthroughOptions {
   // Instead of `source`: an fd of the directory to serve, taken over (e.g.
   // the root of a private tmpfs: memfs with its data in the kernel).
   int source_fd = -1;
+  // Nothing but this daemon opens the source's files (memfs's private
+  // tmpfs): the fd a create opened may itself be the backing file, as no
+  // exec or read-only remount of the source can meet its write access.
+  bool source_private = false;
   // What Name() says (status lines, logs).
   std::string name = "passthrough";
   PassthroughMode passthrough = PassthroughMode::kAuto;
@@ -324,6 +328,10 @@ class PassthroughFs : public FileSystem {
   // GETXATTR's memory of names the source lacked (kAbsenceRemembered):
   // true if `bit`'s absence is remembered and still fresh; `changes` gets
   // the count a later RememberAbsent must still find.
+  // A private source without FUSE_POSIX_ACL (memfs with its data in the
+  // kernel): ACLs set there would bind the tmpfs but never the kernel's
+  // checks of this mount, so, as memfs with daemon data, it keeps none.
+  bool AclsRefused() const { return opts_.source_private && !opts_.posix_acl; }
   bool KnownAbsent(Inode& inode, uint8_t bit, uint32_t* changes);
   void RememberAbsent(Inode& inode, uint8_t bit, uint32_t changes);
   // The inode's xattrs changed (through us, or in the source): forget.

@@ -33,6 +33,8 @@ constexpr std::string_view kAbsenceRemembered[] = {
     "system.posix_acl_default", "security.SMACK64",
 };
 // The bit of `name` in Inode::absent_xattrs, or 0 when not remembered.
+bool IsAclName(std::string_view name) { return name.starts_with("system.posix_acl_"); }
+
 uint8_t AbsenceBit(std::string_view name) {
   for (size_t i = 0; i < std::size(kAbsenceRemembered); ++i) {
     if (kAbsenceRemembered[i] == name) return static_cast<uint8_t>(1u << i);
@@ -48,6 +50,7 @@ Status PassthroughFs::SetXattr(const RequestContext& ctx, uint64_t nodeid, std::
                                std::span<const uint8_t> value, uint32_t flags,
                                uint32_t setxattr_flags) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
+  if (AclsRefused() && IsAclName(name)) return Errno(EOPNOTSUPP);
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   Result<SharedFd> fd = PathFd(**n);
@@ -100,6 +103,7 @@ Result<std::string> PassthroughFs::GetXattr(const RequestContext& ctx, uint64_t 
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
+  if (AclsRefused() && IsAclName(name)) return Errno(EOPNOTSUPP);
   if (ctx.uid != 0 && name.starts_with("trusted.")) return Errno(ENODATA);
   const uint8_t absence_bit = AbsenceBit(name);
   uint32_t changes = 0;
@@ -166,6 +170,7 @@ Result<std::string> PassthroughFs::ListXattr(const RequestContext& ctx, uint64_t
 Status PassthroughFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
                                   std::string_view name) {
   if (!opts_.xattrs) return Errno(ENOSYS);  // the kernel stops asking
+  if (AclsRefused() && IsAclName(name)) return Errno(EOPNOTSUPP);
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   Result<SharedFd> fd = PathFd(**n);
