@@ -593,8 +593,8 @@ TEST_P(FsxTest, ReadAfterWriteHoldsWhileOthersOpenAndRead) {
 
 INSTANTIATE_TEST_SUITE_P(
     Fsx, FsxTest,
-    ::testing::Values(Memfs("memfs", {}),
-                      Memfs("memfs_small_requests", {"--max_write=4K"}),
+    ::testing::Values(Memfs("memfs", {"--memfs_data=daemon"}),
+                      Memfs("memfs_small_requests", {"--memfs_data=daemon", "--max_write=4K"}),
                       // file data in a private tmpfs, through kernel passthrough
                       Memfs("memfs_kernel_data", {"--memfs_data=kernel"}),
                       // kernel passthrough: reads, writes and mmap go to the source file

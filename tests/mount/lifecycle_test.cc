@@ -84,6 +84,27 @@ INSTANTIATE_TEST_SUITE_P(Signals, StopSignalTest, ::testing::Values(SIGTERM, SIG
                            return std::string(sigabbrev_np(info.param));
                          });
 
+// memfs's default (auto) keeps file data in the kernel for root, whose reads
+// then never reach the daemon; --passthrough=off keeps it in the daemon.
+TEST_F(LifecycleTest, MemfsDefaultKeepsItsDataInTheKernel) {
+  for (const bool off : {false, true}) {
+    EfuseMount m;
+    ASSERT_TRUE(off ? m.Start({"--passthrough=off"}) : m.Start({}));
+    const std::string data(1 << 20, 'k');
+    std::string error, back;
+    ASSERT_TRUE(WriteFile(m.Path("f"), data, &error)) << error;
+    ASSERT_TRUE(ReadFile(m.Path("f"), &back, &error)) << error;
+    EXPECT_EQ(back, data);
+    std::map<std::string, uint64_t> counts;
+    ASSERT_TRUE(StatusReader(&m).Counts(&counts));
+    const bool private_tmpfs = m.Log().find("serving '(private tmpfs)'") != std::string::npos;
+    EXPECT_EQ(private_tmpfs, !off) << m.LogForMessage();
+    // The bytes went through the daemon only with --passthrough=off.
+    EXPECT_EQ(counts["WRITE"] > 0, off) << "WRITE requests: " << counts["WRITE"];
+    ASSERT_TRUE(m.Stop());
+  }
+}
+
 TEST_F(LifecycleTest, SigtermWithAnOpenFileServesItUntilClosed) {
   ASSERT_TRUE(mount_.Start({"--size=64M"}));
   int raw;
@@ -177,7 +198,9 @@ TEST_F(LifecycleTest, SigtermUnderLoadDrainsAndExitsZero) {
 }
 
 TEST_F(LifecycleTest, SecondSignalAbortsTheDrain) {
-  ASSERT_TRUE(mount_.Start({"--size=64M"}));
+  // Daemon data: with kernel passthrough, a write to the open file goes to
+  // the backing file the kernel holds and needs no daemon.
+  ASSERT_TRUE(mount_.Start({"--size=64M", "--memfs_data=daemon"}));
   int raw;
   ASSERT_SYS(raw = open(mount_.Path("open").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   UniqueFd fd(raw);
@@ -466,6 +489,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"MetricsFileInAMissingDirectory", {"--metrics_file=/nonexistent/dir/m.prom", "MNT"}, "/nonexistent/dir/"},
         BadCase{"MetricsIntervalZero", {"--metrics_interval=0", "MNT"}, "--metrics_interval"},
         BadCase{"UnknownMemfsData", {"--memfs_data=disk", "MNT"}, "--memfs_data"},
+        BadCase{"KernelMemfsDataWithPassthroughOff", {"--memfs_data=kernel", "--passthrough=off", "MNT"},
+                "--passthrough=off"},
         BadCase{"RequestTimeoutTooLong", {"--request_timeout=70000", "MNT"}, "--request_timeout"},
         BadCase{"BadOffloadMode", {"--offload=sometimes", "MNT"}, "--offload"},
         BadCase{"TimeEveryNotAPowerOfTwo", {"--telemetry_time_every=3", "MNT"}, "--telemetry_time_every"},

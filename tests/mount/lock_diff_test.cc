@@ -322,7 +322,9 @@ INSTANTIATE_TEST_SUITE_P(
     Diff, LockDiffTest,
     ::testing::Values(
         // memfs leaves locks to the kernel (it answers no lock request)
-        LockConfig{"memfs", {}},
+        LockConfig{"memfs", {"--memfs_data=daemon"}},
+        // so does memfs with its data in a private tmpfs
+        LockConfig{"memfs_kernel_data", {"--memfs_data=kernel"}},
         // passthrough carries them to the source file (--source_locks)
         Passthrough("disk_passthrough", {}),
         Passthrough("tmpfs_daemon_io", {"--passthrough=off", "--writeback_cache=false"})),

@@ -519,16 +519,19 @@ TEST_P(NamespaceDiffConcurrentTest, ProcessesInTheirOwnSubtreesMatchTmpfs) {
 
 INSTANTIATE_TEST_SUITE_P(
     Diff, NamespaceDiffConcurrentTest,
-    ::testing::Values(Memfs("memfs", {}), Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
+    ::testing::Values(Memfs("memfs", {"--memfs_data=daemon"}),
+                      Memfs("memfs_nocache", {"--memfs_data=daemon", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       Passthrough("disk_passthrough", {}),
                       Passthrough("disk_passthrough_tiny_fd_cache", {"--fd_cache=2"})),
     [](const ::testing::TestParamInfo<NsConfig>& info) { return std::string(info.param.name); });
 
 INSTANTIATE_TEST_SUITE_P(
     Diff, NamespaceDiffTest,
-    ::testing::Values(Memfs("memfs", {}),
+    ::testing::Values(Memfs("memfs", {"--memfs_data=daemon"}),
                       // the daemon answers every lookup: no entry or attribute cache
-                      Memfs("memfs_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
+                      Memfs("memfs_nocache", {"--memfs_data=daemon", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
+                      // file data in a private tmpfs, through kernel passthrough
+                      Memfs("memfs_kernel_data", {"--memfs_data=kernel"}),
                       Passthrough("disk_passthrough", {}),
                       Passthrough("tmpfs_passthrough_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       // the smallest fd cache (one fd per shard, 16 in all,

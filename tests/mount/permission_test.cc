@@ -371,11 +371,12 @@ TEST_P(PermissionTest, WritesByOthersClearSetuidAndSetgid) {
 // checks mode bits itself before asking.
 INSTANTIATE_TEST_SUITE_P(
     Memfs, PermissionTest,
-    ::testing::Values(Config{"allow_other", {"-o", "allow_other"}, /*checks_cached_walks=*/false},
+    ::testing::Values(// File data in the daemon's memory: memfs alone judges.
+                      Config{"allow_other", {"--memfs_data=daemon", "-o", "allow_other"}, /*checks_cached_walks=*/false},
                       Config{"allow_other_no_entry_cache",
-                             {"-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"}},
+                             {"--memfs_data=daemon", "-o", "allow_other", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"}},
                       Config{"allow_other_default_permissions",
-                             {"-o", "allow_other,default_permissions"}},
+                             {"--memfs_data=daemon", "-o", "allow_other,default_permissions"}},
                       // Data in a private tmpfs (default_permissions added).
                       Config{"allow_other_kernel_data", {"-o", "allow_other", "--memfs_data=kernel"}}),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });

@@ -1182,12 +1182,13 @@ TEST_P(PosixTest, ODirectIfSupported) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Memfs, PosixTest,
-                         ::testing::Values(Config{"default_cache", {}},
-                                           Config{"no_cache", {"--entry_timeout=0", "--attr_timeout=0",
-                                                               "--offload=off"}},
+                         ::testing::Values(// File data in the daemon's memory.
+                                           Config{"default_cache", {"--memfs_data=daemon"}},
+                                           Config{"no_cache", {"--memfs_data=daemon", "--entry_timeout=0",
+                                                               "--attr_timeout=0", "--offload=off"}},
                                            // One-page requests: every large
                                            // read and write is split.
-                                           Config{"small_requests", {"--max_write=4K"}},
+                                           Config{"small_requests", {"--memfs_data=daemon", "--max_write=4K"}},
                                            // File data in a private tmpfs,
                                            // through kernel passthrough.
                                            Config{"kernel_data", {"--memfs_data=kernel"}}),

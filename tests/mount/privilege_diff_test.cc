@@ -85,6 +85,10 @@ PrivConfig Memfs(const char* name, std::vector<std::string> extra) {
   c.mapped_stores_at_writeback = true;
   return c;
 }
+// Stores through a mapping reach the tmpfs page at once, as with passthrough.
+PrivConfig MemfsKernelData(const char* name, std::vector<std::string> extra) {
+  return {name, "", WithFlags({"--size=256M", "--memfs_data=kernel"}, extra)};
+}
 PrivConfig Passthrough(const char* name, const std::vector<std::string>& extra, bool daemon_io = false,
                        bool writeback = false) {
   return {name, PassthroughSourceDir(name), PassthroughFlags(name, WithFlags({"-o", "allow_other"}, extra)),
@@ -758,9 +762,12 @@ TEST_P(SourceChangeTest, SetuidClearedInTheSourceCountsAtTheNextExec) {
 }
 
 const auto kConfigs =
-    ::testing::Values(Memfs("memfs", {"-o", "allow_other,default_permissions"}),
+    ::testing::Values(Memfs("memfs", {"--memfs_data=daemon", "-o", "allow_other,default_permissions"}),
                       // memfs alone judges permissions (no default_permissions)
-                      Memfs("memfs_no_default_permissions", {"-o", "allow_other"}),
+                      Memfs("memfs_no_default_permissions", {"--memfs_data=daemon", "-o", "allow_other"}),
+                      // data in a private tmpfs through kernel passthrough
+                      // (default_permissions added)
+                      MemfsKernelData("memfs_kernel_data", {"-o", "allow_other"}),
                       // kernel passthrough where the kernel allows it (the default)
                       Passthrough("disk_passthrough", {}),
                       // the daemon serves data, with and without the writeback cache

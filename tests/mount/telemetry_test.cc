@@ -415,7 +415,9 @@ TEST_F(TelemetryTest, OffloadServesHotReadsFromThePageCache) {
   uint64_t per_round[2];
   for (bool offload : {false, true}) {
     EfuseMount m;
-    ASSERT_TRUE(m.Start({offload ? "--offload=on" : "--offload=off"}));
+    // Data the daemon serves: what the offload policy pushes to the page
+    // cache (with data in the kernel, no READ reaches the daemon at all).
+    ASSERT_TRUE(m.Start({"--memfs_data=daemon", offload ? "--offload=on" : "--offload=off"}));
     std::string error;
     ASSERT_TRUE(WriteFile(m.Path("hot"), data, &error)) << error;
     per_round[offload] = RequestsPerRound(m, {"READ"}, 3, 4, [&] {
@@ -452,7 +454,7 @@ TEST_F(TelemetryTest, OffloadServesHotReadsFromThePageCache) {
 // older pages or an older size pushed meanwhile.
 TEST_F(TelemetryTest, PageCachePushesNeverHideAWrite) {
   EfuseMount m;
-  ASSERT_TRUE(m.Start({}));
+  ASSERT_TRUE(m.Start({"--memfs_data=daemon"}));  // pushes are for daemon-served data
   constexpr int kFiles = 40;
   std::string error;
   for (int i = 0; i < kFiles; ++i)

@@ -3,11 +3,13 @@
 #include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -75,11 +77,11 @@ ABSL_FLAG(bool, source_locks, true,
           "kernel keeps them, local to this mount)");
 ABSL_FLAG(std::string, size, "1G", "memfs: capacity of file data (e.g. 512M, 4G); ENOSPC past it");
 ABSL_FLAG(uint64_t, max_inodes, 1u << 20, "memfs: maximum number of inodes");
-ABSL_FLAG(std::string, memfs_data, "daemon",
-          "memfs: where file data lives: daemon (the daemon's memory; it serves every read and "
-          "write), kernel (a private tmpfs instance reached only through this mount, its files "
-          "opened with kernel passthrough so the page cache serves them; needs root), auto "
-          "(kernel where allowed, else daemon)");
+ABSL_FLAG(std::string, memfs_data, "auto",
+          "memfs: where file data lives: kernel (a private tmpfs instance reached only through "
+          "this mount, its files opened with kernel passthrough so the page cache serves them; "
+          "needs root), daemon (the daemon's memory; it serves every read and write), auto "
+          "(kernel where allowed, else daemon; daemon with --passthrough=off)");
 ABSL_FLAG(std::vector<std::string>, o, {},
           "mount options, comma-separated: allow_other, default_permissions, ro, nosuid, "
           "nodev, noexec, noatime, max_read=N, fsname=NAME, subtype=NAME, rootmode=OCTAL, "
@@ -225,6 +227,16 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
 // --fs=memfs with its data in the kernel: the passthrough engine serves a
 // private tmpfs (MakeFileSystem mounts it) that nothing else can reach, so
 // every cache lifetime is as safe as memfs's own and nothing needs watching.
+// FUSE passthrough came with Linux 6.9: before it, memfs over a private
+// tmpfs would serve every byte through the daemon, slower than its own
+// memory. (Whether this kernel was built with it, INIT tells.)
+bool KernelMayPassThrough() {
+  struct utsname u;
+  int major = 0, minor = 0;
+  if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+  return major > 6 || (major == 6 && minor >= 9);
+}
+
 void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
   PassthroughOptions& p = c->passthrough;
   p.name = "memfs";
@@ -234,6 +246,7 @@ void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
   p.locks = false;
   p.posix_acl = false;
   p.readdir_ahead = false;  // no disk to overlap
+  p.source_private = true;
   MountOptions& m = c->session.mount;
   p.noatime = false;  // no clone to make: the private tmpfs itself is noatime (MakeFileSystem)
   // The daemon reaches the files as root: users other than root are checked
@@ -346,9 +359,12 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   if (c.fs == "memfs" && memfs_data != "daemon") {
     // Backing files need CAP_SYS_ADMIN in the initial user namespace.
     const bool allowed = HasCapSysAdmin() && InInitialUserNamespace();
+    const bool passthrough_off = absl::GetFlag(FLAGS_passthrough) == "off";
     if (memfs_data == "kernel" && !allowed)
       return absl::InvalidArgumentError("--memfs_data=kernel: kernel passthrough needs root (CAP_SYS_ADMIN in the initial user namespace)");
-    c.memfs_in_kernel = allowed;
+    if (memfs_data == "kernel" && passthrough_off)
+      return absl::InvalidArgumentError("--memfs_data=kernel: needs kernel passthrough, which --passthrough=off turns off");
+    c.memfs_in_kernel = allowed && !passthrough_off && (memfs_data == "kernel" || KernelMayPassThrough());
     if (c.memfs_in_kernel) {
       ConfigureMemfsInKernel(&c, &added_default_permissions);
       // auto: a kernel without FUSE passthrough (before 6.9) still serves
