@@ -28,6 +28,8 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(REPO, "build", "bench")
 EFUSED = os.path.join(REPO, "build", "tools", "efused", "efused")
 PLL = os.path.join(OUT, "passthrough_ll")
+# libfuse master's in-memory example, built by run.sh from LIBFUSE_SRC.
+MEMFS_LL = os.path.join(OUT, "libfuse", "example", "memfs_ll")
 META = os.path.join(REPO, "tools", "bench", "meta.py")
 ROOT = "/var/tmp/efuse-bench"
 DATA = os.path.join(ROOT, "data")
@@ -153,7 +155,7 @@ def make_targets(selected):
         # the option for users who need no extended attributes
         Target("efuse-pt-noxattr", [EFUSED, "--fs=passthrough", "--source=" + src,
                                     "--passthrough=auto", "--xattrs=false", "@MNT@"]),
-        Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "@MNT@"],
+        Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
                persistent=False),
         # passthrough_ll holds an fd per inode the kernel knows: with
         # RLIMIT_NOFILE 20,000 it fails the 20,000-file phases. Raised where
@@ -185,12 +187,20 @@ class TmpfsTarget(Target):
 
 
 def make_memfs_targets(selected):
-    """memfs beside tmpfs: its data in the daemon (today's default) and in
-    a private tmpfs through kernel passthrough (--memfs_data=kernel)."""
+    """memfs beside tmpfs: its data in a private tmpfs through kernel
+    passthrough (the default for root, --memfs_data=kernel) and in the
+    daemon (--memfs_data=daemon); the peer is libfuse master's memfs_ll,
+    on /dev/fuse and with its io_uring option, where run.sh built it."""
     all_t = [TmpfsTarget("tmpfs"),
-             Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "@MNT@"], persistent=False),
              Target("efuse-memfs-kernel", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=kernel",
-                                           "@MNT@"], persistent=False)]
+                                           "@MNT@"], persistent=False),
+             Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
+                    persistent=False)]
+    if os.access(MEMFS_LL, os.X_OK):
+        all_t += [Target("memfs_ll", [MEMFS_LL, "-f", "@MNT@"], persistent=False),
+                  Target("memfs_ll-uring", [MEMFS_LL, "-f", "-o", "io_uring", "@MNT@"], persistent=False)]
+    elif not selected:
+        log("memfs: no memfs_ll peer (run.sh builds it from LIBFUSE_SRC=DIR, a libfuse source tree)")
     if selected:
         names = selected.split(",")
         all_t = [t for t in all_t if t.name in names]
@@ -207,13 +217,14 @@ def make_transport_targets(selected):
     peer: passthrough_ll over tmpfs (data in memory too; timeout=0). The
     offload policy is off: it would raise the hot file's attribute lifetime
     and the GETATTR loop would no longer reach the daemon."""
-    all_t = [Target("memfs-" + tr, [EFUSED, "--fs=memfs", "--size=4G", "--transport=" + tr,
+    all_t = [Target("memfs-" + tr, [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "--transport=" + tr,
                                     "--attr_timeout=0", "--offload=off", "@MNT@"],
                     persistent=False)
              for tr in TRANSPORTS]
     # uring whose workers never poll (efused --poll_us=0; the default polls
     # 50 us while clients hop between CPUs)
-    all_t.append(Target("memfs-uring-nopoll", [EFUSED, "--fs=memfs", "--size=4G", "--transport=uring",
+    all_t.append(Target("memfs-uring-nopoll", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon",
+                                               "--transport=uring",
                                                "--poll_us=0", "--attr_timeout=0", "--offload=off", "@MNT@"],
                         persistent=False))
     all_t.append(Target("pt_ll-tmpfs", [PLL, "-f", "-o", "source=%s,timeout=0" % SHM_SRC, "@MNT@"],
@@ -228,7 +239,7 @@ def make_offload_pairs():
     """Per offload workload, the two daemons compared (memfs, a fresh one per
     run). Telemetry is on in both offload runs: the off side is counted by
     the same BPF programs and differs only in the policy."""
-    memfs = [EFUSED, "--fs=memfs", "--size=512M"]
+    memfs = [EFUSED, "--fs=memfs", "--size=512M", "--memfs_data=daemon"]
     zero = ["--attr_timeout=0", "--entry_timeout=0"]
 
     def offload(extra):
@@ -486,11 +497,11 @@ class Runner:
             return False
 
     # ---- fio ----
-    def fio(self, target, wdir, rw, bs, direct, jobs, size=None, create_only=False):
+    def fio(self, target, wdir, rw, bs, direct, jobs, size=None, create_only=False, engine="psync"):
         cmd = ["fio", "--name=bench", "--directory=" + wdir,
                "--filename_format=f.$jobnum", "--size=" + (size or self.a.size),
                "--rw=" + rw, "--bs=" + bs, "--direct=%d" % direct,
-               "--numjobs=%d" % jobs, "--ioengine=psync", "--time_based",
+               "--numjobs=%d" % jobs, "--ioengine=" + engine, "--time_based",
                "--runtime=%d" % self.a.runtime, "--group_reporting",
                "--fallocate=none", "--output-format=json",
                # buffered jobs measure the page cache as the earlier jobs left
@@ -519,19 +530,22 @@ class Runner:
         direct_skip = supports_direct(wdir)
         specs = []
         for jobs in (1, 2):
-            specs += [("seq-write 1M", "write", "1M", 0, jobs, "MiB/s"),
-                      ("seq-read 1M", "read", "1M", 0, jobs, "MiB/s")]
+            specs += [("seq-write 1M", "write", "1M", 0, jobs, "MiB/s", "psync"),
+                      ("seq-read 1M", "read", "1M", 0, jobs, "MiB/s", "psync")]
             for direct in (0, 1):
                 kind = "direct" if direct else "buffered"
-                specs += [("rand-write 4K %s" % kind, "randwrite", "4k", direct, jobs, "IOPS"),
-                          ("rand-read 4K %s" % kind, "randread", "4k", direct, jobs, "IOPS")]
-        for name, rw, bs, direct, jobs, unit in specs:
+                specs += [("rand-write 4K %s" % kind, "randwrite", "4k", direct, jobs, "IOPS", "psync"),
+                          ("rand-read 4K %s" % kind, "randread", "4k", direct, jobs, "IOPS", "psync")]
+            if self.group == "memfs":
+                # loads from a shared mapping: the page cache, with no syscall
+                specs.append(("rand-read 4K mmap", "randread", "4k", 0, jobs, "IOPS", "mmap"))
+        for name, rw, bs, direct, jobs, unit, engine in specs:
             wl = self.prefix + "fio %s j%d" % (name, jobs)
             if direct and direct_skip:
                 self.record(wl, unit, t, {"skipped": direct_skip})
                 continue
-            self.run_workload(t, wl, unit,
-                              lambda: self.measure(t, lambda: self.fio(t, wdir, rw, bs, direct, jobs)))
+            self.run_workload(t, wl, unit, lambda: self.measure(
+                t, lambda: self.fio(t, wdir, rw, bs, direct, jobs, engine=engine)))
         shutil.rmtree(wdir, ignore_errors=True)
 
     # ---- metadata ----
@@ -877,18 +891,21 @@ def fmt(v):
 
 def report_section(runner, group, title, names, base, ll, last_col):
     """One table: per workload of `group`, a row per target with the figure,
-    its ratios to the targets named `base` and `ll`, and `last_col`
-    ("cpu s": daemon CPU seconds, "cpu us/req": CPU microseconds per request)."""
+    its ratios to the targets named `base` and `ll` (a tuple of names: the
+    best of them in each row), and `last_col` ("cpu s": daemon CPU seconds,
+    "cpu us/req": CPU microseconds per request)."""
     wls = [wl for wl in runner.order if runner.groups[wl] == group]
     if not wls:
         return []
+    peers = ll if isinstance(ll, tuple) else (ll,)
     hdr = "%-40s %-18s %12s %-9s %9s %9s %11s" % (
-        title, "target", "value", "unit", "x " + base, "x " + ll, last_col)
+        title, "target", "value", "unit", "x " + base,
+        "x " + (ll if isinstance(ll, str) else "best peer"), last_col)
     lines = [hdr, "-" * len(hdr)]
     for wl in wls:
         row = runner.results[wl]
         vb = row.get(base, {}).get("value")
-        vl = row.get(ll, {}).get("value")
+        vl = max((row.get(p, {}).get("value") or 0 for p in peers), default=0) or None
         for n in names:
             rec = row.get(n)
             if rec is None:
@@ -970,7 +987,7 @@ def report(runner, targets, ttargets, mtargets=()):
     lines = report_section(runner, "fs", "workload", [t.name for t in targets],
                            "native", REF_LL, "cpu s")
     lines += report_section(runner, "memfs", "memfs beside tmpfs", [t.name for t in mtargets],
-                            "tmpfs", "efuse-memfs", "cpu s")
+                            "tmpfs", ("memfs_ll", "memfs_ll-uring"), "cpu s")
     lines += report_section(runner, "transport", "request transports (memfs)",
                             [t.name for t in ttargets], "memfs-sync", "pt_ll-tmpfs",
                             "cpu us/req")

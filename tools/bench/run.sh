@@ -28,4 +28,18 @@ if [ ! -x build/bench/passthrough_ll ] || [ "$SRC" -nt build/bench/passthrough_l
   gcc -O2 -Wall -o build/bench/passthrough_ll "$SRC" $(pkg-config fuse3 --cflags --libs)
 fi
 
+# libfuse master's peers (memfs_ll; Debian's libfuse 3.14 has no such
+# example): given a libfuse source tree (LIBFUSE_SRC=DIR, e.g. a clone of
+# github.com/libfuse/libfuse), built with meson into build/bench/libfuse,
+# never into the repository. Without it the memfs suite runs without them.
+if [ -n "${LIBFUSE_SRC:-}" ]; then
+  ensure_packages bench meson
+  if [ ! -f build/bench/libfuse/build.ninja ]; then
+    echo "bench: configuring libfuse from $LIBFUSE_SRC"
+    meson setup build/bench/libfuse "$LIBFUSE_SRC" -Dexamples=true -Dutils=false -Dtests=false \
+      -Denable-io-uring=true >/dev/null
+  fi
+  ninja -C build/bench/libfuse -j2 example/memfs_ll >/dev/null
+fi
+
 exec /usr/bin/python3 -B tools/bench/bench.py "$@"
