@@ -336,15 +336,19 @@ void Dispatcher::HandleInit(const Request& req, ReplySender& sender) {
   Reply reply(req.header.unique);
   reply.AddStruct(r.out, r.out_size);
   if (!r.major_retry) {
-    conn_ = r.conn;
-    decode_options_.minor = conn_.minor;
-    decode_options_.setxattr_ext = conn_.Has(abi::init::kSetxattrExt);
-    fs_->Init(InitInfo{conn_.flags, conn_.minor, conn_.max_write, kernel_});
-    initialized_.store(true, std::memory_order_release);
+    Adopt(r.conn);
     Log(LogLevel::kInfo, "INIT: protocol 7.%u, flags 0x%x, max_write %u, max_pages %u",
         conn_.minor, conn_.flags, conn_.max_write, conn_.max_pages);
   }
   Send(sender, reply);
+}
+
+void Dispatcher::Adopt(const proto::Connection& conn) {
+  conn_ = conn;
+  decode_options_.minor = conn_.minor;
+  decode_options_.setxattr_ext = conn_.Has(abi::init::kSetxattrExt);
+  fs_->Init(InitInfo{conn_.flags, conn_.minor, conn_.max_write, kernel_});
+  initialized_.store(true, std::memory_order_release);
 }
 
 bool Dispatcher::TryAsyncIo(const RequestContext& ctx, const Request& req, uint64_t fh,

@@ -88,6 +88,9 @@ class Dispatcher {
   void StopAsync();
 
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }
+  // Takes over a connection whose INIT an earlier server answered (the
+  // kernel sends none again): as if `conn` had just been negotiated.
+  void Adopt(const proto::Connection& conn);
   bool destroyed() const { return destroyed_.load(std::memory_order_acquire); }
   const proto::Connection& connection() const { return conn_; }
   const DispatcherStats& stats() const { return stats_; }

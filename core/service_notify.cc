@@ -2,6 +2,7 @@
 
 #include <stddef.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace efuse {
 
@@ -33,6 +35,27 @@ std::unique_ptr<ServiceNotifier> ServiceNotifier::FromEnvironment() {
 }
 
 ServiceNotifier::~ServiceNotifier() { close(fd_); }
+
+std::vector<std::pair<std::string, int>> TakeListenFds() {
+  std::vector<std::pair<std::string, int>> fds;
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* count = std::getenv("LISTEN_FDS");
+  const char* names = std::getenv("LISTEN_FDNAMES");
+  uint64_t for_pid = 0, n = 0;
+  if (pid != nullptr && count != nullptr && absl::SimpleAtoi(pid, &for_pid) &&
+      for_pid == static_cast<uint64_t>(getpid()) && absl::SimpleAtoi(count, &n) && n < 1024) {
+    std::vector<std::string> named = absl::StrSplit(names != nullptr ? names : "", ':');
+    for (uint64_t i = 0; i < n; ++i) {
+      const int fd = static_cast<int>(3 + i);
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      fds.emplace_back(i < named.size() && !named[i].empty() ? named[i] : absl::StrCat("fd", i), fd);
+    }
+  }
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  return fds;
+}
 
 absl::Status ServiceNotifier::Send(std::string_view message) const {
   sockaddr_un addr{};

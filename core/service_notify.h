@@ -16,10 +16,20 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 
 namespace efuse {
+
+// Descriptors handed to this process (systemd's socket activation and fd
+// store protocol, which efused's supervisor speaks too): LISTEN_PID names
+// this process, LISTEN_FDS counts fds from 3, LISTEN_FDNAMES names them
+// (":"-separated; a name may repeat). In order, with their names; each
+// made close-on-exec, and the variables removed so that no child takes
+// them for its own.
+std::vector<std::pair<std::string, int>> TakeListenFds();
 
 class ServiceNotifier {
  public:

@@ -23,6 +23,7 @@
 #include "core/service_notify.h"
 #include "core/status_file.h"
 #include "core/sync_transport.h"
+#include "proto/notify.h"
 #include "proto/opcode.h"
 
 namespace efuse {
@@ -34,8 +35,10 @@ namespace efuse {
 // written at start and rewritten on SIGUSR1; "status_seq" grows with every
 // rewrite, so a reader that sent SIGUSR1 knows when the new counts are there.
 std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
+  // Signals for the mount go to its supervisor, which passes them on.
+  const int32_t supervisor = options_.state != nullptr ? options_.state->header().supervisor_pid : 0;
   std::vector<std::pair<std::string, std::string>> lines = {
-      {"pid", std::to_string(getpid())},
+      {"pid", std::to_string(supervisor > 0 ? supervisor : getpid())},
       {"mountpoint", options_.mount.mountpoint},
       {"fs", std::string(fs_->Name())},
       {"transport", transport_ ? absl::StrCat(std::string(transport_->Name()), " (", transport_note_, ")")
@@ -56,6 +59,14 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
                        : dispatcher_->initialized()
                            ? std::string("refused (the kernel has no FUSE_REQUEST_TIMEOUT)")
                            : std::string("(at INIT)"));
+  }
+  if (options_.state != nullptr) {
+    const StateHeader& h = options_.state->header();
+    lines.emplace_back("server_pid", std::to_string(getpid()));
+    lines.emplace_back("server_generation", std::to_string(h.generation.load()));
+    lines.emplace_back("takeovers", std::to_string(h.takeovers.load()));
+    lines.emplace_back("last_takeover_ms", absl::StrCat(h.last_takeover_ns.load() / 1000000.0));
+    lines.emplace_back("resend_requests", std::to_string(h.requests_resent.load()));
   }
   for (const auto& kv : options_.status_lines) lines.push_back(kv);
   if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&lines);
@@ -166,6 +177,26 @@ absl::Status Session::ServeInit() {
   return absl::OkStatus();
 }
 
+void Session::FinishTakeover(std::chrono::steady_clock::time_point started) {
+  StateHeader& h = options_.state->header();
+  h.takeovers.fetch_add(1);
+  // What the last server read and never answered goes back to the queue
+  // (the kernel marks each with FUSE_UNIQUE_RESEND), now that workers read.
+  const bool resend = dispatcher_->connection().kernel_flags & abi::init::kHasResend;
+  std::string resent = "this kernel cannot resend (no FUSE_HAS_RESEND): requests the last server held are lost";
+  if (resend) {
+    proto::Reply r = proto::NotifyResend();
+    Status ns = Notify(r.Iov());
+    resent = ns.ok() ? "asked the kernel to resend what it held"
+                     : absl::StrCat("FUSE_NOTIFY_RESEND failed: ", std::strerror(ns.error().value()));
+    if (ns.ok()) h.requests_resent.fetch_add(1);
+  }
+  const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+  h.last_takeover_ns.store(static_cast<uint64_t>(took.count()));
+  Log(LogLevel::kInfo, "takeover: server generation %u serves %s from pid %d after %.1f ms; %s",
+      h.generation.load(), options_.mount.mountpoint, getpid(), took.count() / 1e6, resent);
+}
+
 void Session::AbortConnection() {
   std::string path = absl::StrCat("/sys/fs/fuse/connections/", minor(dev_), "/abort");
   std::ofstream abort_file(path);
@@ -212,17 +243,30 @@ absl::Status Session::Run() {
   for (const auto& t : candidates) options_.init.wanted_flags |= t->InitFlags();
   dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots, this);
 
+  const auto started = std::chrono::steady_clock::now();
+  StateRegion* const state = options_.state;
+  const bool takeover = state != nullptr && state->header().initialized.load() != 0;
   std::string method;
-  absl::StatusOr<int> fd = MountFuse(options_.mount, &method);
-  if (!fd.ok()) {
-    close(sfd);
-    return fd.status();
+  if (options_.inherited_fd >= 0) {
+    fd_ = options_.inherited_fd;
+    method = "a supervisor";
+    if (state != nullptr) dev_ = static_cast<dev_t>(state->header().device);
+    if (dev_ == 0) {
+      if (absl::StatusOr<dev_t> dev = MountDevice(mp); dev.ok()) dev_ = *dev;
+    }
+    if (state != nullptr) state->header().generation.fetch_add(1);
+  } else {
+    absl::StatusOr<int> fd = MountFuse(options_.mount, &method);
+    if (!fd.ok()) {
+      close(sfd);
+      return fd.status();
+    }
+    fd_ = *fd;
+    if (absl::StatusOr<dev_t> dev = MountDevice(mp); dev.ok()) dev_ = *dev;
+    EnsureFusectl();
+    Log(LogLevel::kInfo, "mounted %s (%s) at %s with %s", options_.mount.fsname,
+        std::string(fs_->Name()), mp, method);
   }
-  fd_ = *fd;
-  if (absl::StatusOr<dev_t> dev = MountDevice(mp); dev.ok()) dev_ = *dev;
-  EnsureFusectl();
-  Log(LogLevel::kInfo, "mounted %s (%s) at %s with %s", options_.mount.fsname,
-      std::string(fs_->Name()), mp, method);
   // Before INIT is answered, so the telemetry sees every request after it.
   if (options_.telemetry != nullptr) {
     if (absl::Status ts = options_.telemetry->Attach(dev_, minor(dev_)); !ts.ok()) {
@@ -238,11 +282,20 @@ absl::Status Session::Run() {
   // it died) even before it serves.
   WriteStatusFile();
 
-  absl::Status s = ServeInit();
-  if (!s.ok()) {
-    UnmountFuse(mp).IgnoreError();
-    close(sfd);
-    return s;
+  absl::Status s;
+  if (takeover) {
+    dispatcher_->Adopt(state->header().conn);
+  } else {
+    s = ServeInit();
+    if (!s.ok()) {
+      UnmountFuse(mp).IgnoreError();
+      close(sfd);
+      return s;
+    }
+    if (state != nullptr) {
+      state->header().conn = dispatcher_->connection();
+      state->header().initialized.store(1);
+    }
   }
   if (options_.init.request_timeout != 0) {
     if (dispatcher_->connection().request_timeout != 0) {
@@ -276,6 +329,7 @@ absl::Status Session::Run() {
     return absl::UnavailableError(absl::StrCat("no transport could start (", passed_over, ")"));
   }
   transport_note_ = passed_over.empty() ? "first choice" : passed_over;
+  if (takeover) FinishTakeover(started);
   if (offload_ != nullptr) offload_->Start();
   Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,
       "serving with the %s transport (%s); stop with SIGTERM/SIGINT or '%s %s'",

@@ -23,6 +23,7 @@
 #include "core/filesystem.h"
 #include "core/mount.h"
 #include "core/offload.h"
+#include "core/state_region.h"
 #include "core/telemetry.h"
 #include "core/transport.h"
 #include "proto/init.h"
@@ -53,6 +54,13 @@ struct SessionOptions {
                      const std::vector<std::pair<std::string, std::string>>& status)>
       report;
   std::chrono::milliseconds report_every{0};
+  // A connection handed over by a supervisor (core/supervisor.h) or a
+  // service manager's fd store: its /dev/fuse fd, mounted already (the
+  // session owns it), and the state region. Once the region says INIT was
+  // answered, the session adopts that INIT, and asks the kernel to resend
+  // what the last server had read but not answered (FUSE_NOTIFY_RESEND).
+  int inherited_fd = -1;
+  StateRegion* state = nullptr;
 };
 
 class Session final : public KernelConnection {
@@ -73,6 +81,8 @@ class Session final : public KernelConnection {
 
  private:
   absl::Status ServeInit();
+  // After a takeover: the kernel's resend, the figures, one log line.
+  void FinishTakeover(std::chrono::steady_clock::time_point started);
   void AbortConnection();
   void WriteStatusFile();
   // What the status file says ("key", "value"), status_seq aside.

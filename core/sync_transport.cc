@@ -26,7 +26,23 @@ int FdReplySender::Send(proto::Reply& reply) {
   }
 }
 
+namespace {
+// Set once before any worker exists; handed out round-robin after.
+std::vector<int>& InheritedClones() {
+  static std::vector<int> fds;
+  return fds;
+}
+std::atomic<size_t> next_inherited_clone{0};
+}  // namespace
+
+void UseInheritedClones(std::vector<int> fds) { InheritedClones() = std::move(fds); }
+
 absl::StatusOr<int> CloneFuseFd(int session_fd) {
+  if (const std::vector<int>& kept = InheritedClones(); !kept.empty()) {
+    const int fd = fcntl(kept[next_inherited_clone.fetch_add(1) % kept.size()], F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return absl::ErrnoToStatus(errno, "dup of an inherited /dev/fuse clone");
+    return fd;
+  }
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "open /dev/fuse for a worker");
   uint32_t src = static_cast<uint32_t>(session_fd);

@@ -61,8 +61,15 @@ class SyncTransport final : public Transport {
   size_t buffer_size_ = 0;
 };
 
-// Opens /dev/fuse and attaches it to `session_fd`'s connection.
+// Opens /dev/fuse and attaches it to `session_fd`'s connection; where the
+// process was given clones (UseInheritedClones), a dup of the next of them.
 absl::StatusOr<int> CloneFuseFd(int session_fd);
+// Clones of the connection's fd that a supervisor holds too (and keeps
+// open). The kernel ends the requests a worker's fd had read but not
+// answered when that fd's last holder closes it (fuse_dev_release): read
+// through these, a dead server's requests stay, for its successor to have
+// resent (FUSE_NOTIFY_RESEND). Called once, before any transport starts.
+void UseInheritedClones(std::vector<int> fds);
 // CPUs this process may run on, in order.
 std::vector<int> AllowedCpus();
 // Pins the calling thread to `cpu` (no-op for -1); false if refused.

@@ -37,26 +37,36 @@ using passthrough::SharedFd;
 
 uint64_t PassthroughFs::AddHandle(std::shared_ptr<Handle> h) {
   const uint64_t fh = next_fh_.fetch_add(1, std::memory_order_relaxed);
+  // Journaled before the kernel hears of it (the reply follows).
+  JournalHandle(fh, *h);
   HandleShard& s = (*handles_)[fh % kHandleShards];
   absl::MutexLock l(&s.mu);
   s.map.emplace(fh, std::move(h));
   return fh;
 }
 
-std::shared_ptr<PassthroughFs::Handle> PassthroughFs::GetHandle(uint64_t fh) const {
-  const HandleShard& s = (*handles_)[fh % kHandleShards];
-  absl::ReaderMutexLock l(&s.mu);
-  auto it = s.map.find(fh);
-  return it == s.map.end() ? nullptr : it->second;
+std::shared_ptr<PassthroughFs::Handle> PassthroughFs::GetHandle(uint64_t fh) {
+  {
+    const HandleShard& s = (*handles_)[fh % kHandleShards];
+    absl::ReaderMutexLock l(&s.mu);
+    auto it = s.map.find(fh);
+    if (it != s.map.end()) return it->second;
+  }
+  return has_recovered_handles_.load(std::memory_order_acquire) ? ReviveHandle(fh) : nullptr;
 }
 
 std::shared_ptr<PassthroughFs::Handle> PassthroughFs::TakeHandle(uint64_t fh) {
+  std::shared_ptr<Handle> h = GetHandle(fh);  // revived first, if only the journal knows it
+  if (h == nullptr) return nullptr;
   HandleShard& s = (*handles_)[fh % kHandleShards];
-  absl::MutexLock l(&s.mu);
-  auto it = s.map.find(fh);
-  if (it == s.map.end()) return nullptr;
-  std::shared_ptr<Handle> h = std::move(it->second);
-  s.map.erase(it);
+  {
+    absl::MutexLock l(&s.mu);
+    auto it = s.map.find(fh);
+    if (it == s.map.end()) return nullptr;
+    h = std::move(it->second);
+    s.map.erase(it);
+  }
+  JournalRelease(fh);
   return h;
 }
 

@@ -44,9 +44,9 @@ std::shared_ptr<PassthroughFs::Inode> PassthroughFs::Find(uint64_t nodeid) const
   return it == s.by_id.end() ? nullptr : it->second;
 }
 
-Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Get(uint64_t nodeid) const {
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Get(uint64_t nodeid) {
   std::shared_ptr<Inode> n = Find(nodeid);
-  if (n == nullptr) return Errno(ENOENT);
+  if (n == nullptr) return recovered_nodes_.empty() ? Result<std::shared_ptr<Inode>>(Errno(ENOENT)) : Revive(nodeid);
   if (n->stale.load(std::memory_order_relaxed)) {
     stale_.fetch_add(1, std::memory_order_relaxed);
     return Errno(ESTALE);
@@ -127,6 +127,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
 
   std::shared_ptr<Inode> result;
   bool created = false;
+  bool born = false;  // a new id: journaled for a successor
   {
     absl::MutexLock l(&s.mu);
     auto it = s.by_key.find(key);
@@ -155,9 +156,17 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
           s.forgotten.erase(id);
           s.forgotten_by_handle.erase(fit);
           revivals_.fetch_add(1, std::memory_order_relaxed);
+        } else if (!recovered_by_handle_.empty()) {
+          // Named by the last server (journal): the kernel may know that id.
+          auto rit = recovered_by_handle_.find(std::make_pair(dev, handle));
+          // (Its id is of this shard: ids follow the shard of their key.)
+          if (rit != recovered_by_handle_.end() && !s.by_id.contains(rit->second)) id = rit->second;
         }
       }
-      if (id == 0) id = (s.next++ * kShards) + index;
+      if (id == 0) {
+        id = (s.next++ * kShards) + index;
+        born = true;
+      }
       result = std::make_shared<Inode>(id, dev, ino, st.stx_mode & S_IFMT);
       if (pin) {
         result->pinned = sfd;
@@ -171,6 +180,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
       s.by_key.emplace(key, result.get());
     }
   }
+  if (born) JournalNode(*result);
   if (watcher_ != nullptr && created && result->type == S_IFDIR && sfd != nullptr) {
     WatchDir(*result, sfd->get());
   }
@@ -249,30 +259,50 @@ Result<Entry> PassthroughFs::LookupSelf(uint64_t nodeid) {
       const Shard& s = (*shards_)[nodeid % kShards];
       absl::ReaderMutexLock l(&s.mu);
       auto it = s.forgotten.find(nodeid);
-      if (it == s.forgotten.end()) return Errno(ESTALE);
-      f = it->second;
+      if (it != s.forgotten.end()) f = it->second;
     }
-    const int mfd = MountFdFor(f.dev);
-    if (mfd < 0) return Errno(ESTALE);
-    fd = OpenByHandle(mfd, f.handle, O_PATH);
-    // The source file is gone (or its handle no longer opens).
-    if (fd < 0) return Errno(errno == ENOMEM ? ENOMEM : ESTALE);
+    if (f.handle.empty()) {
+      // The last server's (journal), or none.
+      if (!Revive(nodeid).ok()) return Errno(ESTALE);
+      Result<Entry> e = LookupSelf(nodeid);  // live now: counts this LOOKUP
+      Unremember(nodeid, 1);                 // and not the revival
+      return e;
+    }
+    Result<int> opened = OpenNodeByHandle(f);
+    if (!opened.ok()) return opened.error();
+    fd = *opened;
   }
   if (fd < 0) return Errno::Last();
   struct statx st;
-  if (Statx(fd, &st) != 0) {
+  Result<std::shared_ptr<Inode>> n = RememberAs(nodeid, fd, &st);
+  if (!n.ok()) return n.error();
+  return MakeEntry(**n, ToAttributes(st));
+}
+
+Result<int> PassthroughFs::OpenNodeByHandle(const ForgottenNode& f) {
+  const int mfd = MountFdFor(f.dev);
+  if (mfd < 0) return Errno(ESTALE);
+  const int fd = OpenByHandle(mfd, f.handle, O_PATH);
+  // The source file is gone (or its handle no longer opens).
+  if (fd < 0) return Errno(errno == ENOMEM ? ENOMEM : ESTALE);
+  return fd;
+}
+
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberAs(uint64_t nodeid, int fd,
+                                                                        struct statx* st) {
+  if (Statx(fd, st) != 0) {
     const int err = errno;
     close(fd);
     return Errno(err);
   }
-  Result<std::shared_ptr<Inode>> n = Remember(fd, st);
+  Result<std::shared_ptr<Inode>> n = Remember(fd, *st);
   if (!n.ok()) return n.error();
   if ((*n)->nodeid != nodeid) {
-    // Its file is known under another id now: this handle is stale.
+    // Its file is known under another id now: that id is stale.
     Unremember((*n)->nodeid, 1);
     return Errno(ESTALE);
   }
-  return MakeEntry(**n, ToAttributes(st));
+  return n;
 }
 
 bool PassthroughFs::KeepBacking(uint64_t nodeid) {

@@ -245,17 +245,6 @@ struct PassthroughFs::Handle {
   std::unique_ptr<DirStream> dir;  // directories
 };
 
-// A node the kernel forgot, kept so that its id keeps naming the same
-// source file: the kernel's export operations (open_by_handle_at, NFS)
-// bring back a file handle holding the node id and ask for it by LOOKUP
-// ".", and a file met again by name gets its old id back.
-struct ForgottenNode {
-  uint64_t dev = 0;
-  uint32_t type = 0;
-  std::string handle;  // the source's file handle (HandleOf)
-  uint64_t seq = 0;    // when it was forgotten (Shard::forgotten_seq)
-};
-
 struct PassthroughFs::Shard {
   mutable absl::Mutex mu;
   absl::flat_hash_map<uint64_t, std::shared_ptr<Inode>> by_id ABSL_GUARDED_BY(mu);

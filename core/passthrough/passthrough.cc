@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(Passthrough
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(options)));
   absl::Status s = fs->OpenSource();
   if (!s.ok()) return s;
+  fs->RecoverFromJournal();
   return fs;
 }
 

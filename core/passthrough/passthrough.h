@@ -116,11 +116,27 @@ enum class ListingAttrs {
   kNever,   // names and types only: a stat of each file is a LOOKUP
 };
 
+class StateRegion;
+
+// A node the kernel forgot (or one a takeover found in the journal), kept so that its id keeps naming the same
+// source file: the kernel's export operations (open_by_handle_at, NFS)
+// bring back a file handle holding the node id and ask for it by LOOKUP
+// ".", and a file met again by name gets its old id back.
+struct ForgottenNode {
+  uint64_t dev = 0;
+  uint32_t type = 0;
+  std::string handle;  // the source's file handle (HandleOf)
+  uint64_t seq = 0;    // when it was forgotten (Shard::forgotten_seq)
+};
+
 struct PassthroughOptions {
   std::string source;  // an existing directory
   // Instead of `source`: an fd of the directory to serve, taken over (e.g.
   // the root of a private tmpfs: memfs with its data in the kernel).
   int source_fd = -1;
+  // Where the node and handle tables are journaled (core/state_region.h),
+  // and rebuilt from at a takeover; null: nowhere (no successor can serve).
+  StateRegion* state = nullptr;
   // Nothing but this daemon opens the source's files (memfs's private
   // tmpfs): the fd a create opened may itself be the backing file, as no
   // exec or read-only remount of the source can meet its write access.
@@ -298,7 +314,8 @@ class PassthroughFs : public FileSystem {
   // The inode table.
   std::shared_ptr<Inode> Find(uint64_t nodeid) const;
   // Find() for a call on the inode: ENOENT if unknown, ESTALE if replaced.
-  Result<std::shared_ptr<Inode>> Get(uint64_t nodeid) const;
+  // After a takeover, a node only the journal knows is revived (Revive).
+  Result<std::shared_ptr<Inode>> Get(uint64_t nodeid);
   // Finds or creates the Inode for the source inode open as `fd` (an O_PATH
   // fd this takes over) with attributes `st`, and counts one kernel lookup.
   Result<std::shared_ptr<Inode>> Remember(int fd, const struct statx& st);
@@ -368,9 +385,42 @@ class PassthroughFs : public FileSystem {
   // (which it closes) when the name was already replaced.
   Result<Entry> EntryForNew(int dirfd, std::string_view name);
 
+  // The journal in the state region (core/passthrough/recovery.cc).
+  void JournalNode(const Inode& inode);
+  void JournalHandle(uint64_t fh, const Handle& h);
+  void JournalRelease(uint64_t fh);
+  // At construction, on a takeover: what the journal says was there.
+  void RecoverFromJournal();
+  // A forgotten or journaled node's file, O_PATH, by its file handle
+  // (ESTALE: the file is gone).
+  Result<int> OpenNodeByHandle(const ForgottenNode& f);
+  // The node `nodeid` again, from an O_PATH `fd` of its file (taken over;
+  // *st filled): ESTALE if that file is known under another id now.
+  Result<std::shared_ptr<Inode>> RememberAs(uint64_t nodeid, int fd, struct statx* st);
+  // A node id the journal knows, opened again by its file handle.
+  Result<std::shared_ptr<Inode>> Revive(uint64_t nodeid);
+  // A handle the kernel still holds from the last server, opened again.
+  std::shared_ptr<Handle> ReviveHandle(uint64_t fh);
+  struct RecoveredHandle {
+    uint64_t nodeid = 0;
+    uint32_t flags = 0;
+    bool passthrough = false;
+    bool dir = false;
+    int32_t backing_id = 0;
+  };
+  // Read-only once RecoverFromJournal returned.
+  absl::flat_hash_map<uint64_t, ForgottenNode> recovered_nodes_;
+  absl::flat_hash_map<std::pair<uint64_t, std::string>, uint64_t> recovered_by_handle_;
+  absl::Mutex recovered_handles_mu_;
+  absl::flat_hash_map<uint64_t, RecoveredHandle> recovered_handles_ ABSL_GUARDED_BY(recovered_handles_mu_);
+  std::atomic<uint64_t> journal_failures_{0};
+  std::atomic<bool> has_recovered_handles_{false};
+  std::atomic<uint64_t> handles_revived_{0};
+
   // Handles.
   uint64_t AddHandle(std::shared_ptr<Handle> h);
-  std::shared_ptr<Handle> GetHandle(uint64_t fh) const;
+  // After a takeover, a handle only the journal knows is opened again.
+  std::shared_ptr<Handle> GetHandle(uint64_t fh);
   std::shared_ptr<Handle> TakeHandle(uint64_t fh);
   // The handle's real fd, opening it on first use (passthrough handles have
   // none until a call needs one).

@@ -123,6 +123,11 @@ class IdmappedBind {
 struct IdmapCase {
   const char* name;
   bool passthrough;
+  // memfs with its data in a private tmpfs (served by the passthrough
+  // engine); memfs cases without it keep their data in the daemon.
+  bool kernel_data = false;
+  // Served by the passthrough engine (its pt_* figures).
+  bool engine_passthrough() const { return passthrough || kernel_data; }
 };
 
 void PrintTo(const IdmapCase& c, std::ostream* os) { *os << c.name; }
@@ -136,6 +141,8 @@ class IdmapTest : public ::testing::TestWithParam<IdmapCase> {
       source_ = std::make_unique<ScratchDir>();
       f.push_back("--fs=passthrough");
       f.push_back("--source=" + source_->path());
+    } else {
+      f.push_back(GetParam().kernel_data ? "--memfs_data=kernel" : "--memfs_data=daemon");
     }
     f.insert(f.end(), extra.begin(), extra.end());
     return f;
@@ -251,7 +258,7 @@ class ExportTest : public IdmapTest {
   // (memfs_known_to_kernel, pt_inodes), bounded in time.
   ::testing::AssertionResult ForgetEverything() {
     StatusReader status(&mount_);
-    const std::string key = GetParam().passthrough ? "pt_inodes" : "memfs_known_to_kernel";
+    const std::string key = GetParam().engine_passthrough() ? "pt_inodes" : "memfs_known_to_kernel";
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     for (;;) {
       std::map<std::string, std::string> kv;
@@ -322,7 +329,7 @@ TEST_P(ExportTest, HandlesOpenTheSameFilesAfterTheInodesAreForgotten) {
   raw = open_by_handle_at(mount_fd.get(), file.get(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(raw, 0) << "after a lookup by name: " << ErrnoName(errno) << mount_.LogForMessage();
   close(raw);
-  if (GetParam().passthrough) {
+  if (GetParam().engine_passthrough()) {
     std::map<std::string, std::string> kv;
     ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
     EXPECT_NE(kv["pt_revivals"], "0") << "forgotten nodes came back under their ids";
@@ -330,7 +337,8 @@ TEST_P(ExportTest, HandlesOpenTheSameFilesAfterTheInodesAreForgotten) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ExportTest,
-                         ::testing::Values(IdmapCase{"memfs", false}, IdmapCase{"passthrough", true}),
+                         ::testing::Values(IdmapCase{"memfs", false}, IdmapCase{"memfs_kernel_data", false, true},
+                                           IdmapCase{"passthrough", true}),
                          [](const ::testing::TestParamInfo<IdmapCase>& info) {
                            return std::string(info.param.name);
                          });

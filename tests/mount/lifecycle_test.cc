@@ -489,6 +489,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"MetricsFileInAMissingDirectory", {"--metrics_file=/nonexistent/dir/m.prom", "MNT"}, "/nonexistent/dir/"},
         BadCase{"MetricsIntervalZero", {"--metrics_interval=0", "MNT"}, "--metrics_interval"},
         BadCase{"UnknownMemfsData", {"--memfs_data=disk", "MNT"}, "--memfs_data"},
+        BadCase{"SupervisedFuseRing", {"--supervise=on", "--transport=uring", "MNT"}, "--transport=uring"},
+        BadCase{"BadSupervise", {"--supervise=maybe", "MNT"}, "--supervise"},
         BadCase{"KernelMemfsDataWithPassthroughOff", {"--memfs_data=kernel", "--passthrough=off", "MNT"},
                 "--passthrough=off"},
         BadCase{"RequestTimeoutTooLong", {"--request_timeout=70000", "MNT"}, "--request_timeout"},

@@ -128,6 +128,11 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, log_to, "stderr",
           "where the log goes: stderr, or syslog (the journal under systemd; the mount "
           "helper's choice)");
+ABSL_FLAG(std::string, supervise, "off",
+          "on: a supervisor process mounts and keeps the connection (and memfs's storage) while "
+          "server processes come and go: a server that dies (SIGKILL, a crash) is followed by a "
+          "successor that takes over without unmounting, open files and working directories "
+          "intact; off: one process");
 ABSL_FLAG(std::string, telemetry, "auto",
           "telemetry: BPF request telemetry (efusectl stats/top/trace): auto (on where the kernel "
           "allows it, else off with one log line), on (refuse to start without it), off");
@@ -278,7 +283,7 @@ absl::StatusOr<uint64_t> ParseSize(std::string_view text) {
   return v * mult;
 }
 
-absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
+absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, const std::string& mounted_at) {
   DaemonConfig c;
   // -o words that name efused options set them (mount(8) passes everything
   // as -o); the rest are mount options proper.
@@ -308,11 +313,24 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   c.max_inodes = absl::GetFlag(FLAGS_max_inodes);
   if (c.max_inodes < 1) return absl::InvalidArgumentError("--max_inodes: must be at least 1");
 
+  const std::string supervise = absl::GetFlag(FLAGS_supervise);
+  if (supervise != "on" && supervise != "off")
+    return absl::InvalidArgumentError("--supervise: '" + supervise + "' is not on or off");
+  c.supervise = supervise == "on";
   c.transport = absl::GetFlag(FLAGS_transport);
   if (c.transport != "auto" && c.transport != "uring" && c.transport != "uring-dev" &&
       c.transport != "sync")
     return absl::InvalidArgumentError("--transport: '" + c.transport +
                                       "' is not auto, uring, uring-dev or sync");
+  // Linux (6.18) cannot hand FUSE-over-io_uring queues to a successor: a
+  // dead server's ring entries keep their requests out of FUSE_NOTIFY_RESEND
+  // (fuse_resend walks the /dev/fuse processing lists only), and requests
+  // sent to them fail with ECANCELED; once the ring is set up, /dev/fuse
+  // reads get no requests. Supervised servers read /dev/fuse (uring-dev).
+  if (c.supervise && c.transport == "uring")
+    return absl::InvalidArgumentError(
+        "--transport=uring with --supervise=on: this kernel cannot hand FUSE-over-io_uring queues to a "
+        "successor server (use uring-dev or auto)");
   c.poll_us = absl::GetFlag(FLAGS_poll_us);
   if (c.poll_us > 10000) return absl::InvalidArgumentError("--poll_us: must be 0..10000");
   c.queue_depth = absl::GetFlag(FLAGS_queue_depth);
@@ -380,13 +398,19 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
         "-o allow_other without default_permissions: path-walk permissions of cached "
         "entries are not checked; add default_permissions for a multi-user mount");
   }
-  char resolved[PATH_MAX];
-  if (realpath(positional[1], resolved) == nullptr)
-    return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "': ", std::strerror(errno)));
-  struct stat st;
-  if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
-    return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "' is not a directory"));
-  m.mountpoint = resolved;
+  if (!mounted_at.empty()) {
+    // A supervisor's server: the mount is there, and a stat of it would
+    // wait for this very process to answer.
+    m.mountpoint = mounted_at;
+  } else {
+    char resolved[PATH_MAX];
+    if (realpath(positional[1], resolved) == nullptr)
+      return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "': ", std::strerror(errno)));
+    struct stat st;
+    if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode))
+      return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "' is not a directory"));
+    m.mountpoint = resolved;
+  }
 
   if (c.fs == "passthrough") {
     char src[PATH_MAX];
@@ -406,9 +430,9 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   }
 
   c.session.transports = [transport = c.transport, depth = c.queue_depth, workers,
-                          pin = c.session.pin_workers, poll_us = c.poll_us] {
+                          pin = c.session.pin_workers, poll_us = c.poll_us, supervised = c.supervise] {
     std::vector<std::unique_ptr<Transport>> list;
-    if (transport == "auto" || transport == "uring") {
+    if ((transport == "auto" && !supervised) || transport == "uring") {
       uring::FuseRingOptions ro;
       ro.depth = depth;
       ro.pin = pin;
@@ -428,6 +452,10 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
     list.push_back(std::make_unique<SyncTransport>(so));
     return list;
   };
+  if (c.supervise && c.transport == "auto") {
+    c.session.status_lines.emplace_back(
+        "fuse_ring_supervised", "not used: this kernel cannot hand FUSE-over-io_uring queues to a successor server");
+  }
   c.session.init.wanted_flags = Session::DefaultInitFlags();
   c.session.init.max_write = static_cast<uint32_t>(*max_write);
   const uint32_t request_timeout = absl::GetFlag(FLAGS_request_timeout);
@@ -490,19 +518,29 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional) {
   return c;
 }
 
+absl::StatusOr<int> MakeMemfsStorage(const DaemonConfig& c) {
+  PrivateTmpfsOptions t;
+  t.size = c.size_limit;
+  t.max_inodes = c.max_inodes;
+  t.root_mode = c.session.mount.rootmode & 07777;
+  t.root_uid = c.session.mount.user_id;
+  t.root_gid = c.session.mount.group_id;
+  t.noatime = c.session.mount.noatime;
+  absl::StatusOr<int> root = MountPrivateTmpfs(t);
+  if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("--memfs_data=kernel: ", root.status().message()));
+  return root;
+}
+
 absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c) {
   if (c.fs == "memfs" && c.memfs_in_kernel) {
-    PrivateTmpfsOptions t;
-    t.size = c.size_limit;
-    t.max_inodes = c.max_inodes;
-    t.root_mode = c.session.mount.rootmode & 07777;
-    t.root_uid = c.session.mount.user_id;
-    t.root_gid = c.session.mount.group_id;
-    t.noatime = c.session.mount.noatime;
-    absl::StatusOr<int> root = MountPrivateTmpfs(t);
-    if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("--memfs_data=kernel: ", root.status().message()));
+    int root_fd = c.memfs_storage_fd;
+    if (root_fd < 0) {
+      absl::StatusOr<int> root = MakeMemfsStorage(c);
+      if (!root.ok()) return root.status();
+      root_fd = *root;
+    }
     PassthroughOptions p = c.passthrough;
-    p.source_fd = *root;
+    p.source_fd = root_fd;
     p.source = "(private tmpfs)";
     absl::StatusOr<std::unique_ptr<PassthroughFs>> fs = PassthroughFs::Create(p);
     if (!fs.ok()) return absl::InvalidArgumentError(absl::StrCat("--memfs_data=kernel: ", fs.status().message()));

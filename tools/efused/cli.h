@@ -35,6 +35,12 @@ struct DaemonConfig {
   // --fs=memfs --memfs_data=kernel (or auto, where allowed): served by the
   // passthrough engine over a private tmpfs (`passthrough` configures it).
   bool memfs_in_kernel = false;
+  // Its private tmpfs, made by the supervisor (which keeps it) and
+  // inherited: -1 to make one here.
+  int memfs_storage_fd = -1;
+  // --supervise: a supervisor process keeps the connection (and memfs's
+  // storage) and starts a successor server when one dies.
+  bool supervise = false;
   uint32_t metrics_interval = 15;  // seconds
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).
@@ -45,8 +51,13 @@ struct DaemonConfig {
 absl::StatusOr<uint64_t> ParseSize(std::string_view text);
 
 // Builds the config from parsed flag values and positional arguments
-// (argv[0] first, then exactly one mount point).
-absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional);
+// (argv[0] first, then exactly one mount point). `mounted_at`: the mount
+// point a supervisor mounted for this server (not looked at again).
+absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional,
+                                         const std::string& mounted_at = "");
+
+// memfs's private tmpfs for --memfs_data=kernel: the directory fd of its root.
+absl::StatusOr<int> MakeMemfsStorage(const DaemonConfig& config);
 
 // Creates the backend the config names.
 absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& config);

@@ -2,6 +2,9 @@
 // unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
 #include <unistd.h>
 
+#include <climits>
+#include <cstdlib>
+
 #include <chrono>
 #include <cstdio>
 #include <optional>
@@ -16,6 +19,10 @@
 #include "bpf/telemetry_maps.h"
 #include "tools/efusectl/metrics.h"
 #include "core/log.h"
+#include "core/service_notify.h"
+#include "core/state_region.h"
+#include "core/supervisor.h"
+#include "core/sync_transport.h"
 #include "uring/ring.h"
 #include "tools/efused/cli.h"
 #include "tools/efused/options.h"
@@ -61,15 +68,76 @@ std::optional<int> EarlyOptions(int argc, char** argv) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("efused [options] MOUNTPOINT (efused --help lists the options)");
   if (std::optional<int> done = EarlyOptions(argc, argv)) return *done;
+  const std::vector<std::string> command_line(argv, argv + argc);
+  // A supervisor's (or a service manager's) descriptors: this process is a
+  // server of a connection that is mounted already.
+  int inherited_fuse = -1, inherited_state = -1, inherited_storage = -1;
+  std::vector<int> worker_clones;
+  for (const auto& [name, fd] : efuse::TakeListenFds()) {
+    if (name == efuse::kFuseFdName) inherited_fuse = fd;
+    else if (name == efuse::kStateFdName) inherited_state = fd;
+    else if (name == efuse::kSourceFdName) inherited_storage = fd;
+    else if (name == efuse::kWorkerFdName) worker_clones.push_back(fd);
+    else close(fd);
+  }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   // Debian's abseil is built with mutex deadlock detection on: a graph
   // update on every lock, visible in request latency. Our lock order is
   // fixed by design; the tests run with detection on.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  absl::StatusOr<efuse::DaemonConfig> config = efuse::BuildConfig(positional);
+  std::string mounted_at;
+  if (inherited_fuse >= 0) {
+    if (const char* at = std::getenv(efuse::kMountpointEnv); at != nullptr) mounted_at = at;
+  }
+  unsetenv(efuse::kMountpointEnv);
+  absl::StatusOr<efuse::DaemonConfig> config = efuse::BuildConfig(positional, mounted_at);
   if (!config.ok()) {
     std::fprintf(stderr, "efused: %s\n", std::string(config.status().message()).c_str());
     return 2;
+  }
+  if (config->supervise && inherited_fuse < 0) {
+    // The supervisor: mounts, keeps what must outlive a server, and runs
+    // servers (this binary again, with the same command line).
+    efuse::SupervisorOptions so;
+    so.mount = config->session.mount;
+    so.server_argv = command_line;
+    // This binary by its path (the servers' name is efused, as ps and
+    // efusectl expect), or, if it was replaced since, the one running.
+    char self[PATH_MAX];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    const std::string path = n > 0 ? std::string(self, static_cast<size_t>(n)) : "";
+    so.server_argv[0] = !path.empty() && access(path.c_str(), X_OK) == 0 ? path : "/proc/self/exe";
+    so.worker_clones = std::max(efuse::PossibleCpuCount(), config->session.workers) + 1;
+    if (config->fs == "memfs" && config->memfs_in_kernel) {
+      absl::StatusOr<int> storage = efuse::MakeMemfsStorage(*config);
+      if (!storage.ok()) {
+        std::fprintf(stderr, "efused: %s\n", std::string(storage.status().message()).c_str());
+        return 2;
+      }
+      so.fds.emplace_back(efuse::kSourceFdName, *storage);
+    }
+    if (config->transport == "auto") {
+      efuse::Log(efuse::LogLevel::kInfo,
+                 "supervised: servers read /dev/fuse (uring-dev), not FUSE-over-io_uring queues, which this "
+                 "kernel cannot hand to a successor");
+    }
+    return efuse::Supervise(so);
+  }
+  std::unique_ptr<efuse::StateRegion> state;
+  if (inherited_fuse >= 0) {
+    if (inherited_state >= 0) {
+      absl::StatusOr<std::unique_ptr<efuse::StateRegion>> adopted = efuse::StateRegion::Adopt(inherited_state);
+      if (!adopted.ok()) {
+        std::fprintf(stderr, "efused: %s\n", std::string(adopted.status().message()).c_str());
+        return 1;
+      }
+      state = std::move(*adopted);
+    }
+    config->session.inherited_fd = inherited_fuse;
+    config->session.state = state.get();
+    config->memfs_storage_fd = inherited_storage;
+    config->passthrough.state = state.get();
+    efuse::UseInheritedClones(std::move(worker_clones));
   }
   absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
   if (!fs.ok()) {
@@ -102,11 +170,11 @@ int main(int argc, char** argv) {
                                       : "unusable (" + (bpf.error.empty() ? std::string("FUSE tracepoints missing from BTF") : bpf.error) + ")";
   efuse::Log(efuse::LogLevel::kInfo, "kernel features: io_uring %s; FUSE-over-io_uring %s; BPF %s",
              uring_line, ring_line, bpf_line);
-  config->session.status_lines = {
+  config->session.status_lines.insert(config->session.status_lines.begin(), {
       {"io_uring", uring_line},
       {"fuse_over_io_uring", ring_line},
       {"bpf", bpf_line},
-  };
+  });
   // Telemetry: loaded now, pointed at the mount by the session.
   std::unique_ptr<efuse::bpf::KernelTelemetry> telemetry;
   if (config->telemetry != "off") {
@@ -151,6 +219,12 @@ int main(int argc, char** argv) {
         efuse::Log(efuse::LogLevel::kWarning, "--metrics_file: %s", std::string(ws.message()));
       }
     };
+  }
+  if (state != nullptr) {
+    // What a successor can rebuild: the passthrough engine's nodes and
+    // handles (from its journal in the region and the source); memfs's own
+    // memory dies with this process.
+    state->header().recoverable.store((*fs)->Name() != "memfs" || config->memfs_in_kernel ? 1 : 0);
   }
   efuse::Session session(fs->get(), config->session);
   absl::Status s = session.Run();

@@ -1,0 +1,208 @@
+// core/passthrough/recovery.cc — PassthroughFs: its node and handle tables
+// in the state region (core/state_region.h), and their rebuilding by a
+// successor server after a takeover.
+//
+// A node is journaled once, when its id is born (id, device, type, file
+// handle: enough to open its file again); a handle when it opens and when
+// it is released. The successor replays the journal: every node id the
+// kernel may still name comes back on first use (opened by its file
+// handle, under the same id), and every handle the kernel still holds is
+// opened again on first use, with its flags and, for kernel passthrough,
+// the backing id the connection kept. Lookup counts are not journaled: a
+// revived node counts one lookup, and the kernel's FORGET (which carries
+// its whole count) drops it.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+#include "core/passthrough/internal.h"
+#include "core/passthrough/passthrough.h"
+#include "core/state_region.h"
+
+namespace efuse {
+
+using passthrough::MayMapForWriting;
+using passthrough::SharedFd;
+using passthrough::WritesThroughDaemon;
+
+namespace {
+
+enum RecordType : uint16_t {
+  kNodeBorn = 1,       // NodeRecord + handle bytes
+  kHandleOpened = 2,   // HandleRecord
+  kHandleReleased = 3, // uint64_t fh
+};
+
+struct NodeRecord {
+  uint64_t nodeid;
+  uint64_t dev;
+  uint32_t type;
+  uint32_t handle_size;
+};
+
+struct HandleRecord {
+  uint64_t fh;
+  uint64_t nodeid;
+  uint32_t flags;
+  uint8_t passthrough;
+  uint8_t dir;
+  uint16_t reserved;
+  int32_t backing_id;
+  uint32_t reserved2;
+};
+
+template <typename T>
+std::span<const uint8_t> BytesOf(const T& v) {
+  return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&v), sizeof(v));
+}
+
+template <typename T>
+bool ReadRecord(std::span<const uint8_t> bytes, T* out) {
+  if (bytes.size() < sizeof(T)) return false;
+  std::memcpy(out, bytes.data(), sizeof(T));
+  return true;
+}
+
+}  // namespace
+
+void PassthroughFs::JournalNode(const Inode& inode) {
+  if (opts_.state == nullptr || inode.handle.empty()) return;
+  NodeRecord r{inode.nodeid, inode.dev, inode.type, static_cast<uint32_t>(inode.handle.size())};
+  std::string bytes(reinterpret_cast<const char*>(&r), sizeof(r));
+  bytes += inode.handle;
+  if (!opts_.state->Append(kNodeBorn, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                                bytes.size()))) {
+    journal_failures_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void PassthroughFs::JournalHandle(uint64_t fh, const Handle& h) {
+  if (opts_.state == nullptr) return;
+  HandleRecord r{};
+  r.fh = fh;
+  r.nodeid = h.inode->nodeid;
+  r.flags = h.flags;
+  r.passthrough = h.passthrough ? 1 : 0;
+  r.dir = h.dir != nullptr ? 1 : 0;
+  if (h.passthrough) {
+    absl::MutexLock l(&h.inode->mu);
+    if (h.inode->open != nullptr) r.backing_id = h.inode->open->backing_id;
+  }
+  if (!opts_.state->Append(kHandleOpened, BytesOf(r))) journal_failures_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void PassthroughFs::JournalRelease(uint64_t fh) {
+  if (opts_.state == nullptr) return;
+  if (!opts_.state->Append(kHandleReleased, BytesOf(fh))) journal_failures_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void PassthroughFs::RecoverFromJournal() {
+  if (opts_.state == nullptr || opts_.state->header().initialized.load() == 0) return;
+  uint64_t nodes = 0, max_fh = 0;
+  absl::flat_hash_map<uint64_t, HandleRecord> open;
+  opts_.state->Replay([&](uint16_t type, std::span<const uint8_t> payload) {
+    if (type == kNodeBorn) {
+      NodeRecord r;
+      if (!ReadRecord(payload, &r) || payload.size() < sizeof(r) + r.handle_size) return;
+      ForgottenNode f;
+      f.dev = r.dev;
+      f.type = r.type;
+      f.handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(r)), r.handle_size);
+      recovered_by_handle_[std::make_pair(f.dev, f.handle)] = r.nodeid;
+      recovered_nodes_[r.nodeid] = std::move(f);
+      Shard& s = (*shards_)[r.nodeid % kShards];
+      absl::MutexLock l(&s.mu);
+      s.next = std::max(s.next, r.nodeid / kShards + 1);  // ids are never given twice
+      ++nodes;
+    } else if (type == kHandleOpened) {
+      HandleRecord r;
+      if (!ReadRecord(payload, &r)) return;
+      open[r.fh] = r;
+      max_fh = std::max(max_fh, r.fh);
+    } else if (type == kHandleReleased) {
+      uint64_t fh;
+      if (ReadRecord(payload, &fh)) open.erase(fh);
+    }
+  });
+  next_fh_.store(std::max<uint64_t>(next_fh_.load(), max_fh + 1));
+  {
+    absl::MutexLock l(&recovered_handles_mu_);
+    for (const auto& [fh, r] : open) {
+      recovered_handles_[fh] = RecoveredHandle{r.nodeid, r.flags, r.passthrough != 0, r.dir != 0, r.backing_id};
+    }
+    has_recovered_handles_.store(!recovered_handles_.empty(), std::memory_order_release);
+  }
+  Log(LogLevel::kInfo, "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes)",
+      nodes, open.size(), opts_.state->log_bytes());
+}
+
+Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Revive(uint64_t nodeid) {
+  auto it = recovered_nodes_.find(nodeid);
+  if (it == recovered_nodes_.end()) return Errno(ENOENT);
+  Result<int> fd = OpenNodeByHandle(it->second);
+  if (!fd.ok()) return fd.error();
+  // Remember() gives a recovered file its journaled id (recovered_by_handle_).
+  struct statx st;
+  Result<std::shared_ptr<Inode>> n = RememberAs(nodeid, *fd, &st);
+  if (n.ok()) revivals_.fetch_add(1, std::memory_order_relaxed);
+  return n;
+}
+
+std::shared_ptr<PassthroughFs::Handle> PassthroughFs::ReviveHandle(uint64_t fh) {
+  // One at a time (only after a takeover): two requests on one handle find
+  // the same revival.
+  absl::MutexLock revive(&recovered_handles_mu_);
+  auto it = recovered_handles_.find(fh);
+  if (it == recovered_handles_.end()) {
+    const HandleShard& s = (*handles_)[fh % kHandleShards];
+    absl::ReaderMutexLock l(&s.mu);
+    auto live = s.map.find(fh);
+    return live == s.map.end() ? nullptr : live->second;
+  }
+  const RecoveredHandle r = it->second;
+  recovered_handles_.erase(it);
+  Result<std::shared_ptr<Inode>> n = Get(r.nodeid);
+  if (!n.ok()) return nullptr;
+  auto h = std::make_shared<Handle>();
+  h->inode = *n;
+  h->flags = r.flags;
+  h->passthrough = r.passthrough;
+  Inode& inode = **n;
+  if (r.dir) {
+    Result<SharedFd> pfd = PathFd(inode);
+    if (!pfd.ok()) return nullptr;
+    const int fd = openat((*pfd)->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return nullptr;
+    h->fd.store(fd);
+    h->dir = std::make_unique<DirStream>();
+  } else if (!r.passthrough) {
+    Result<int> fd = Reopen(inode, static_cast<int>(r.flags));
+    if (!fd.ok()) return nullptr;
+    h->fd.store(*fd);
+  }
+  {
+    absl::MutexLock l(&inode.mu);
+    if (inode.open == nullptr) inode.open = std::make_unique<OpenState>();
+    OpenState& os = *inode.open;
+    ++os.handles;
+    if (r.passthrough) {
+      // The connection kept the backing id the dead server registered.
+      if (os.passthrough++ == 0) os.backing_id = r.backing_id;
+      if (MayMapForWriting(r.flags)) inode.passthrough_writers.fetch_add(1, std::memory_order_acq_rel);
+    } else if (!r.dir && WritesThroughDaemon(false, r.flags)) {
+      ++os.daemon_writers;
+    }
+  }
+  HandleShard& s = (*handles_)[fh % kHandleShards];
+  absl::MutexLock l(&s.mu);
+  s.map.emplace(fh, h);
+  handles_revived_.fetch_add(1, std::memory_order_relaxed);
+  return h;
+}
+
+}  // namespace efuse

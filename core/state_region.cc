@@ -1,0 +1,129 @@
+#include "core/state_region.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace efuse {
+namespace {
+
+constexpr uint64_t kMagic = 0x6566757365535431ULL;  // "efuseST1"
+constexpr uint64_t kHeaderBytes = 4096;
+constexpr uint64_t kGrowBytes = 1 << 20;
+static_assert(sizeof(StateHeader) <= kHeaderBytes);
+
+struct RecordHead {
+  uint32_t size;  // payload bytes
+  uint16_t type;
+  uint16_t reserved;
+};
+
+constexpr uint64_t Padded(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StateRegion>> StateRegion::Create() {
+  int fd = memfd_create("efuse-state", MFD_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, "memfd_create(efuse-state)");
+  if (ftruncate(fd, static_cast<off_t>(kHeaderBytes + kGrowBytes)) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::ErrnoToStatus(err, "sizing the state memfd");
+  }
+  void* p = mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    close(fd);
+    return absl::ErrnoToStatus(err, "mapping the state memfd");
+  }
+  // A fresh memfd reads as zeros: every atomic starts at 0.
+  auto* h = new (p) StateHeader{};
+  h->magic = kMagic;
+  h->layout = kStateLayout;
+  h->header_size = sizeof(StateHeader);
+  std::unique_ptr<StateRegion> r(new StateRegion(fd, h));
+  absl::MutexLock l(&r->mu_);
+  if (!r->MapLog(kGrowBytes)) return absl::ErrnoToStatus(errno, "mapping the state log");
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<StateRegion>> StateRegion::Adopt(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return absl::ErrnoToStatus(errno, "fstat of the state fd");
+  if (static_cast<uint64_t>(st.st_size) < kHeaderBytes + kGrowBytes)
+    return absl::InvalidArgumentError("the inherited state fd is not an efuse state region (too small)");
+  void* p = mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return absl::ErrnoToStatus(errno, "mapping the inherited state fd");
+  auto* h = static_cast<StateHeader*>(p);
+  if (h->magic != kMagic || h->layout != kStateLayout || h->header_size != sizeof(StateHeader)) {
+    const uint32_t layout = h->layout;
+    munmap(p, kHeaderBytes);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the inherited state region has layout ", layout, ", this efused reads layout ", kStateLayout,
+        " (a takeover needs a compatible build)"));
+  }
+  std::unique_ptr<StateRegion> r(new StateRegion(fd, h));
+  absl::MutexLock l(&r->mu_);
+  if (!r->MapLog(static_cast<uint64_t>(st.st_size) - kHeaderBytes))
+    return absl::ErrnoToStatus(errno, "mapping the inherited state log");
+  return r;
+}
+
+StateRegion::~StateRegion() {
+  {
+    absl::MutexLock l(&mu_);
+    if (log_ != nullptr) munmap(log_, capacity_);
+  }
+  munmap(header_, kHeaderBytes);
+  close(fd_);
+}
+
+bool StateRegion::MapLog(uint64_t capacity) {
+  void* p = log_ == nullptr
+                ? mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, kHeaderBytes)
+                : mremap(log_, capacity_, capacity, MREMAP_MAYMOVE);
+  if (p == MAP_FAILED) return false;
+  log_ = static_cast<uint8_t*>(p);
+  capacity_ = capacity;
+  return true;
+}
+
+bool StateRegion::Append(uint16_t type, std::span<const uint8_t> payload) {
+  const uint64_t need = sizeof(RecordHead) + Padded(payload.size());
+  absl::MutexLock l(&mu_);
+  const uint64_t end = header_->log_end.load(std::memory_order_relaxed);
+  if (end + need > capacity_) {
+    const uint64_t grown = Padded(end + need) + kGrowBytes;
+    if (ftruncate(fd_, static_cast<off_t>(kHeaderBytes + grown)) != 0) return false;
+    if (!MapLog(grown)) return false;
+  }
+  RecordHead head{static_cast<uint32_t>(payload.size()), type, 0};
+  std::memcpy(log_ + end, &head, sizeof(head));
+  if (!payload.empty()) std::memcpy(log_ + end + sizeof(head), payload.data(), payload.size());
+  // The record's bytes before the length that makes it count.
+  header_->log_end.store(end + need, std::memory_order_release);
+  return true;
+}
+
+void StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn) const {
+  absl::MutexLock l(&mu_);
+  const uint64_t end = header_->log_end.load(std::memory_order_acquire);
+  uint64_t at = 0;
+  while (at + sizeof(RecordHead) <= end && end <= capacity_) {
+    RecordHead head;
+    std::memcpy(&head, log_ + at, sizeof(head));
+    const uint64_t next = at + sizeof(RecordHead) + Padded(head.size);
+    if (head.type == 0 || next > end) break;  // never written: nothing after it counts
+    fn(head.type, std::span<const uint8_t>(log_ + at + sizeof(head), head.size));
+    at = next;
+  }
+}
+
+}  // namespace efuse

@@ -1,0 +1,95 @@
+// core/state_region.h — what a successor server needs, in memory that
+// outlives the server process.
+//
+// Owns: one memfd (kept open by the supervisor, or by a service manager's
+// fd store) holding a fixed header — the negotiated INIT, the connection's
+// device, server generations and takeover figures — and an append-only log
+// of typed records (the node and handle tables of a backend). Crash-safe: a
+// record counts only once the committed length covers it, and that length
+// is stored (release) after the record's bytes, so a server killed at any
+// instruction leaves either the whole record or none. Append is thread-safe
+// (one mutex: records are written when a node or handle is born or dies,
+// never per read or write); Replay is for the start of a server, before any
+// worker runs.
+#ifndef EFUSE_CORE_STATE_REGION_H_
+#define EFUSE_CORE_STATE_REGION_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/init.h"
+
+namespace efuse {
+
+// The fixed part, at offset 0 of the memfd. Plain data: a successor of
+// another build checks `layout` before it trusts anything else.
+struct StateHeader {
+  uint64_t magic;
+  uint32_t layout;  // kStateLayout of the writer
+  uint32_t header_size;
+  // Set once INIT is answered: a server that finds it adopts `conn`
+  // instead of waiting for an INIT (none comes again).
+  std::atomic<uint32_t> initialized;
+  // The backend can be rebuilt from this region and its source (0: memfs
+  // with its data in the daemon, which dies with the server).
+  std::atomic<uint32_t> recoverable;
+  proto::Connection conn;
+  uint64_t device;  // the connection's dev_t (its number in /sys/fs/fuse/connections)
+  // The process that holds the connection for the servers: signals for the
+  // mount go to it (it passes them on), so the status file names it.
+  int32_t supervisor_pid;
+  // Figures for `efusectl status`, kept by the servers.
+  std::atomic<uint64_t> generation;          // servers started on this connection
+  std::atomic<uint64_t> takeovers;           // of them, successors of a dead or retired one
+  std::atomic<uint64_t> last_takeover_ns;    // start to first request served
+  std::atomic<uint64_t> requests_resent;     // asked of the kernel at takeovers
+  std::atomic<uint64_t> next_handle;         // fh numbers are never reused across servers
+  // The log's committed length in bytes (after the header page).
+  std::atomic<uint64_t> log_end;
+};
+
+class StateRegion {
+ public:
+  static constexpr uint32_t kStateLayout = 1;
+
+  // A new, empty region (the supervisor, before the first server).
+  static absl::StatusOr<std::unique_ptr<StateRegion>> Create();
+  // The region behind an inherited fd (taken over: closed with the object).
+  static absl::StatusOr<std::unique_ptr<StateRegion>> Adopt(int fd);
+  ~StateRegion();
+  StateRegion(const StateRegion&) = delete;
+  StateRegion& operator=(const StateRegion&) = delete;
+
+  int fd() const { return fd_; }
+  StateHeader& header() { return *header_; }
+  const StateHeader& header() const { return *header_; }
+
+  // Appends one record; false (and nothing written) when the memfd cannot
+  // grow. `type` is the owner's own (0 is reserved).
+  bool Append(uint16_t type, std::span<const uint8_t> payload);
+  // Every committed record, in order.
+  void Replay(const std::function<void(uint16_t type, std::span<const uint8_t> payload)>& fn) const;
+  // Committed log bytes (what a compaction would weigh).
+  uint64_t log_bytes() const { return header_->log_end.load(std::memory_order_acquire); }
+
+ private:
+  StateRegion(int fd, StateHeader* header) : fd_(fd), header_(header) {}
+  bool MapLog(uint64_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  int fd_;
+  StateHeader* header_;
+  mutable absl::Mutex mu_;
+  uint8_t* log_ ABSL_GUARDED_BY(mu_) = nullptr;
+  uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace efuse
+
+#endif  // EFUSE_CORE_STATE_REGION_H_

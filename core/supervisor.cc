@@ -1,0 +1,190 @@
+#include "core/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/log.h"
+#include "core/state_region.h"
+#include "core/sync_transport.h"
+
+namespace efuse {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string DescribeExit(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by ", strsignal(WTERMSIG(status)));
+  return absl::StrCat("ended (status ", status, ")");
+}
+
+int ExitCodeOf(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+// The connection is gone (aborted, or unmounted with nothing open): the
+// kernel reports an error on the device.
+bool ConnectionEnded(int fuse_fd) {
+  pollfd p{fuse_fd, POLLIN, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+}
+
+void AbortAndUnmount(dev_t dev, const std::string& mountpoint) {
+  std::ofstream(absl::StrCat("/sys/fs/fuse/connections/", minor(dev), "/abort")) << "1";
+  absl::StatusOr<dev_t> there = MountDevice(mountpoint);
+  if (there.ok() && *there == dev) UnmountFuse(mountpoint).IgnoreError();
+}
+
+// In the child: the descriptors at 3, 4, ... in order, LISTEN_* set for
+// this process, the signal mask of a fresh process; then the server.
+[[noreturn]] void ExecServer(const std::vector<std::string>& argv,
+                             const std::vector<std::pair<std::string, int>>& fds, const std::string& mountpoint) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // Out of the way of 3..3+n first, so no dup2 overwrites one still to move.
+  std::vector<int> high;
+  for (const auto& [name, fd] : fds) high.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 100));
+  std::vector<std::string> names;
+  for (size_t i = 0; i < fds.size(); ++i) {
+    if (high[i] < 0 || dup2(high[i], static_cast<int>(3 + i)) < 0) _exit(127);
+    names.push_back(fds[i].first);
+  }
+  setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
+  setenv("LISTEN_FDS", std::to_string(fds.size()).c_str(), 1);
+  setenv("LISTEN_FDNAMES", absl::StrJoin(names, ":").c_str(), 1);
+  setenv(kMountpointEnv, mountpoint.c_str(), 1);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+}  // namespace
+
+int Supervise(const SupervisorOptions& options) {
+  const std::string& mp = options.mount.mountpoint;
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD}) sigaddset(&sigs, s);
+  sigprocmask(SIG_BLOCK, &sigs, nullptr);
+  const int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+  if (sfd < 0) {
+    Log(LogLevel::kError, "supervisor: signalfd: %s", std::strerror(errno));
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<StateRegion>> state = StateRegion::Create();
+  if (!state.ok()) {
+    Log(LogLevel::kError, "supervisor: %s", std::string(state.status().message()));
+    return 1;
+  }
+  std::string method;
+  absl::StatusOr<int> fuse_fd = MountFuse(options.mount, &method);
+  if (!fuse_fd.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(fuse_fd.status().message()).c_str());
+    return 1;
+  }
+  absl::StatusOr<dev_t> dev = MountDevice(mp);
+  (*state)->header().device = dev.ok() ? *dev : 0;
+  (*state)->header().supervisor_pid = getpid();
+  EnsureFusectl();
+  Log(LogLevel::kInfo, "mounted %s at %s with %s; supervisor pid %d keeps the connection for its servers",
+      options.mount.fsname, mp, method, getpid());
+
+  std::vector<std::pair<std::string, int>> fds = {{kFuseFdName, *fuse_fd}, {kStateFdName, (*state)->fd()}};
+  fds.insert(fds.end(), options.fds.begin(), options.fds.end());
+  for (int i = 0; i < options.worker_clones; ++i) {
+    absl::StatusOr<int> clone = CloneFuseFd(*fuse_fd);
+    if (!clone.ok()) break;  // the servers clone the rest themselves
+    fds.emplace_back(kWorkerFdName, *clone);
+  }
+  std::deque<Clock::time_point> recent_restarts;
+  int exit_code = 0;
+  for (;;) {
+    const pid_t child = fork();
+    if (child < 0) {
+      Log(LogLevel::kError, "supervisor: fork: %s", std::strerror(errno));
+      exit_code = 1;
+      break;
+    }
+    if (child == 0) ExecServer(options.server_argv, fds, mp);
+    int status = 0;
+    bool reaped = false;
+    while (!reaped) {
+      signalfd_siginfo si;
+      if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (si.ssi_signo != SIGCHLD) {
+        kill(child, static_cast<int>(si.ssi_signo));  // the server stops (or reports) as asked
+        continue;
+      }
+      if (waitpid(child, &status, WNOHANG) == child) reaped = true;
+    }
+    if (!reaped) {
+      kill(child, SIGKILL);
+      waitpid(child, &status, 0);
+    }
+    StateHeader& h = (*state)->header();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      exit_code = 0;  // a clean stop: unmounted
+      break;
+    }
+    const std::string how = DescribeExit(status);
+    exit_code = ExitCodeOf(status);
+    if (h.initialized.load() == 0) {
+      Log(LogLevel::kError, "supervisor: the server %s before INIT was answered; unmounting", how);
+      break;
+    }
+    if (ConnectionEnded(*fuse_fd)) {
+      Log(LogLevel::kWarning, "supervisor: the server %s and the connection has ended", how);
+      break;
+    }
+    if (h.recoverable.load() == 0) {
+      Log(LogLevel::kError,
+          "supervisor: the server %s; its file system cannot be rebuilt (memfs with its data in the "
+          "daemon): unmounting",
+          how);
+      break;
+    }
+    const Clock::time_point now = Clock::now();
+    while (!recent_restarts.empty() && now - recent_restarts.front() > options.restart_window) {
+      recent_restarts.pop_front();
+    }
+    if (static_cast<int>(recent_restarts.size()) >= options.max_restarts) {
+      Log(LogLevel::kError, "supervisor: the server %s, the %d-th time within %lld s; giving up: unmounting",
+          how, options.max_restarts + 1, static_cast<long long>(options.restart_window.count()));
+      break;
+    }
+    recent_restarts.push_back(now);
+    Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor", child, how);
+  }
+  if (exit_code != 0) {
+    AbortAndUnmount((*state)->header().device, mp);
+  }
+  for (const auto& [name, fd] : fds)
+    if (name == kWorkerFdName) close(fd);
+  close(*fuse_fd);
+  close(sfd);
+  return exit_code;
+}
+
+}  // namespace efuse
