@@ -11,6 +11,9 @@
 #include <cerrno>
 #include <climits>
 #include <cmath>
+#include <csignal>
+#include <cstring>
+#include <optional>
 
 #include "absl/cleanup/cleanup.h"
 #include "proto/dirent.h"
@@ -257,6 +260,84 @@ void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
   Send(sender, r);
 }
 
+// Records each answer in the state region before it is sent.
+class Dispatcher::JournalingSender final : public ReplySender {
+ public:
+  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, bool crash)
+      : out_(out), region_(region), unique_(unique), crash_(crash) {}
+  int Send(proto::Reply& reply) override {
+    region_->RecordAnswer(unique_, reply.Iov());
+    if (crash_) {
+      Log(LogLevel::kWarning, "test fault crash_before_reply: answer to unique %u recorded, dying unsent",
+          unique_);
+      raise(SIGKILL);
+    }
+    return out_->Send(reply);
+  }
+  std::unique_ptr<ReplySender> Detach() override {
+    // Owned by the journaling sender it returns.
+    std::unique_ptr<ReplySender> late = out_->Detach();
+    if (late == nullptr) return nullptr;
+    class Owning final : public ReplySender {
+     public:
+      Owning(std::unique_ptr<ReplySender> out, StateRegion* region, uint64_t unique)
+          : out_(std::move(out)), journal_(out_.get(), region, unique, false) {}
+      int Send(proto::Reply& reply) override { return journal_.Send(reply); }
+
+     private:
+      std::unique_ptr<ReplySender> out_;
+      JournalingSender journal_;
+    };
+    return std::make_unique<Owning>(std::move(late), region_, unique_);
+  }
+
+ private:
+  ReplySender* out_;
+  StateRegion* region_;
+  uint64_t unique_;
+  bool crash_;
+};
+
+bool Dispatcher::NotIdempotent(Opcode op) {
+  switch (op) {
+    case Opcode::kCreate:
+    case Opcode::kMknod:
+    case Opcode::kMkdir:
+    case Opcode::kSymlink:
+    case Opcode::kLink:
+    case Opcode::kUnlink:
+    case Opcode::kRmdir:
+    case Opcode::kRename:
+    case Opcode::kRename2:
+    case Opcode::kTmpfile:
+    case Opcode::kSetattr:
+    case Opcode::kSetxattr:
+    case Opcode::kRemovexattr:
+    case Opcode::kWrite:
+    case Opcode::kFallocate:
+    case Opcode::kCopyFileRange:
+    case Opcode::kCopyFileRange64:
+    // A second open would leave the first handle behind.
+    case Opcode::kOpen:
+    case Opcode::kOpendir:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void Dispatcher::ReplayAnswer(const Request& req, const std::string& recorded, ReplySender& sender) {
+  abi::OutHeader head{};
+  if (recorded.size() < sizeof(head)) return SendError(sender, req.header.unique, EIO);
+  std::memcpy(&head, recorded.data(), sizeof(head));
+  answers_->header().answers_replayed.fetch_add(1);
+  if (head.error != 0) return SendError(sender, req.header.unique, -head.error);
+  Reply r(req.header.unique);  // with the resend bit, as the kernel asks
+  const std::string_view payload = std::string_view(recorded).substr(sizeof(head));
+  if (!payload.empty()) r.AddPayload(payload);
+  Send(sender, r);
+}
+
 void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scratch,
                         InterruptTable::Slot* slot, ReplySender& sender, AsyncIo* io) {
   const size_t length = request.size();
@@ -298,7 +379,9 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     return SendError(sender, req.header.unique, EAGAIN);
   }
 
-  if (no_reply_lookup_ && req.opcode() == Opcode::kLookup && req.name == *no_reply_lookup_) {
+  // (Under a supervisor, by the first server only: its successor answers.)
+  if (no_reply_lookup_ && req.opcode() == Opcode::kLookup && req.name == *no_reply_lookup_ &&
+      (answers_ == nullptr || answers_->header().generation.load() == 1)) {
     Log(LogLevel::kWarning, "test fault no_reply_lookup: LOOKUP '%s' (unique %u) left unanswered",
         std::string(req.name), req.header.unique);
     // Held like an answer that never comes back from a stuck backend (a
@@ -308,6 +391,25 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
       unanswered_.push_back(std::move(held));
     }
     return;
+  }
+
+  std::optional<JournalingSender> journaling;
+  ReplySender* out = &sender;
+  if (answers_ != nullptr) {
+    const uint64_t first_unique = req.header.unique & ~abi::kUniqueResend;
+    if ((req.header.unique & abi::kUniqueResend) != 0) {
+      // Its server died before the kernel had the answer: if that answer
+      // was recorded, the request was carried out; it is not done again.
+      if (std::string recorded = answers_->FindAnswer(first_unique); !recorded.empty()) {
+        return ReplayAnswer(req, recorded, sender);
+      }
+    }
+    if (NotIdempotent(req.opcode())) {
+      const bool crash = crash_before_reply_ && *crash_before_reply_ == proto::OpcodeName(op) &&
+                         answers_->header().generation.load() == 1;
+      journaling.emplace(&sender, answers_, first_unique, crash);
+      out = &*journaling;
+    }
   }
 
   RequestContext ctx;
@@ -320,7 +422,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     InterruptTable::Begin(slot, req.header.unique);
     ctx.interrupted = &slot->interrupted;
   }
-  Dispatch(req, scratch, ctx, sender, io);
+  Dispatch(req, scratch, ctx, *out, io);
   if (slot != nullptr) InterruptTable::End(slot);
 }
 

@@ -25,6 +25,7 @@
 
 #include "core/async_io.h"
 #include "core/filesystem.h"
+#include "core/state_region.h"
 #include "core/interrupts.h"
 #include "core/log.h"
 #include "core/offload.h"
@@ -99,8 +100,23 @@ class Dispatcher {
   // The policy that adjusts replies about hot inodes (core/offload.h), or
   // null. Set before the workers start; it must outlive them.
   void SetOffload(OffloadPolicy* offload) { offload_ = offload; }
+  // Under a supervisor: the answer of every non-idempotent request is
+  // recorded in `region` before it is sent, and a request the kernel
+  // resends (FUSE_UNIQUE_RESEND) is answered from there if its answer was
+  // recorded, instead of being carried out twice. Set before workers start.
+  void SetAnswerJournal(StateRegion* region) { answers_ = region; }
 
  private:
+  class JournalingSender;
+  // Whether a second execution of `op` could answer differently (or do
+  // something twice) than the first.
+  static bool NotIdempotent(abi::Opcode op);
+  // Answers `req` with the recorded message `recorded` (out header first).
+  void ReplayAnswer(const proto::Request& req, const std::string& recorded, ReplySender& sender);
+  StateRegion* answers_ = nullptr;
+  // core/test_faults.h: the first server of a connection dies (SIGKILL)
+  // right after recording its answer to this opcode, before sending it.
+  const std::optional<std::string> crash_before_reply_ = TestFault("crash_before_reply");
   // core/test_faults.h: LOOKUPs of this name get no answer.
   const std::optional<std::string> no_reply_lookup_ = TestFault("no_reply_lookup");
   std::mutex unanswered_mu_;

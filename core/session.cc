@@ -67,6 +67,8 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
     lines.emplace_back("takeovers", std::to_string(h.takeovers.load()));
     lines.emplace_back("last_takeover_ms", absl::StrCat(h.last_takeover_ns.load() / 1000000.0));
     lines.emplace_back("resend_requests", std::to_string(h.requests_resent.load()));
+    lines.emplace_back("answers_recorded", std::to_string(h.answers_recorded.load()));
+    lines.emplace_back("answers_replayed", std::to_string(h.answers_replayed.load()));
   }
   for (const auto& kv : options_.status_lines) lines.push_back(kv);
   if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&lines);
@@ -242,6 +244,7 @@ absl::Status Session::Run() {
   }
   for (const auto& t : candidates) options_.init.wanted_flags |= t->InitFlags();
   dispatcher_ = std::make_unique<Dispatcher>(fs_, options_.init, slots, this);
+  if (options_.state != nullptr) dispatcher_->SetAnswerJournal(options_.state);
 
   const auto started = std::chrono::steady_clock::now();
   StateRegion* const state = options_.state;
@@ -391,6 +394,13 @@ absl::Status Session::Run() {
       if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
       if (si.ssi_signo == SIGUSR1) {
         if (!unmounting) WriteStatusFile();
+        continue;
+      }
+      // A supervised server stops when its supervisor says so: a manager
+      // that signals the whole group (systemd's KillMode=control-group)
+      // reaches both, and the supervisor passes its copy on.
+      if (const int32_t supervisor = options_.state != nullptr ? options_.state->header().supervisor_pid : 0;
+          supervisor > 0 && static_cast<int32_t>(si.ssi_pid) != supervisor) {
         continue;
       }
       if (!unmounting) {

@@ -15,9 +15,9 @@ namespace efuse {
 namespace {
 
 constexpr uint64_t kMagic = 0x6566757365535431ULL;  // "efuseST1"
-constexpr uint64_t kHeaderBytes = 4096;
+constexpr uint64_t kHeaderPage = 4096;
 constexpr uint64_t kGrowBytes = 1 << 20;
-static_assert(sizeof(StateHeader) <= kHeaderBytes);
+static_assert(sizeof(StateHeader) <= kHeaderPage);
 
 struct RecordHead {
   uint32_t size;  // payload bytes
@@ -28,6 +28,51 @@ struct RecordHead {
 constexpr uint64_t Padded(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
 }  // namespace
+
+// One recorded answer: `unique` is stored last (release) and cleared first,
+// so a reader sees whole answers or none.
+struct StateRegion::AnswerSlot {
+  std::atomic<uint64_t> unique;
+  uint32_t size;
+  uint32_t reserved;
+  uint8_t bytes[kAnswerBytes];
+};
+
+namespace {
+// The header page, then the answer slots, then the log.
+constexpr uint64_t kHeaderBytes = kHeaderPage + StateRegion::kAnswerSlots * 512;
+}  // namespace
+
+StateRegion::AnswerSlot* StateRegion::answers() const {
+  static_assert(sizeof(AnswerSlot) == 512);
+  return reinterpret_cast<AnswerSlot*>(reinterpret_cast<uint8_t*>(header_) + kHeaderPage);
+}
+
+bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
+  size_t total = 0;
+  for (const iovec& v : reply) total += v.iov_len;
+  if (total > kAnswerBytes || unique == 0) return false;
+  AnswerSlot& slot = answers()[header_->answers_recorded.fetch_add(1) % kAnswerSlots];
+  slot.unique.store(0, std::memory_order_release);
+  size_t at = 0;
+  for (const iovec& v : reply) {
+    std::memcpy(slot.bytes + at, v.iov_base, v.iov_len);
+    at += v.iov_len;
+  }
+  slot.size = static_cast<uint32_t>(total);
+  slot.unique.store(unique, std::memory_order_release);
+  return true;
+}
+
+std::string StateRegion::FindAnswer(uint64_t unique) const {
+  const AnswerSlot* slots = answers();
+  for (size_t i = 0; i < kAnswerSlots; ++i) {
+    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
+    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    if (slots[i].unique.load(std::memory_order_acquire) == unique) return bytes;
+  }
+  return "";
+}
 
 absl::StatusOr<std::unique_ptr<StateRegion>> StateRegion::Create() {
   int fd = memfd_create("efuse-state", MFD_CLOEXEC);

@@ -20,6 +20,9 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
+
+#include <sys/uio.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -51,13 +54,16 @@ struct StateHeader {
   std::atomic<uint64_t> last_takeover_ns;    // start to first request served
   std::atomic<uint64_t> requests_resent;     // asked of the kernel at takeovers
   std::atomic<uint64_t> next_handle;         // fh numbers are never reused across servers
-  // The log's committed length in bytes (after the header page).
+  // Answers recorded (RecordAnswer) and answers replayed to resent requests.
+  std::atomic<uint64_t> answers_recorded;
+  std::atomic<uint64_t> answers_replayed;
+  // The log's committed length in bytes (after the header and the answers).
   std::atomic<uint64_t> log_end;
 };
 
 class StateRegion {
  public:
-  static constexpr uint32_t kStateLayout = 1;
+  static constexpr uint32_t kStateLayout = 2;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();
@@ -79,8 +85,21 @@ class StateRegion {
   // Committed log bytes (what a compaction would weigh).
   uint64_t log_bytes() const { return header_->log_end.load(std::memory_order_acquire); }
 
+  // The answers of the last kAnswerSlots non-idempotent requests, each
+  // recorded before it is sent: a request the kernel resends after its
+  // server died (the reply may never have left) is answered from here
+  // instead of being carried out twice. Lock-free; any thread.
+  static constexpr size_t kAnswerSlots = 512;
+  static constexpr size_t kAnswerBytes = 496;
+  // `reply`: the whole message, out header first. False if it does not fit.
+  bool RecordAnswer(uint64_t unique, std::span<const iovec> reply);
+  // The message recorded for `unique` (out header first), or empty.
+  std::string FindAnswer(uint64_t unique) const;
+
  private:
+  struct AnswerSlot;
   StateRegion(int fd, StateHeader* header) : fd_(fd), header_(header) {}
+  AnswerSlot* answers() const;
   bool MapLog(uint64_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int fd_;

@@ -55,9 +55,15 @@ void AbortAndUnmount(dev_t dev, const std::string& mountpoint) {
 // this process, the signal mask of a fresh process; then the server.
 [[noreturn]] void ExecServer(const std::vector<std::string>& argv,
                              const std::vector<std::pair<std::string, int>>& fds, const std::string& mountpoint) {
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The stop and status signals stay blocked across exec: one forwarded
+  // while the server starts waits for its signalfd instead of killing it.
+  sigset_t held;
+  sigemptyset(&held);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&held, s);
+  sigprocmask(SIG_SETMASK, &held, nullptr);
+  // Its own session: a terminal's ^C or hangup reaches the supervisor only,
+  // which passes it on once.
+  setsid();
   // Out of the way of 3..3+n first, so no dup2 overwrites one still to move.
   std::vector<int> high;
   for (const auto& [name, fd] : fds) high.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 100));
@@ -117,6 +123,7 @@ int Supervise(const SupervisorOptions& options) {
   }
   std::deque<Clock::time_point> recent_restarts;
   int exit_code = 0;
+  bool stop_requested = false;  // a stop signal was passed on: no successor
   for (;;) {
     const pid_t child = fork();
     if (child < 0) {
@@ -134,6 +141,7 @@ int Supervise(const SupervisorOptions& options) {
         break;
       }
       if (si.ssi_signo != SIGCHLD) {
+        if (si.ssi_signo != SIGUSR1) stop_requested = true;
         kill(child, static_cast<int>(si.ssi_signo));  // the server stops (or reports) as asked
         continue;
       }
@@ -150,6 +158,10 @@ int Supervise(const SupervisorOptions& options) {
     }
     const std::string how = DescribeExit(status);
     exit_code = ExitCodeOf(status);
+    if (stop_requested) {
+      Log(LogLevel::kWarning, "supervisor: the server %s while stopping; unmounting", how);
+      break;
+    }
     if (h.initialized.load() == 0) {
       Log(LogLevel::kError, "supervisor: the server %s before INIT was answered; unmounting", how);
       break;

@@ -277,6 +277,10 @@ struct InHeader {
   uint16_t padding;
 };
 
+// In a request's unique: the kernel sends it again (FUSE_NOTIFY_RESEND);
+// its answer carries the unique with this bit.
+inline constexpr uint64_t kUniqueResend = 1ULL << 63;
+
 struct OutHeader {
   uint32_t len;
   int32_t error;  // 0 or -errno; for notifications, the NotifyCode

@@ -276,6 +276,7 @@ void PassthroughFs::CloseFile(Handle& h) {
     owners.swap(h.lock_owners);
   }
   int32_t close_id = 0;
+  bool drop_cached_fd = false;
   std::unique_ptr<OpenState> gone;  // closes lock fds after the lock
   {
     absl::MutexLock l(&inode.mu);
@@ -294,8 +295,12 @@ void PassthroughFs::CloseFile(Handle& h) {
     if (h.passthrough && MayMapForWriting(h.flags)) {
       inode.passthrough_writers.fetch_sub(1, std::memory_order_acq_rel);
     }
+    // The last handle of a file this mount removed: nothing of it is kept
+    // (MarkUnlinkedHere says why).
+    const bool unlinked = os.handles <= 0 && inode.unlinked_here.load(std::memory_order_relaxed);
+    drop_cached_fd = unlinked && h.dir == nullptr;
     if (h.passthrough && --os.passthrough == 0) {
-      if (inode.keep_backing && inode.kept_backing_id == 0) {
+      if (inode.keep_backing && inode.kept_backing_id == 0 && !unlinked) {
         inode.kept_backing_id = os.backing_id;
       } else {
         close_id = os.backing_id;
@@ -309,6 +314,7 @@ void PassthroughFs::CloseFile(Handle& h) {
       backing_ids_.fetch_sub(1, std::memory_order_relaxed);
     }
   }
+  if (drop_cached_fd && inode.pinned == nullptr) fd_cache_.Erase(inode.nodeid);
 }
 
 Result<OpenReply> PassthroughFs::Open(const RequestContext& ctx, uint64_t nodeid, uint32_t flags,

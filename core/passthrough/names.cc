@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <utility>
 #include <climits>
 
 #include "core/passthrough/internal.h"
@@ -205,10 +206,31 @@ bool StatVictim(int dirfd, const char* name, Victim* v) {
 }  // namespace
 
 void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino) {
-  Shard& s = (*shards_)[ShardIndexOfKey(dev, ino, kShards)];
-  absl::MutexLock l(&s.mu);
-  auto it = s.by_key.find(std::make_pair(dev, ino));
-  if (it != s.by_key.end()) it->second->unlinked_here.store(true);
+  std::shared_ptr<Inode> gone;
+  {
+    Shard& s = (*shards_)[ShardIndexOfKey(dev, ino, kShards)];
+    absl::MutexLock l(&s.mu);
+    auto it = s.by_key.find(std::make_pair(dev, ino));
+    if (it == s.by_key.end()) return;
+    it->second->unlinked_here.store(true);
+    gone = s.by_id.at(it->second->nodeid);
+  }
+  // A file nobody has open any more: what this daemon holds of it (its
+  // cached O_PATH fd, a backing id kept between opens) would keep its space
+  // and inode in the source until the kernel forgets the node, which for
+  // a replaced file may be never (df, ENOSPC, statfs). Directories keep
+  // theirs: a working directory inside one still asks for attributes.
+  if (gone->type == S_IFDIR || gone->pinned != nullptr || gone->HasHandles()) return;
+  fd_cache_.Erase(gone->nodeid);
+  int32_t kept = 0;
+  {
+    absl::MutexLock l(&gone->mu);
+    if (gone->open == nullptr) kept = std::exchange(gone->kept_backing_id, 0);
+  }
+  if (kept > 0 && kernel_ != nullptr) {
+    kernel_->CloseBacking(kept).ok();
+    backing_ids_.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 // UNLINK and RMDIR: remove the name, then mark the inode removed by this

@@ -153,6 +153,9 @@ uint64_t PassthroughFs::WantedInitFlags(uint64_t defaults) const {
 void PassthroughFs::Init(const InitInfo& info) {
   namespace f = abi::init;
   kernel_ = info.kernel;
+  if (kernel_ != nullptr) {
+    for (int32_t id : std::exchange(orphan_backing_ids_, {})) kernel_->CloseBacking(id).ok();
+  }
   posix_acl_ = (info.flags & f::kPosixAcl) != 0;
   writeback_ = (info.flags & f::kWritebackCache) != 0;
   std::string why;

@@ -387,6 +387,7 @@ class PassthroughFs : public FileSystem {
 
   // The journal in the state region (core/passthrough/recovery.cc).
   void JournalNode(const Inode& inode);
+  void JournalFailed();
   void JournalHandle(uint64_t fh, const Handle& h);
   void JournalRelease(uint64_t fh);
   // At construction, on a takeover: what the journal says was there.
@@ -415,6 +416,10 @@ class PassthroughFs : public FileSystem {
   absl::flat_hash_map<uint64_t, RecoveredHandle> recovered_handles_ ABSL_GUARDED_BY(recovered_handles_mu_);
   std::atomic<uint64_t> journal_failures_{0};
   std::atomic<bool> has_recovered_handles_{false};
+  absl::Mutex revive_mu_;
+  // Backing ids of handles a takeover could not open again: closed at Init,
+  // when the connection is there to close them on.
+  std::vector<int32_t> orphan_backing_ids_;
   std::atomic<uint64_t> handles_revived_{0};
 
   // Handles.

@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "core/passthrough/internal.h"
 #include "core/passthrough/passthrough.h"
@@ -70,14 +71,24 @@ bool ReadRecord(std::span<const uint8_t> bytes, T* out) {
 
 }  // namespace
 
+void PassthroughFs::JournalFailed() {
+  journal_failures_.fetch_add(1, std::memory_order_relaxed);
+  // A successor could give out an id or a handle number the kernel holds:
+  // the supervisor ends the mount instead of starting one.
+  opts_.state->header().recoverable.store(0);
+}
+
 void PassthroughFs::JournalNode(const Inode& inode) {
-  if (opts_.state == nullptr || inode.handle.empty()) return;
+  if (opts_.state == nullptr) return;
+  // A node without a file handle (its fd pinned) cannot be opened again by
+  // a successor; its id is still journaled, so that none is given twice.
+  if (inode.handle.empty()) opts_.state->header().recoverable.store(0);
   NodeRecord r{inode.nodeid, inode.dev, inode.type, static_cast<uint32_t>(inode.handle.size())};
   std::string bytes(reinterpret_cast<const char*>(&r), sizeof(r));
   bytes += inode.handle;
   if (!opts_.state->Append(kNodeBorn, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
                                                                 bytes.size()))) {
-    journal_failures_.fetch_add(1, std::memory_order_relaxed);
+    JournalFailed();
   }
 }
 
@@ -93,12 +104,12 @@ void PassthroughFs::JournalHandle(uint64_t fh, const Handle& h) {
     absl::MutexLock l(&h.inode->mu);
     if (h.inode->open != nullptr) r.backing_id = h.inode->open->backing_id;
   }
-  if (!opts_.state->Append(kHandleOpened, BytesOf(r))) journal_failures_.fetch_add(1, std::memory_order_relaxed);
+  if (!opts_.state->Append(kHandleOpened, BytesOf(r))) JournalFailed();
 }
 
 void PassthroughFs::JournalRelease(uint64_t fh) {
   if (opts_.state == nullptr) return;
-  if (!opts_.state->Append(kHandleReleased, BytesOf(fh))) journal_failures_.fetch_add(1, std::memory_order_relaxed);
+  if (!opts_.state->Append(kHandleReleased, BytesOf(fh))) JournalFailed();
 }
 
 void PassthroughFs::RecoverFromJournal() {
@@ -109,12 +120,14 @@ void PassthroughFs::RecoverFromJournal() {
     if (type == kNodeBorn) {
       NodeRecord r;
       if (!ReadRecord(payload, &r) || payload.size() < sizeof(r) + r.handle_size) return;
-      ForgottenNode f;
-      f.dev = r.dev;
-      f.type = r.type;
-      f.handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(r)), r.handle_size);
-      recovered_by_handle_[std::make_pair(f.dev, f.handle)] = r.nodeid;
-      recovered_nodes_[r.nodeid] = std::move(f);
+      if (r.handle_size > 0) {
+        ForgottenNode f;
+        f.dev = r.dev;
+        f.type = r.type;
+        f.handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(r)), r.handle_size);
+        recovered_by_handle_[std::make_pair(f.dev, f.handle)] = r.nodeid;
+        recovered_nodes_[r.nodeid] = std::move(f);
+      }
       Shard& s = (*shards_)[r.nodeid % kShards];
       absl::MutexLock l(&s.mu);
       s.next = std::max(s.next, r.nodeid / kShards + 1);  // ids are never given twice
@@ -137,11 +150,27 @@ void PassthroughFs::RecoverFromJournal() {
     }
     has_recovered_handles_.store(!recovered_handles_.empty(), std::memory_order_release);
   }
-  Log(LogLevel::kInfo, "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes)",
-      nodes, open.size(), opts_.state->log_bytes());
+  // Every handle the kernel still holds, opened again now, before a request
+  // comes: a passthrough handle's I/O never reaches the daemon, yet the
+  // inode's open state (its backing id above all) must be known before the
+  // next open of that file.
+  size_t lost = 0;
+  for (const auto& [fh, r] : open) {
+    if (ReviveHandle(fh) == nullptr) {
+      ++lost;
+      if (r.passthrough && r.backing_id > 0) orphan_backing_ids_.push_back(r.backing_id);
+    }
+  }
+  Log(lost == 0 ? LogLevel::kInfo : LogLevel::kWarning,
+      "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes)%s", nodes,
+      open.size() - lost, opts_.state->log_bytes(),
+      lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"));
 }
 
 Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Revive(uint64_t nodeid) {
+  // One revival per node: a second would count a second lookup.
+  absl::MutexLock revive(&revive_mu_);
+  if (std::shared_ptr<Inode> live = Find(nodeid)) return live;
   auto it = recovered_nodes_.find(nodeid);
   if (it == recovered_nodes_.end()) return Errno(ENOENT);
   Result<int> fd = OpenNodeByHandle(it->second);

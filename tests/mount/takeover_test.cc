@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <cstring>
 #include <map>
 #include <set>
@@ -37,16 +38,20 @@ void PrintTo(const TakeoverConfig& c, std::ostream* os) { *os << c.name; }
 class TakeoverTest : public ::testing::TestWithParam<TakeoverConfig> {
  protected:
   void SetUp() override {
+    ASSERT_FALSE(source_.path().empty());
+    ASSERT_TRUE(mount_.Start(Flags(source_)));
+  }
+  // The config's supervised mount, a passthrough one serving `source`.
+  static std::vector<std::string> Flags(const ScratchDir& source) {
     std::vector<std::string> flags = {"--supervise=on"};
     if (GetParam().passthrough) {
-      ASSERT_FALSE(source_.path().empty());
       flags.push_back("--fs=passthrough");
-      flags.push_back("--source=" + source_.path());
+      flags.push_back("--source=" + source.path());
     } else {
       flags.push_back("--size=256M");
     }
     flags.insert(flags.end(), GetParam().flags.begin(), GetParam().flags.end());
-    ASSERT_TRUE(mount_.Start(flags));
+    return flags;
   }
   void TearDown() override {
     if (mount_.running()) EXPECT_TRUE(mount_.Stop()) << mount_.LogForMessage();
@@ -75,7 +80,11 @@ TEST_P(TakeoverTest, KilledServerIsSucceededWithoutUnmounting) {
   ASSERT_EQ(mkdir(mount_.Path("d").c_str(), 0755), 0);
   std::string error;
   ASSERT_TRUE(WriteFile(mount_.Path("d/f"), "before", &error)) << error;
-  for (int i = 0; i < 40; ++i) ASSERT_TRUE(WriteFile(mount_.Path("d/e" + std::to_string(i)), "x", &error)) << error;
+  // More names than one READDIR carries: the listing crosses the kill.
+  constexpr int kNames = 1000;
+  for (int i = 0; i < kNames; ++i) {
+    ASSERT_TRUE(WriteFile(mount_.Path("d/entry-with-a-longer-name-" + std::to_string(i)), "x", &error)) << error;
+  }
 
   // What a process holds across the kill.
   const int map_fd = open(mount_.Path("d/mapped").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -117,15 +126,25 @@ TEST_P(TakeoverTest, KilledServerIsSucceededWithoutUnmounting) {
   // Everything after this line is served by the successor (requests wait
   // in the kernel meanwhile: no sleep needed).
   ASSERT_EQ(pwrite(fd, "after!", 6, 0), 6) << strerror(errno);
+  ASSERT_EQ(pwrite(fd, "tail", 4, 100), 4) << strerror(errno);
   char buf[16] = {};
   ASSERT_EQ(pread(fd, buf, 6, 0), 6) << strerror(errno);
   EXPECT_EQ(std::string(buf, 6), "after!");
   struct stat st;
   ASSERT_EQ(fstat(fd, &st), 0);
-  EXPECT_EQ(st.st_size, 6);
+  EXPECT_EQ(st.st_size, 104);
   EXPECT_EQ(fsync(fd), 0) << strerror(errno);
+  // The same file opened again while the old handle lives: both see one file.
+  const int again = open(mount_.Path("d/f").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(again, 0) << strerror(errno);
+  ASSERT_EQ(pwrite(again, "AFTER", 5, 0), 5) << strerror(errno);
+  ASSERT_EQ(pread(fd, buf, 6, 0), 6);
+  EXPECT_EQ(std::string(buf, 6), "AFTER!");
+  EXPECT_EQ(close(again), 0);
+  errno = 0;
   for (dirent* e; (e = readdir(dir)) != nullptr;) listed.insert(e->d_name);
-  EXPECT_EQ(listed.size(), 44u) << "the listing went on where it stopped";  // . .. f mapped e0..e39
+  EXPECT_EQ(errno, 0) << "readdir after the kill: " << strerror(errno);
+  EXPECT_EQ(listed.size(), kNames + 4u) << "the listing went on where it stopped";  // . .. f mapped
   closedir(dir);
   EXPECT_EQ(std::string(map, 6), "mapped");
   std::memcpy(map + 6, "+more", 5);
@@ -141,19 +160,65 @@ TEST_P(TakeoverTest, KilledServerIsSucceededWithoutUnmounting) {
 
   std::string back;
   ASSERT_TRUE(ReadFile(mount_.Path("d/f"), &back, &error)) << error;
-  EXPECT_EQ(back, "after!");
+  EXPECT_EQ(back.substr(0, 6), "AFTER!");
+  EXPECT_EQ(back.size(), 104u);
   ASSERT_TRUE(ReadFile(mount_.Path("d/mapped"), &back, &error)) << error;
   EXPECT_EQ(back.substr(0, 11), "mapped+more");
   EXPECT_EQ(access(mount_.Path("d/made-by-cwd").c_str(), F_OK), 0);
   ASSERT_TRUE(WriteFile(mount_.Path("d/new"), "new", &error)) << error;
   ASSERT_EQ(rename(mount_.Path("d/new").c_str(), mount_.Path("renamed").c_str()), 0);
-  ASSERT_EQ(unlink(mount_.Path("d/e0").c_str()), 0);
+  ASSERT_EQ(unlink(mount_.Path("d/entry-with-a-longer-name-0").c_str()), 0);
 
   std::map<std::string, std::string> kv = Status();
   EXPECT_NE(kv["server_pid"], std::to_string(old_server));
   EXPECT_EQ(kv["server_generation"], "2");
   EXPECT_EQ(kv["takeovers"], "1");
   EXPECT_NE(mount_.Log().find("takeover: server generation 2"), std::string::npos) << mount_.LogForMessage();
+}
+
+// A request the dead server had read and never answered is sent again to
+// its successor (FUSE_NOTIFY_RESEND): the caller never sees the death.
+TEST_P(TakeoverTest, ARequestHeldByTheDeadServerIsResent) {
+  EfuseMount m;
+  ScratchDir source;
+  const std::vector<std::string> flags = Flags(source);
+  m.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "no_reply_lookup=held", 1); });
+  ASSERT_TRUE(m.Start(flags));
+  // No such name: its LOOKUP is the held request; the successor says ENOENT.
+  const std::string held = m.Path("held");
+  int ready[2];
+  ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+  const pid_t client = fork();
+  ASSERT_GE(client, 0);
+  if (client == 0) {
+    alarm(30);
+    close(ready[0]);
+    if (write(ready[1], "r", 1) != 1) _exit(10);
+    struct stat st;
+    _exit(stat(held.c_str(), &st) != 0 && errno == ENOENT ? 0 : 11);
+  }
+  close(ready[1]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+  // The LOOKUP is held once the first server logged it.
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (m.Log().find("left unanswered") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the LOOKUP never came" << m.LogForMessage();
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  const pid_t server = static_cast<pid_t>(std::atol(kv["server_pid"].c_str()));
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(kill(server, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(client, &status, 0), client);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the held stat: status " << status
+                                                              << m.LogForMessage();
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["takeovers"], "1");
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 
 TEST_P(TakeoverTest, SuccessiveKillsKeepTheMount) {
@@ -174,9 +239,96 @@ TEST_P(TakeoverTest, SuccessiveKillsKeepTheMount) {
   EXPECT_EQ(Status()["takeovers"], "3");
 }
 
+// The server dies after carrying a request out and recording its answer,
+// before sending it (test fault crash_before_reply=OPCODE, first server
+// only): the kernel resends the request to the successor, which answers
+// it from the record. Without the record, each of these would fail the
+// second time (EEXIST, ENOENT) though the first did its work.
+struct CrashCase {
+  const char* opcode;
+  // Prepares with other opcodes; the call under test returns 0 or more.
+  std::function<void(const std::string& mnt)> prepare;
+  std::function<long(const std::string& mnt)> call;
+  // What must hold afterwards.
+  std::function<bool(const std::string& mnt)> after;
+};
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+std::vector<CrashCase> CrashCases() {
+  auto make_file = [](const std::string& mnt) {
+    std::string e;
+    WriteFile(mnt + "/a", "data", &e);
+  };
+  return {
+      {"CREATE", nullptr,
+       [](const std::string& mnt) {
+         const int fd = open((mnt + "/new").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+         if (fd >= 0) close(fd);
+         return static_cast<long>(fd);
+       },
+       [](const std::string& mnt) { return Exists(mnt + "/new"); }},
+      {"MKDIR", nullptr, [](const std::string& mnt) { return static_cast<long>(mkdir((mnt + "/d").c_str(), 0755)); },
+       [](const std::string& mnt) { return Exists(mnt + "/d"); }},
+      {"MKNOD", nullptr, [](const std::string& mnt) { return static_cast<long>(mkfifo((mnt + "/p").c_str(), 0644)); },
+       [](const std::string& mnt) { return Exists(mnt + "/p"); }},
+      {"SYMLINK", nullptr,
+       [](const std::string& mnt) { return static_cast<long>(symlink("target", (mnt + "/s").c_str())); },
+       [](const std::string& mnt) { return Exists(mnt + "/s"); }},
+      {"LINK", make_file,
+       [](const std::string& mnt) { return static_cast<long>(link((mnt + "/a").c_str(), (mnt + "/b").c_str())); },
+       [](const std::string& mnt) { return Exists(mnt + "/a") && Exists(mnt + "/b"); }},
+      {"UNLINK", make_file, [](const std::string& mnt) { return static_cast<long>(unlink((mnt + "/a").c_str())); },
+       [](const std::string& mnt) { return !Exists(mnt + "/a"); }},
+      {"RMDIR", [](const std::string& mnt) { mkdir((mnt + "/d").c_str(), 0755); },
+       [](const std::string& mnt) { return static_cast<long>(rmdir((mnt + "/d").c_str())); },
+       [](const std::string& mnt) { return !Exists(mnt + "/d"); }},
+      {"RENAME", make_file,
+       [](const std::string& mnt) { return static_cast<long>(rename((mnt + "/a").c_str(), (mnt + "/b").c_str())); },
+       [](const std::string& mnt) { return !Exists(mnt + "/a") && Exists(mnt + "/b"); }},
+      {"OPEN", make_file,
+       [](const std::string& mnt) {
+         const int fd = open((mnt + "/a").c_str(), O_RDONLY | O_CLOEXEC);
+         if (fd < 0) return -1L;
+         char buf[8] = {};
+         const long n = read(fd, buf, sizeof(buf));
+         close(fd);
+         return n == 4 ? 0L : -1L;
+       },
+       [](const std::string& mnt) { return Exists(mnt + "/a"); }},
+  };
+}
+
+TEST_P(TakeoverTest, ARequestCarriedOutButNotAnsweredIsAnsweredOnce) {
+  for (const CrashCase& c : CrashCases()) {
+    SCOPED_TRACE(c.opcode);
+    EfuseMount m;
+    ScratchDir source;
+    const std::vector<std::string> flags = Flags(source);
+    const std::string fault = std::string("crash_before_reply=") + c.opcode;
+    m.SetChildSetup([fault] { setenv("EFUSE_TEST_FAULTS", fault.c_str(), 1); });
+    ASSERT_TRUE(m.Start(flags));
+    if (c.prepare) c.prepare(m.path());
+    errno = 0;
+    const long rc = c.call(m.path());
+    EXPECT_GE(rc, 0) << c.opcode << ": " << strerror(errno) << m.LogForMessage();
+    EXPECT_TRUE(c.after(m.path())) << c.opcode << m.LogForMessage();
+    std::map<std::string, std::string> kv;
+    ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+    EXPECT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
+    EXPECT_NE(kv["answers_replayed"], "0") << m.LogForMessage();
+    EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Supervised, TakeoverTest,
                          ::testing::Values(TakeoverConfig{"memfs_kernel_data", false, {"--memfs_data=kernel"}},
-                                           TakeoverConfig{"passthrough", true, {}}),
+                                           TakeoverConfig{"passthrough", true, {}},
+                                           // handles whose I/O the daemon serves
+                                           TakeoverConfig{"passthrough_daemon_io", true, {"--passthrough=off"}}),
                          [](const ::testing::TestParamInfo<TakeoverConfig>& info) {
                            return std::string(info.param.name);
                          });

@@ -367,6 +367,15 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   bool added_default_permissions = false;
   if (c.fs == "passthrough") {
     absl::Status ps = BuildPassthroughConfig(&c, &added_default_permissions);
+    if (ps.ok() && c.supervise && c.passthrough.locks) {
+      // A source lock lives in an fd of the server: a killed server's locks
+      // would go with it while their owners still believe they hold them.
+      // Kept by the kernel, they outlive any server.
+      c.passthrough.locks = false;
+      Log(LogLevel::kInfo,
+          "--supervise=on: file locks are kept by the kernel, local to this mount (a source lock would "
+          "die with the server that holds it)");
+    }
     if (!ps.ok()) return ps;
   } else if (!absl::GetFlag(FLAGS_source).empty()) {
     return absl::InvalidArgumentError("--source: only meaningful with --fs=passthrough");

@@ -138,6 +138,12 @@ int main(int argc, char** argv) {
     config->memfs_storage_fd = inherited_storage;
     config->passthrough.state = state.get();
     efuse::UseInheritedClones(std::move(worker_clones));
+    // What a successor can rebuild: the passthrough engine's nodes and
+    // handles (from its journal in the region and the source; it says no
+    // when it cannot journal); memfs's own memory dies with this process.
+    if (state != nullptr && state->header().initialized.load() == 0) {
+      state->header().recoverable.store(config->fs == "passthrough" || config->memfs_in_kernel ? 1 : 0);
+    }
   }
   absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
   if (!fs.ok()) {
@@ -219,12 +225,6 @@ int main(int argc, char** argv) {
         efuse::Log(efuse::LogLevel::kWarning, "--metrics_file: %s", std::string(ws.message()));
       }
     };
-  }
-  if (state != nullptr) {
-    // What a successor can rebuild: the passthrough engine's nodes and
-    // handles (from its journal in the region and the source); memfs's own
-    // memory dies with this process.
-    state->header().recoverable.store((*fs)->Name() != "memfs" || config->memfs_in_kernel ? 1 : 0);
   }
   efuse::Session session(fs->get(), config->session);
   absl::Status s = session.Run();
