@@ -1199,12 +1199,16 @@ INSTANTIATE_TEST_SUITE_P(Memfs, PosixTest,
 // ---------------------------------------------------------------------------
 // A small file system: statfs and running out of space.
 
-class SmallFsTest : public MountTest {
+// With memfs's data in the daemon and in a private tmpfs (where --size and
+// --max_inodes become the tmpfs's size= and nr_inodes=).
+class SmallFsTest : public MountTest, public ::testing::WithParamInterface<const char*> {
  protected:
-  std::vector<std::string> DaemonFlags() const override { return {"--size=64M"}; }
+  std::vector<std::string> DaemonFlags() const override {
+    return {"--size=64M", "--max_inodes=200", std::string("--memfs_data=") + GetParam()};
+  }
 };
 
-TEST_F(SmallFsTest, StatfsMatchesSize) {
+TEST_P(SmallFsTest, StatfsMatchesSize) {
   struct statfs sf {};
   ASSERT_SYS(statfs(Path("").c_str(), &sf));
   EXPECT_EQ(sf.f_type, kFuseSuperMagic);
@@ -1231,7 +1235,7 @@ TEST_F(SmallFsTest, StatfsMatchesSize) {
   EXPECT_LE(used, static_cast<int64_t>(8 * kMiB + 64 * kKiB));
 }
 
-TEST_F(SmallFsTest, FillUntilEnospcThenFreeAndWriteAgain) {
+TEST_P(SmallFsTest, FillUntilEnospcThenFreeAndWriteAgain) {
   const std::string chunk = PatternBytes(2, 1 * kMiB);
   uint64_t written = 0;
   int last_errno = 0;
@@ -1275,7 +1279,7 @@ TEST_F(SmallFsTest, FillUntilEnospcThenFreeAndWriteAgain) {
   EXPECT_EQ(Read(Path("again")), PatternBytes(3, 32 * kMiB));
 }
 
-TEST_F(SmallFsTest, RemovingEverythingGivesBackAllSpaceAndInodes) {
+TEST_P(SmallFsTest, RemovingEverythingGivesBackAllSpaceAndInodes) {
   struct statfs empty {};
   ASSERT_SYS(statfs(Path("").c_str(), &empty));
   // Files of odd sizes, holes, preallocation, xattrs, symlinks, devices,
@@ -1332,6 +1336,43 @@ TEST_F(SmallFsTest, RemovingEverythingGivesBackAllSpaceAndInodes) {
   EXPECT_EQ(after.f_bfree, empty.f_bfree) << "blocks not given back";
   EXPECT_EQ(after.f_ffree, empty.f_ffree) << "inodes not given back";
 }
+
+// Inodes run out as the limit says: creates fail with ENOSPC, and a
+// removed file's inode is there again.
+TEST_P(SmallFsTest, InodeLimitGivesEnospcThenRoomAgain) {
+  struct statfs sf {};
+  ASSERT_SYS(statfs(Path("").c_str(), &sf));
+  EXPECT_EQ(sf.f_files, 200u);
+  int made = 0, last_errno = 0;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = open(Path("i" + std::to_string(i)).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      last_errno = errno;
+      break;
+    }
+    close(fd);
+    ++made;
+  }
+  EXPECT_EQ(last_errno, ENOSPC) << "after " << made << " files";
+  EXPECT_GE(made, 195);
+  EXPECT_LE(made, 199) << "the root is an inode too";
+  EXPECT_ERRNO(mkdir(Path("one-more").c_str(), 0755), ENOSPC);
+  ASSERT_SYS(unlink(Path("i0").c_str()));
+  // The removed inode comes back once the kernel's FORGET is in (async).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int fd = -1;
+  while ((fd = open(Path("again").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0 && errno == ENOSPC &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(fd, 0) << ErrnoName(errno);
+  if (fd >= 0) close(fd);
+}
+
+INSTANTIATE_TEST_SUITE_P(Memfs, SmallFsTest, ::testing::Values("daemon", "kernel"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(info.param) + "_data";
+                         });
 
 }  // namespace
 }  // namespace efuse::testing
