@@ -263,9 +263,15 @@ void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
 // Records each answer in the state region before it is sent.
 class Dispatcher::JournalingSender final : public ReplySender {
  public:
-  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, bool crash)
-      : out_(out), region_(region), unique_(unique), crash_(crash) {}
+  // `amend`: for a request resent after its intent was recorded, the answer
+  // to give instead of an error its first run may have caused (or none).
+  using Amend = std::function<std::optional<Reply>(int err)>;
+  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, bool crash, Amend amend = nullptr)
+      : out_(out), region_(region), unique_(unique), crash_(crash), amend_(std::move(amend)) {}
   int Send(proto::Reply& reply) override {
+    if (amend_ && reply.error() < 0) {
+      if (std::optional<Reply> better = amend_(-reply.error())) return Send(*better);
+    }
     region_->RecordAnswer(unique_, reply.Iov());
     if (crash_) {
       Log(LogLevel::kWarning, "test fault crash_before_reply: answer to unique %u recorded, dying unsent",
@@ -296,7 +302,47 @@ class Dispatcher::JournalingSender final : public ReplySender {
   StateRegion* region_;
   uint64_t unique_;
   bool crash_;
+  Amend amend_;
 };
+
+std::optional<Reply> Dispatcher::AfterIntent(const Request& req, const RequestContext& ctx, int err) {
+  const uint64_t unique = req.header.unique;
+  switch (req.opcode()) {
+    // The name is gone: the first run removed (or moved) it.
+    case Opcode::kUnlink:
+    case Opcode::kRmdir:
+    case Opcode::kRename:
+    case Opcode::kRename2:
+      if (err != ENOENT) return std::nullopt;
+      return Reply(unique);
+    // The name is there: the first run made it; its entry is the answer.
+    case Opcode::kMkdir:
+    case Opcode::kMknod:
+    case Opcode::kSymlink:
+    case Opcode::kLink: {
+      if (err != EEXIST) return std::nullopt;
+      Result<Entry> e = fs_->Lookup(ctx, req.header.nodeid, req.name);
+      if (!e.ok()) return std::nullopt;
+      Reply r(unique);
+      r.AddStruct(ToWireEntry(*e), proto::EntryOutSize(conn_.minor));
+      return r;
+    }
+    // O_EXCL found the file the first run created: it is opened now.
+    case Opcode::kCreate: {
+      if (err != EEXIST) return std::nullopt;
+      auto in = req.Arg<abi::CreateIn>();
+      Result<CreateReply> c = fs_->Create(ctx, req.header.nodeid, req.name, in.mode, in.umask,
+                                          in.flags & ~static_cast<uint32_t>(O_EXCL | O_TRUNC), in.open_flags);
+      if (!c.ok()) return std::nullopt;
+      Reply r(unique);
+      r.AddStruct(ToWireEntry(c->entry), proto::EntryOutSize(conn_.minor));
+      r.AddStruct(abi::OpenOut{c->open.fh, c->open.open_flags, c->open.backing_id});
+      return r;
+    }
+    default:
+      return std::nullopt;
+  }
+}
 
 bool Dispatcher::NotIdempotent(Opcode op) {
   switch (op) {
@@ -407,7 +453,24 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     if (NotIdempotent(req.opcode())) {
       const bool crash = crash_before_reply_ && *crash_before_reply_ == proto::OpcodeName(op) &&
                          answers_->header().generation.load() == 1;
-      journaling.emplace(&sender, answers_, first_unique, crash);
+      JournalingSender::Amend amend;
+      if ((req.header.unique & abi::kUniqueResend) != 0 && answers_->HasIntent(first_unique)) {
+        // Its server died while carrying it out: it may have taken effect.
+        amend = [this, &req](int err) {
+          RequestContext c;
+          c.unique = req.header.unique;
+          c.uid = req.header.uid;
+          c.gid = req.header.gid;
+          c.pid = req.header.pid;
+          c.groups = req.groups;
+          std::optional<Reply> r = AfterIntent(req, c, err);
+          if (r) answers_->header().answers_replayed.fetch_add(1);
+          return r;
+        };
+      } else {
+        answers_->RecordIntent(first_unique);
+      }
+      journaling.emplace(&sender, answers_, first_unique, crash, std::move(amend));
       out = &*journaling;
     }
   }

@@ -111,6 +111,9 @@ class Dispatcher {
   // Whether a second execution of `op` could answer differently (or do
   // something twice) than the first.
   static bool NotIdempotent(abi::Opcode op);
+  // The answer to a request resent after its intent was recorded, whose
+  // second run failed with `err` only because the first took effect.
+  std::optional<proto::Reply> AfterIntent(const proto::Request& req, const RequestContext& ctx, int err);
   // Answers `req` with the recorded message `recorded` (out header first).
   void ReplayAnswer(const proto::Request& req, const std::string& recorded, ReplySender& sender);
   StateRegion* answers_ = nullptr;

@@ -333,6 +333,7 @@ absl::Status Session::Run() {
   }
   transport_note_ = passed_over.empty() ? "first choice" : passed_over;
   if (takeover) FinishTakeover(started);
+  if (state != nullptr) state->header().serving_generation.store(state->header().generation.load());
   if (offload_ != nullptr) offload_->Start();
   Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,
       "serving with the %s transport (%s); stop with SIGTERM/SIGINT or '%s %s'",

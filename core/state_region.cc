@@ -64,14 +64,39 @@ bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
   return true;
 }
 
+namespace {
+bool IsIntent(const std::string& bytes) {
+  int32_t error = 0;
+  if (bytes.size() < 8) return false;
+  std::memcpy(&error, bytes.data() + 4, sizeof(error));
+  return error == StateRegion::kIntentMark;
+}
+}  // namespace
+
 std::string StateRegion::FindAnswer(uint64_t unique) const {
   const AnswerSlot* slots = answers();
   for (size_t i = 0; i < kAnswerSlots; ++i) {
     if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
     std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
-    if (slots[i].unique.load(std::memory_order_acquire) == unique) return bytes;
+    if (slots[i].unique.load(std::memory_order_acquire) == unique && !IsIntent(bytes)) return bytes;
   }
   return "";
+}
+
+void StateRegion::RecordIntent(uint64_t unique) {
+  const int32_t head[4] = {16, kIntentMark, 0, 0};
+  const iovec v{const_cast<int32_t*>(head), sizeof(head)};
+  RecordAnswer(unique, std::span<const iovec>(&v, 1));
+}
+
+bool StateRegion::HasIntent(uint64_t unique) const {
+  const AnswerSlot* slots = answers();
+  for (size_t i = 0; i < kAnswerSlots; ++i) {
+    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
+    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    if (slots[i].unique.load(std::memory_order_acquire) == unique && IsIntent(bytes)) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<std::unique_ptr<StateRegion>> StateRegion::Create() {

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <climits>
 #include <span>
 #include <string>
 
@@ -50,6 +51,7 @@ struct StateHeader {
   int32_t supervisor_pid;
   // Figures for `efusectl status`, kept by the servers.
   std::atomic<uint64_t> generation;          // servers started on this connection
+  std::atomic<uint64_t> serving_generation;  // the last of them that came to serve
   std::atomic<uint64_t> takeovers;           // of them, successors of a dead or retired one
   std::atomic<uint64_t> last_takeover_ns;    // start to first request served
   std::atomic<uint64_t> requests_resent;     // asked of the kernel at takeovers
@@ -95,6 +97,11 @@ class StateRegion {
   bool RecordAnswer(uint64_t unique, std::span<const iovec> reply);
   // The message recorded for `unique` (out header first), or empty.
   std::string FindAnswer(uint64_t unique) const;
+  // Recorded before a non-idempotent request is carried out: a resent
+  // request with an intent and no answer may have taken effect already.
+  void RecordIntent(uint64_t unique);
+  bool HasIntent(uint64_t unique) const;
+  static constexpr int32_t kIntentMark = INT32_MIN;
 
  private:
   struct AnswerSlot;

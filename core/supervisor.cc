@@ -177,16 +177,22 @@ int Supervise(const SupervisorOptions& options) {
           how);
       break;
     }
-    const Clock::time_point now = Clock::now();
-    while (!recent_restarts.empty() && now - recent_restarts.front() > options.restart_window) {
-      recent_restarts.pop_front();
+    // Only servers that died before they served count: one that cannot
+    // start would be restarted forever; one killed while serving is what
+    // the supervisor is for, however often.
+    if (h.serving_generation.load() != h.generation.load()) {
+      const Clock::time_point now = Clock::now();
+      while (!recent_restarts.empty() && now - recent_restarts.front() > options.restart_window) {
+        recent_restarts.pop_front();
+      }
+      if (static_cast<int>(recent_restarts.size()) >= options.max_restarts) {
+        Log(LogLevel::kError,
+            "supervisor: the server %s before serving, the %d-th time within %lld s; giving up: unmounting", how,
+            options.max_restarts + 1, static_cast<long long>(options.restart_window.count()));
+        break;
+      }
+      recent_restarts.push_back(now);
     }
-    if (static_cast<int>(recent_restarts.size()) >= options.max_restarts) {
-      Log(LogLevel::kError, "supervisor: the server %s, the %d-th time within %lld s; giving up: unmounting",
-          how, options.max_restarts + 1, static_cast<long long>(options.restart_window.count()));
-      break;
-    }
-    recent_restarts.push_back(now);
     Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor", child, how);
   }
   if (exit_code != 0) {

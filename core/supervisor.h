@@ -30,8 +30,8 @@ struct SupervisorOptions {
   // Descriptors passed to every server besides "fuse" and "state", by name
   // (e.g. {"source", fd of memfs's private tmpfs}); the supervisor owns them.
   std::vector<std::pair<std::string, int>> fds;
-  // Successors started within `restart_window` past which it gives up
-  // (a server that cannot live would otherwise be restarted forever).
+  // Servers that die before serving, within `restart_window`, past which
+  // it gives up (one that cannot start would be restarted forever).
   int max_restarts = 5;
   // Clones of the connection's fd made for the servers' workers, held here
   // so that requests a dead server had read stay resendable (see

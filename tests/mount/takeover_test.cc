@@ -13,7 +13,11 @@
 #include <chrono>
 #include <functional>
 #include <cstring>
+#include <atomic>
+#include <iostream>
 #include <map>
+#include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -219,6 +223,88 @@ TEST_P(TakeoverTest, ARequestHeldByTheDeadServerIsResent) {
   ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
   EXPECT_EQ(kv["takeovers"], "1");
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
+// The server is killed every 0.5-2 s while threads create, write, fsync,
+// rename, unlink, make and remove directories, and a writer appends and
+// fsyncs records: no call may fail, and afterwards every acknowledged
+// change is there (each name's content, each appended record).
+TEST_P(TakeoverTest, KillLoopUnderLoadLosesNothing) {
+  constexpr auto kRun = seconds(8);
+  std::atomic<bool> stop{false};
+  std::vector<std::string> failures;
+  std::mutex failures_mu;
+  auto fail = [&](const std::string& what) {
+    std::lock_guard<std::mutex> l(failures_mu);
+    if (failures.size() < 20) failures.push_back(what + ": " + strerror(errno));
+  };
+  // name -> content of every acknowledged file, per worker.
+  std::vector<std::map<std::string, std::string>> acked(3);
+  std::vector<std::thread> workers;
+  for (int k = 0; k < 3; ++k) {
+    workers.emplace_back([&, k] {
+      const std::string dir = mount_.Path("w" + std::to_string(k));
+      if (mkdir(dir.c_str(), 0755) != 0) return fail("mkdir " + dir);
+      for (int i = 1; !stop.load(); ++i) {
+        const std::string a = dir + "/f" + std::to_string(i), b = a + ".r";
+        const std::string data(100 + i % 900, static_cast<char>('a' + i % 26));
+        const int fd = open(a.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0) return fail("create " + a);
+        if (write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) fail("write " + a);
+        if (fsync(fd) != 0) fail("fsync " + a);
+        if (close(fd) != 0) fail("close " + a);
+        if (rename(a.c_str(), b.c_str()) != 0) return fail("rename " + a);
+        acked[k][b] = data;
+        if (i % 3 == 0) {
+          if (unlink(b.c_str()) != 0) return fail("unlink " + b);
+          acked[k].erase(b);
+        }
+        if (i % 5 == 0) {
+          const std::string d = dir + "/d" + std::to_string(i);
+          if (mkdir(d.c_str(), 0755) != 0 || rmdir(d.c_str()) != 0) return fail("mkdir/rmdir " + d);
+        }
+      }
+    });
+  }
+  // The fsync'ing writer: records appended to one open file.
+  std::atomic<int> records{0};
+  std::thread appender([&] {
+    const int fd = open(mount_.Path("log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return fail("open log");
+    for (int i = 0; !stop.load(); ++i) {
+      char line[32];
+      const int n = snprintf(line, sizeof(line), "record %08d\n", i);
+      if (write(fd, line, static_cast<size_t>(n)) != n || fsync(fd) != 0) {
+        fail("append");
+        break;
+      }
+      records.store(i + 1);
+    }
+    close(fd);
+  });
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int> pause_ms(500, 2000);
+  int kills = 0;
+  for (auto end = std::chrono::steady_clock::now() + kRun; std::chrono::steady_clock::now() < end;) {
+    std::this_thread::sleep_for(milliseconds(pause_ms(rng)));
+    KillServer();
+    ++kills;
+  }
+  stop.store(true);
+  for (std::thread& t : workers) t.join();
+  appender.join();
+  for (const std::string& f : failures) ADD_FAILURE() << f;
+  for (const auto& names : acked) {
+    for (const auto& [name, data] : names) {
+      std::string back, error;
+      EXPECT_TRUE(ReadFile(name, &back, &error) && back == data) << name << ": " << error;
+    }
+  }
+  std::string log, error;
+  ASSERT_TRUE(ReadFile(mount_.Path("log"), &log, &error)) << error;
+  EXPECT_EQ(log.size(), static_cast<size_t>(records.load()) * 16) << "appended records";
+  EXPECT_EQ(Status()["takeovers"], std::to_string(kills));
+  std::cout << "kill loop: " << kills << " kills, " << records.load() << " records" << std::endl;
 }
 
 TEST_P(TakeoverTest, SuccessiveKillsKeepTheMount) {
