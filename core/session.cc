@@ -63,6 +63,7 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
   if (options_.state != nullptr) {
     const StateHeader& h = options_.state->header();
     lines.emplace_back("server_pid", std::to_string(getpid()));
+    lines.emplace_back("state_layout", std::to_string(StateRegion::kStateLayout));
     lines.emplace_back("server_generation", std::to_string(h.generation.load()));
     lines.emplace_back("takeovers", std::to_string(h.takeovers.load()));
     lines.emplace_back("last_takeover_ms", absl::StrCat(h.last_takeover_ns.load() / 1000000.0));

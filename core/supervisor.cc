@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,11 +15,13 @@
 #include <deque>
 #include <fstream>
 #include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/log.h"
 #include "core/state_region.h"
+#include "core/status_file.h"
 #include "core/sync_transport.h"
 
 namespace efuse {
@@ -49,6 +52,21 @@ void AbortAndUnmount(dev_t dev, const std::string& mountpoint) {
   std::ofstream(absl::StrCat("/sys/fs/fuse/connections/", minor(dev), "/abort")) << "1";
   absl::StatusOr<dev_t> there = MountDevice(mountpoint);
   if (there.ok() && *there == dev) UnmountFuse(mountpoint).IgnoreError();
+}
+
+// The binary a restart request names (efusectl restart --binary), if its
+// file is there and owned by this process's user; the file is removed.
+std::string TakeRestartRequest(uint64_t device) {
+  absl::StatusOr<std::string> dir = StatusDirectoryForWriting();
+  if (!dir.ok()) return "";
+  const std::string path = absl::StrCat(*dir, "/", minor(static_cast<dev_t>(device)), ".restart");
+  struct stat st;
+  std::string binary;
+  if (stat(path.c_str(), &st) == 0 && st.st_uid == geteuid()) {
+    std::ifstream(path) >> binary;
+    unlink(path.c_str());
+  }
+  return binary.empty() || access(binary.c_str(), X_OK) != 0 ? "" : binary;
 }
 
 // In the child: the descriptors at 3, 4, ... in order, LISTEN_* set for
@@ -89,7 +107,7 @@ int Supervise(const SupervisorOptions& options) {
   const std::string& mp = options.mount.mountpoint;
   sigset_t sigs;
   sigemptyset(&sigs);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD}) sigaddset(&sigs, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD}) sigaddset(&sigs, s);
   sigprocmask(SIG_BLOCK, &sigs, nullptr);
   const int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
   if (sfd < 0) {
@@ -124,6 +142,8 @@ int Supervise(const SupervisorOptions& options) {
   std::deque<Clock::time_point> recent_restarts;
   int exit_code = 0;
   bool stop_requested = false;  // a stop signal was passed on: no successor
+  bool restart_requested = false;
+  std::vector<std::string> server_argv = options.server_argv;
   for (;;) {
     const pid_t child = fork();
     if (child < 0) {
@@ -131,7 +151,7 @@ int Supervise(const SupervisorOptions& options) {
       exit_code = 1;
       break;
     }
-    if (child == 0) ExecServer(options.server_argv, fds, mp);
+    if (child == 0) ExecServer(server_argv, fds, mp);
     int status = 0;
     bool reaped = false;
     while (!reaped) {
@@ -139,6 +159,15 @@ int Supervise(const SupervisorOptions& options) {
       if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
         if (errno == EINTR) continue;
         break;
+      }
+      if (si.ssi_signo == SIGUSR2) {
+        // efusectl restart: the server is replaced (by --binary's, if it
+        // left one in the request file), as after a crash.
+        const std::string binary = TakeRestartRequest((*state)->header().device);
+        if (!binary.empty()) server_argv[0] = binary;
+        restart_requested = true;
+        kill(child, SIGKILL);
+        continue;
       }
       if (si.ssi_signo != SIGCHLD) {
         if (si.ssi_signo != SIGUSR1) stop_requested = true;
@@ -156,7 +185,8 @@ int Supervise(const SupervisorOptions& options) {
       exit_code = 0;  // a clean stop: unmounted
       break;
     }
-    const std::string how = DescribeExit(status);
+    const std::string how = std::exchange(restart_requested, false) ? "was retired (efusectl restart)"
+                                                                     : DescribeExit(status);
     exit_code = ExitCodeOf(status);
     if (stop_requested) {
       Log(LogLevel::kWarning, "supervisor: the server %s while stopping; unmounting", how);
@@ -193,7 +223,8 @@ int Supervise(const SupervisorOptions& options) {
       }
       recent_restarts.push_back(now);
     }
-    Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor", child, how);
+    Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor (%s)", child, how,
+        server_argv[0]);
   }
   if (exit_code != 0) {
     AbortAndUnmount((*state)->header().device, mp);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <functional>
 #include <cstring>
 #include <atomic>
@@ -305,6 +306,43 @@ TEST_P(TakeoverTest, KillLoopUnderLoadLosesNothing) {
   EXPECT_EQ(log.size(), static_cast<size_t>(records.load()) * 16) << "appended records";
   EXPECT_EQ(Status()["takeovers"], std::to_string(kills));
   std::cout << "kill loop: " << kills << " kills, " << records.load() << " records" << std::endl;
+}
+
+// A planned upgrade: efusectl restart replaces the server with another
+// binary (or the same one) and the mount, with its open files, carries on;
+// a binary whose state layout differs is refused before anything happens.
+TEST_P(TakeoverTest, EfusectlRestartUpgradesTheServer) {
+  ScratchDir bin;
+  const std::string copy = bin.path() + "/efused";
+  ASSERT_EQ(RunCommand({"/bin/cp", EFUSED_PATH, copy}, seconds(10)).exit_code(), 0);
+  std::string error;
+  ASSERT_TRUE(WriteFile(mount_.Path("f"), "one", &error)) << error;
+  const int fd = open(mount_.Path("f").c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+
+  CommandResult r = RunCommand({EFUSECTL_PATH, "restart", mount_.path(), "--binary=" + copy}, seconds(20));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe() << mount_.LogForMessage();
+  EXPECT_NE(r.out.find("server generation 2"), std::string::npos) << r.out;
+  std::map<std::string, std::string> kv = Status();
+  EXPECT_EQ(kv["server_generation"], "2");
+  char exe[PATH_MAX] = {};
+  ASSERT_GT(readlink(("/proc/" + kv["server_pid"] + "/exe").c_str(), exe, sizeof(exe) - 1), 0);
+  EXPECT_EQ(std::string(exe), copy) << "the new server runs the new binary";
+  ASSERT_EQ(write(fd, "two", 3), 3) << strerror(errno);
+
+  r = RunCommand({EFUSECTL_PATH, "restart", mount_.path(), "--binary=/bin/true"}, seconds(20));
+  EXPECT_EQ(r.exit_code(), 1) << r.Describe();
+  EXPECT_NE(r.err.find("state layout"), std::string::npos) << r.err;
+  EXPECT_EQ(Status()["server_generation"], "2") << "a refused restart changes nothing";
+
+  r = RunCommand({EFUSECTL_PATH, "restart", mount_.path()}, seconds(20));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe() << mount_.LogForMessage();
+  ASSERT_EQ(write(fd, "three", 5), 5) << strerror(errno);
+  close(fd);
+  std::string back;
+  ASSERT_TRUE(ReadFile(mount_.Path("f"), &back, &error)) << error;
+  EXPECT_EQ(back, "onetwothree");
+  EXPECT_EQ(Status()["server_generation"], "3");
 }
 
 TEST_P(TakeoverTest, SuccessiveKillsKeepTheMount) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/mount.h"
@@ -130,10 +131,74 @@ int Umount(const std::string& mp) {
   return 0;
 }
 
+// A supervised mount's server replaced by a new one (the same binary, or
+// --binary=PATH: an upgrade). The successor takes the connection over as
+// after a crash (core/supervisor.h); the command line (and --config file)
+// is the running one's.
+int Restart(const std::string& mp, const std::string& binary) {
+  const std::string resolved = Resolved(mp);
+  std::optional<unsigned> id;
+  for (const MountInfo& m : EfuseMounts())
+    if (m.mountpoint == resolved) id = m.dev_minor;
+  if (!id) {
+    std::fprintf(stderr, "efusectl restart: '%s' is not an efuse mount\n", mp.c_str());
+    return 2;
+  }
+  const std::vector<std::string> lines = efuse::ctl::FreshStatusFile(*id);
+  const long generation = StatusValue(lines, "server_generation");
+  if (generation <= 0) {
+    std::fprintf(stderr, "efusectl restart: %s is not supervised (efused --supervise=on)\n", mp.c_str());
+    return 1;
+  }
+  const std::string request = efuse::ctl::RestartRequestPath(*id);
+  if (!binary.empty()) {
+    // The successor reads what the server left: a build of another layout
+    // could not, so it is refused here rather than found out there.
+    char resolved_binary[PATH_MAX];
+    if (realpath(binary.c_str(), resolved_binary) == nullptr || access(resolved_binary, X_OK) != 0) {
+      std::fprintf(stderr, "efusectl restart: --binary '%s' is not an executable file\n", binary.c_str());
+      return 2;
+    }
+    std::string out;
+    if (FILE* p = popen((std::string("'") + resolved_binary + "' --state_layout 2>/dev/null").c_str(), "r")) {
+      char buf[64];
+      while (fgets(buf, sizeof(buf), p) != nullptr) out += buf;
+      pclose(p);
+    }
+    const long want = StatusValue(lines, "state_layout");
+    if (std::strtol(out.c_str(), nullptr, 10) != want || want == 0) {
+      std::fprintf(stderr,
+                   "efusectl restart: '%s' reads state layout '%s', the running server wrote layout %ld: a restart "
+                   "into it would lose the mount\n",
+                   binary.c_str(), std::string(absl::StripAsciiWhitespace(out)).c_str(), want);
+      return 1;
+    }
+    std::ofstream(request) << resolved_binary << "\n";
+  } else {
+    unlink(request.c_str());
+  }
+  if (!efuse::ctl::SignalDaemon(*id, SIGUSR2)) {
+    std::fprintf(stderr, "efusectl restart: no supervisor of %s answers (is it running?)\n", mp.c_str());
+    return 1;
+  }
+  for (int i = 0; i < 1000; ++i) {  // up to 10 s
+    const std::vector<std::string> now = efuse::ctl::ReadStatusFile(*id);
+    if (StatusValue(now, "server_generation") > generation) {
+      std::printf("restarted %s: server generation %ld, pid %ld\n", mp.c_str(), StatusValue(now, "server_generation"),
+                  StatusValue(now, "server_pid"));
+      return 0;
+    }
+    usleep(10000);
+  }
+  std::fprintf(stderr, "efusectl restart: no new server of %s within 10 s (see its log)\n", mp.c_str());
+  return 1;
+}
+
 void Usage() {
   std::fprintf(stderr,
                "usage: efusectl status\n"
                "       efusectl umount MOUNTPOINT\n"
+               "       efusectl restart MOUNTPOINT [--binary=PATH]   (a supervised mount: a new server takes over)\n"
                "       efusectl stats [MOUNTPOINT] [--interval=SECONDS]\n"
                "       efusectl top [MOUNTPOINT] [--interval=SECONDS] [--iterations=N] [--count=ROWS]\n"
                "       efusectl trace [MOUNTPOINT] [--sample=N] [--count=EVENTS] [--duration=SECONDS]\n"
@@ -181,6 +246,9 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   if (cmd == "status" && argc == 2) return Status();
   if (cmd == "umount" && argc == 3) return Umount(argv[2]);
+  if (cmd == "restart" && (argc == 3 || (argc == 4 && std::string(argv[3]).rfind("--binary=", 0) == 0))) {
+    return Restart(argv[2], argc == 4 ? std::string(argv[3]).substr(9) : "");
+  }
   if (cmd == "stats" || cmd == "top" || cmd == "trace" || cmd == "metrics") {
     return TelemetryCommand(cmd, argc, argv);
   }

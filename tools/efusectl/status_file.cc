@@ -69,15 +69,23 @@ long StatusValue(const std::vector<std::string>& lines, const std::string& key) 
   return 0;
 }
 
-std::vector<std::string> FreshStatusFile(unsigned id) {
-  std::vector<std::string> lines = ReadStatusFile(id);
-  const long pid = StatusValue(lines, "pid");
+bool SignalDaemon(unsigned id, int sig) {
+  const long pid = StatusValue(ReadStatusFile(id), "pid");
   struct stat st;
   const std::string path = StatusFilePath(id);
-  if (pid <= 0 || path.empty() || stat(path.c_str(), &st) != 0 ||
-      !IsDaemonOf(static_cast<pid_t>(pid), st.st_uid) || kill(static_cast<pid_t>(pid), SIGUSR1) != 0) {
-    return lines;
-  }
+  return pid > 0 && !path.empty() && stat(path.c_str(), &st) == 0 &&
+         IsDaemonOf(static_cast<pid_t>(pid), st.st_uid) && kill(static_cast<pid_t>(pid), sig) == 0;
+}
+
+std::string RestartRequestPath(unsigned id) {
+  std::string path = StatusFilePath(id);
+  if (path.empty()) return "";
+  return path.substr(0, path.size() - std::string(".status").size()) + ".restart";
+}
+
+std::vector<std::string> FreshStatusFile(unsigned id) {
+  std::vector<std::string> lines = ReadStatusFile(id);
+  if (!SignalDaemon(id, SIGUSR1)) return lines;
   const long seq = StatusValue(lines, "status_seq");
   for (int i = 0; i < 200; ++i) {
     std::vector<std::string> fresh = ReadStatusFile(id);

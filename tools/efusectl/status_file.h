@@ -26,6 +26,12 @@ long StatusValue(const std::vector<std::string>& lines, const std::string& key);
 // within 1 s (or no daemon names itself there). SIGUSR1 goes only to a
 // process named efused whose real uid owns the status file.
 std::vector<std::string> FreshStatusFile(unsigned id);
+// Sends `sig` to the daemon connection `id`'s status file names, if it is
+// an efused of the file's owner. False if there is none such.
+bool SignalDaemon(unsigned id, int sig);
+// Where a restart request for connection `id` goes (beside its status
+// file, read by its supervisor on SIGUSR2), "" if there is no status file.
+std::string RestartRequestPath(unsigned id);
 
 }  // namespace efuse::ctl
 

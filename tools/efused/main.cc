@@ -43,6 +43,12 @@ std::optional<int> EarlyOptions(int argc, char** argv) {
       std::fputs(efuse::ManPage().c_str(), stdout);
       return 0;
     }
+    if (a == "--state_layout") {
+      // What efusectl restart --binary checks: a successor reads the
+      // state region of this layout only.
+      std::printf("%u\n", efuse::StateRegion::kStateLayout);
+      return 0;
+    }
     if (a == "--version" || a == "-V") {
       std::printf("%s\n", efuse::VersionText().c_str());
       return 0;
