@@ -74,6 +74,16 @@ absl::StatusOr<std::unique_ptr<KernelTelemetry>> KernelTelemetry::Load(const Tel
   };
   efuse_telemetry* skel = efuse_telemetry__open();
   if (skel == nullptr) return refused("opening the BPF object", errno);
+  if (options.carry_on_connection >= 0) {
+    const std::string dir = PinDir(static_cast<unsigned>(options.carry_on_connection));
+    for (const char* name : {"stats", "hot_inodes", "misc"}) {
+      const int fd = bpf_obj_get(absl::StrCat(dir, "/", name).c_str());
+      if (fd < 0) continue;  // none pinned (telemetry was off): new ones
+      bpf_map* map = bpf_object__find_map_by_name(skel->obj, name);
+      if (map != nullptr) bpf_map__reuse_fd(map, fd);  // dups fd; a map of another shape fails the load
+      close(fd);
+    }
+  }
   if (int err = efuse_telemetry__load(skel); err != 0) {
     efuse_telemetry__destroy(skel);
     return refused("loading the BPF programs", err);

@@ -30,6 +30,9 @@ struct TelemetryOptions {
   // Time (latency histograms) 1 in this many requests of each opcode, a
   // power of 2; 1: every request. Counts are exact either way.
   uint32_t time_every = 1;
+  // A successor server's: the counters this connection's last server
+  // pinned (stats, hot inodes, misc) are taken over, not started again.
+  int carry_on_connection = -1;
 };
 
 class KernelTelemetry final : public Telemetry {

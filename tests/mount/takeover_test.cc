@@ -19,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <set>
 #include <string>
 #include <thread>
@@ -343,6 +344,30 @@ TEST_P(TakeoverTest, EfusectlRestartUpgradesTheServer) {
   ASSERT_TRUE(ReadFile(mount_.Path("f"), &back, &error)) << error;
   EXPECT_EQ(back, "onetwothree");
   EXPECT_EQ(Status()["server_generation"], "3");
+}
+
+// The BPF counters of the connection (efusectl metrics) carry on across a
+// takeover: the successor's programs count into the maps the last pinned.
+TEST_P(TakeoverTest, TelemetryCountersCarryOn) {
+  auto total = [&] {
+    CommandResult r = RunCommand({EFUSECTL_PATH, "metrics", mount_.path()}, seconds(10));
+    uint64_t sum = 0;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("efuse_requests_total{", 0) == 0) sum += std::strtoull(line.substr(line.rfind(' ') + 1).c_str(), nullptr, 10);
+    }
+    return sum;
+  };
+  for (int i = 0; i < 300; ++i) {
+    struct stat st;
+    stat(mount_.Path("missing-" + std::to_string(i)).c_str(), &st);  // a LOOKUP each
+  }
+  const uint64_t before = total();
+  ASSERT_GE(before, 300u) << "no telemetry counted" << mount_.LogForMessage();
+  KillServer();
+  std::string error;
+  ASSERT_TRUE(WriteFile(mount_.Path("after"), "x", &error)) << error;  // served by the successor
+  EXPECT_GT(total(), before) << "the successor's counters started again" << mount_.LogForMessage();
 }
 
 TEST_P(TakeoverTest, SuccessiveKillsKeepTheMount) {

@@ -1,5 +1,6 @@
 // efused — the efuse daemon: mounts a file system and serves it until
 // unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <climits>
@@ -193,8 +194,19 @@ int main(int argc, char** argv) {
     efuse::bpf::TelemetryOptions topts;
     topts.sample_every = config->trace_sample;
     topts.time_every = config->time_every;
+    if (state != nullptr && state->header().initialized.load() != 0) {
+      topts.carry_on_connection = static_cast<int>(minor(static_cast<dev_t>(state->header().device)));
+    }
     absl::StatusOr<std::unique_ptr<efuse::bpf::KernelTelemetry>> loaded =
         efuse::bpf::KernelTelemetry::Load(topts);
+    if (!loaded.ok() && topts.carry_on_connection >= 0) {
+      // The last server's maps do not fit these programs (another build):
+      // counting starts again.
+      efuse::Log(efuse::LogLevel::kWarning, "telemetry: the last server's counters could not be taken over (%s)",
+                 std::string(loaded.status().message()));
+      topts.carry_on_connection = -1;
+      loaded = efuse::bpf::KernelTelemetry::Load(topts);
+    }
     if (loaded.ok()) {
       telemetry = std::move(*loaded);
       efuse::Log(efuse::LogLevel::kInfo,
