@@ -97,6 +97,12 @@ TEST_P(TakeoverTest, KilledServerIsSucceededWithoutUnmounting) {
   ASSERT_GE(map_fd, 0);
   const int fd = open(mount_.Path("d/f").c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(fd, 0);
+  // A lock held across the kill (kept by the kernel under supervision).
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_len = 10;
+  ASSERT_EQ(fcntl(fd, F_SETLK, &lock), 0) << strerror(errno);
   DIR* dir = opendir(mount_.Path("d").c_str());
   ASSERT_NE(dir, nullptr);
   std::set<std::string> listed;
@@ -130,7 +136,17 @@ TEST_P(TakeoverTest, KilledServerIsSucceededWithoutUnmounting) {
   const pid_t old_server = KillServer();
 
   // Everything after this line is served by the successor (requests wait
-  // in the kernel meanwhile: no sleep needed).
+  // in the kernel meanwhile: no sleep needed). The lock is still held.
+  const std::string locked = mount_.Path("d/f");
+  EXPECT_TRUE(RunInChild([&](ChildChecks& c) {
+    const int other = open(locked.c_str(), O_RDWR | O_CLOEXEC);
+    CHILD_CHECK(c, other >= 0);
+    struct flock want {};
+    want.l_type = F_WRLCK;
+    want.l_whence = SEEK_SET;
+    want.l_len = 10;
+    CHILD_EXPECT_ERRNO(c, fcntl(other, F_SETLK, &want), EAGAIN);
+  }));
   ASSERT_EQ(pwrite(fd, "after!", 6, 0), 6) << strerror(errno);
   ASSERT_EQ(pwrite(fd, "tail", 4, 100), 4) << strerror(errno);
   char buf[16] = {};
