@@ -439,6 +439,13 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     return;
   }
 
+  RequestContext ctx;
+  ctx.unique = req.header.unique;
+  ctx.uid = req.header.uid;
+  ctx.gid = req.header.gid;
+  ctx.pid = req.header.pid;
+  ctx.groups = req.groups;
+
   std::optional<JournalingSender> journaling;
   ReplySender* out = &sender;
   if (answers_ != nullptr) {
@@ -456,14 +463,8 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
       JournalingSender::Amend amend;
       if ((req.header.unique & abi::kUniqueResend) != 0 && answers_->HasIntent(first_unique)) {
         // Its server died while carrying it out: it may have taken effect.
-        amend = [this, &req](int err) {
-          RequestContext c;
-          c.unique = req.header.unique;
-          c.uid = req.header.uid;
-          c.gid = req.header.gid;
-          c.pid = req.header.pid;
-          c.groups = req.groups;
-          std::optional<Reply> r = AfterIntent(req, c, err);
+        amend = [this, &req, &ctx](int err) {
+          std::optional<Reply> r = AfterIntent(req, ctx, err);
           if (r) answers_->header().answers_replayed.fetch_add(1);
           return r;
         };
@@ -475,12 +476,6 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     }
   }
 
-  RequestContext ctx;
-  ctx.unique = req.header.unique;
-  ctx.uid = req.header.uid;
-  ctx.gid = req.header.gid;
-  ctx.pid = req.header.pid;
-  ctx.groups = req.groups;
   if (slot != nullptr) {
     InterruptTable::Begin(slot, req.header.unique);
     ctx.interrupted = &slot->interrupted;

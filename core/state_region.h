@@ -55,7 +55,6 @@ struct StateHeader {
   std::atomic<uint64_t> takeovers;           // of them, successors of a dead or retired one
   std::atomic<uint64_t> last_takeover_ns;    // start to first request served
   std::atomic<uint64_t> requests_resent;     // asked of the kernel at takeovers
-  std::atomic<uint64_t> next_handle;         // fh numbers are never reused across servers
   // Answers recorded (RecordAnswer) and answers replayed to resent requests.
   std::atomic<uint64_t> answers_recorded;
   std::atomic<uint64_t> answers_replayed;
