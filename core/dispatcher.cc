@@ -157,10 +157,12 @@ bool Dispatcher::AnswerOnOwnThread(const RequestContext& ctx, ReplySender& sende
   RequestContext copy = ctx;
   copy.interrupted = nullptr;
   async_ops_.fetch_add(1, std::memory_order_acq_rel);
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
   std::thread([this, late = std::move(late), answer = std::move(answer),
                groups = std::move(groups), copy]() mutable {
     copy.groups = groups;
     answer(copy, *late);
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
     async_ops_.fetch_sub(1, std::memory_order_acq_rel);
   }).detach();
   return true;
@@ -415,6 +417,12 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
 
   if (req.opcode() == Opcode::kInit) return HandleInit(req, sender);
   if (!initialized()) return SendError(sender, req.header.unique, EIO);
+  if (retiring_.load(std::memory_order_acquire) && !(req.traits != nullptr && req.traits->no_reply) &&
+      req.opcode() != Opcode::kInterrupt) {
+    return HoldUnanswered(sender);  // the successor's, once resent
+  }
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  absl::Cleanup handled = [this] { in_flight_.fetch_sub(1, std::memory_order_acq_rel); };
   if (req.opcode() == Opcode::kInterrupt) {
     uint64_t target = req.Arg<abi::InterruptIn>().unique;
     if (interrupts_.Interrupt(target)) {
@@ -430,12 +438,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
       (answers_ == nullptr || answers_->header().generation.load() == 1)) {
     Log(LogLevel::kWarning, "test fault no_reply_lookup: LOOKUP '%s' (unique %u) left unanswered",
         std::string(req.name), req.header.unique);
-    // Held like an answer that never comes back from a stuck backend (a
-    // ring entry must not be committed, which returning would do).
-    if (std::unique_ptr<ReplySender> held = sender.Detach()) {
-      std::lock_guard<std::mutex> lock(unanswered_mu_);
-      unanswered_.push_back(std::move(held));
-    }
+    HoldUnanswered(sender);
     return;
   }
 
@@ -484,6 +487,15 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
   if (slot != nullptr) InterruptTable::End(slot);
 }
 
+void Dispatcher::HoldUnanswered(ReplySender& sender) {
+  // Held like an answer that never comes back from a stuck backend (a
+  // ring entry must not be committed, which returning would do).
+  if (std::unique_ptr<ReplySender> held = sender.Detach()) {
+    std::lock_guard<std::mutex> lock(unanswered_mu_);
+    unanswered_.push_back(std::move(held));
+  }
+}
+
 void Dispatcher::HandleInit(const Request& req, ReplySender& sender) {
   if (initialized()) return SendError(sender, req.header.unique, EPROTO);
   abi::InitIn in = req.Arg<abi::InitIn>();
@@ -523,8 +535,10 @@ bool Dispatcher::TryAsyncIo(const RequestContext& ctx, const Request& req, uint6
   if (file->fd < 0) return false;
   std::shared_ptr<ReplySender> late(sender.Detach());
   if (late == nullptr) return false;
-  submit(file->fd, [late, keep = file->keep, answer = std::move(answer)](int64_t result) {
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  submit(file->fd, [this, late, keep = file->keep, answer = std::move(answer)](int64_t result) {
     answer(*late, result);
+    in_flight_.fetch_sub(1, std::memory_order_acq_rel);
   });
   return true;
 }

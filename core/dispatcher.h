@@ -105,6 +105,14 @@ class Dispatcher {
   // resends (FUSE_UNIQUE_RESEND) is answered from there if its answer was
   // recorded, instead of being carried out twice. Set before workers start.
   void SetAnswerJournal(StateRegion* region) { answers_ = region; }
+  // A planned hand-over (efusectl restart, systemd's restart): requests
+  // read from now on are left unanswered, for the successor to have resent
+  // (FUSE_NOTIFY_RESEND); those already being carried out finish. FORGETs
+  // and INTERRUPTs, which are never resent, are still handled.
+  void Retire() { retiring_.store(true, std::memory_order_release); }
+  // Requests being carried out (from decode to reply, including answers
+  // that come from io_uring completions or their own threads).
+  int in_flight() const { return in_flight_.load(std::memory_order_acquire); }
 
  private:
   class JournalingSender;
@@ -173,6 +181,10 @@ class Dispatcher {
   OffloadPolicy* offload_ = nullptr;
   RateLimiter bad_request_log_{5};
   std::atomic<int> async_ops_{0};  // requests answered from their own threads
+  std::atomic<int> in_flight_{0};
+  std::atomic<bool> retiring_{false};
+  // Requests left unanswered (no_reply_lookup, Retire): held, never sent.
+  void HoldUnanswered(ReplySender& sender);
 };
 
 // Conversions between backend values and wire structs (shared with tests).

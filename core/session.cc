@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <thread>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -200,6 +202,29 @@ void Session::FinishTakeover(std::chrono::steady_clock::time_point started) {
       h.generation.load(), options_.mount.mountpoint, getpid(), took.count() / 1e6, resent);
 }
 
+void Session::Retire() {
+  // New requests stay unanswered for the successor; the ones being carried
+  // out finish, so nothing is left half done for the journal to settle. A
+  // request stuck in the backend is not waited for past the bound: its
+  // intent is journaled, and the successor settles it when it is resent.
+  const auto started = std::chrono::steady_clock::now();
+  dispatcher_->Retire();
+  constexpr auto kDrainBound = std::chrono::seconds(5);
+  while (dispatcher_->in_flight() > 0 && std::chrono::steady_clock::now() - started < kDrainBound) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  const int left = dispatcher_->in_flight();
+  Log(left == 0 ? LogLevel::kInfo : LogLevel::kWarning,
+      "retired after %.1f ms: %s; the successor serves from here",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count(),
+      left == 0 ? std::string("every request being carried out was answered")
+                : absl::StrCat(left, " requests still in the backend, left to the journal"));
+  // Nothing to undo: the connection, the state region and the pinned maps
+  // are the successor's; exiting is what hands them over.
+  std::fflush(nullptr);
+  _exit(0);
+}
+
 void Session::AbortConnection() {
   std::string path = absl::StrCat("/sys/fs/fuse/connections/", minor(dev_), "/abort");
   std::ofstream abort_file(path);
@@ -217,6 +242,7 @@ absl::Status Session::Run() {
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGHUP);
   sigaddset(&sigs, SIGUSR1);  // rewrite the status file (request counters)
+  sigaddset(&sigs, SIGUSR2);  // retire: hand the mount to a successor (below)
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
   if (sfd < 0) return absl::ErrnoToStatus(errno, "signalfd");
@@ -404,6 +430,15 @@ absl::Status Session::Run() {
       if (const int32_t supervisor = options_.state != nullptr ? options_.state->header().supervisor_pid : 0;
           supervisor > 0 && static_cast<int32_t>(si.ssi_pid) != supervisor) {
         continue;
+      }
+      if (si.ssi_signo == SIGUSR2) {
+        if (options_.state == nullptr || unmounting) {
+          Log(LogLevel::kWarning, "SIGUSR2 (retire) ignored: %s",
+              unmounting ? "unmounting" : "no successor can take this mount over (--supervise=off)");
+          continue;
+        }
+        tell(absl::StrCat("STOPPING=1\nSTATUS=handing ", mp, " over to a successor"));
+        Retire();  // does not return
       }
       if (!unmounting) {
         unmounting = true;

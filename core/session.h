@@ -84,6 +84,9 @@ class Session final : public KernelConnection {
   // After a takeover: the kernel's resend, the figures, one log line.
   void FinishTakeover(std::chrono::steady_clock::time_point started);
   void AbortConnection();
+  // SIGUSR2 on a mount a successor can take over: stop taking requests,
+  // let those being carried out finish, and exit 0 (never returns).
+  [[noreturn]] void Retire();
   void WriteStatusFile();
   // What the status file says ("key", "value"), status_seq aside.
   std::vector<std::pair<std::string, std::string>> StatusLines() const;

@@ -77,7 +77,7 @@ std::string TakeRestartRequest(uint64_t device) {
   // while the server starts waits for its signalfd instead of killing it.
   sigset_t held;
   sigemptyset(&held);
-  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&held, s);
+  for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&held, s);
   sigprocmask(SIG_SETMASK, &held, nullptr);
   // Its own session: a terminal's ^C or hangup reaches the supervisor only,
   // which passes it on once.
@@ -154,19 +154,38 @@ int Supervise(const SupervisorOptions& options) {
     if (child == 0) ExecServer(server_argv, fds, mp);
     int status = 0;
     bool reaped = false;
+    // A retiring server that has not exited by then is killed: its
+    // successor settles what it left from the journal, as after a crash.
+    bool retiring = false;
+    Clock::time_point retire_deadline{};
     while (!reaped) {
+      int wait_ms = -1;
+      if (retiring) {
+        wait_ms = static_cast<int>(std::max<int64_t>(
+            0, std::chrono::ceil<std::chrono::milliseconds>(retire_deadline - Clock::now()).count()));
+      }
+      pollfd p{sfd, POLLIN, 0};
+      if (poll(&p, 1, wait_ms) == 0) {
+        Log(LogLevel::kWarning, "supervisor: the retiring server (pid %d) did not exit in time; killing it", child);
+        kill(child, SIGKILL);
+        retiring = false;
+        continue;
+      }
       signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
-        if (errno == EINTR) continue;
+        if (errno == EINTR || errno == EAGAIN) continue;
         break;
       }
       if (si.ssi_signo == SIGUSR2) {
-        // efusectl restart: the server is replaced (by --binary's, if it
-        // left one in the request file), as after a crash.
+        // efusectl restart: the server hands over (it stops taking
+        // requests and finishes those it carries out) to a successor, of
+        // --binary's file if the request names one.
         const std::string binary = TakeRestartRequest((*state)->header().device);
         if (!binary.empty()) server_argv[0] = binary;
         restart_requested = true;
-        kill(child, SIGKILL);
+        kill(child, SIGUSR2);
+        if (!retiring) retire_deadline = Clock::now() + options.retire_timeout;
+        retiring = true;
         continue;
       }
       if (si.ssi_signo != SIGCHLD) {
@@ -181,12 +200,13 @@ int Supervise(const SupervisorOptions& options) {
       waitpid(child, &status, 0);
     }
     StateHeader& h = (*state)->header();
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    const bool retired = std::exchange(restart_requested, false);
+    if (!retired && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       exit_code = 0;  // a clean stop: unmounted
       break;
     }
-    const std::string how = std::exchange(restart_requested, false) ? "was retired (efusectl restart)"
-                                                                     : DescribeExit(status);
+    const std::string how = retired ? absl::StrCat("was retired (efusectl restart; it ", DescribeExit(status), ")")
+                                    : DescribeExit(status);
     exit_code = ExitCodeOf(status);
     if (stop_requested) {
       Log(LogLevel::kWarning, "supervisor: the server %s while stopping; unmounting", how);

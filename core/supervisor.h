@@ -38,6 +38,8 @@ struct SupervisorOptions {
   // UseInheritedClones in core/sync_transport.h).
   int worker_clones = 0;
   std::chrono::seconds restart_window{10};
+  // How long a server asked to retire (SIGUSR2) may take to drain.
+  std::chrono::seconds retire_timeout{10};
 };
 
 // Runs until the mount ends; returns efused's exit code (0: a clean stop;
