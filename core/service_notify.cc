@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -57,7 +58,9 @@ std::vector<std::pair<std::string, int>> TakeListenFds() {
   return fds;
 }
 
-absl::Status ServiceNotifier::Send(std::string_view message) const {
+absl::Status ServiceNotifier::Send(std::string_view message) const { return SendWithFds(message, {}); }
+
+absl::Status ServiceNotifier::SendWithFds(std::string_view message, std::span<const int> fds) const {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, name_.data(), name_.size());
@@ -67,8 +70,25 @@ absl::Status ServiceNotifier::Send(std::string_view message) const {
   } else {
     ++len;  // a path: with its NUL
   }
-  if (sendto(fd_, message.data(), message.size(), MSG_NOSIGNAL,
-             reinterpret_cast<const sockaddr*>(&addr), len) < 0) {
+  iovec iov{const_cast<char*>(message.data()), message.size()};
+  msghdr msg{};
+  msg.msg_name = &addr;
+  msg.msg_namelen = len;
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control;
+  if (!fds.empty()) {
+    // The descriptors ride along as SCM_RIGHTS (FDSTORE=1).
+    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  if (sendmsg(fd_, &msg, MSG_NOSIGNAL) < 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("sending to NOTIFY_SOCKET ", name_));
   }
   return absl::OkStatus();

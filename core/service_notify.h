@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -42,6 +43,9 @@ class ServiceNotifier {
 
   // Sends `message` ("READY=1\nSTATUS=...") as one datagram.
   absl::Status Send(std::string_view message) const;
+  // The same with descriptors attached (SCM_RIGHTS): "FDSTORE=1\nFDNAME=x"
+  // puts them in the manager's fd store, handed back at the next start.
+  absl::Status SendWithFds(std::string_view message, std::span<const int> fds) const;
   // The watchdog period the manager wants pings within (0: none).
   uint64_t watchdog_usec() const { return watchdog_usec_; }
   const std::string& socket_name() const { return name_; }

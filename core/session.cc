@@ -65,6 +65,8 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
   if (options_.state != nullptr) {
     const StateHeader& h = options_.state->header();
     lines.emplace_back("server_pid", std::to_string(getpid()));
+    lines.emplace_back("connection_held_by", supervisor > 0 ? absl::StrCat("supervisor (pid ", supervisor, ")")
+                                                            : std::string("service manager's fd store"));
     lines.emplace_back("state_layout", std::to_string(StateRegion::kStateLayout));
     lines.emplace_back("server_generation", std::to_string(h.generation.load()));
     lines.emplace_back("takeovers", std::to_string(h.takeovers.load()));

@@ -60,11 +60,17 @@ struct StateHeader {
   std::atomic<uint64_t> answers_replayed;
   // The log's committed length in bytes (after the header and the answers).
   std::atomic<uint64_t> log_end;
+  // The mount point, resolved (NUL-terminated): a successor must not look
+  // it up, which would wait on the connection nobody serves yet.
+  char mountpoint[1024];
+  // The options only a new mount can change ("name=value" lines, written
+  // by the first server): a successor with others keeps these.
+  char fixed_options[2048];
 };
 
 class StateRegion {
  public:
-  static constexpr uint32_t kStateLayout = 2;
+  static constexpr uint32_t kStateLayout = 3;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/log.h"
+#include "core/service_notify.h"
 #include "core/state_region.h"
 #include "core/status_file.h"
 #include "core/sync_transport.h"
@@ -39,19 +41,6 @@ int ExitCodeOf(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 1;
-}
-
-// The connection is gone (aborted, or unmounted with nothing open): the
-// kernel reports an error on the device.
-bool ConnectionEnded(int fuse_fd) {
-  pollfd p{fuse_fd, POLLIN, 0};
-  return poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
-}
-
-void AbortAndUnmount(dev_t dev, const std::string& mountpoint) {
-  std::ofstream(absl::StrCat("/sys/fs/fuse/connections/", minor(dev), "/abort")) << "1";
-  absl::StatusOr<dev_t> there = MountDevice(mountpoint);
-  if (there.ok() && *there == dev) UnmountFuse(mountpoint).IgnoreError();
 }
 
 // The binary a restart request names (efusectl restart --binary), if its
@@ -103,6 +92,66 @@ std::string TakeRestartRequest(uint64_t device) {
 
 }  // namespace
 
+bool ConnectionEnded(int fuse_fd) {
+  pollfd p{fuse_fd, POLLIN, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+}
+
+void AbortAndUnmount(dev_t dev, const std::string& mountpoint) {
+  std::ofstream(absl::StrCat("/sys/fs/fuse/connections/", minor(dev), "/abort")) << "1";
+  absl::StatusOr<dev_t> there = MountDevice(mountpoint);
+  if (there.ok() && *there == dev) UnmountFuse(mountpoint).IgnoreError();
+}
+
+absl::StatusOr<HeldConnection> MountForServers(const MountOptions& mount,
+                                               const std::vector<std::pair<std::string, int>>& extra_fds,
+                                               int worker_clones) {
+  HeldConnection held;
+  absl::StatusOr<std::unique_ptr<StateRegion>> state = StateRegion::Create();
+  if (!state.ok()) return state.status();
+  held.state = std::move(*state);
+  if (mount.mountpoint.size() >= sizeof(StateHeader::mountpoint)) {
+    return absl::InvalidArgumentError(absl::StrCat("mount point path longer than ",
+                                                   sizeof(StateHeader::mountpoint) - 1, " bytes"));
+  }
+  std::memcpy(held.state->header().mountpoint, mount.mountpoint.c_str(), mount.mountpoint.size() + 1);
+  absl::StatusOr<int> fuse_fd = MountFuse(mount, &held.method);
+  if (!fuse_fd.ok()) return fuse_fd.status();
+  held.fuse_fd = *fuse_fd;
+  absl::StatusOr<dev_t> dev = MountDevice(mount.mountpoint);
+  held.state->header().device = dev.ok() ? *dev : 0;
+  EnsureFusectl();
+  held.fds = {{kFuseFdName, held.fuse_fd}, {kStateFdName, held.state->fd()}};
+  held.fds.insert(held.fds.end(), extra_fds.begin(), extra_fds.end());
+  for (int i = 0; i < worker_clones; ++i) {
+    absl::StatusOr<int> clone = CloneFuseFd(held.fuse_fd);
+    if (!clone.ok()) break;  // the servers clone the rest themselves
+    held.fds.emplace_back(kWorkerFdName, *clone);
+  }
+  return held;
+}
+
+absl::Status StoreForSuccessors(const std::vector<std::pair<std::string, int>>& fds) {
+  std::unique_ptr<ServiceNotifier> notifier = ServiceNotifier::FromEnvironment();
+  if (notifier == nullptr) return absl::FailedPreconditionError("no service manager ($NOTIFY_SOCKET) to keep the connection");
+  std::vector<std::string> names;
+  for (const auto& [name, fd] : fds)
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  constexpr size_t kMaxPerMessage = 250;  // the kernel's SCM_MAX_FD is 253
+  for (const std::string& name : names) {
+    std::vector<int> group;
+    for (const auto& [n, fd] : fds)
+      if (n == name) group.push_back(fd);
+    for (size_t at = 0; at < group.size(); at += kMaxPerMessage) {
+      const size_t count = std::min(kMaxPerMessage, group.size() - at);
+      absl::Status s = notifier->SendWithFds(absl::StrCat("FDSTORE=1\nFDNAME=", name, "\nFDPOLL=0"),
+                                             std::span<const int>(group).subspan(at, count));
+      if (!s.ok()) return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 int Supervise(const SupervisorOptions& options) {
   const std::string& mp = options.mount.mountpoint;
   sigset_t sigs;
@@ -114,31 +163,18 @@ int Supervise(const SupervisorOptions& options) {
     Log(LogLevel::kError, "supervisor: signalfd: %s", std::strerror(errno));
     return 1;
   }
-  absl::StatusOr<std::unique_ptr<StateRegion>> state = StateRegion::Create();
-  if (!state.ok()) {
-    Log(LogLevel::kError, "supervisor: %s", std::string(state.status().message()));
+  absl::StatusOr<HeldConnection> held = MountForServers(options.mount, options.fds, options.worker_clones);
+  if (!held.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(held.status().message()).c_str());
     return 1;
   }
-  std::string method;
-  absl::StatusOr<int> fuse_fd = MountFuse(options.mount, &method);
-  if (!fuse_fd.ok()) {
-    std::fprintf(stderr, "efused: %s\n", std::string(fuse_fd.status().message()).c_str());
-    return 1;
-  }
-  absl::StatusOr<dev_t> dev = MountDevice(mp);
-  (*state)->header().device = dev.ok() ? *dev : 0;
-  (*state)->header().supervisor_pid = getpid();
-  EnsureFusectl();
+  std::unique_ptr<StateRegion>& state = held->state;
+  const int fuse_fd = held->fuse_fd;
+  const std::vector<std::pair<std::string, int>>& fds = held->fds;
+  state->header().supervisor_pid = getpid();
   Log(LogLevel::kInfo, "mounted %s at %s with %s; supervisor pid %d keeps the connection for its servers",
-      options.mount.fsname, mp, method, getpid());
+      options.mount.fsname, mp, held->method, getpid());
 
-  std::vector<std::pair<std::string, int>> fds = {{kFuseFdName, *fuse_fd}, {kStateFdName, (*state)->fd()}};
-  fds.insert(fds.end(), options.fds.begin(), options.fds.end());
-  for (int i = 0; i < options.worker_clones; ++i) {
-    absl::StatusOr<int> clone = CloneFuseFd(*fuse_fd);
-    if (!clone.ok()) break;  // the servers clone the rest themselves
-    fds.emplace_back(kWorkerFdName, *clone);
-  }
   std::deque<Clock::time_point> recent_restarts;
   int exit_code = 0;
   bool stop_requested = false;  // a stop signal was passed on: no successor
@@ -180,7 +216,7 @@ int Supervise(const SupervisorOptions& options) {
         // efusectl restart: the server hands over (it stops taking
         // requests and finishes those it carries out) to a successor, of
         // --binary's file if the request names one.
-        const std::string binary = TakeRestartRequest((*state)->header().device);
+        const std::string binary = TakeRestartRequest(state->header().device);
         if (!binary.empty()) server_argv[0] = binary;
         restart_requested = true;
         kill(child, SIGUSR2);
@@ -199,7 +235,7 @@ int Supervise(const SupervisorOptions& options) {
       kill(child, SIGKILL);
       waitpid(child, &status, 0);
     }
-    StateHeader& h = (*state)->header();
+    StateHeader& h = state->header();
     const bool retired = std::exchange(restart_requested, false);
     if (!retired && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       exit_code = 0;  // a clean stop: unmounted
@@ -216,7 +252,7 @@ int Supervise(const SupervisorOptions& options) {
       Log(LogLevel::kError, "supervisor: the server %s before INIT was answered; unmounting", how);
       break;
     }
-    if (ConnectionEnded(*fuse_fd)) {
+    if (ConnectionEnded(fuse_fd)) {
       Log(LogLevel::kWarning, "supervisor: the server %s and the connection has ended", how);
       break;
     }
@@ -247,11 +283,11 @@ int Supervise(const SupervisorOptions& options) {
         server_argv[0]);
   }
   if (exit_code != 0) {
-    AbortAndUnmount((*state)->header().device, mp);
+    AbortAndUnmount(state->header().device, mp);
   }
   for (const auto& [name, fd] : fds)
     if (name == kWorkerFdName) close(fd);
-  close(*fuse_fd);
+  close(fuse_fd);
   close(sfd);
   return exit_code;
 }

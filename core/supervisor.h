@@ -15,11 +15,14 @@
 #define EFUSE_CORE_SUPERVISOR_H_
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "core/mount.h"
+#include "core/state_region.h"
 
 namespace efuse {
 
@@ -42,9 +45,37 @@ struct SupervisorOptions {
   std::chrono::seconds retire_timeout{10};
 };
 
+// What successor servers need, made once at mount time: the mounted
+// connection's fd, the state region, one /dev/fuse clone per worker, and
+// the extra descriptors, all by their LISTEN_FDNAMES names (`fds`, "fuse"
+// first). Held by the supervisor, or by systemd's fd store.
+struct HeldConnection {
+  std::unique_ptr<StateRegion> state;
+  int fuse_fd = -1;
+  std::vector<std::pair<std::string, int>> fds;
+  std::string method;  // how it was mounted
+};
+absl::StatusOr<HeldConnection> MountForServers(const MountOptions& mount,
+                                               const std::vector<std::pair<std::string, int>>& extra_fds,
+                                               int worker_clones);
+
+// Puts `fds` into the service manager's fd store ($NOTIFY_SOCKET,
+// FDSTORE=1 with FDNAME= per name, FDPOLL=0: a memfd or a directory is
+// not pollable), from where the next start of the service gets them as
+// LISTEN_FDS. The manager drops what it cannot keep (FileDescriptorStoreMax=
+// too small) with a line in its own log only.
+absl::Status StoreForSuccessors(const std::vector<std::pair<std::string, int>>& fds);
+
 // Runs until the mount ends; returns efused's exit code (0: a clean stop;
 // a server's own code or 128+signal when the mount could not be kept).
 int Supervise(const SupervisorOptions& options);
+
+// The connection ended (aborted, or unmounted with nothing open): the
+// kernel reports an error on the device.
+bool ConnectionEnded(int fuse_fd);
+// Ends a mount that can no longer be served: the connection is aborted (so
+// nothing waits on it) and, if it is still mounted there, unmounted.
+void AbortAndUnmount(dev_t dev, const std::string& mountpoint);
 
 // The names of inherited descriptors (LISTEN_FDNAMES) a server looks for.
 inline constexpr char kFuseFdName[] = "fuse";

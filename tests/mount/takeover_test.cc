@@ -541,5 +541,37 @@ TEST(TakeoverRefusedTest, DaemonDataMemfsEndsTheMountWhenItsServerDies) {
   EXPECT_FALSE(FindMount(m.path(), &e)) << "the mount stayed";
 }
 
+// A restart reads its --config file again: options that can change
+// without a new mount (here the offload policy) take effect; one that only
+// a new mount can change (max_write, negotiated at INIT) is refused with a
+// line naming it, and the successor serves with the mount's value.
+TEST(TakeoverOptionsTest, RestartTakesNewOptionsAndRefusesThoseOfANewMount) {
+  ScratchDir dir;
+  const std::string config = dir.path() + "/efuse.conf";
+  std::string error;
+  ASSERT_TRUE(WriteFile(config, "max_write=128K\noffload=off\n", &error)) << error;
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--supervise=on", "--config=" + config}));
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  ASSERT_EQ(kv["max_write"], "131072");
+  ASSERT_EQ(kv["offload"], "off (--offload=off)");
+  ASSERT_EQ(kv["restart_refused"], "none");
+
+  ASSERT_TRUE(WriteFile(config, "max_write=64K\noffload=on\n", &error)) << error;
+  CommandResult r = RunCommand({EFUSECTL_PATH, "restart", m.path()}, seconds(20));
+  EXPECT_EQ(r.exit_code(), 1) << r.Describe();
+  EXPECT_NE(r.err.find("--max_write=64K (the mount has 128K)"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("offload"), std::string::npos) << r.err;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["server_generation"], "2");
+  EXPECT_EQ(kv["max_write"], "131072") << "served as negotiated at INIT";
+  EXPECT_NE(kv["offload"], "off (--offload=off)") << "a changeable option took effect";
+  EXPECT_NE(m.Log().find("restart: --max_write=64K (the mount has 128K) refused"), std::string::npos)
+      << m.LogForMessage();
+  ASSERT_TRUE(WriteFile(m.Path("f"), "still served", &error)) << error;
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
 }  // namespace
 }  // namespace efuse::testing

@@ -150,6 +150,13 @@ int Restart(const std::string& mp, const std::string& binary) {
     std::fprintf(stderr, "efusectl restart: %s is not supervised (efused --supervise=on)\n", mp.c_str());
     return 1;
   }
+  if (efuse::ctl::StatusText(lines, "connection_held_by").starts_with("service manager")) {
+    // Its server is the service's main process: the service manager
+    // starts the successor (with RestartKillSignal=SIGUSR2 it retires).
+    std::fprintf(stderr, "efusectl restart: %s is kept by its service's fd store: use systemctl restart\n",
+                 mp.c_str());
+    return 1;
+  }
   const std::string request = efuse::ctl::RestartRequestPath(*id);
   if (!binary.empty()) {
     // The successor reads what the server left: a build of another layout
@@ -186,6 +193,12 @@ int Restart(const std::string& mp, const std::string& binary) {
     if (StatusValue(now, "server_generation") > generation) {
       std::printf("restarted %s: server generation %ld, pid %ld\n", mp.c_str(), StatusValue(now, "server_generation"),
                   StatusValue(now, "server_pid"));
+      // Options changed in its --config file that only a new mount can change.
+      if (const std::string refused = efuse::ctl::StatusText(now, "restart_refused");
+          !refused.empty() && refused != "none") {
+        std::fprintf(stderr, "efusectl restart: refused, only a new mount can change them: %s\n", refused.c_str());
+        return 1;
+      }
       return 0;
     }
     usleep(10000);

@@ -69,6 +69,12 @@ long StatusValue(const std::vector<std::string>& lines, const std::string& key) 
   return 0;
 }
 
+std::string StatusText(const std::vector<std::string>& lines, const std::string& key) {
+  for (const std::string& l : lines)
+    if (l.rfind(key + ": ", 0) == 0) return l.substr(key.size() + 2);
+  return "";
+}
+
 bool SignalDaemon(unsigned id, int sig) {
   const long pid = StatusValue(ReadStatusFile(id), "pid");
   struct stat st;

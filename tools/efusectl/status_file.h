@@ -22,6 +22,8 @@ std::string StatusFilePath(unsigned id);
 std::vector<std::string> ReadStatusFile(unsigned id);
 // The number after "key: " in `lines`, 0 if absent.
 long StatusValue(const std::vector<std::string>& lines, const std::string& key);
+// The text after "key: " in `lines`, "" if absent.
+std::string StatusText(const std::vector<std::string>& lines, const std::string& key);
 // ReadStatusFile after the daemon rewrote it; the old lines if it did not
 // within 1 s (or no daemon names itself there). SIGUSR1 goes only to a
 // process named efused whose real uid owns the status file.

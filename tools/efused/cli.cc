@@ -132,7 +132,9 @@ ABSL_FLAG(std::string, supervise, "off",
           "on: a supervisor process mounts and keeps the connection (and memfs's storage) while "
           "server processes come and go: a server that dies (SIGKILL, a crash) is followed by a "
           "successor that takes over without unmounting, open files and working directories "
-          "intact; off: one process");
+          "intact; systemd: the service's fd store keeps them (FDSTORE=1), and the next start "
+          "(Restart=, systemctl restart with RestartKillSignal=SIGUSR2) takes over; the mount point "
+          "is created if missing; off: one process");
 ABSL_FLAG(std::string, telemetry, "auto",
           "telemetry: BPF request telemetry (efusectl stats/top/trace): auto (on where the kernel "
           "allows it, else off with one log line), on (refuse to start without it), off");
@@ -314,9 +316,14 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   if (c.max_inodes < 1) return absl::InvalidArgumentError("--max_inodes: must be at least 1");
 
   const std::string supervise = absl::GetFlag(FLAGS_supervise);
-  if (supervise != "on" && supervise != "off")
-    return absl::InvalidArgumentError("--supervise: '" + supervise + "' is not on or off");
-  c.supervise = supervise == "on";
+  if (supervise != "on" && supervise != "off" && supervise != "systemd")
+    return absl::InvalidArgumentError("--supervise: '" + supervise + "' is not on, off or systemd");
+  c.supervise = supervise != "off";
+  c.fd_store = supervise == "systemd";
+  if (c.fd_store && std::getenv("NOTIFY_SOCKET") == nullptr)
+    return absl::InvalidArgumentError(
+        "--supervise=systemd: $NOTIFY_SOCKET is not set (run it as a Type=notify service with "
+        "FileDescriptorStoreMax=)");
   c.transport = absl::GetFlag(FLAGS_transport);
   if (c.transport != "auto" && c.transport != "uring" && c.transport != "uring-dev" &&
       c.transport != "sync")
@@ -413,6 +420,10 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
     m.mountpoint = mounted_at;
   } else {
     char resolved[PATH_MAX];
+    // Under systemd the mount point is made here: a unit's `mkdir -p` of
+    // one whose server is being replaced would stat it and wait forever.
+    if (c.fd_store && mkdir(positional[1], 0755) == 0)
+      Log(LogLevel::kInfo, "created the mount point %s", positional[1]);
     if (realpath(positional[1], resolved) == nullptr)
       return absl::InvalidArgumentError(absl::StrCat("mount point '", positional[1], "': ", std::strerror(errno)));
     struct stat st;

@@ -41,6 +41,9 @@ struct DaemonConfig {
   // --supervise: a supervisor process keeps the connection (and memfs's
   // storage) and starts a successor server when one dies.
   bool supervise = false;
+  // --supervise=systemd: the service manager's fd store keeps them instead
+  // of a supervisor process; the next start of the service takes over.
+  bool fd_store = false;
   uint32_t metrics_interval = 15;  // seconds
   // --fs=passthrough: the source and cache policies (timeouts are copied
   // from the three above).

@@ -5,6 +5,7 @@
 
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,8 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "bpf/probe.h"
 #include "bpf/telemetry.h"
@@ -92,53 +95,123 @@ int main(int argc, char** argv) {
   // update on every lock, visible in request latency. Our lock order is
   // fixed by design; the tests run with detection on.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  std::string mounted_at;
-  if (inherited_fuse >= 0) {
-    if (const char* at = std::getenv(efuse::kMountpointEnv); at != nullptr) mounted_at = at;
-  }
+  // A supervisor names the mount point; a service manager's fd store does
+  // not, so it comes from the state region (a stat of the mount point
+  // would wait for this very process to answer).
+  const bool from_supervisor = std::getenv(efuse::kMountpointEnv) != nullptr;
+  std::string mounted_at = from_supervisor ? std::getenv(efuse::kMountpointEnv) : "";
   unsetenv(efuse::kMountpointEnv);
+  std::unique_ptr<efuse::StateRegion> state;
+  if (inherited_fuse >= 0 && inherited_state >= 0) {
+    absl::StatusOr<std::unique_ptr<efuse::StateRegion>> adopted = efuse::StateRegion::Adopt(inherited_state);
+    if (!adopted.ok()) {
+      std::fprintf(stderr, "efused: %s\n", std::string(adopted.status().message()).c_str());
+      return 1;
+    }
+    state = std::move(*adopted);
+    if (mounted_at.empty()) {
+      const efuse::StateHeader& h = state->header();
+      mounted_at.assign(h.mountpoint, strnlen(h.mountpoint, sizeof(h.mountpoint)));
+    }
+  }
+  if (inherited_fuse >= 0 && !from_supervisor && efuse::ConnectionEnded(inherited_fuse)) {
+    // An fd store's leftovers of a mount that ended (unmounted, aborted):
+    // dropped there too, and this start mounts anew.
+    efuse::Log(efuse::LogLevel::kWarning, "the fd store held a connection that has ended: mounting anew");
+    if (auto notifier = efuse::ServiceNotifier::FromEnvironment()) {
+      for (const char* name : {efuse::kFuseFdName, efuse::kStateFdName, efuse::kSourceFdName, efuse::kWorkerFdName})
+        notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
+    }
+    state.reset();
+    close(inherited_fuse);
+    if (inherited_storage >= 0) close(inherited_storage);
+    for (int fd : worker_clones) close(fd);
+    inherited_fuse = inherited_storage = -1;
+    worker_clones.clear();
+    mounted_at.clear();
+  }
   absl::StatusOr<efuse::DaemonConfig> config = efuse::BuildConfig(positional, mounted_at);
   if (!config.ok()) {
     std::fprintf(stderr, "efused: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
+  std::vector<std::string> refused;  // options a restart asked to change and cannot
+  if (state != nullptr && state->header().fixed_options[0] != '\0') {
+    const efuse::StateHeader& h = state->header();
+    refused = efuse::KeepFixedOptions(std::string(h.fixed_options, strnlen(h.fixed_options, sizeof(h.fixed_options))));
+    for (const std::string& r : refused) {
+      efuse::Log(efuse::LogLevel::kError, "restart: %s refused: only a new mount can change it; serving as before", r);
+    }
+    if (!refused.empty()) {
+      config = efuse::BuildConfig(positional, mounted_at);
+      if (!config.ok()) {
+        std::fprintf(stderr, "efused: %s\n", std::string(config.status().message()).c_str());
+        return 2;
+      }
+    }
+  }
   if (config->supervise && inherited_fuse < 0) {
-    // The supervisor: mounts, keeps what must outlive a server, and runs
-    // servers (this binary again, with the same command line).
-    efuse::SupervisorOptions so;
-    so.mount = config->session.mount;
-    so.server_argv = command_line;
-    // This binary by its path (the servers' name is efused, as ps and
-    // efusectl expect), or, if it was replaced since, the one running.
-    char self[PATH_MAX];
-    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    const std::string path = n > 0 ? std::string(self, static_cast<size_t>(n)) : "";
-    so.server_argv[0] = !path.empty() && access(path.c_str(), X_OK) == 0 ? path : "/proc/self/exe";
-    so.worker_clones = std::max(efuse::PossibleCpuCount(), config->session.workers) + 1;
+    const int clones = std::max(efuse::PossibleCpuCount(), config->session.workers) + 1;
+    std::vector<std::pair<std::string, int>> extra_fds;
     if (config->fs == "memfs" && config->memfs_in_kernel) {
       absl::StatusOr<int> storage = efuse::MakeMemfsStorage(*config);
       if (!storage.ok()) {
         std::fprintf(stderr, "efused: %s\n", std::string(storage.status().message()).c_str());
         return 2;
       }
-      so.fds.emplace_back(efuse::kSourceFdName, *storage);
+      extra_fds.emplace_back(efuse::kSourceFdName, *storage);
     }
     if (config->transport == "auto") {
       efuse::Log(efuse::LogLevel::kInfo,
                  "supervised: servers read /dev/fuse (uring-dev), not FUSE-over-io_uring queues, which this "
                  "kernel cannot hand to a successor");
     }
-    return efuse::Supervise(so);
+    if (!config->fd_store) {
+      // The supervisor: mounts, keeps what must outlive a server, and runs
+      // servers (this binary again, with the same command line).
+      efuse::SupervisorOptions so;
+      so.mount = config->session.mount;
+      so.server_argv = command_line;
+      // This binary by its path (the servers' name is efused, as ps and
+      // efusectl expect), or, if it was replaced since, the one running.
+      char self[PATH_MAX];
+      const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+      const std::string path = n > 0 ? std::string(self, static_cast<size_t>(n)) : "";
+      so.server_argv[0] = !path.empty() && access(path.c_str(), X_OK) == 0 ? path : "/proc/self/exe";
+      so.worker_clones = clones;
+      so.fds = std::move(extra_fds);
+      return efuse::Supervise(so);
+    }
+    // Under systemd: this process mounts, puts what a successor needs into
+    // the service's fd store, and serves as the first server.
+    absl::StatusOr<efuse::HeldConnection> held = efuse::MountForServers(config->session.mount, extra_fds, clones);
+    if (!held.ok()) {
+      std::fprintf(stderr, "efused: %s\n", std::string(held.status().message()).c_str());
+      return 1;
+    }
+    efuse::Log(efuse::LogLevel::kInfo, "mounted %s at %s with %s; the service's fd store keeps the connection",
+               config->session.mount.fsname, config->session.mount.mountpoint, held->method);
+    if (absl::Status ss = efuse::StoreForSuccessors(held->fds); !ss.ok()) {
+      efuse::Log(efuse::LogLevel::kError, "%s; unmounting", std::string(ss.message()));
+      efuse::AbortAndUnmount(static_cast<dev_t>(held->state->header().device), config->session.mount.mountpoint);
+      return 1;
+    }
+    for (const auto& [name, fd] : held->fds) {
+      if (name == efuse::kSourceFdName) inherited_storage = fd;
+      if (name == efuse::kWorkerFdName) worker_clones.push_back(fd);
+    }
+    inherited_fuse = held->fuse_fd;
+    state = std::move(held->state);
   }
-  std::unique_ptr<efuse::StateRegion> state;
   if (inherited_fuse >= 0) {
-    if (inherited_state >= 0) {
-      absl::StatusOr<std::unique_ptr<efuse::StateRegion>> adopted = efuse::StateRegion::Adopt(inherited_state);
-      if (!adopted.ok()) {
-        std::fprintf(stderr, "efused: %s\n", std::string(adopted.status().message()).c_str());
-        return 1;
-      }
-      state = std::move(*adopted);
+    if (state != nullptr && state->header().initialized.load() != 0 && state->header().recoverable.load() == 0) {
+      // Only a supervisor checks this before starting a server; under an
+      // fd store the successor finds it out.
+      efuse::Log(efuse::LogLevel::kError,
+                 "the last server's file system cannot be rebuilt (memfs with its data in the daemon): "
+                 "unmounting %s", mounted_at);
+      efuse::AbortAndUnmount(static_cast<dev_t>(state->header().device), mounted_at);
+      return 1;
     }
     config->session.inherited_fd = inherited_fuse;
     config->session.state = state.get();
@@ -151,6 +224,18 @@ int main(int argc, char** argv) {
     if (state != nullptr && state->header().initialized.load() == 0) {
       state->header().recoverable.store(config->fs == "passthrough" || config->memfs_in_kernel ? 1 : 0);
     }
+    if (state != nullptr && state->header().fixed_options[0] == '\0') {
+      // What the successors must keep (one that cannot be recorded is not
+      // checked: a restart then serves what its own command line says).
+      const std::string fixed = efuse::FixedOptionValues();
+      if (fixed.size() < sizeof(state->header().fixed_options)) {
+        std::memcpy(state->header().fixed_options, fixed.c_str(), fixed.size() + 1);
+      } else {
+        efuse::Log(efuse::LogLevel::kWarning, "restart: the mount's options are too long to record; a restart "
+                   "will not check them");
+      }
+    }
+    config->session.status_lines.emplace_back("restart_refused", refused.empty() ? "none" : absl::StrJoin(refused, "; "));
   }
   absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
   if (!fs.ok()) {
@@ -246,6 +331,13 @@ int main(int argc, char** argv) {
   }
   efuse::Session session(fs->get(), config->session);
   absl::Status s = session.Run();
+  if (s.ok() && config->fd_store) {
+    // Unmounted: nothing for a next start to take over.
+    if (auto notifier = efuse::ServiceNotifier::FromEnvironment()) {
+      for (const char* name : {efuse::kFuseFdName, efuse::kStateFdName, efuse::kSourceFdName, efuse::kWorkerFdName})
+        notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
+    }
+  }
   if (s.ok()) s = efuse::BackendResult(**fs);
   if (!s.ok()) {
     std::fprintf(stderr, "efused: %s\n", std::string(s.message()).c_str());

@@ -261,4 +261,40 @@ absl::Status ApplyConfigFile(const std::string& path) {
   return absl::OkStatus();
 }
 
+namespace {
+// Each one either is negotiated at INIT (max_write, passthrough,
+// writeback_cache, posix_acl, killpriv_v2, readdirplus, auto_inval_data,
+// source_locks, idmap, request_timeout), is the mount (o), or is what the
+// journal and storage were made for (fs, source, memfs_data, size,
+// max_inodes, xattrs).
+constexpr const char* kFixedOptions[] = {
+    "fs",         "source",          "memfs_data",  "size",        "max_inodes",   "o",
+    "max_write",  "passthrough",     "writeback_cache", "posix_acl", "xattrs",      "killpriv_v2",
+    "readdirplus", "auto_inval_data", "source_locks", "idmap",     "request_timeout",
+};
+}  // namespace
+
+std::string FixedOptionValues() {
+  std::string lines;
+  for (const char* name : kFixedOptions) {
+    if (const absl::CommandLineFlag* flag = FindOption(name)) absl::StrAppend(&lines, name, "=", flag->CurrentValue(), "\n");
+  }
+  return lines;
+}
+
+std::vector<std::string> KeepFixedOptions(const std::string& recorded) {
+  std::vector<std::string> kept;
+  for (absl::string_view line : absl::StrSplit(recorded, '\n', absl::SkipEmpty())) {
+    const size_t eq = line.find('=');
+    if (eq == absl::string_view::npos) continue;
+    const std::string name(line.substr(0, eq)), was(line.substr(eq + 1));
+    absl::CommandLineFlag* flag = FindOption(name);
+    if (flag == nullptr || flag->CurrentValue() == was) continue;
+    kept.push_back(absl::StrCat("--", name, "=", flag->CurrentValue(), " (the mount has ", was.empty() ? "''" : was, ")"));
+    std::string error;
+    flag->ParseFrom(was, &error);
+  }
+  return kept;
+}
+
 }  // namespace efuse

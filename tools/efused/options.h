@@ -60,6 +60,16 @@ absl::Status ApplyOptionsFromMountOptions(std::vector<std::string>* mount_option
 // Applies a --config file: NAME=VALUE lines, # comments.
 absl::Status ApplyConfigFile(const std::string& path);
 
+// Options a running mount cannot change: what INIT negotiated, the mount
+// options, the file system, its source and storage. A successor server
+// (a restart) serves with the values the mount was made with.
+// "name=value" lines of their current values.
+std::string FixedOptionValues();
+// Sets each fixed option whose value differs from `recorded` (what
+// FixedOptionValues gave the mount's first server) back to the recorded
+// value; returns one "--name=new (the mount has old)" per option set back.
+std::vector<std::string> KeepFixedOptions(const std::string& recorded);
+
 }  // namespace efuse
 
 #endif  // EFUSE_TOOLS_EFUSED_OPTIONS_H_
