@@ -417,12 +417,15 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
 
   if (req.opcode() == Opcode::kInit) return HandleInit(req, sender);
   if (!initialized()) return SendError(sender, req.header.unique, EIO);
-  if (retiring_.load(std::memory_order_acquire) && !(req.traits != nullptr && req.traits->no_reply) &&
+  // Counted before the retire check (both sequentially consistent), so a
+  // retiring server that sees none in flight sees every request that will
+  // be carried out.
+  in_flight_.fetch_add(1);
+  absl::Cleanup handled = [this] { in_flight_.fetch_sub(1); };
+  if (retiring_.load() && !(req.traits != nullptr && req.traits->no_reply) &&
       req.opcode() != Opcode::kInterrupt) {
     return HoldUnanswered(sender);  // the successor's, once resent
   }
-  in_flight_.fetch_add(1, std::memory_order_acq_rel);
-  absl::Cleanup handled = [this] { in_flight_.fetch_sub(1, std::memory_order_acq_rel); };
   if (req.opcode() == Opcode::kInterrupt) {
     uint64_t target = req.Arg<abi::InterruptIn>().unique;
     if (interrupts_.Interrupt(target)) {

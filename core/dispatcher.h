@@ -109,10 +109,10 @@ class Dispatcher {
   // read from now on are left unanswered, for the successor to have resent
   // (FUSE_NOTIFY_RESEND); those already being carried out finish. FORGETs
   // and INTERRUPTs, which are never resent, are still handled.
-  void Retire() { retiring_.store(true, std::memory_order_release); }
+  void Retire() { retiring_.store(true); }
   // Requests being carried out (from decode to reply, including answers
   // that come from io_uring completions or their own threads).
-  int in_flight() const { return in_flight_.load(std::memory_order_acquire); }
+  int in_flight() const { return in_flight_.load(); }
 
  private:
   class JournalingSender;

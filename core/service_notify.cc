@@ -44,7 +44,7 @@ std::vector<std::pair<std::string, int>> TakeListenFds() {
   const char* names = std::getenv("LISTEN_FDNAMES");
   uint64_t for_pid = 0, n = 0;
   if (pid != nullptr && count != nullptr && absl::SimpleAtoi(pid, &for_pid) &&
-      for_pid == static_cast<uint64_t>(getpid()) && absl::SimpleAtoi(count, &n) && n < 1024) {
+      for_pid == static_cast<uint64_t>(getpid()) && absl::SimpleAtoi(count, &n) && n <= 65536) {
     std::vector<std::string> named = absl::StrSplit(names != nullptr ? names : "", ':');
     for (uint64_t i = 0; i < n; ++i) {
       const int fd = static_cast<int>(3 + i);

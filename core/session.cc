@@ -434,9 +434,11 @@ absl::Status Session::Run() {
         continue;
       }
       if (si.ssi_signo == SIGUSR2) {
-        if (options_.state == nullptr || unmounting) {
+        if (options_.state == nullptr || unmounting || options_.state->header().recoverable.load() == 0) {
           Log(LogLevel::kWarning, "SIGUSR2 (retire) ignored: %s",
-              unmounting ? "unmounting" : "no successor can take this mount over (--supervise=off)");
+              unmounting                  ? "unmounting"
+              : options_.state == nullptr ? "no successor can take this mount over (--supervise=off)"
+                                          : "a successor could not rebuild this file system (memfs with its data in the daemon)");
           continue;
         }
         tell(absl::StrCat("STOPPING=1\nSTATUS=handing ", mp, " over to a successor"));

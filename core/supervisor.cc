@@ -243,7 +243,8 @@ int Supervise(const SupervisorOptions& options) {
     }
     const std::string how = retired ? absl::StrCat("was retired (efusectl restart; it ", DescribeExit(status), ")")
                                     : DescribeExit(status);
-    exit_code = ExitCodeOf(status);
+    // From here every way out ends the mount: a retired server's 0 too.
+    exit_code = ExitCodeOf(status) != 0 ? ExitCodeOf(status) : 1;
     if (stop_requested) {
       Log(LogLevel::kWarning, "supervisor: the server %s while stopping; unmounting", how);
       break;

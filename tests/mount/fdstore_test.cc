@@ -78,7 +78,11 @@ class ServiceManagerStandIn {
       setenv("LISTEN_FDS", std::to_string(store_.size()).c_str(), 1);
       setenv("LISTEN_FDNAMES", names.c_str(), 1);
     }
-    if (notify) setenv("NOTIFY_SOCKET", socket_path_.c_str(), 1);
+    if (notify) {
+      setenv("NOTIFY_SOCKET", socket_path_.c_str(), 1);
+    } else {
+      unsetenv("NOTIFY_SOCKET");  // not the test runner's own manager's either
+    }
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -242,6 +246,7 @@ class FdStoreTest : public ::testing::TestWithParam<FdStoreConfig> {
       argv_.push_back("--source=" + dir_.path() + "/src");
     } else {
       argv_.push_back("--size=64M");
+      argv_.push_back("--memfs_data=kernel");
     }
     argv_.push_back(mountpoint_);
   }

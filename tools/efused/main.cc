@@ -1,5 +1,6 @@
 // efused — the efuse daemon: mounts a file system and serves it until
 // unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
+#include <signal.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -78,6 +79,13 @@ std::optional<int> EarlyOptions(int argc, char** argv) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("efused [options] MOUNTPOINT (efused --help lists the options)");
   if (std::optional<int> done = EarlyOptions(argc, argv)) return *done;
+  // Stop, retire and status signals wait (the session and the supervisor
+  // take them from a signalfd): one that comes while efused starts must not
+  // kill it between mounting and handing the mount to its keeper.
+  sigset_t held_signals;
+  sigemptyset(&held_signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&held_signals, sig);
+  sigprocmask(SIG_BLOCK, &held_signals, nullptr);
   const std::vector<std::string> command_line(argv, argv + argc);
   // A supervisor's (or a service manager's) descriptors: this process is a
   // server of a connection that is mounted already.
