@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -222,9 +223,12 @@ void Session::Retire() {
       left == 0 ? std::string("every request being carried out was answered")
                 : absl::StrCat(left, " requests still in the backend, left to the journal"));
   // Nothing to undo: the connection, the state region and the pinned maps
-  // are the successor's; exiting is what hands them over.
+  // are the successor's; exiting is what hands them over. Under a service
+  // manager's fd store the code says "start me again" (the units'
+  // RestartForceExitStatus=), so a stray SIGUSR2 does not leave the mount
+  // without a server.
   std::fflush(nullptr);
-  _exit(0);
+  _exit(options_.state->header().supervisor_pid > 0 ? 0 : kExitHandedOver);
 }
 
 void Session::AbortConnection() {
@@ -393,6 +397,24 @@ absl::Status Session::Run() {
     if (reporting) options_.report(minor(dev_), StatusLines());
   };
 
+  // Under a supervisor: readable once it has exited (a pidfd).
+  int supervisor_exit = -1;
+  // The supervisor is gone (killed): this server keeps the connection (its
+  // own descriptors) and serves on, unsupervised: it obeys stop signals
+  // from anyone, the status file names it, and its own end ends the mount.
+  auto supervisor_gone = [&] {
+    if (supervisor_exit >= 0) close(supervisor_exit);
+    supervisor_exit = -1;
+    options_.state->header().supervisor_pid = 0;
+    options_.state->header().recoverable.store(0);
+    Log(LogLevel::kError, "the supervisor died: serving %s on without it (a crash of this server now ends the mount)",
+        mp);
+    WriteStatusFile();
+  };
+  if (options_.state != nullptr && options_.state->header().supervisor_pid > 0) {
+    supervisor_exit = static_cast<int>(syscall(SYS_pidfd_open, options_.state->header().supervisor_pid, 0));
+    if (getppid() != options_.state->header().supervisor_pid) supervisor_gone();  // before we looked
+  }
   bool unmounting = false;
   for (;;) {
     const auto now = SteadyClock::now();
@@ -411,14 +433,18 @@ absl::Status Session::Run() {
       const int wait = static_cast<int>(std::max<int64_t>(0, ms));
       timeout_ms = timeout_ms < 0 ? wait : std::min(timeout_ms, wait);
     }
-    pollfd pfds[2] = {{sfd, POLLIN, 0}, {done_event_, POLLIN, 0}};
-    const int ready = poll(pfds, 2, timeout_ms);
+    pollfd pfds[3] = {{sfd, POLLIN, 0}, {done_event_, POLLIN, 0}, {supervisor_exit, POLLIN, 0}};
+    const int ready = poll(pfds, supervisor_exit >= 0 ? 3 : 2, timeout_ms);
     if (ready < 0) {
       if (errno == EINTR) continue;
       break;
     }
     if (ready == 0) continue;
     if (pfds[1].revents & POLLIN) break;  // every worker saw the connection end
+    if (supervisor_exit >= 0 && (pfds[2].revents & POLLIN)) {
+      supervisor_gone();
+      continue;
+    }
     if (pfds[0].revents & POLLIN) {
       signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
@@ -470,6 +496,7 @@ absl::Status Session::Run() {
   dispatcher_->StopAsync();  // before the transport's buffers go away
   if (options_.telemetry != nullptr) options_.telemetry->Detach();
   close(sfd);
+  if (supervisor_exit >= 0) close(supervisor_exit);
   if (status_path_ != "-") unlink(status_path_.c_str());
   // The connection ended without our unmount (aborted, or the kernel gave
   // up): do not leave a dead mount behind.

@@ -87,6 +87,8 @@ class Session final : public KernelConnection {
   // SIGUSR2 on a mount a successor can take over: stop taking requests,
   // let those being carried out finish, and exit 0 (never returns).
   [[noreturn]] void Retire();
+  // A retired server's exit code under a service manager (EX_TEMPFAIL).
+  static constexpr int kExitHandedOver = 75;
   void WriteStatusFile();
   // What the status file says ("key", "value"), status_seq aside.
   std::vector<std::pair<std::string, std::string>> StatusLines() const;

@@ -165,15 +165,26 @@ bool StateRegion::MapLog(uint64_t capacity) {
   return true;
 }
 
+bool StateRegion::MapAtLeast(uint64_t bytes) {
+  if (bytes <= capacity_) return true;
+  // Another server may have grown the memfd since it was mapped here (a
+  // successor adopts the region while its predecessor still appends): map
+  // what is there, and never shrink it.
+  struct stat st;
+  if (fstat(fd_, &st) != 0) return false;
+  uint64_t size = static_cast<uint64_t>(st.st_size) - kHeaderBytes;
+  if (size < bytes) {
+    size = Padded(bytes) + kGrowBytes;
+    if (ftruncate(fd_, static_cast<off_t>(kHeaderBytes + size)) != 0) return false;
+  }
+  return MapLog(size);
+}
+
 bool StateRegion::Append(uint16_t type, std::span<const uint8_t> payload) {
   const uint64_t need = sizeof(RecordHead) + Padded(payload.size());
   absl::MutexLock l(&mu_);
   const uint64_t end = header_->log_end.load(std::memory_order_relaxed);
-  if (end + need > capacity_) {
-    const uint64_t grown = Padded(end + need) + kGrowBytes;
-    if (ftruncate(fd_, static_cast<off_t>(kHeaderBytes + grown)) != 0) return false;
-    if (!MapLog(grown)) return false;
-  }
+  if (!MapAtLeast(end + need)) return false;
   RecordHead head{static_cast<uint32_t>(payload.size()), type, 0};
   std::memcpy(log_ + end, &head, sizeof(head));
   if (!payload.empty()) std::memcpy(log_ + end + sizeof(head), payload.data(), payload.size());
@@ -182,9 +193,10 @@ bool StateRegion::Append(uint16_t type, std::span<const uint8_t> payload) {
   return true;
 }
 
-void StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn) const {
+void StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn) {
   absl::MutexLock l(&mu_);
   const uint64_t end = header_->log_end.load(std::memory_order_acquire);
+  if (!MapAtLeast(end)) return;
   uint64_t at = 0;
   while (at + sizeof(RecordHead) <= end && end <= capacity_) {
     RecordHead head;

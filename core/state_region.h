@@ -88,7 +88,7 @@ class StateRegion {
   // grow. `type` is the owner's own (0 is reserved).
   bool Append(uint16_t type, std::span<const uint8_t> payload);
   // Every committed record, in order.
-  void Replay(const std::function<void(uint16_t type, std::span<const uint8_t> payload)>& fn) const;
+  void Replay(const std::function<void(uint16_t type, std::span<const uint8_t> payload)>& fn);
   // Committed log bytes (what a compaction would weigh).
   uint64_t log_bytes() const { return header_->log_end.load(std::memory_order_acquire); }
 
@@ -113,6 +113,8 @@ class StateRegion {
   StateRegion(int fd, StateHeader* header) : fd_(fd), header_(header) {}
   AnswerSlot* answers() const;
   bool MapLog(uint64_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Maps at least `bytes` of log, growing the memfd only if it is smaller.
+  bool MapAtLeast(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   int fd_;
   StateHeader* header_;

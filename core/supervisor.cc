@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -58,6 +59,14 @@ std::string TakeRestartRequest(uint64_t device) {
   return binary.empty() || access(binary.c_str(), X_OK) != 0 ? "" : binary;
 }
 
+// Tells efusectl restart that its request was called off, and why (it
+// waits for a new server generation otherwise).
+void ReportRestartCalledOff(uint64_t device, const std::string& why) {
+  absl::StatusOr<std::string> dir = StatusDirectoryForWriting();
+  if (!dir.ok()) return;
+  std::ofstream(absl::StrCat(*dir, "/", minor(static_cast<dev_t>(device)), ".restart-result")) << why << "\n";
+}
+
 // In the child: the descriptors at 3, 4, ... in order, LISTEN_* set for
 // this process, the signal mask of a fresh process; then the server.
 [[noreturn]] void ExecServer(const std::vector<std::string>& argv,
@@ -88,6 +97,43 @@ std::string TakeRestartRequest(uint64_t device) {
   args.push_back(nullptr);
   execv(args[0], args.data());
   _exit(127);
+}
+
+// Starts a server with a gate (kGateFdName) and waits up to `timeout` for
+// it to be ready; false (it is killed, and the running server stays) if it
+// exits or is not ready in time: a binary that cannot start never costs the
+// mount its server.
+bool StartSuccessor(const std::vector<std::string>& argv, std::vector<std::pair<std::string, int>> fds,
+                    const std::string& mountpoint, std::chrono::seconds timeout, pid_t* pid, int* gate) {
+  int ends[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
+    Log(LogLevel::kError, "supervisor: restart: socketpair: %s", std::strerror(errno));
+    return false;
+  }
+  fds.emplace_back(kGateFdName, ends[1]);
+  const pid_t child = fork();
+  if (child == 0) ExecServer(argv, fds, mountpoint);
+  close(ends[1]);
+  if (child < 0) {
+    close(ends[0]);
+    Log(LogLevel::kError, "supervisor: restart: fork: %s", std::strerror(errno));
+    return false;
+  }
+  pollfd p{ends[0], POLLIN, 0};
+  char ready = 0;
+  const bool ok = poll(&p, 1, static_cast<int>(timeout.count() * 1000)) == 1 && read(ends[0], &ready, 1) == 1 &&
+                  ready == 'R';
+  if (!ok) {
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    close(ends[0]);
+    Log(LogLevel::kError, "supervisor: restart: the new server (%s) did not get ready; the running one serves on",
+        argv[0]);
+    return false;
+  }
+  *pid = child;
+  *gate = ends[0];
+  return true;
 }
 
 }  // namespace
@@ -180,20 +226,35 @@ int Supervise(const SupervisorOptions& options) {
   bool stop_requested = false;  // a stop signal was passed on: no successor
   bool restart_requested = false;
   std::vector<std::string> server_argv = options.server_argv;
+  // A planned successor, loaded and waiting at its gate for the running
+  // server to retire (efusectl restart).
+  pid_t successor = -1;
+  int gate = -1;
   for (;;) {
-    const pid_t child = fork();
+    const pid_t child = successor > 0 ? std::exchange(successor, -1) : fork();
     if (child < 0) {
       Log(LogLevel::kError, "supervisor: fork: %s", std::strerror(errno));
       exit_code = 1;
       break;
     }
     if (child == 0) ExecServer(server_argv, fds, mp);
+    if (gate >= 0) {
+      // Its predecessor is gone: the successor takes over.
+      const char go = 'G';
+      if (send(gate, &go, 1, MSG_NOSIGNAL) != 1) {
+        Log(LogLevel::kWarning, "supervisor: the successor's gate: %s", std::strerror(errno));
+      }
+      close(gate);
+      gate = -1;
+    }
     int status = 0;
     bool reaped = false;
     // A retiring server that has not exited by then is killed: its
     // successor settles what it left from the journal, as after a crash.
     bool retiring = false;
     Clock::time_point retire_deadline{};
+    // A successor that died at its gate: its SIGCHLD came before it was ours.
+    if (waitpid(child, &status, WNOHANG) == child) reaped = true;
     while (!reaped) {
       int wait_ms = -1;
       if (retiring) {
@@ -213,14 +274,23 @@ int Supervise(const SupervisorOptions& options) {
         break;
       }
       if (si.ssi_signo == SIGUSR2) {
-        // efusectl restart: the server hands over (it stops taking
-        // requests and finishes those it carries out) to a successor, of
-        // --binary's file if the request names one.
+        // efusectl restart: a successor (of --binary's file, if the
+        // request names one) is started and loads while the server still
+        // serves; once it is ready, the server hands over (it stops taking
+        // requests and finishes those it carries out) and exits.
+        if (retiring) continue;
         const std::string binary = TakeRestartRequest(state->header().device);
-        if (!binary.empty()) server_argv[0] = binary;
+        std::vector<std::string> argv = server_argv;
+        if (!binary.empty()) argv[0] = binary;
+        if (!StartSuccessor(argv, fds, mp, options.retire_timeout, &successor, &gate)) {
+          ReportRestartCalledOff(state->header().device,
+                                 absl::StrCat("the new server (", argv[0], ") did not get ready; the running one serves on"));
+          continue;
+        }
+        server_argv = std::move(argv);
         restart_requested = true;
         kill(child, SIGUSR2);
-        if (!retiring) retire_deadline = Clock::now() + options.retire_timeout;
+        retire_deadline = Clock::now() + options.retire_timeout;
         retiring = true;
         continue;
       }
@@ -283,6 +353,11 @@ int Supervise(const SupervisorOptions& options) {
     Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor (%s)", child, how,
         server_argv[0]);
   }
+  if (successor > 0) {  // the mount ends while a successor waits at its gate
+    kill(successor, SIGKILL);
+    waitpid(successor, nullptr, 0);
+  }
+  if (gate >= 0) close(gate);
   if (exit_code != 0) {
     AbortAndUnmount(state->header().device, mp);
   }

@@ -82,6 +82,9 @@ inline constexpr char kFuseFdName[] = "fuse";
 inline constexpr char kStateFdName[] = "state";
 inline constexpr char kSourceFdName[] = "source";
 inline constexpr char kWorkerFdName[] = "fuse-worker";
+// A planned successor's end of a socket to its supervisor: it writes 'R'
+// when loaded and waits for 'G' (its predecessor retired) to take over.
+inline constexpr char kGateFdName[] = "gate";
 // The mount point, resolved, for the servers (which must not stat it).
 inline constexpr char kMountpointEnv[] = "EFUSE_MOUNTPOINT";
 

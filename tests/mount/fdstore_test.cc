@@ -297,9 +297,10 @@ TEST_P(FdStoreTest, CrashAndRestartJobKeepTheMountStopEndsIt) {
   EXPECT_NE(r.err.find("systemctl restart"), std::string::npos) << r.err;
 
   // A restart job: RestartKillSignal=SIGUSR2, the server hands over and
-  // exits 0, and the next start takes over.
+  // exits 75 (the units' SuccessExitStatus= and RestartForceExitStatus=),
+  // and the next start takes over.
   const int retired = manager_.Stop(SIGUSR2);
-  ASSERT_TRUE(WIFEXITED(retired) && WEXITSTATUS(retired) == 0) << retired << manager_.Log();
+  ASSERT_TRUE(WIFEXITED(retired) && WEXITSTATUS(retired) == 75) << retired << manager_.Log();
   ASSERT_TRUE(FindMount(mountpoint_)) << "a restart job keeps the mount";
   manager_.Start(argv_);
   ASSERT_TRUE(manager_.WaitReady()) << manager_.Log();

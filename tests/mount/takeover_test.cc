@@ -570,6 +570,93 @@ TEST(TakeoverOptionsTest, RestartTakesNewOptionsAndRefusesThoseOfANewMount) {
   EXPECT_NE(m.Log().find("restart: --max_write=64K (the mount has 128K) refused"), std::string::npos)
       << m.LogForMessage();
   ASSERT_TRUE(WriteFile(m.Path("f"), "still served", &error)) << error;
+
+  // A value that would not even build (an unknown file system) is refused
+  // the same way, instead of leaving the mount without a server.
+  ASSERT_TRUE(WriteFile(config, "fs=bogus\nmax_write=128K\n", &error)) << error;
+  r = RunCommand({EFUSECTL_PATH, "restart", m.path()}, seconds(20));
+  EXPECT_EQ(r.exit_code(), 1) << r.Describe();
+  EXPECT_NE(r.err.find("--fs=bogus (the mount has memfs)"), std::string::npos) << r.err;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["server_generation"], "3");
+  std::string back;
+  ASSERT_TRUE(ReadFile(m.Path("f"), &back, &error)) << error;
+  EXPECT_EQ(back, "still served");
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
+// The supervisor killed: its server keeps the connection (its own
+// descriptors) and serves on, unsupervised; the status file names it, and
+// SIGTERM to it unmounts.
+TEST(TakeoverOptionsTest, AKilledSupervisorLeavesItsServerServing) {
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--supervise=on"}));
+  std::string error;
+  ASSERT_TRUE(WriteFile(m.Path("f"), "one", &error)) << error;
+  UniqueFd fd(open(m.Path("f").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  ASSERT_TRUE(fd.ok());
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  const std::string server = kv["server_pid"];
+  MountEntry entry;
+  ASSERT_TRUE(FindMount(m.path(), &entry));
+  m.Signal(SIGKILL);
+  int status = 0;
+  ASSERT_TRUE(m.WaitExit(seconds(10), &status));
+  // The server notices at once (a pidfd) and rewrites its status file.
+  const std::string status_file = "/run/efuse/" + std::to_string(entry.dev_minor) + ".status";
+  std::string text;
+  for (int i = 0; i < 1000 && text.find("\npid: " + server + "\n") == std::string::npos &&
+                  text.rfind("pid: " + server + "\n", 0) != 0;
+       ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+    ReadFile(status_file, &text, &error);
+  }
+  EXPECT_TRUE(text.rfind("pid: " + server + "\n", 0) == 0 || text.find("\npid: " + server + "\n") != std::string::npos)
+      << text;
+  ASSERT_EQ(write(fd.get(), "two", 3), 3) << strerror(errno);
+  std::string back;
+  ASSERT_TRUE(ReadFile(m.Path("f"), &back, &error)) << error;
+  EXPECT_EQ(back, "onetwo");
+  EXPECT_NE(m.Log().find("the supervisor died: serving"), std::string::npos) << m.LogForMessage();
+  fd.Reset();
+  ASSERT_EQ(kill(static_cast<pid_t>(std::atol(server.c_str())), SIGTERM), 0);
+  for (int i = 0; i < 1000 && FindMount(m.path()); ++i) std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_FALSE(FindMount(m.path())) << "SIGTERM to the unsupervised server unmounts";
+}
+
+// An upgrade to a binary that cannot serve (it passes the layout check,
+// then exits) is called off before the running server hands over: the
+// mount keeps its server, and its open files.
+TEST(TakeoverOptionsTest, AnUpgradeToABinaryThatCannotStartKeepsTheRunningServer) {
+  ScratchDir dir;
+  const std::string broken = dir.path() + "/efused";
+  std::string error;
+  ASSERT_TRUE(WriteFile(broken,
+                        "#!/bin/sh\n[ \"$1\" = --state_layout ] && exec " EFUSED_PATH " --state_layout\nexit 1\n",
+                        &error, O_WRONLY | O_CREAT | O_TRUNC, 0755))
+      << error;
+  EfuseMount m;
+  ASSERT_TRUE(m.Start({"--supervise=on"}));
+  ASSERT_TRUE(WriteFile(m.Path("f"), "one", &error)) << error;
+  UniqueFd fd(open(m.Path("f").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  ASSERT_TRUE(fd.ok());
+  std::map<std::string, std::string> before;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&before));
+  CommandResult r = RunCommand({EFUSECTL_PATH, "restart", m.path(), "--binary=" + broken}, seconds(30));
+  EXPECT_EQ(r.exit_code(), 1) << r.Describe();
+  EXPECT_NE(r.err.find("did not get ready; the running one serves on"), std::string::npos) << r.Describe();
+  EXPECT_LT(r.seconds, 5) << "efusectl learns at once that the restart was called off";
+  EXPECT_NE(m.Log().find("did not get ready; the running one serves on"), std::string::npos) << m.LogForMessage();
+  std::map<std::string, std::string> after;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&after));
+  EXPECT_EQ(after["server_pid"], before["server_pid"]);
+  EXPECT_EQ(after["server_generation"], "1");
+  ASSERT_EQ(write(fd.get(), "two", 3), 3) << strerror(errno);
+  std::string back;
+  ASSERT_TRUE(ReadFile(m.Path("f"), &back, &error)) << error;
+  EXPECT_EQ(back, "onetwo");
+  fd.Reset();  // else the unmount is lazy and the server serves it on
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 

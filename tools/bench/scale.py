@@ -99,14 +99,16 @@ def start_efused(argv):
     return p
 
 
-def stop_efused(p):
+def stop_efused(p, mnt=MNT):
+    """SIGTERM to efused `p`; killed after 120 s, and a mount left at `mnt`
+    detached."""
     p.send_signal(signal.SIGTERM)
     try:
         p.wait(120)
     except subprocess.TimeoutExpired:
         p.kill()
-    if os.path.ismount(MNT):
-        subprocess.call(["umount", "-l", MNT])
+    if os.path.ismount(mnt):
+        subprocess.call(["umount", "-l", mnt])
 
 
 SLABS = ("shmem_inode_cache", "dentry", "inode_cache", "fuse_inode")

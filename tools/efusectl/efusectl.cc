@@ -184,6 +184,8 @@ int Restart(const std::string& mp, const std::string& binary) {
   } else {
     unlink(request.c_str());
   }
+  const std::string called_off = request + "-result";  // the supervisor's, if it calls the restart off
+  unlink(called_off.c_str());
   if (!efuse::ctl::SignalDaemon(*id, SIGUSR2)) {
     std::fprintf(stderr, "efusectl restart: no supervisor of %s answers (is it running?)\n", mp.c_str());
     return 1;
@@ -200,6 +202,13 @@ int Restart(const std::string& mp, const std::string& binary) {
         return 1;
       }
       return 0;
+    }
+    if (std::ifstream result(called_off); result) {
+      std::string why;
+      std::getline(result, why);
+      unlink(called_off.c_str());
+      std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why.c_str());
+      return 1;
     }
     usleep(10000);
   }

@@ -89,13 +89,14 @@ int main(int argc, char** argv) {
   const std::vector<std::string> command_line(argv, argv + argc);
   // A supervisor's (or a service manager's) descriptors: this process is a
   // server of a connection that is mounted already.
-  int inherited_fuse = -1, inherited_state = -1, inherited_storage = -1;
+  int inherited_fuse = -1, inherited_state = -1, inherited_storage = -1, gate = -1;
   std::vector<int> worker_clones;
   for (const auto& [name, fd] : efuse::TakeListenFds()) {
     if (name == efuse::kFuseFdName) inherited_fuse = fd;
     else if (name == efuse::kStateFdName) inherited_state = fd;
     else if (name == efuse::kSourceFdName) inherited_storage = fd;
     else if (name == efuse::kWorkerFdName) worker_clones.push_back(fd);
+    else if (name == efuse::kGateFdName) gate = fd;
     else close(fd);
   }
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -138,18 +139,37 @@ int main(int argc, char** argv) {
     worker_clones.clear();
     mounted_at.clear();
   }
+  if (state != nullptr && !from_supervisor && state->header().initialized.load() == 0) {
+    // Under an fd store: the first server died before INIT was answered,
+    // and no INIT comes again. The mount cannot be served; the next start
+    // mounts anew.
+    efuse::Log(efuse::LogLevel::kError, "the last server died before INIT was answered: unmounting %s", mounted_at);
+    efuse::AbortAndUnmount(static_cast<dev_t>(state->header().device), mounted_at);
+    if (auto notifier = efuse::ServiceNotifier::FromEnvironment()) {
+      for (const char* name : {efuse::kFuseFdName, efuse::kStateFdName, efuse::kSourceFdName, efuse::kWorkerFdName})
+        notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
+    }
+    return 1;
+  }
+  const std::string recorded_fixed =
+      state != nullptr ? std::string(state->header().fixed_options,
+                                     strnlen(state->header().fixed_options, sizeof(state->header().fixed_options)))
+                       : "";
   absl::StatusOr<efuse::DaemonConfig> config = efuse::BuildConfig(positional, mounted_at);
+  std::vector<std::string> refused;  // options a restart asked to change and cannot
+  if (!config.ok() && !recorded_fixed.empty()) {
+    // A successor whose new options do not even build (a source that is
+    // gone, a file system misnamed): if only those a new mount could
+    // change are wrong, it serves with the mount's.
+    refused = efuse::KeepFixedOptions(recorded_fixed);
+    if (!refused.empty()) config = efuse::BuildConfig(positional, mounted_at);
+  }
   if (!config.ok()) {
     std::fprintf(stderr, "efused: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
-  std::vector<std::string> refused;  // options a restart asked to change and cannot
-  if (state != nullptr && state->header().fixed_options[0] != '\0') {
-    const efuse::StateHeader& h = state->header();
-    refused = efuse::KeepFixedOptions(std::string(h.fixed_options, strnlen(h.fixed_options, sizeof(h.fixed_options))));
-    for (const std::string& r : refused) {
-      efuse::Log(efuse::LogLevel::kError, "restart: %s refused: only a new mount can change it; serving as before", r);
-    }
+  if (refused.empty() && !recorded_fixed.empty()) {
+    refused = efuse::KeepFixedOptions(recorded_fixed);
     if (!refused.empty()) {
       config = efuse::BuildConfig(positional, mounted_at);
       if (!config.ok()) {
@@ -157,6 +177,9 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
+  }
+  for (const std::string& r : refused) {
+    efuse::Log(efuse::LogLevel::kError, "restart: %s refused: only a new mount can change it; serving as before", r);
   }
   if (config->supervise && inherited_fuse < 0) {
     const int clones = std::max(efuse::PossibleCpuCount(), config->session.workers) + 1;
@@ -245,11 +268,6 @@ int main(int argc, char** argv) {
     }
     config->session.status_lines.emplace_back("restart_refused", refused.empty() ? "none" : absl::StrJoin(refused, "; "));
   }
-  absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
-  if (!fs.ok()) {
-    std::fprintf(stderr, "efused: %s\n", std::string(fs.status().message()).c_str());
-    return 2;
-  }
   // --transport=uring asks for the FUSE ring: switch it on if we may.
   efuse::uring::UringSupport uring = efuse::uring::ProbeUring();
   if (config->transport == "uring" && uring.fuse_ring_known && !uring.fuse_ring_enabled &&
@@ -317,6 +335,24 @@ int main(int argc, char** argv) {
     config->session.status_lines.emplace_back("telemetry", "off (--telemetry=off)");
   }
   config->session.telemetry = telemetry.get();
+  if (gate >= 0) {
+    // A planned successor, started while its predecessor still serves:
+    // ready (everything that does not depend on the state the predecessor
+    // still changes is loaded), then it waits for the supervisor's go,
+    // given once the predecessor has retired. EOF: the upgrade was called off.
+    char c = 'R';
+    if (write(gate, &c, 1) != 1 || read(gate, &c, 1) != 1 || c != 'G') {
+      efuse::Log(efuse::LogLevel::kInfo, "restart called off before this server took over");
+      return 1;
+    }
+    close(gate);
+  }
+  // The backend, rebuilt from the journal on a takeover.
+  absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
+  if (!fs.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(fs.status().message()).c_str());
+    return 2;
+  }
   if (!config->metrics_file.empty()) {
     // The same text `efusectl metrics` prints, from the pinned maps and the
     // status lines, rewritten every --metrics_interval and at the end.
