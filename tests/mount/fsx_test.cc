@@ -27,6 +27,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <thread>
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
@@ -379,6 +383,11 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
     }
   }
 
+  // `operations` random steps, then the file is checked after fsync with
+  // its cached pages dropped (and in the source), and every operation kind
+  // must have run.
+  void RunAndCheckModel(int operations);
+
   std::string path_;
   UniqueFd fd_, append_fd_;
   std::string model_;
@@ -392,8 +401,9 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
   bool direct_supported_ = true;
 };
 
-TEST_P(FsxTest, RandomOperationsMatchTheModel) {
-  const int operations = Operations();
+TEST_P(FsxTest, RandomOperationsMatchTheModel) { RunAndCheckModel(Operations()); }
+
+void FsxTest::RunAndCheckModel(int operations) {
   for (int i = 0; i < operations; ++i) {
     ASSERT_TRUE(Step());
     if (i % kFullCheckEvery == kFullCheckEvery - 1) {
@@ -603,6 +613,54 @@ INSTANTIATE_TEST_SUITE_P(
                       Passthrough("disk_writeback", {"--passthrough=off"}),
                       // the daemon serves every read and write
                       Passthrough("disk_daemon_io", {"--passthrough=off", "--writeback_cache=false"})),
+    [](const ::testing::TestParamInfo<FsxConfig>& info) { return std::string(info.param.name); });
+
+// Under --supervise=on the server is killed (SIGKILL) every 0.5-2 s while
+// the operations run (a successor takes each kill over): every call still
+// returns what the model says, and the file holds the model at the end.
+// Registered on sync and uring-dev only (the FUSE ring cannot be handed
+// over: tools/efused/cli.cc).
+class FsxKillTest : public FsxTest {};
+
+TEST_P(FsxKillTest, RandomOperationsMatchTheModelWhileTheServerIsKilled) {
+  MountEntry entry;
+  ASSERT_TRUE(FindMount(mount_.path(), &entry));
+  const std::string status_file = mount_.StatusFile(entry.dev_minor);
+  auto server_pid = [&] {
+    std::string text, error;
+    ReadFile(status_file, &text, &error);
+    const size_t at = text.find("\nserver_pid: ");
+    return at == std::string::npos ? 0L : std::atol(text.c_str() + at + 13);
+  };
+  std::atomic<bool> stop{false};
+  std::atomic<int> kills{0};
+  std::thread killer([&] {
+    std::mt19937 rng(Seed());
+    while (!stop.load()) {
+      const auto wake = std::chrono::steady_clock::now() + std::chrono::milliseconds(500 + rng() % 1500);
+      while (!stop.load() && std::chrono::steady_clock::now() < wake) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      const long pid = server_pid();
+      if (stop.load() || pid <= 0 || kill(static_cast<pid_t>(pid), SIGKILL) != 0) continue;
+      ++kills;
+      // Until the successor has written its own status (bounded).
+      for (int i = 0; i < 1000 && server_pid() == pid; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  RunAndCheckModel(std::max(Operations(), 30000));
+  stop.store(true);
+  killer.join();
+  EXPECT_GE(kills.load(), 2) << "the run outlasted too few kills to mean anything";
+  std::cout << "fsx under a kill loop: " << kills.load() << " kills" << std::endl;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Supervised, FsxKillTest,
+    ::testing::Values(Memfs("memfs_kernel_data", {"--memfs_data=kernel", "--supervise=on"}),
+                      Passthrough("tmpfs_passthrough_supervised", {"--passthrough=on", "--supervise=on"}),
+                      Passthrough("disk_daemon_io_supervised",
+                                  {"--passthrough=off", "--writeback_cache=false", "--supervise=on"})),
     [](const ::testing::TestParamInfo<FsxConfig>& info) { return std::string(info.param.name); });
 
 }  // namespace

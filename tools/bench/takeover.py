@@ -27,6 +27,8 @@ loop (fstat, attribute lifetime 0, offload off), medians of --repeats, for
 the default what a user pays in all.
 """
 import argparse
+import array
+import bisect
 import mmap
 import multiprocessing as mp
 import os
@@ -94,7 +96,7 @@ def reader(path, stop, out):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, 4096)
     rng = random.Random(os.getpid())
-    starts, lats, errors, bad = [], [], 0, 0
+    starts, lats, errors, bad = array.array("q"), array.array("q"), 0, 0
     while not stop.is_set():
         i = rng.randrange(FILE_BLOCKS)
         t = time.perf_counter_ns()
@@ -111,7 +113,7 @@ def reader(path, stop, out):
 
 
 def creator(d, stop, out):
-    starts, lats, errors, made = [], [], 0, []
+    starts, lats, errors, made = array.array("q"), array.array("q"), 0, []
     i = 0
     while not stop.is_set():
         name = os.path.join(d, "c%07d" % i)
@@ -175,7 +177,13 @@ def run_phase(kind, cycles):
             lost += len(set(made) - set(os.path.join(d, n) for n in os.listdir(d)))
     for t in events:
         lo, hi = t - 200_000_000, t + 1_000_000_000
-        w = [lat for starts, lats, *_ in results for s, lat in zip(starts, lats) if s + lat >= lo and s <= hi]
+        w = []
+        for starts, lats, *_ in results:
+            # starts are in order: the ops that began up to 10 s before the
+            # window (a stalled one ends in it) and before its end
+            first = bisect.bisect_left(starts, lo - 10_000_000_000)
+            last = bisect.bisect_right(starts, hi)
+            w += [lats[k] for k in range(first, last) if starts[k] + lats[k] >= lo]
         worst.append(max(w) if w else 0)
         window_lats += w
     ops = sum(len(r[0]) for r in results)
