@@ -199,10 +199,18 @@ void Session::FinishTakeover(std::chrono::steady_clock::time_point started) {
                      : absl::StrCat("FUSE_NOTIFY_RESEND failed: ", std::strerror(ns.error().value()));
     if (ns.ok()) h.requests_resent.fetch_add(1);
   }
-  const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
-  h.last_takeover_ns.store(static_cast<uint64_t>(took.count()));
-  Log(LogLevel::kInfo, "takeover: server generation %u serves %s from pid %d after %.1f ms; %s",
-      h.generation.load(), options_.mount.mountpoint, getpid(), took.count() / 1e6, resent);
+  // From the moment the last server stopped (the supervisor or the retiring
+  // server noted it), else from this session's start.
+  const uint64_t ended = h.server_ended_ns.exchange(0);  // stale for the next takeover
+  const uint64_t now = MonotonicNs();
+  const uint64_t took =
+      ended != 0 && ended <= now
+          ? now - ended
+          : static_cast<uint64_t>(
+                std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+  h.last_takeover_ns.store(took);
+  Log(LogLevel::kInfo, "takeover: server generation %u serves %s from pid %d %.1f ms after its predecessor stopped; %s",
+      h.generation.load(), options_.mount.mountpoint, getpid(), took / 1e6, resent);
 }
 
 void Session::Retire() {
@@ -228,6 +236,7 @@ void Session::Retire() {
   // RestartForceExitStatus=), so a stray SIGUSR2 does not leave the mount
   // without a server.
   std::fflush(nullptr);
+  options_.state->header().server_ended_ns.store(MonotonicNs());
   _exit(options_.state->header().supervisor_pid > 0 ? 0 : kExitHandedOver);
 }
 

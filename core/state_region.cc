@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <new>
 
 #include "absl/status/status.h"
@@ -42,6 +43,12 @@ namespace {
 // The header page, then the answer slots, then the log.
 constexpr uint64_t kHeaderBytes = kHeaderPage + StateRegion::kAnswerSlots * 512;
 }  // namespace
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 StateRegion::AnswerSlot* StateRegion::answers() const {
   static_assert(sizeof(AnswerSlot) == 512);
@@ -193,11 +200,11 @@ bool StateRegion::Append(uint16_t type, std::span<const uint8_t> payload) {
   return true;
 }
 
-void StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn) {
+uint64_t StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn, uint64_t from) {
   absl::MutexLock l(&mu_);
   const uint64_t end = header_->log_end.load(std::memory_order_acquire);
-  if (!MapAtLeast(end)) return;
-  uint64_t at = 0;
+  if (!MapAtLeast(end)) return from;
+  uint64_t at = from;
   while (at + sizeof(RecordHead) <= end && end <= capacity_) {
     RecordHead head;
     std::memcpy(&head, log_ + at, sizeof(head));
@@ -206,6 +213,7 @@ void StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint
     fn(head.type, std::span<const uint8_t>(log_ + at + sizeof(head), head.size));
     at = next;
   }
+  return at;
 }
 
 }  // namespace efuse

@@ -66,11 +66,18 @@ struct StateHeader {
   // The options only a new mount can change ("name=value" lines, written
   // by the first server): a successor with others keeps these.
   char fixed_options[2048];
+  // When the last server stopped serving (CLOCK_MONOTONIC ns: a retiring
+  // server as it exits, the supervisor when it reaps one that died): a
+  // takeover's duration counts from here, replay and process start included.
+  std::atomic<uint64_t> server_ended_ns;
 };
+
+// CLOCK_MONOTONIC in ns (the same clock in every process).
+uint64_t MonotonicNs();
 
 class StateRegion {
  public:
-  static constexpr uint32_t kStateLayout = 3;
+  static constexpr uint32_t kStateLayout = 4;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();
@@ -87,8 +94,10 @@ class StateRegion {
   // Appends one record; false (and nothing written) when the memfd cannot
   // grow. `type` is the owner's own (0 is reserved).
   bool Append(uint16_t type, std::span<const uint8_t> payload);
-  // Every committed record, in order.
-  void Replay(const std::function<void(uint16_t type, std::span<const uint8_t> payload)>& fn);
+  // Every committed record from log offset `from` (0, or what an earlier
+  // call returned), in order; returns the offset after the last.
+  uint64_t Replay(const std::function<void(uint16_t type, std::span<const uint8_t> payload)>& fn,
+                  uint64_t from = 0);
   // Committed log bytes (what a compaction would weigh).
   uint64_t log_bytes() const { return header_->log_end.load(std::memory_order_acquire); }
 

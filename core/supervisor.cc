@@ -307,6 +307,7 @@ int Supervise(const SupervisorOptions& options) {
     }
     StateHeader& h = state->header();
     const bool retired = std::exchange(restart_requested, false);
+    if (!retired) h.server_ended_ns.store(MonotonicNs());  // a retired one noted its own end
     if (!retired && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
       exit_code = 0;  // a clean stop: unmounted
       break;

@@ -63,7 +63,7 @@ absl::StatusOr<std::unique_ptr<PassthroughFs>> PassthroughFs::Create(Passthrough
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(options)));
   absl::Status s = fs->OpenSource();
   if (!s.ok()) return s;
-  fs->RecoverFromJournal();
+  fs->ReplayJournal();
   return fs;
 }
 
@@ -153,6 +153,7 @@ uint64_t PassthroughFs::WantedInitFlags(uint64_t defaults) const {
 void PassthroughFs::Init(const InitInfo& info) {
   namespace f = abi::init;
   kernel_ = info.kernel;
+  FinishRecovery();  // before the orphan backing ids it finds are closed below
   if (kernel_ != nullptr) {
     for (int32_t id : std::exchange(orphan_backing_ids_, {})) kernel_->CloseBacking(id).ok();
   }

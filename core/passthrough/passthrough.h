@@ -390,8 +390,18 @@ class PassthroughFs : public FileSystem {
   void JournalFailed();
   void JournalHandle(uint64_t fh, const Handle& h);
   void JournalRelease(uint64_t fh);
-  // At construction, on a takeover: what the journal says was there.
-  void RecoverFromJournal();
+  // On a takeover: what the journal says was there. ReplayJournal reads
+  // the records not read yet (at construction, which a planned successor
+  // reaches while its predecessor still serves; again at Init, for what
+  // the predecessor added since); FinishRecovery, at Init, opens the
+  // handles the kernel still holds.
+  void ReplayJournal();
+  void FinishRecovery();
+  struct JournalReplay;  // what ReplayJournal gathered (recovery.cc)
+  struct JournalReplayDeleter {
+    void operator()(JournalReplay* r) const;
+  };
+  std::unique_ptr<JournalReplay, JournalReplayDeleter> replay_;
   // A forgotten or journaled node's file, O_PATH, by its file handle
   // (ESTALE: the file is gone).
   Result<int> OpenNodeByHandle(const ForgottenNode& f);
@@ -409,7 +419,7 @@ class PassthroughFs : public FileSystem {
     bool dir = false;
     int32_t backing_id = 0;
   };
-  // Read-only once RecoverFromJournal returned.
+  // Read-only once FinishRecovery returned (before any request).
   absl::flat_hash_map<uint64_t, ForgottenNode> recovered_nodes_;
   absl::flat_hash_map<std::pair<uint64_t, std::string>, uint64_t> recovered_by_handle_;
   absl::Mutex recovered_handles_mu_;

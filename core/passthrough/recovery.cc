@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <vector>
 #include <cerrno>
 #include <cstring>
 
@@ -112,41 +114,74 @@ void PassthroughFs::JournalRelease(uint64_t fh) {
   if (!opts_.state->Append(kHandleReleased, BytesOf(fh))) JournalFailed();
 }
 
-void PassthroughFs::RecoverFromJournal() {
-  if (opts_.state == nullptr || opts_.state->header().initialized.load() == 0) return;
+struct PassthroughFs::JournalReplay {
+  uint64_t offset = 0;  // the log read so far
   uint64_t nodes = 0, max_fh = 0;
+  std::vector<uint64_t> next_in_shard = std::vector<uint64_t>(kShards, 0);  // ids are never given twice
   absl::flat_hash_map<uint64_t, HandleRecord> open;
-  opts_.state->Replay([&](uint16_t type, std::span<const uint8_t> payload) {
-    if (type == kNodeBorn) {
-      NodeRecord r;
-      if (!ReadRecord(payload, &r) || payload.size() < sizeof(r) + r.handle_size) return;
-      if (r.handle_size > 0) {
-        ForgottenNode f;
-        f.dev = r.dev;
-        f.type = r.type;
-        f.handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(r)), r.handle_size);
-        recovered_by_handle_[std::make_pair(f.dev, f.handle)] = r.nodeid;
-        recovered_nodes_[r.nodeid] = std::move(f);
-      }
-      Shard& s = (*shards_)[r.nodeid % kShards];
-      absl::MutexLock l(&s.mu);
-      s.next = std::max(s.next, r.nodeid / kShards + 1);  // ids are never given twice
-      ++nodes;
-    } else if (type == kHandleOpened) {
-      HandleRecord r;
-      if (!ReadRecord(payload, &r)) return;
-      open[r.fh] = r;
-      max_fh = std::max(max_fh, r.fh);
-    } else if (type == kHandleReleased) {
-      uint64_t fh;
-      if (ReadRecord(payload, &fh)) open.erase(fh);
-    }
-  });
-  next_fh_.store(std::max<uint64_t>(next_fh_.load(), max_fh + 1));
+  std::chrono::nanoseconds took{0};
+};
+
+void PassthroughFs::JournalReplayDeleter::operator()(JournalReplay* r) const { delete r; }
+
+void PassthroughFs::ReplayJournal() {
+  if (opts_.state == nullptr || opts_.state->header().initialized.load() == 0) return;
+  const auto started = std::chrono::steady_clock::now();
+  if (replay_ == nullptr) {
+    replay_.reset(new JournalReplay);
+    // Sized for the log at once (a node record is about 50 bytes): growing
+    // two maps of a million nodes step by step is most of a replay's time.
+    const size_t expected_nodes = opts_.state->log_bytes() / 48;
+    recovered_nodes_.reserve(expected_nodes);
+    recovered_by_handle_.reserve(expected_nodes);
+  }
+  JournalReplay& r = *replay_;
+  r.offset = opts_.state->Replay(
+      [&](uint16_t type, std::span<const uint8_t> payload) {
+        if (type == kNodeBorn) {
+          NodeRecord n;
+          if (!ReadRecord(payload, &n) || payload.size() < sizeof(n) + n.handle_size) return;
+          if (n.handle_size > 0) {
+            ForgottenNode f;
+            f.dev = n.dev;
+            f.type = n.type;
+            f.handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(n)), n.handle_size);
+            recovered_by_handle_[std::make_pair(f.dev, f.handle)] = n.nodeid;
+            recovered_nodes_[n.nodeid] = std::move(f);
+          }
+          uint64_t& next = r.next_in_shard[n.nodeid % kShards];
+          next = std::max(next, n.nodeid / kShards + 1);
+          ++r.nodes;
+        } else if (type == kHandleOpened) {
+          HandleRecord h;
+          if (!ReadRecord(payload, &h)) return;
+          r.open[h.fh] = h;
+          r.max_fh = std::max(r.max_fh, h.fh);
+        } else if (type == kHandleReleased) {
+          uint64_t fh;
+          if (ReadRecord(payload, &fh)) r.open.erase(fh);
+        }
+      },
+      r.offset);
+  r.took += std::chrono::steady_clock::now() - started;
+}
+
+void PassthroughFs::FinishRecovery() {
+  if (replay_ == nullptr) return;
+  const auto started = std::chrono::steady_clock::now();
+  const uint64_t read_before = replay_->offset;
+  ReplayJournal();  // what the predecessor added since construction
+  std::unique_ptr<JournalReplay, JournalReplayDeleter> r = std::move(replay_);
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& s = (*shards_)[i];
+    absl::MutexLock l(&s.mu);
+    s.next = std::max(s.next, r->next_in_shard[i]);
+  }
+  next_fh_.store(std::max<uint64_t>(next_fh_.load(), r->max_fh + 1));
   {
     absl::MutexLock l(&recovered_handles_mu_);
-    for (const auto& [fh, r] : open) {
-      recovered_handles_[fh] = RecoveredHandle{r.nodeid, r.flags, r.passthrough != 0, r.dir != 0, r.backing_id};
+    for (const auto& [fh, h] : r->open) {
+      recovered_handles_[fh] = RecoveredHandle{h.nodeid, h.flags, h.passthrough != 0, h.dir != 0, h.backing_id};
     }
     has_recovered_handles_.store(!recovered_handles_.empty(), std::memory_order_release);
   }
@@ -155,15 +190,18 @@ void PassthroughFs::RecoverFromJournal() {
   // inode's open state (its backing id above all) must be known before the
   // next open of that file.
   size_t lost = 0;
-  for (const auto& [fh, r] : open) {
+  for (const auto& [fh, h] : r->open) {
     if (ReviveHandle(fh) == nullptr) {
       ++lost;
-      if (r.passthrough && r.backing_id > 0) orphan_backing_ids_.push_back(r.backing_id);
+      if (h.passthrough && h.backing_id > 0) orphan_backing_ids_.push_back(h.backing_id);
     }
   }
+  const double ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); }(
+      r->took + (std::chrono::steady_clock::now() - started));
   Log(lost == 0 ? LogLevel::kInfo : LogLevel::kWarning,
-      "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes)%s", nodes,
-      open.size() - lost, opts_.state->log_bytes(),
+      "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes, %u of them read at "
+      "takeover) in %.1f ms%s",
+      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), opts_.state->log_bytes() - read_before, ms,
       lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"));
 }
 

@@ -7,7 +7,8 @@ For each configuration (memfs with kernel data, passthrough with kernel
 passthrough, passthrough with data through the daemon), efused
 --supervise=on serves while two client processes run: 4 KiB O_DIRECT
 random reads of a 64 MiB file (every block checked) and a create loop
-(O_CREAT|O_EXCL, then close). The runner then
+(O_CREAT|O_EXCL, then close; each file unlinked 1,000 creations later, so
+the live files stay few while the journal grows). The runner then
   * kills the server (SIGKILL) --crashes times (default 100), 0.5-1 s
     apart: crash takeovers;
   * runs `efusectl restart` --upgrades times (default 30): planned
@@ -29,6 +30,7 @@ the default what a user pays in all.
 import argparse
 import array
 import bisect
+import errno
 import mmap
 import multiprocessing as mp
 import os
@@ -96,7 +98,7 @@ def reader(path, stop, out):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, 4096)
     rng = random.Random(os.getpid())
-    starts, lats, errors, bad = array.array("q"), array.array("q"), 0, 0
+    starts, lats, errors, bad = array.array("q"), array.array("q"), {}, 0
     while not stop.is_set():
         i = rng.randrange(FILE_BLOCKS)
         t = time.perf_counter_ns()
@@ -104,29 +106,42 @@ def reader(path, stop, out):
             n = os.preadv(fd, [buf], i * 4096)
             if n != 4096 or buf[:8] != struct.pack("<Q", i):
                 bad += 1
-        except OSError:
-            errors += 1
+        except OSError as e:
+            key = "read " + errno.errorcode.get(e.errno, str(e.errno))
+            errors[key] = errors.get(key, 0) + 1
         starts.append(t)
         lats.append(time.perf_counter_ns() - t)
     os.close(fd)
     out.send((starts, lats, errors, bad, []))
 
 
+KEEP = 1000  # the creator's last files stay; older ones are unlinked
+
+
 def creator(d, stop, out):
-    starts, lats, errors, made = array.array("q"), array.array("q"), 0, []
+    """Creates c0, c1, ... and unlinks each one KEEP creations later (the
+    unlink timed too): churn, with a bounded number of live files."""
+    starts, lats, errors, kept = array.array("q"), array.array("q"), {}, []
     i = 0
     while not stop.is_set():
         name = os.path.join(d, "c%07d" % i)
         i += 1
-        t = time.perf_counter_ns()
-        try:
-            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-            made.append(name)
-        except OSError:
-            errors += 1
-        starts.append(t)
-        lats.append(time.perf_counter_ns() - t)
-    out.send((starts, lats, errors, 0, made))
+        for op in ("create", "unlink"):
+            if op == "unlink" and len(kept) <= KEEP:
+                continue
+            t = time.perf_counter_ns()
+            try:
+                if op == "create":
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    kept.append(name)
+                else:
+                    os.unlink(kept.pop(0))
+            except OSError as e:
+                key = op + " " + errno.errorcode.get(e.errno, str(e.errno))
+                errors[key] = errors.get(key, 0) + 1
+            starts.append(t)
+            lats.append(time.perf_counter_ns() - t)
+    out.send((starts, lats, errors, 0, kept))
 
 
 def p99(xs):
@@ -169,12 +184,14 @@ def run_phase(kind, cycles):
     for proc, rx in loads:
         results.append(rx.recv())
         proc.join()
-    worst, window_lats, errors, bad, lost = [], [], 0, 0, 0
-    for starts, lats, e, b, made in results:
-        errors += e
+    worst, window_lats, errors, bad, lost = [], [], {}, 0, 0
+    for starts, lats, e, b, kept in results:
+        for k, v in e.items():
+            errors[k] = errors.get(k, 0) + v
         bad += b
-        if made:
-            lost += len(set(made) - set(os.path.join(d, n) for n in os.listdir(d)))
+        if kept:
+            # exactly the files not yet unlinked: none lost, none back
+            lost += len(set(kept) ^ set(os.path.join(d, n) for n in os.listdir(d)))
     for t in events:
         lo, hi = t - 200_000_000, t + 1_000_000_000
         w = []
@@ -188,7 +205,8 @@ def run_phase(kind, cycles):
         window_lats += w
     ops = sum(len(r[0]) for r in results)
     return {
-        "events": len(events), "ops": ops, "errors": errors, "bad_reads": bad, "lost_files": lost,
+        "events": len(events), "ops": ops, "errors": sum(errors.values()), "error_kinds": errors,
+        "bad_reads": bad, "lost_files": lost,
         "max_ms": max(worst) / 1e6, "median_event_max_ms": statistics.median(worst) / 1e6,
         "p99_window_ms": p99(window_lats) / 1e6,
     }

@@ -335,23 +335,24 @@ int main(int argc, char** argv) {
     config->session.status_lines.emplace_back("telemetry", "off (--telemetry=off)");
   }
   config->session.telemetry = telemetry.get();
+  // The backend, rebuilt from the journal on a takeover (a planned
+  // successor reads the journal now, and what its predecessor adds until it
+  // retires when the connection is adopted).
+  absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
+  if (!fs.ok()) {
+    std::fprintf(stderr, "efused: %s\n", std::string(fs.status().message()).c_str());
+    return 2;
+  }
   if (gate >= 0) {
     // A planned successor, started while its predecessor still serves:
-    // ready (everything that does not depend on the state the predecessor
-    // still changes is loaded), then it waits for the supervisor's go,
-    // given once the predecessor has retired. EOF: the upgrade was called off.
+    // ready (loaded), then it waits for the supervisor's go, given once the
+    // predecessor has retired. EOF: the upgrade was called off.
     char c = 'R';
     if (write(gate, &c, 1) != 1 || read(gate, &c, 1) != 1 || c != 'G') {
       efuse::Log(efuse::LogLevel::kInfo, "restart called off before this server took over");
       return 1;
     }
     close(gate);
-  }
-  // The backend, rebuilt from the journal on a takeover.
-  absl::StatusOr<std::unique_ptr<efuse::FileSystem>> fs = efuse::MakeFileSystem(*config);
-  if (!fs.ok()) {
-    std::fprintf(stderr, "efused: %s\n", std::string(fs.status().message()).c_str());
-    return 2;
   }
   if (!config->metrics_file.empty()) {
     // The same text `efusectl metrics` prints, from the pinned maps and the
