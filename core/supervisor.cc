@@ -278,8 +278,14 @@ int Supervise(const SupervisorOptions& options) {
         // request names one) is started and loads while the server still
         // serves; once it is ready, the server hands over (it stops taking
         // requests and finishes those it carries out) and exits.
-        if (retiring) continue;
+        if (retiring || successor > 0) continue;  // one upgrade at a time
         const std::string binary = TakeRestartRequest(state->header().device);
+        if (state->header().recoverable.load() == 0) {
+          ReportRestartCalledOff(state->header().device,
+                                 "a successor could not rebuild this mount's file system (memfs with its data in "
+                                 "the daemon, or a journal that failed): refused");
+          continue;
+        }
         std::vector<std::string> argv = server_argv;
         if (!binary.empty()) argv[0] = binary;
         if (!StartSuccessor(argv, fds, mp, options.retire_timeout, &successor, &gate)) {

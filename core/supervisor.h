@@ -41,8 +41,9 @@ struct SupervisorOptions {
   // UseInheritedClones in core/sync_transport.h).
   int worker_clones = 0;
   std::chrono::seconds restart_window{10};
-  // How long a server asked to retire (SIGUSR2) may take to drain.
-  std::chrono::seconds retire_timeout{10};
+  // How long a planned successor may take to load (its journal replay
+  // included) and a server asked to retire (SIGUSR2) to drain.
+  std::chrono::seconds retire_timeout{30};
 };
 
 // What successor servers need, made once at mount time: the mounted

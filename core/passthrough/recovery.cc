@@ -131,7 +131,7 @@ void PassthroughFs::ReplayJournal() {
     replay_.reset(new JournalReplay);
     // Sized for the log at once (a node record is about 50 bytes): growing
     // two maps of a million nodes step by step is most of a replay's time.
-    const size_t expected_nodes = opts_.state->log_bytes() / 48;
+    const size_t expected_nodes = std::min<uint64_t>(opts_.state->log_bytes() / 48, 1u << 22);
     recovered_nodes_.reserve(expected_nodes);
     recovered_by_handle_.reserve(expected_nodes);
   }
@@ -167,6 +167,9 @@ void PassthroughFs::ReplayJournal() {
 }
 
 void PassthroughFs::FinishRecovery() {
+  // A planned successor built before its predecessor answered INIT read
+  // nothing then: all of it now.
+  if (replay_ == nullptr) ReplayJournal();
   if (replay_ == nullptr) return;
   const auto started = std::chrono::steady_clock::now();
   const uint64_t read_before = replay_->offset;

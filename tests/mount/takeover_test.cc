@@ -600,11 +600,13 @@ TEST(TakeoverOptionsTest, AKilledSupervisorLeavesItsServerServing) {
   const std::string server = kv["server_pid"];
   MountEntry entry;
   ASSERT_TRUE(FindMount(m.path(), &entry));
+  // Its path while it still names the supervisor (the fixture's daemon).
+  const std::string status_file = m.StatusFile(entry.dev_minor);
+  ASSERT_FALSE(status_file.empty());
   m.Signal(SIGKILL);
   int status = 0;
   ASSERT_TRUE(m.WaitExit(seconds(10), &status));
   // The server notices at once (a pidfd) and rewrites its status file.
-  const std::string status_file = "/run/efuse/" + std::to_string(entry.dev_minor) + ".status";
   std::string text;
   for (int i = 0; i < 1000 && text.find("\npid: " + server + "\n") == std::string::npos &&
                   text.rfind("pid: " + server + "\n", 0) != 0;

@@ -190,7 +190,7 @@ int Restart(const std::string& mp, const std::string& binary) {
     std::fprintf(stderr, "efusectl restart: no supervisor of %s answers (is it running?)\n", mp.c_str());
     return 1;
   }
-  for (int i = 0; i < 1000; ++i) {  // up to 10 s
+  for (int i = 0; i < 6000; ++i) {  // up to 60 s: the new server loads (30 s at most), the old one drains
     const std::vector<std::string> now = efuse::ctl::ReadStatusFile(*id);
     if (StatusValue(now, "server_generation") > generation) {
       std::printf("restarted %s: server generation %ld, pid %ld\n", mp.c_str(), StatusValue(now, "server_generation"),
@@ -212,7 +212,7 @@ int Restart(const std::string& mp, const std::string& binary) {
     }
     usleep(10000);
   }
-  std::fprintf(stderr, "efusectl restart: no new server of %s within 10 s (see its log)\n", mp.c_str());
+  std::fprintf(stderr, "efusectl restart: no new server of %s within 60 s (see its log)\n", mp.c_str());
   return 1;
 }
 
