@@ -212,8 +212,12 @@ class FileSystem {
   // The abi::init flags to ask the kernel for, given the session's defaults:
   // a backend adds what it can use (kPassthrough) and drops what it cannot.
   virtual uint64_t WantedInitFlags(uint64_t defaults) const { return defaults; }
-  // Called once after INIT, before any other call.
+  // Called once after INIT, before any other call (but FollowJournal).
   virtual void Init(const InitInfo& /*info*/) {}
+  // A standby server, built while another serves the connection: reads
+  // what that one added to the takeover journal since (called about once a
+  // second until it takes over), so little is left to read then.
+  virtual void FollowJournal() {}
   // "key: value" lines for the status file (efusectl status): the backend's
   // own figures. Called from the session thread while requests run.
   virtual void AppendStatus(std::vector<std::pair<std::string, std::string>>* /*lines*/) const {}

@@ -136,6 +136,17 @@ bool StartSuccessor(const std::vector<std::string>& argv, std::vector<std::pair<
   return true;
 }
 
+// Ends a successor waiting at its gate.
+void DropStandby(pid_t* pid, int* gate) {
+  if (*pid > 0) {
+    kill(*pid, SIGKILL);
+    waitpid(*pid, nullptr, 0);
+  }
+  if (*gate >= 0) close(*gate);
+  *pid = -1;
+  *gate = -1;
+}
+
 }  // namespace
 
 bool ConnectionEnded(int fuse_fd) {
@@ -230,6 +241,10 @@ int Supervise(const SupervisorOptions& options) {
   // server to retire (efusectl restart).
   pid_t successor = -1;
   int gate = -1;
+  // Standbys that could not start or died waiting: past a few, none more
+  // (a crash is then followed by a fresh start, as without them).
+  int standby_failures = 0;
+  constexpr int kMaxStandbyFailures = 3;
   for (;;) {
     const pid_t child = successor > 0 ? std::exchange(successor, -1) : fork();
     if (child < 0) {
@@ -256,16 +271,31 @@ int Supervise(const SupervisorOptions& options) {
     // A successor that died at its gate: its SIGCHLD came before it was ours.
     if (waitpid(child, &status, WNOHANG) == child) reaped = true;
     while (!reaped) {
-      int wait_ms = -1;
+      // A standby: the next server, started once this one serves, loaded
+      // and keeping up with the journal at its gate, so that a crash is
+      // followed by a server that only reads the journal's tail.
+      const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
+                                standby_failures < kMaxStandbyFailures && state->header().recoverable.load() != 0;
+      const bool serving = state->header().initialized.load() != 0 &&
+                           state->header().serving_generation.load() == state->header().generation.load();
+      int wait_ms = want_standby ? (serving ? 0 : 50) : -1;
       if (retiring) {
         wait_ms = static_cast<int>(std::max<int64_t>(
             0, std::chrono::ceil<std::chrono::milliseconds>(retire_deadline - Clock::now()).count()));
       }
       pollfd p{sfd, POLLIN, 0};
       if (poll(&p, 1, wait_ms) == 0) {
-        Log(LogLevel::kWarning, "supervisor: the retiring server (pid %d) did not exit in time; killing it", child);
-        kill(child, SIGKILL);
-        retiring = false;
+        if (retiring) {
+          Log(LogLevel::kWarning, "supervisor: the retiring server (pid %d) did not exit in time; killing it", child);
+          kill(child, SIGKILL);
+          retiring = false;
+        } else if (want_standby && serving) {
+          if (StartSuccessor(server_argv, fds, mp, options.retire_timeout, &successor, &gate)) {
+            Log(LogLevel::kInfo, "supervisor: standby server (pid %d) ready", successor);
+          } else {
+            ++standby_failures;
+          }
+        }
         continue;
       }
       signalfd_siginfo si;
@@ -278,7 +308,7 @@ int Supervise(const SupervisorOptions& options) {
         // request names one) is started and loads while the server still
         // serves; once it is ready, the server hands over (it stops taking
         // requests and finishes those it carries out) and exits.
-        if (retiring || successor > 0) continue;  // one upgrade at a time
+        if (retiring) continue;  // one upgrade at a time
         const std::string binary = TakeRestartRequest(state->header().device);
         if (state->header().recoverable.load() == 0) {
           ReportRestartCalledOff(state->header().device,
@@ -288,6 +318,9 @@ int Supervise(const SupervisorOptions& options) {
         }
         std::vector<std::string> argv = server_argv;
         if (!binary.empty()) argv[0] = binary;
+        // Not the standby: it read the options (and is the binary) of its
+        // start; a restart reads them again.
+        DropStandby(&successor, &gate);
         if (!StartSuccessor(argv, fds, mp, options.retire_timeout, &successor, &gate)) {
           ReportRestartCalledOff(state->header().device,
                                  absl::StrCat("the new server (", argv[0], ") did not get ready; the running one serves on"));
@@ -304,6 +337,12 @@ int Supervise(const SupervisorOptions& options) {
         if (si.ssi_signo != SIGUSR1) stop_requested = true;
         kill(child, static_cast<int>(si.ssi_signo));  // the server stops (or reports) as asked
         continue;
+      }
+      if (successor > 0 && !retiring && waitpid(successor, nullptr, WNOHANG) == successor) {
+        Log(LogLevel::kWarning, "supervisor: the standby server (pid %d) died at its gate", successor);
+        successor = -1;
+        close(std::exchange(gate, -1));
+        ++standby_failures;
       }
       if (waitpid(child, &status, WNOHANG) == child) reaped = true;
     }
@@ -360,11 +399,7 @@ int Supervise(const SupervisorOptions& options) {
     Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor (%s)", child, how,
         server_argv[0]);
   }
-  if (successor > 0) {  // the mount ends while a successor waits at its gate
-    kill(successor, SIGKILL);
-    waitpid(successor, nullptr, 0);
-  }
-  if (gate >= 0) close(gate);
+  DropStandby(&successor, &gate);  // the mount ends while a successor waits at its gate
   if (exit_code != 0) {
     AbortAndUnmount(state->header().device, mp);
   }

@@ -44,6 +44,10 @@ struct SupervisorOptions {
   // How long a planned successor may take to load (its journal replay
   // included) and a server asked to retire (SIGUSR2) to drain.
   std::chrono::seconds retire_timeout{30};
+  // A standby server waits, loaded and reading the journal as it grows, to
+  // take over at once when the server dies (it costs a second process's
+  // memory for the node tables).
+  bool standby = true;
 };
 
 // What successor servers need, made once at mount time: the mounted

@@ -397,6 +397,9 @@ class PassthroughFs : public FileSystem {
   // handles the kernel still holds.
   void ReplayJournal();
   void FinishRecovery();
+ public:
+  void FollowJournal() override { ReplayJournal(); }
+ private:
   struct JournalReplay;  // what ReplayJournal gathered (recovery.cc)
   struct JournalReplayDeleter {
     void operator()(JournalReplay* r) const;

@@ -615,7 +615,7 @@ TEST(TakeoverOptionsTest, AKilledSupervisorLeavesItsServerServing) {
     ReadFile(status_file, &text, &error);
   }
   EXPECT_TRUE(text.rfind("pid: " + server + "\n", 0) == 0 || text.find("\npid: " + server + "\n") != std::string::npos)
-      << text;
+      << text << m.LogForMessage();
   ASSERT_EQ(write(fd.get(), "two", 3), 3) << strerror(errno);
   std::string back;
   ASSERT_TRUE(ReadFile(m.Path("f"), &back, &error)) << error;

@@ -1,5 +1,6 @@
 // efused — the efuse daemon: mounts a file system and serves it until
 // unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
+#include <poll.h>
 #include <signal.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -235,9 +236,11 @@ int main(int argc, char** argv) {
     state = std::move(held->state);
   }
   if (inherited_fuse >= 0) {
-    if (state != nullptr && state->header().initialized.load() != 0 && state->header().recoverable.load() == 0) {
-      // Only a supervisor checks this before starting a server; under an
-      // fd store the successor finds it out.
+    if (gate < 0 && !from_supervisor && state != nullptr && state->header().initialized.load() != 0 &&
+        state->header().recoverable.load() == 0) {
+      // A supervisor checks this before it lets a server take over (and a
+      // standby waiting at its gate must not touch the mount); under an fd
+      // store the successor finds it out.
       efuse::Log(efuse::LogLevel::kError,
                  "the last server's file system cannot be rebuilt (memfs with its data in the daemon): "
                  "unmounting %s", mounted_at);
@@ -347,8 +350,21 @@ int main(int argc, char** argv) {
     // A planned successor, started while its predecessor still serves:
     // ready (loaded), then it waits for the supervisor's go, given once the
     // predecessor has retired. EOF: the upgrade was called off.
+    // As a standby it may wait long: it follows the journal meanwhile.
     char c = 'R';
-    if (write(gate, &c, 1) != 1 || read(gate, &c, 1) != 1 || c != 'G') {
+    bool go = write(gate, &c, 1) == 1;
+    while (go) {
+      pollfd p{gate, POLLIN, 0};
+      const int ready = poll(&p, 1, 1000);
+      if (ready == 0) {
+        (*fs)->FollowJournal();
+        continue;
+      }
+      if (ready < 0 && errno == EINTR) continue;
+      go = ready > 0 && read(gate, &c, 1) == 1 && c == 'G';
+      break;
+    }
+    if (!go) {
       efuse::Log(efuse::LogLevel::kInfo, "restart called off before this server took over");
       return 1;
     }
