@@ -99,15 +99,13 @@ void ReportRestartCalledOff(uint64_t device, const std::string& why) {
   _exit(127);
 }
 
-// Starts a server with a gate (kGateFdName) and waits up to `timeout` for
-// it to be ready; false (it is killed, and the running server stays) if it
-// exits or is not ready in time: a binary that cannot start never costs the
-// mount its server.
-bool StartSuccessor(const std::vector<std::string>& argv, std::vector<std::pair<std::string, int>> fds,
-                    const std::string& mountpoint, std::chrono::seconds timeout, pid_t* pid, int* gate) {
+// Starts a server with a gate (kGateFdName): it loads, writes 'R' and
+// waits for 'G'. False if it cannot be started.
+bool ForkGated(const std::vector<std::string>& argv, std::vector<std::pair<std::string, int>> fds,
+               const std::string& mountpoint, pid_t* pid, int* gate) {
   int ends[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) != 0) {
-    Log(LogLevel::kError, "supervisor: restart: socketpair: %s", std::strerror(errno));
+    Log(LogLevel::kError, "supervisor: socketpair: %s", std::strerror(errno));
     return false;
   }
   fds.emplace_back(kGateFdName, ends[1]);
@@ -116,19 +114,7 @@ bool StartSuccessor(const std::vector<std::string>& argv, std::vector<std::pair<
   close(ends[1]);
   if (child < 0) {
     close(ends[0]);
-    Log(LogLevel::kError, "supervisor: restart: fork: %s", std::strerror(errno));
-    return false;
-  }
-  pollfd p{ends[0], POLLIN, 0};
-  char ready = 0;
-  const bool ok = poll(&p, 1, static_cast<int>(timeout.count() * 1000)) == 1 && read(ends[0], &ready, 1) == 1 &&
-                  ready == 'R';
-  if (!ok) {
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
-    close(ends[0]);
-    Log(LogLevel::kError, "supervisor: restart: the new server (%s) did not get ready; the running one serves on",
-        argv[0]);
+    Log(LogLevel::kError, "supervisor: fork: %s", std::strerror(errno));
     return false;
   }
   *pid = child;
@@ -145,6 +131,23 @@ void DropStandby(pid_t* pid, int* gate) {
   if (*gate >= 0) close(*gate);
   *pid = -1;
   *gate = -1;
+}
+
+// A planned successor: started, and waited for up to `timeout` to be ready;
+// false (it is killed, and the running server stays) if it exits or is not
+// ready in time: a binary that cannot start never costs the mount its server.
+bool StartSuccessor(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, int>>& fds,
+                    const std::string& mountpoint, std::chrono::seconds timeout, pid_t* pid, int* gate) {
+  if (!ForkGated(argv, fds, mountpoint, pid, gate)) return false;
+  pollfd p{*gate, POLLIN, 0};
+  char ready = 0;
+  if (poll(&p, 1, static_cast<int>(timeout.count() * 1000)) == 1 && read(*gate, &ready, 1) == 1 && ready == 'R') {
+    return true;
+  }
+  DropStandby(pid, gate);
+  Log(LogLevel::kError, "supervisor: restart: the new server (%s) did not get ready; the running one serves on",
+      argv[0]);
+  return false;
 }
 
 }  // namespace
@@ -244,6 +247,7 @@ int Supervise(const SupervisorOptions& options) {
   // Standbys that could not start or died waiting: past a few, none more
   // (a crash is then followed by a fresh start, as without them).
   int standby_failures = 0;
+  bool standby_ready = false;  // it said 'R'
   constexpr int kMaxStandbyFailures = 3;
   for (;;) {
     const pid_t child = successor > 0 ? std::exchange(successor, -1) : fork();
@@ -253,6 +257,9 @@ int Supervise(const SupervisorOptions& options) {
       break;
     }
     if (child == 0) ExecServer(server_argv, fds, mp);
+    // This server comes to serve once the serving generation passes this.
+    const uint64_t generation_before = state->header().generation.load();
+    standby_ready = false;
     if (gate >= 0) {
       // Its predecessor is gone: the successor takes over.
       const char go = 'G';
@@ -273,31 +280,47 @@ int Supervise(const SupervisorOptions& options) {
     while (!reaped) {
       // A standby: the next server, started once this one serves, loaded
       // and keeping up with the journal at its gate, so that a crash is
-      // followed by a server that only reads the journal's tail.
-      const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
-                                standby_failures < kMaxStandbyFailures && state->header().recoverable.load() != 0;
+      // followed by a server that only reads the journal's tail. Of no use
+      // once the file system cannot be rebuilt.
+      if (successor > 0 && !retiring && state->header().recoverable.load() == 0) DropStandby(&successor, &gate);
+      // (Whether the file system can be rebuilt is known once it serves.)
       const bool serving = state->header().initialized.load() != 0 &&
-                           state->header().serving_generation.load() == state->header().generation.load();
+                           state->header().serving_generation.load() > generation_before;
+      const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
+                                standby_failures < kMaxStandbyFailures &&
+                                (!serving || state->header().recoverable.load() != 0);
       int wait_ms = want_standby ? (serving ? 0 : 50) : -1;
       if (retiring) {
         wait_ms = static_cast<int>(std::max<int64_t>(
             0, std::chrono::ceil<std::chrono::milliseconds>(retire_deadline - Clock::now()).count()));
       }
-      pollfd p{sfd, POLLIN, 0};
-      if (poll(&p, 1, wait_ms) == 0) {
+      // The signals, and a loading standby's gate (it says 'R' when ready).
+      const bool standby_loading = successor > 0 && !standby_ready && !retiring;
+      pollfd p[2] = {{sfd, POLLIN, 0}, {standby_loading ? gate : -1, POLLIN, 0}};
+      const int n = poll(p, 2, wait_ms);
+      if (n == 0) {
         if (retiring) {
           Log(LogLevel::kWarning, "supervisor: the retiring server (pid %d) did not exit in time; killing it", child);
           kill(child, SIGKILL);
           retiring = false;
         } else if (want_standby && serving) {
-          if (StartSuccessor(server_argv, fds, mp, options.retire_timeout, &successor, &gate)) {
-            Log(LogLevel::kInfo, "supervisor: standby server (pid %d) ready", successor);
-          } else {
-            ++standby_failures;
-          }
+          if (!ForkGated(server_argv, fds, mp, &successor, &gate)) ++standby_failures;
         }
         continue;
       }
+      if (standby_loading && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+        char ready = 0;
+        if (read(gate, &ready, 1) == 1 && ready == 'R') {
+          standby_ready = true;
+          standby_failures = 0;
+          Log(LogLevel::kInfo, "supervisor: standby server (pid %d) ready", successor);
+        } else {
+          Log(LogLevel::kWarning, "supervisor: the standby server (pid %d) ended before it was ready", successor);
+          DropStandby(&successor, &gate);
+          ++standby_failures;
+        }
+      }
+      if ((p[0].revents & POLLIN) == 0) continue;
       signalfd_siginfo si;
       if (read(sfd, &si, sizeof(si)) != sizeof(si)) {
         if (errno == EINTR || errno == EAGAIN) continue;
@@ -338,8 +361,9 @@ int Supervise(const SupervisorOptions& options) {
         kill(child, static_cast<int>(si.ssi_signo));  // the server stops (or reports) as asked
         continue;
       }
-      if (successor > 0 && !retiring && waitpid(successor, nullptr, WNOHANG) == successor) {
-        Log(LogLevel::kWarning, "supervisor: the standby server (pid %d) died at its gate", successor);
+      if (int standby_status = 0; successor > 0 && !retiring && waitpid(successor, &standby_status, WNOHANG) == successor) {
+        Log(LogLevel::kWarning, "supervisor: the standby server (pid %d) %s at its gate", successor,
+            DescribeExit(standby_status));
         successor = -1;
         close(std::exchange(gate, -1));
         ++standby_failures;

@@ -199,12 +199,12 @@ void PassthroughFs::FinishRecovery() {
       if (h.passthrough && h.backing_id > 0) orphan_backing_ids_.push_back(h.backing_id);
     }
   }
-  const double ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); }(
-      r->took + (std::chrono::steady_clock::now() - started));
+  auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   Log(lost == 0 ? LogLevel::kInfo : LogLevel::kWarning,
       "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes, %u of them read at "
-      "takeover) in %.1f ms%s",
-      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), opts_.state->log_bytes() - read_before, ms,
+      "takeover) in %.1f ms at takeover, %.1f ms before%s",
+      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), opts_.state->log_bytes() - read_before,
+      ms(std::chrono::steady_clock::now() - started), ms(r->took),
       lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"));
 }
 
