@@ -212,6 +212,13 @@ absl::Status StoreForSuccessors(const std::vector<std::pair<std::string, int>>& 
   return absl::OkStatus();
 }
 
+void DropStoredForSuccessors() {
+  std::unique_ptr<ServiceNotifier> notifier = ServiceNotifier::FromEnvironment();
+  if (notifier == nullptr) return;
+  for (const char* name : {kFuseFdName, kStateFdName, kSourceFdName, kWorkerFdName})
+    notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
+}
+
 int Supervise(const SupervisorOptions& options) {
   const std::string& mp = options.mount.mountpoint;
   sigset_t sigs;

@@ -70,6 +70,9 @@ absl::StatusOr<HeldConnection> MountForServers(const MountOptions& mount,
 // LISTEN_FDS. The manager drops what it cannot keep (FileDescriptorStoreMax=
 // too small) with a line in its own log only.
 absl::Status StoreForSuccessors(const std::vector<std::pair<std::string, int>>& fds);
+// Takes them out again (FDSTOREREMOVE=1 per name): the mount ended, and a
+// next start must mount anew. Nothing to do without a service manager.
+void DropStoredForSuccessors();
 
 // Runs until the mount ends; returns efused's exit code (0: a clean stop;
 // a server's own code or 128+signal when the mount could not be kept).

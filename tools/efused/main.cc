@@ -128,10 +128,7 @@ int main(int argc, char** argv) {
     // An fd store's leftovers of a mount that ended (unmounted, aborted):
     // dropped there too, and this start mounts anew.
     efuse::Log(efuse::LogLevel::kWarning, "the fd store held a connection that has ended: mounting anew");
-    if (auto notifier = efuse::ServiceNotifier::FromEnvironment()) {
-      for (const char* name : {efuse::kFuseFdName, efuse::kStateFdName, efuse::kSourceFdName, efuse::kWorkerFdName})
-        notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
-    }
+    efuse::DropStoredForSuccessors();
     state.reset();
     close(inherited_fuse);
     if (inherited_storage >= 0) close(inherited_storage);
@@ -146,10 +143,7 @@ int main(int argc, char** argv) {
     // mounts anew.
     efuse::Log(efuse::LogLevel::kError, "the last server died before INIT was answered: unmounting %s", mounted_at);
     efuse::AbortAndUnmount(static_cast<dev_t>(state->header().device), mounted_at);
-    if (auto notifier = efuse::ServiceNotifier::FromEnvironment()) {
-      for (const char* name : {efuse::kFuseFdName, efuse::kStateFdName, efuse::kSourceFdName, efuse::kWorkerFdName})
-        notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
-    }
+    efuse::DropStoredForSuccessors();
     return 1;
   }
   const std::string recorded_fixed =
@@ -394,10 +388,7 @@ int main(int argc, char** argv) {
   absl::Status s = session.Run();
   if (s.ok() && config->fd_store) {
     // Unmounted: nothing for a next start to take over.
-    if (auto notifier = efuse::ServiceNotifier::FromEnvironment()) {
-      for (const char* name : {efuse::kFuseFdName, efuse::kStateFdName, efuse::kSourceFdName, efuse::kWorkerFdName})
-        notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
-    }
+    efuse::DropStoredForSuccessors();
   }
   if (s.ok()) s = efuse::BackendResult(**fs);
   if (!s.ok()) {
