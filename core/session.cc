@@ -75,6 +75,9 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
     lines.emplace_back("resend_requests", std::to_string(h.requests_resent.load()));
     lines.emplace_back("answers_recorded", std::to_string(h.answers_recorded.load()));
     lines.emplace_back("answers_replayed", std::to_string(h.answers_replayed.load()));
+    // What a successor would read, and the checkpoints that keep it short.
+    lines.emplace_back("journal_bytes", std::to_string(options_.state->log_bytes()));
+    lines.emplace_back("journal_checkpoints", std::to_string(h.checkpoints.load()));
   }
   for (const auto& kv : options_.status_lines) lines.push_back(kv);
   if (options_.telemetry != nullptr) options_.telemetry->AppendStatus(&lines);

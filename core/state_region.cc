@@ -1,5 +1,6 @@
 #include "core/state_region.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -27,6 +28,9 @@ struct RecordHead {
 };
 
 constexpr uint64_t Padded(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+// The region's own record: where a checkpoint begins (never passed on).
+constexpr uint16_t kCheckpointMark = 0xffff;
 
 }  // namespace
 
@@ -188,8 +192,12 @@ bool StateRegion::MapAtLeast(uint64_t bytes) {
 }
 
 bool StateRegion::Append(uint16_t type, std::span<const uint8_t> payload) {
-  const uint64_t need = sizeof(RecordHead) + Padded(payload.size());
   absl::MutexLock l(&mu_);
+  return AppendLocked(type, payload);
+}
+
+bool StateRegion::AppendLocked(uint16_t type, std::span<const uint8_t> payload) {
+  const uint64_t need = sizeof(RecordHead) + Padded(payload.size());
   const uint64_t end = header_->log_end.load(std::memory_order_relaxed);
   if (!MapAtLeast(end + need)) return false;
   RecordHead head{static_cast<uint32_t>(payload.size()), type, 0};
@@ -200,20 +208,56 @@ bool StateRegion::Append(uint16_t type, std::span<const uint8_t> payload) {
   return true;
 }
 
-uint64_t StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn, uint64_t from) {
+uint64_t StateRegion::Replay(const std::function<void(uint16_t, std::span<const uint8_t>)>& fn, uint64_t from,
+                             const std::function<void()>& reset) {
   absl::MutexLock l(&mu_);
-  const uint64_t end = header_->log_end.load(std::memory_order_acquire);
-  if (!MapAtLeast(end)) return from;
-  uint64_t at = from;
-  while (at + sizeof(RecordHead) <= end && end <= capacity_) {
-    RecordHead head;
-    std::memcpy(&head, log_ + at, sizeof(head));
-    const uint64_t next = at + sizeof(RecordHead) + Padded(head.size);
-    if (head.type == 0 || next > end) break;  // never written: nothing after it counts
-    fn(head.type, std::span<const uint8_t>(log_ + at + sizeof(head), head.size));
-    at = next;
+  for (;;) {
+    const uint64_t begin = header_->log_begin.load(std::memory_order_acquire);
+    if (from < begin) {
+      // A checkpoint replaced what was read: start over from it.
+      if (reset) reset();
+      from = begin;
+    }
+    const uint64_t end = header_->log_end.load(std::memory_order_acquire);
+    if (!MapAtLeast(end)) return from;
+    uint64_t at = from;
+    while (at + sizeof(RecordHead) <= end && end <= capacity_) {
+      RecordHead head;
+      std::memcpy(&head, log_ + at, sizeof(head));
+      const uint64_t next = at + sizeof(RecordHead) + Padded(head.size);
+      if (head.type == 0 || next > end) break;  // never written (or freed): nothing after it counts
+      if (head.type != kCheckpointMark) fn(head.type, std::span<const uint8_t>(log_ + at + sizeof(head), head.size));
+      at = next;
+    }
+    // Freed while it was read (a checkpoint committed meanwhile): what was
+    // passed on may be torn; read it again from the checkpoint.
+    if (header_->log_begin.load(std::memory_order_acquire) <= from) return at;
   }
-  return at;
+}
+
+std::optional<uint64_t> StateRegion::BeginCheckpoint() {
+  absl::MutexLock l(&mu_);
+  const uint64_t begin = header_->log_end.load(std::memory_order_relaxed);
+  if (!AppendLocked(kCheckpointMark, {})) return std::nullopt;
+  return begin;
+}
+
+void StateRegion::CommitCheckpoint(uint64_t begin) {
+  absl::MutexLock l(&mu_);
+  const uint64_t old_begin = header_->log_begin.load(std::memory_order_relaxed);
+  if (begin <= old_begin) return;
+  header_->checkpoint_bytes.store(header_->log_end.load(std::memory_order_relaxed) - begin,
+                                  std::memory_order_relaxed);
+  header_->log_begin.store(begin, std::memory_order_release);
+  header_->checkpoints.fetch_add(1, std::memory_order_relaxed);
+  // The whole pages before it go back to the system (a successor that was
+  // reading them sees the beginning moved and reads again).
+  const uint64_t page = 4096;
+  const uint64_t from = old_begin / page * page, to = begin / page * page;
+  if (to > from) {
+    fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(kHeaderBytes + from),
+              static_cast<off_t>(to - from));
+  }
 }
 
 }  // namespace efuse

@@ -9,17 +9,30 @@
 // is stored (release) after the record's bytes, so a server killed at any
 // instruction leaves either the whole record or none. Append is thread-safe
 // (one mutex: records are written when a node or handle is born or dies,
-// never per read or write); Replay is for the start of a server, before any
-// worker runs.
+// never per read or write); Replay is for a server that is not serving yet
+// (a successor, a standby following the log).
+//
+// Compaction: the log would hold every node ever born. Its owner writes a
+// checkpoint (BeginCheckpoint, then records of what is live now, appended
+// like any other, interleaved with the serving threads' own), and
+// CommitCheckpoint moves the log's beginning to it and frees the memory
+// before it (a hole punched in the memfd). A server killed before the
+// commit leaves the old beginning: the checkpoint's records only repeat
+// what the log said. So a checkpoint record must mean the same wherever it
+// is replayed after what it describes, and the owner must put a thing in
+// its table before it journals it (else a checkpoint could miss a thing
+// journaled before it began).
 #ifndef EFUSE_CORE_STATE_REGION_H_
 #define EFUSE_CORE_STATE_REGION_H_
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <climits>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -70,6 +83,12 @@ struct StateHeader {
   // server as it exits, the supervisor when it reaps one that died): a
   // takeover's duration counts from here, replay and process start included.
   std::atomic<uint64_t> server_ended_ns;
+  // Where replay starts (the last checkpoint committed; 0 before any) and
+  // that checkpoint's size: the next is due when the log has grown well
+  // past it (CheckpointDue).
+  std::atomic<uint64_t> log_begin;
+  std::atomic<uint64_t> checkpoint_bytes;
+  std::atomic<uint64_t> checkpoints;
 };
 
 // CLOCK_MONOTONIC in ns (the same clock in every process).
@@ -77,7 +96,7 @@ uint64_t MonotonicNs();
 
 class StateRegion {
  public:
-  static constexpr uint32_t kStateLayout = 4;
+  static constexpr uint32_t kStateLayout = 5;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();
@@ -95,11 +114,26 @@ class StateRegion {
   // grow. `type` is the owner's own (0 is reserved).
   bool Append(uint16_t type, std::span<const uint8_t> payload);
   // Every committed record from log offset `from` (0, or what an earlier
-  // call returned), in order; returns the offset after the last.
+  // call returned), in order; returns the offset after the last. If a
+  // checkpoint moved the log's beginning past `from` (before or during the
+  // call: what was read may be gone), `reset` is called and replay starts
+  // again at the new beginning: the caller forgets what it gathered.
   uint64_t Replay(const std::function<void(uint16_t type, std::span<const uint8_t> payload)>& fn,
-                  uint64_t from = 0);
-  // Committed log bytes (what a compaction would weigh).
-  uint64_t log_bytes() const { return header_->log_end.load(std::memory_order_acquire); }
+                  uint64_t from = 0, const std::function<void()>& reset = nullptr);
+  // Log bytes a successor would read (from the last checkpoint on).
+  uint64_t log_bytes() const {
+    return header_->log_end.load(std::memory_order_acquire) - header_->log_begin.load(std::memory_order_acquire);
+  }
+  // The log has grown past `min_bytes` and four times the last checkpoint.
+  bool CheckpointDue(uint64_t min_bytes) const {
+    return log_bytes() > std::max(min_bytes, 4 * header_->checkpoint_bytes.load(std::memory_order_relaxed));
+  }
+  // Marks where a checkpoint starts (a record Replay does not pass on);
+  // its offset, or nullopt if the memfd cannot grow.
+  std::optional<uint64_t> BeginCheckpoint();
+  // The checkpoint begun at `begin` is whole: replay starts there from now
+  // on, and the log before it is freed.
+  void CommitCheckpoint(uint64_t begin);
 
   // The answers of the last kAnswerSlots non-idempotent requests, each
   // recorded before it is sent: a request the kernel resends after its
@@ -122,6 +156,7 @@ class StateRegion {
   StateRegion(int fd, StateHeader* header) : fd_(fd), header_(header) {}
   AnswerSlot* answers() const;
   bool MapLog(uint64_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AppendLocked(uint16_t type, std::span<const uint8_t> payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Maps at least `bytes` of log, growing the memfd only if it is smaller.
   bool MapAtLeast(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

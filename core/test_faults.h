@@ -10,6 +10,12 @@
 //   no_reply_lookup=NAME   LOOKUP of NAME is read and never answered: a
 //                          daemon that stopped answering, as the kernel
 //                          sees it (for --request_timeout)
+//   crash_before_reply=OP  the first server of a supervised mount dies
+//                          after recording its answer to OP, unsent
+//   journal_checkpoint_at=BYTES  the takeover journal is checkpointed
+//                          from BYTES on (instead of 8 MiB)
+//   crash_in_checkpoint=1  the first server dies halfway through writing
+//                          a journal checkpoint
 #ifndef EFUSE_CORE_TEST_FAULTS_H_
 #define EFUSE_CORE_TEST_FAULTS_H_
 

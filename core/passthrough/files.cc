@@ -37,11 +37,15 @@ using passthrough::SharedFd;
 
 uint64_t PassthroughFs::AddHandle(std::shared_ptr<Handle> h) {
   const uint64_t fh = next_fh_.fetch_add(1, std::memory_order_relaxed);
-  // Journaled before the kernel hears of it (the reply follows).
-  JournalHandle(fh, *h);
-  HandleShard& s = (*handles_)[fh % kHandleShards];
-  absl::MutexLock l(&s.mu);
-  s.map.emplace(fh, std::move(h));
+  const Handle& handle = *h;
+  {
+    HandleShard& s = (*handles_)[fh % kHandleShards];
+    absl::MutexLock l(&s.mu);
+    s.map.emplace(fh, std::move(h));
+  }
+  // Journaled before the kernel hears of it (the reply follows), and after
+  // it is in the table, where a journal checkpoint finds it.
+  JournalHandle(fh, handle);
   return fh;
 }
 

@@ -127,7 +127,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
 
   std::shared_ptr<Inode> result;
   bool created = false;
-  bool born = false;  // a new id: journaled for a successor
+  bool born = false;  // a new id (or the last server's): journaled for a successor
   {
     absl::MutexLock l(&s.mu);
     auto it = s.by_key.find(key);
@@ -160,7 +160,12 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
           // Named by the last server (journal): the kernel may know that id.
           auto rit = recovered_by_handle_.find(std::make_pair(dev, handle));
           // (Its id is of this shard: ids follow the shard of their key.)
-          if (rit != recovered_by_handle_.end() && !s.by_id.contains(rit->second)) id = rit->second;
+          if (rit != recovered_by_handle_.end() && !s.by_id.contains(rit->second)) {
+            id = rit->second;
+            // Journaled again: a checkpoint begun before this may have
+            // passed over it as forgotten (CompactJournal).
+            born = true;
+          }
         }
       }
       if (id == 0) {
@@ -193,9 +198,18 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
   Shard& s = (*shards_)[nodeid % kShards];
   std::shared_ptr<Inode> dropped;  // destroyed after the lock
   {
-    absl::MutexLock l(&s.mu);
+    absl::ReleasableMutexLock l(&s.mu);
     auto it = s.by_id.find(nodeid);
-    if (it == s.by_id.end()) return;
+    if (it == s.by_id.end()) {
+      // One the last server named and the kernel forgets before asking
+      // for it again: the next journal checkpoint leaves it out.
+      if (recovered_nodes_.contains(nodeid)) {
+        l.Release();
+        absl::MutexLock f(&recovered_forgotten_mu_);
+        recovered_forgotten_.insert(nodeid);
+      }
+      return;
+    }
     Inode& inode = *it->second;
     inode.lookups = inode.lookups > n ? inode.lookups - n : 0;
     if (inode.lookups != 0) return;

@@ -53,6 +53,7 @@ PassthroughFs::PassthroughFs(PassthroughOptions opts)
 }
 
 PassthroughFs::~PassthroughFs() {
+  StopCompactor();   // its thread walks the tables
   watcher_.reset();  // its thread calls into the tables
   prefetch_.reset();
   absl::MutexLock l(&mounts_mu_);
@@ -154,6 +155,7 @@ void PassthroughFs::Init(const InitInfo& info) {
   namespace f = abi::init;
   kernel_ = info.kernel;
   FinishRecovery();  // before the orphan backing ids it finds are closed below
+  StartCompactor();  // serving from now on: this server keeps the journal short
   if (kernel_ != nullptr) {
     for (int32_t id : std::exchange(orphan_backing_ids_, {})) kernel_->CloseBacking(id).ok();
   }

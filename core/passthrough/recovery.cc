@@ -11,21 +11,37 @@
 // the backing id the connection kept. Lookup counts are not journaled: a
 // revived node counts one lookup, and the kernel's FORGET (which carries
 // its whole count) drops it.
+//
+// Compaction (CompactJournal, on a thread of its own once the log has
+// grown well past its last checkpoint): the nodes the kernel may still
+// name (live, forgotten but kept, journaled by the last server and not
+// forgotten since), the open handles and the id high-water marks, written
+// as ordinary records after a checkpoint mark; the log before the mark is
+// then freed. The tables are filled before their records are appended
+// (Remember, AddHandle) and emptied before a release is appended
+// (TakeHandle), each checkpoint record under the lock of its table's shard:
+// a checkpoint never misses what the log held before it, and a release is
+// never followed by a stale "open".
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <vector>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <optional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "core/passthrough/internal.h"
 #include "core/passthrough/passthrough.h"
 #include "core/state_region.h"
+#include "core/test_faults.h"
 
 namespace efuse {
 
@@ -39,6 +55,7 @@ enum RecordType : uint16_t {
   kNodeBorn = 1,       // NodeRecord + handle bytes
   kHandleOpened = 2,   // HandleRecord
   kHandleReleased = 3, // uint64_t fh
+  kHighWater = 4,      // HighWaterRecord: ids and handle numbers given so far
 };
 
 struct NodeRecord {
@@ -48,15 +65,9 @@ struct NodeRecord {
   uint32_t handle_size;
 };
 
-struct HandleRecord {
-  uint64_t fh;
-  uint64_t nodeid;
-  uint32_t flags;
-  uint8_t passthrough;
-  uint8_t dir;
-  uint16_t reserved;
-  int32_t backing_id;
-  uint32_t reserved2;
+struct HighWaterRecord {
+  uint64_t next_fh;
+  uint64_t next_in_shard[64];  // per shard of the inode table (kShards)
 };
 
 template <typename T>
@@ -73,6 +84,17 @@ bool ReadRecord(std::span<const uint8_t> bytes, T* out) {
 
 }  // namespace
 
+struct PassthroughFs::HandleRecord {
+  uint64_t fh;
+  uint64_t nodeid;
+  uint32_t flags;
+  uint8_t passthrough;
+  uint8_t dir;
+  uint16_t reserved;
+  int32_t backing_id;
+  uint32_t reserved2;
+};
+
 void PassthroughFs::JournalFailed() {
   journal_failures_.fetch_add(1, std::memory_order_relaxed);
   // A successor could give out an id or a handle number the kernel holds:
@@ -85,9 +107,14 @@ void PassthroughFs::JournalNode(const Inode& inode) {
   // A node without a file handle (its fd pinned) cannot be opened again by
   // a successor; its id is still journaled, so that none is given twice.
   if (inode.handle.empty()) opts_.state->header().recoverable.store(0);
-  NodeRecord r{inode.nodeid, inode.dev, inode.type, static_cast<uint32_t>(inode.handle.size())};
+  AppendNode(inode.nodeid, inode.dev, inode.type, inode.handle);
+  NoteJournalGrowth();
+}
+
+void PassthroughFs::AppendNode(uint64_t nodeid, uint64_t dev, uint32_t type, const std::string& handle) {
+  NodeRecord r{nodeid, dev, type, static_cast<uint32_t>(handle.size())};
   std::string bytes(reinterpret_cast<const char*>(&r), sizeof(r));
-  bytes += inode.handle;
+  bytes += handle;
   if (!opts_.state->Append(kNodeBorn, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
                                                                 bytes.size()))) {
     JournalFailed();
@@ -96,6 +123,11 @@ void PassthroughFs::JournalNode(const Inode& inode) {
 
 void PassthroughFs::JournalHandle(uint64_t fh, const Handle& h) {
   if (opts_.state == nullptr) return;
+  if (!opts_.state->Append(kHandleOpened, BytesOf(HandleRecordOf(fh, h)))) JournalFailed();
+  NoteJournalGrowth();
+}
+
+PassthroughFs::HandleRecord PassthroughFs::HandleRecordOf(uint64_t fh, const Handle& h) {
   HandleRecord r{};
   r.fh = fh;
   r.nodeid = h.inode->nodeid;
@@ -106,12 +138,13 @@ void PassthroughFs::JournalHandle(uint64_t fh, const Handle& h) {
     absl::MutexLock l(&h.inode->mu);
     if (h.inode->open != nullptr) r.backing_id = h.inode->open->backing_id;
   }
-  if (!opts_.state->Append(kHandleOpened, BytesOf(r))) JournalFailed();
+  return r;
 }
 
 void PassthroughFs::JournalRelease(uint64_t fh) {
   if (opts_.state == nullptr) return;
   if (!opts_.state->Append(kHandleReleased, BytesOf(fh))) JournalFailed();
+  NoteJournalGrowth();
 }
 
 struct PassthroughFs::JournalReplay {
@@ -160,9 +193,22 @@ void PassthroughFs::ReplayJournal() {
         } else if (type == kHandleReleased) {
           uint64_t fh;
           if (ReadRecord(payload, &fh)) r.open.erase(fh);
+        } else if (type == kHighWater) {
+          HighWaterRecord w;
+          if (!ReadRecord(payload, &w)) return;
+          if (w.next_fh > 0) r.max_fh = std::max(r.max_fh, w.next_fh - 1);
+          for (size_t i = 0; i < kShards; ++i) r.next_in_shard[i] = std::max(r.next_in_shard[i], w.next_in_shard[i]);
         }
       },
-      r.offset);
+      r.offset,
+      [&] {
+        // A checkpoint replaced the log read so far: it names every node
+        // and handle that still counts (the high-water marks are kept).
+        recovered_nodes_.clear();
+        recovered_by_handle_.clear();
+        r.open.clear();
+        r.nodes = 0;
+      });
   r.took += std::chrono::steady_clock::now() - started;
 }
 
@@ -203,7 +249,7 @@ void PassthroughFs::FinishRecovery() {
   Log(lost == 0 ? LogLevel::kInfo : LogLevel::kWarning,
       "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes, %u of them read at "
       "takeover) in %.1f ms at takeover, %.1f ms before%s",
-      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), opts_.state->log_bytes() - read_before,
+      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), r->offset - std::min(r->offset, read_before),
       ms(std::chrono::steady_clock::now() - started), ms(r->took),
       lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"));
 }
@@ -273,6 +319,137 @@ std::shared_ptr<PassthroughFs::Handle> PassthroughFs::ReviveHandle(uint64_t fh) 
   s.map.emplace(fh, h);
   handles_revived_.fetch_add(1, std::memory_order_relaxed);
   return h;
+}
+
+// ---------------------------------------------------------------------------
+// Compaction.
+
+void PassthroughFs::StartCompactor() {
+  if (opts_.state == nullptr || compactor_running_.load()) return;
+  if (std::optional<std::string> at = TestFault("journal_checkpoint_at")) {
+    checkpoint_min_bytes_ = std::strtoull(at->c_str(), nullptr, 10);
+  }
+  // (The first server only: its successor must take over without dying.)
+  crash_in_checkpoint_ = TestFault("crash_in_checkpoint").has_value() &&
+                         opts_.state->header().generation.load() == 1;
+  compactor_ = std::thread([this] { CompactorLoop(); });
+  compactor_running_.store(true);
+  NoteJournalGrowth();  // a successor may find the log due already
+}
+
+void PassthroughFs::StopCompactor() {
+  if (!compactor_.joinable()) return;
+  {
+    absl::MutexLock l(&compact_mu_);
+    compact_stop_ = true;
+    compact_cv_.Signal();
+  }
+  compactor_.join();
+}
+
+void PassthroughFs::NoteJournalGrowth() {
+  if (!compactor_running_.load(std::memory_order_relaxed) || compact_pending_.load(std::memory_order_relaxed) ||
+      !opts_.state->CheckpointDue(checkpoint_min_bytes_) || compact_pending_.exchange(true)) {
+    return;
+  }
+  absl::MutexLock l(&compact_mu_);
+  compact_wanted_ = true;
+  compact_cv_.Signal();
+}
+
+void PassthroughFs::CompactorLoop() {
+  for (;;) {
+    {
+      absl::MutexLock l(&compact_mu_);
+      while (!compact_wanted_ && !compact_stop_) compact_cv_.Wait(&compact_mu_);
+      if (compact_stop_) return;
+      compact_wanted_ = false;
+    }
+    CompactJournal();
+    compact_pending_.store(false);
+    NoteJournalGrowth();  // (grown past the mark again meanwhile)
+  }
+}
+
+void PassthroughFs::CompactJournal() {
+  static_assert(std::size(HighWaterRecord{}.next_in_shard) == kShards);
+  const auto started = std::chrono::steady_clock::now();
+  const uint64_t bytes_before = opts_.state->log_bytes();
+  std::optional<uint64_t> begin = opts_.state->BeginCheckpoint();
+  if (!begin) return JournalFailed();
+  uint64_t nodes = 0, handles = 0;
+  HighWaterRecord marks{};
+  // The nodes the kernel may name: live ones, and forgotten ones kept for
+  // file handles given out (LookupSelf). Each shard's under its lock, so a
+  // node is in the table or was journaled after the mark.
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& s = (*shards_)[i];
+    absl::MutexLock l(&s.mu);
+    for (const auto& [id, n] : s.by_id) {
+      if (n->handle.empty()) continue;  // pinned: not recoverable anyway
+      AppendNode(id, n->dev, n->type, n->handle);
+      ++nodes;
+    }
+    for (const auto& [id, f] : s.forgotten) {
+      AppendNode(id, f.dev, f.type, f.handle);
+      ++nodes;
+    }
+    marks.next_in_shard[i] = s.next;
+    if (crash_in_checkpoint_ && i == kShards / 2) {
+      Log(LogLevel::kWarning, "test fault crash_in_checkpoint: dying halfway through a journal checkpoint");
+      raise(SIGKILL);
+    }
+  }
+  // The last server's nodes not revived here (read-only while serving),
+  // but those the kernel forgot since. One revived from now on is
+  // journaled again as it comes back (Remember).
+  {
+    absl::MutexLock l(&recovered_forgotten_mu_);
+    for (const auto& [id, f] : recovered_nodes_) {
+      if (recovered_forgotten_.contains(id) || Find(id) != nullptr) continue;
+      AppendNode(id, f.dev, f.type, f.handle);
+      ++nodes;
+    }
+  }
+  // Open handles: re-checked under their shard's lock when appended, so a
+  // release (appended after it leaves the table) always follows.
+  for (size_t i = 0; i < kHandleShards; ++i) {
+    HandleShard& s = (*handles_)[i];
+    std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> open;
+    {
+      absl::ReaderMutexLock l(&s.mu);
+      open.assign(s.map.begin(), s.map.end());
+    }
+    for (const auto& [fh, h] : open) {
+      const HandleRecord r = HandleRecordOf(fh, *h);  // takes the inode's lock
+      absl::MutexLock l(&s.mu);
+      auto it = s.map.find(fh);
+      if (it == s.map.end() || it->second != h) continue;
+      if (!opts_.state->Append(kHandleOpened, BytesOf(r))) return JournalFailed();
+      ++handles;
+    }
+  }
+  {
+    // Handles the last server left that could not be opened yet.
+    absl::MutexLock l(&recovered_handles_mu_);
+    for (const auto& [fh, h] : recovered_handles_) {
+      HandleRecord r{};
+      r.fh = fh;
+      r.nodeid = h.nodeid;
+      r.flags = h.flags;
+      r.passthrough = h.passthrough ? 1 : 0;
+      r.dir = h.dir ? 1 : 0;
+      r.backing_id = h.backing_id;
+      if (!opts_.state->Append(kHandleOpened, BytesOf(r))) return JournalFailed();
+      ++handles;
+    }
+  }
+  marks.next_fh = next_fh_.load();
+  if (!opts_.state->Append(kHighWater, BytesOf(marks))) return JournalFailed();
+  opts_.state->CommitCheckpoint(*begin);
+  Log(LogLevel::kDebug, "passthrough: journal checkpoint of %u node(s) and %u handle(s): %u bytes to %u, in %.1f ms",
+      nodes, handles, bytes_before, opts_.state->log_bytes(),
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
 }
 
 }  // namespace efuse

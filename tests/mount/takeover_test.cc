@@ -69,11 +69,13 @@ class TakeoverTest : public ::testing::TestWithParam<TakeoverConfig> {
     return kv;
   }
   // SIGKILL to the server; returns its pid.
-  pid_t KillServer() {
-    std::map<std::string, std::string> kv = Status();
+  pid_t KillServer() { return KillServerOf(mount_); }
+  static pid_t KillServerOf(EfuseMount& m) {
+    std::map<std::string, std::string> kv;
+    EXPECT_TRUE(StatusReader(&m).Fresh(&kv));
     const pid_t server = static_cast<pid_t>(std::atol(kv["server_pid"].c_str()));
     EXPECT_GT(server, 0);
-    EXPECT_NE(server, mount_.pid()) << "the status file names the supervisor as the server";
+    EXPECT_NE(server, m.pid()) << "the status file names the supervisor as the server";
     if (server > 0) EXPECT_EQ(kill(server, SIGKILL), 0);
     return server;
   }
@@ -512,6 +514,86 @@ TEST_P(TakeoverTest, ARequestCarriedOutButNotAnsweredIsAnsweredOnce) {
     EXPECT_NE(kv["answers_replayed"], "0") << m.LogForMessage();
     EXPECT_TRUE(m.Stop()) << m.LogForMessage();
   }
+}
+
+// The journal is checkpointed as it grows (test fault: at 64 KiB instead
+// of 8 MiB), so a successor reads what is live, not every node ever born.
+// The first server dies halfway through its first checkpoint (test fault
+// crash_in_checkpoint): its successor reads the log as it was; a second
+// kill is taken over from a committed checkpoint. Either way, files held
+// open, a working directory and every name kept are there.
+TEST_P(TakeoverTest, JournalCheckpointsKeepWhatTheKernelHolds) {
+  EfuseMount m;
+  ScratchDir source;
+  m.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "journal_checkpoint_at=65536,crash_in_checkpoint=1", 1); });
+  ASSERT_TRUE(m.Start(Flags(source)));
+  std::string error;
+  ASSERT_EQ(mkdir(m.Path("kept").c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(m.Path("kept/held"), "held", &error)) << error;
+  const int held = open(m.Path("kept/held").c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(held, 0);
+  const int dir_fd = open(m.Path("kept").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dir_fd, 0);
+  std::set<std::string> kept;
+  auto status = [&m] {
+    std::map<std::string, std::string> kv;
+    EXPECT_TRUE(StatusReader(&m).Fresh(&kv));
+    return kv;
+  };
+  // Churn: nodes born and forgotten, handles opened and released, every
+  // tenth name kept, until a checkpoint has been committed by the successor.
+  int n = 0;
+  auto churn = [&](int files) {
+    for (int i = 0; i < files; ++i, ++n) {
+      const std::string name = "kept/f" + std::to_string(n);
+      if (!WriteFile(m.Path(name), name, &error)) return false;
+      if (n % 10 == 0) {
+        kept.insert(name);
+      } else if (unlink(m.Path(name).c_str()) != 0) {
+        error = name + ": " + strerror(errno);
+        return false;
+      }
+    }
+    return true;
+  };
+  std::map<std::string, std::string> kv;
+  for (int round = 0; round < 40; ++round) {
+    ASSERT_TRUE(churn(500)) << error << m.LogForMessage();
+    kv = status();
+    if (kv["takeovers"] == "1" && kv["journal_checkpoints"] != "0") break;
+  }
+  ASSERT_EQ(kv["takeovers"], "1") << "the server did not die in its checkpoint" << m.LogForMessage();
+  ASSERT_NE(kv["journal_checkpoints"], "0") << m.LogForMessage();
+  EXPECT_NE(m.Log().find("test fault crash_in_checkpoint"), std::string::npos) << m.LogForMessage();
+
+  auto check = [&](const std::string& word) {
+    ASSERT_EQ(write(held, word.data(), word.size()), static_cast<ssize_t>(word.size())) << strerror(errno);
+    struct stat st;
+    ASSERT_EQ(fstatat(dir_fd, "held", &st, 0), 0) << strerror(errno);
+    for (const std::string& name : kept) {
+      std::string back;
+      ASSERT_TRUE(ReadFile(m.Path(name), &back, &error)) << error << m.LogForMessage();
+      ASSERT_EQ(back, name);
+    }
+  };
+  check("+1");
+  // A kill after a committed checkpoint: the successor reads it, not the
+  // whole history (a few hundred live nodes, not thousands born).
+  kv = status();
+  const uint64_t journal = std::strtoull(kv["journal_bytes"].c_str(), nullptr, 10);
+  EXPECT_LT(journal, 4 * 65536u) << "the journal was not kept short";
+  KillServerOf(m);
+  check("+2");
+  ASSERT_TRUE(churn(500)) << error << m.LogForMessage();
+  check("+3");
+  kv = status();
+  EXPECT_EQ(kv["takeovers"], "2");
+  std::string back;
+  ASSERT_TRUE(ReadFile(m.Path("kept/held"), &back, &error)) << error;
+  EXPECT_EQ(back, "held+1+2+3");
+  close(held);
+  close(dir_fd);
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 
 INSTANTIATE_TEST_SUITE_P(Supervised, TakeoverTest,

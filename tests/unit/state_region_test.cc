@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,69 @@ TEST(StateRegionTest, AnAnswerRecordedIsFoundAndAnIntentIsTold) {
   (*r)->RecordIntent(44);
   EXPECT_TRUE((*r)->HasIntent(44));
   EXPECT_FALSE((*r)->HasIntent(42));
+}
+
+// A checkpoint moves the log's beginning: replay starts at it, a reader
+// that had read the older part is told to forget it, and the memory before
+// it goes back to the system. One never committed (its server killed
+// halfway) leaves the log as it was, the checkpoint's records after it.
+TEST(StateRegionTest, ACommittedCheckpointIsWhereReplayStarts) {
+  absl::StatusOr<std::unique_ptr<StateRegion>> writer = StateRegion::Create();
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  StateRegion& w = **writer;
+  constexpr uint32_t kOld = 4000;  // ~4 MB that the checkpoint replaces
+  for (uint32_t i = 0; i < kOld; ++i) ASSERT_TRUE(AppendNumber(w, i));
+  absl::StatusOr<std::unique_ptr<StateRegion>> reader = StateRegion::Adopt(fcntl(w.fd(), F_DUPFD_CLOEXEC, 0));
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<uint32_t> seen;
+  int resets = 0;
+  auto collect = [&](uint16_t type, std::span<const uint8_t> payload) {
+    uint32_t v = 0;
+    if (type == 7 && payload.size() >= sizeof(v)) std::memcpy(&v, payload.data(), sizeof(v));
+    seen.push_back(v);
+  };
+  auto forget = [&] {
+    seen.clear();
+    ++resets;
+  };
+  uint64_t offset = (*reader)->Replay(collect, 0, forget);
+  ASSERT_EQ(seen.size(), kOld);
+  EXPECT_EQ(resets, 0);
+
+  // Killed halfway: nothing changes but the records appended.
+  std::optional<uint64_t> abandoned = w.BeginCheckpoint();
+  ASSERT_TRUE(abandoned.has_value());
+  ASSERT_TRUE(AppendNumber(w, 100000));
+  EXPECT_EQ(Replayed(w).size(), kOld + 1) << "the mark is passed on, or records were lost";
+
+  struct stat before, after;
+  ASSERT_EQ(fstat(w.fd(), &before), 0);
+  std::optional<uint64_t> begin = w.BeginCheckpoint();
+  ASSERT_TRUE(begin.has_value());
+  ASSERT_TRUE(AppendNumber(w, 200000));  // the checkpoint's records...
+  ASSERT_TRUE(AppendNumber(w, 200001));
+  w.CommitCheckpoint(*begin);
+  ASSERT_TRUE(AppendNumber(w, 200002));  // ...and what follows it
+  EXPECT_EQ(Replayed(w), (std::vector<uint32_t>{200000, 200001, 200002}));
+  EXPECT_EQ(w.header().checkpoints.load(), 1u);
+  EXPECT_LT(w.log_bytes(), 4 * 1024u);
+  ASSERT_EQ(fstat(w.fd(), &after), 0);
+  EXPECT_LT(after.st_blocks * 512, before.st_blocks * 512 - 3 * 1000 * 1000)
+      << "the log before the checkpoint was not freed";
+  // The next is due once the log is four times the checkpoint's size.
+  EXPECT_FALSE(w.CheckpointDue(0));
+
+  // The reader that had read the old log is told to forget it.
+  offset = (*reader)->Replay(collect, offset, forget);
+  EXPECT_EQ(resets, 1);
+  EXPECT_EQ(seen, (std::vector<uint32_t>{200000, 200001, 200002}));
+  ASSERT_TRUE(AppendNumber(w, 200003));
+  (*reader)->Replay(collect, offset, forget);
+  EXPECT_EQ(resets, 1);
+  EXPECT_EQ(seen.back(), 200003u);
+  for (uint32_t i = 0; i < 8; ++i) ASSERT_TRUE(AppendNumber(w, 300000 + i));
+  EXPECT_TRUE(w.CheckpointDue(0));
+  EXPECT_FALSE(w.CheckpointDue(1 << 20));
 }
 
 }  // namespace
