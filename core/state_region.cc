@@ -230,7 +230,9 @@ uint64_t StateRegion::Replay(const std::function<void(uint16_t, std::span<const 
       at = next;
     }
     // Freed while it was read (a checkpoint committed meanwhile): what was
-    // passed on may be torn; read it again from the checkpoint.
+    // passed on may be torn; read it again from the checkpoint. (The fence
+    // orders the record reads above before this load.)
+    std::atomic_thread_fence(std::memory_order_acquire);
     if (header_->log_begin.load(std::memory_order_acquire) <= from) return at;
   }
 }
@@ -244,19 +246,19 @@ std::optional<uint64_t> StateRegion::BeginCheckpoint() {
 
 void StateRegion::CommitCheckpoint(uint64_t begin) {
   absl::MutexLock l(&mu_);
-  const uint64_t old_begin = header_->log_begin.load(std::memory_order_relaxed);
-  if (begin <= old_begin) return;
+  if (begin <= header_->log_begin.load(std::memory_order_relaxed)) return;
   header_->checkpoint_bytes.store(header_->log_end.load(std::memory_order_relaxed) - begin,
                                   std::memory_order_relaxed);
   header_->log_begin.store(begin, std::memory_order_release);
   header_->checkpoints.fetch_add(1, std::memory_order_relaxed);
   // The whole pages before it go back to the system (a successor that was
-  // reading them sees the beginning moved and reads again).
-  const uint64_t page = 4096;
-  const uint64_t from = old_begin / page * page, to = begin / page * page;
-  if (to > from) {
-    fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(kHeaderBytes + from),
-              static_cast<off_t>(to - from));
+  // reading them sees the beginning moved and reads again). From the log's
+  // start every time: pages an earlier punch missed (its server killed
+  // before it, a reader faulting them back in) go too.
+  const uint64_t to = begin / 4096 * 4096;
+  if (to > 0) {
+    fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(kHeaderBytes),
+              static_cast<off_t>(to));
   }
 }
 

@@ -122,7 +122,10 @@ class StateRegion {
                   uint64_t from = 0, const std::function<void()>& reset = nullptr);
   // Log bytes a successor would read (from the last checkpoint on).
   uint64_t log_bytes() const {
-    return header_->log_end.load(std::memory_order_acquire) - header_->log_begin.load(std::memory_order_acquire);
+    // (The beginning first: it never passes the end read after it.)
+    const uint64_t begin = header_->log_begin.load(std::memory_order_acquire);
+    const uint64_t end = header_->log_end.load(std::memory_order_acquire);
+    return end > begin ? end - begin : 0;
   }
   // The log has grown past `min_bytes` and four times the last checkpoint.
   bool CheckpointDue(uint64_t min_bytes) const {

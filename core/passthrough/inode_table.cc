@@ -156,6 +156,7 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
           s.forgotten.erase(id);
           s.forgotten_by_handle.erase(fit);
           revivals_.fetch_add(1, std::memory_order_relaxed);
+          born = true;  // live again, for the journal (it said dropped)
         } else if (!recovered_by_handle_.empty()) {
           // Named by the last server (journal): the kernel may know that id.
           auto rit = recovered_by_handle_.find(std::make_pair(dev, handle));
@@ -202,12 +203,17 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     auto it = s.by_id.find(nodeid);
     if (it == s.by_id.end()) {
       // One the last server named and the kernel forgets before asking
-      // for it again: the next journal checkpoint leaves it out.
-      if (recovered_nodes_.contains(nodeid)) {
-        l.Release();
+      // for it again: forgotten as if it had been revived here (the next
+      // journal checkpoint counts it among the forgotten).
+      auto rit = recovered_nodes_.find(nodeid);
+      if (rit == recovered_nodes_.end() || s.forgotten.contains(nodeid)) return;
+      RememberForgotten(s, nodeid, rit->second);
+      l.Release();
+      {
         absl::MutexLock f(&recovered_forgotten_mu_);
         recovered_forgotten_.insert(nodeid);
       }
+      JournalDropped(nodeid);
       return;
     }
     Inode& inode = *it->second;
@@ -216,10 +222,16 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     auto kit = s.by_key.find(std::make_pair(inode.dev, inode.ino));
     if (kit != s.by_key.end() && kit->second == &inode) s.by_key.erase(kit);
     if (inode.pinned != nullptr) pinned_.fetch_sub(1, std::memory_order_relaxed);
-    if (!inode.handle.empty() && !inode.stale.load(std::memory_order_relaxed)) RememberForgotten(s, inode);
+    // (A file whose last name went through us cannot come back by its
+    // handle: not kept.)
+    if (!inode.handle.empty() && !inode.stale.load(std::memory_order_relaxed) &&
+        !inode.unlinked_here.load(std::memory_order_relaxed)) {
+      RememberForgotten(s, inode.nodeid, ForgottenNode{inode.dev, inode.type, inode.handle, 0});
+    }
     dropped = std::move(it->second);
     s.by_id.erase(it);
   }
+  JournalDropped(nodeid);
   if (watcher_ != nullptr && dropped->type == S_IFDIR) UnwatchDir(*dropped);
   fd_cache_.Erase(nodeid);
   int32_t kept = 0;
@@ -233,11 +245,12 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
   }
 }
 
-void PassthroughFs::RememberForgotten(Shard& s, const Inode& inode) {
-  const uint64_t seq = ++s.forgotten_seq;
-  s.forgotten[inode.nodeid] = ForgottenNode{inode.dev, inode.type, inode.handle, seq};
-  s.forgotten_by_handle[std::make_pair(inode.dev, inode.handle)] = inode.nodeid;
-  s.forgotten_order.emplace_back(inode.nodeid, seq);
+void PassthroughFs::RememberForgotten(Shard& s, uint64_t nodeid, ForgottenNode node) {
+  node.seq = ++s.forgotten_seq;
+  const auto key = std::make_pair(node.dev, node.handle);
+  s.forgotten_order.emplace_back(nodeid, node.seq);
+  s.forgotten[nodeid] = std::move(node);
+  s.forgotten_by_handle[key] = nodeid;
   auto current = [&s](const std::pair<uint64_t, uint64_t>& entry) {
     auto it = s.forgotten.find(entry.first);
     return it != s.forgotten.end() && it->second.seq == entry.second;
@@ -247,7 +260,9 @@ void PassthroughFs::RememberForgotten(Shard& s, const Inode& inode) {
     s.forgotten_order.pop_front();
     if (!current(oldest)) continue;  // revived since
     auto it = s.forgotten.find(oldest.first);
-    s.forgotten_by_handle.erase(std::make_pair(it->second.dev, it->second.handle));
+    // (The handle may name a newer id of the same file by now.)
+    auto hit = s.forgotten_by_handle.find(std::make_pair(it->second.dev, it->second.handle));
+    if (hit != s.forgotten_by_handle.end() && hit->second == oldest.first) s.forgotten_by_handle.erase(hit);
     s.forgotten.erase(it);
   }
   // Entries of revived nodes pile up in the order when nodes come and go

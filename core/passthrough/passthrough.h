@@ -379,7 +379,7 @@ class PassthroughFs : public FileSystem {
   // that very node, ESTALE if its file is gone or no longer remembered.
   Result<Entry> LookupSelf(uint64_t nodeid);
   // Keeps what names a dropped node's file, within the shard's bound.
-  void RememberForgotten(Shard& s, const Inode& inode) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void RememberForgotten(Shard& s, uint64_t nodeid, ForgottenNode node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // Forgotten nodes kept per shard (about 130 bytes each at most).
   static constexpr size_t kForgottenPerShard = 4096;
   // After a create: looks the new name up, falling back to `created_fd`
@@ -391,14 +391,17 @@ class PassthroughFs : public FileSystem {
   void JournalFailed();
   void JournalHandle(uint64_t fh, const Handle& h);
   void JournalRelease(uint64_t fh);
+  // The kernel forgot the node (it is kept among the forgotten, or not).
+  void JournalDropped(uint64_t nodeid);
   struct HandleRecord;
   HandleRecord HandleRecordOf(uint64_t fh, const Handle& h);
-  void AppendNode(uint64_t nodeid, uint64_t dev, uint32_t type, const std::string& handle);
+  // A node record: kNodeBorn, or kNodeForgotten (a checkpoint's).
+  bool AppendNode(uint16_t type, uint64_t nodeid, uint64_t dev, uint32_t node_type, const std::string& handle);
   // Wakes the compactor once the log is due a checkpoint.
   void NoteJournalGrowth();
   // Writes a checkpoint of the tables and frees the log before it (the
   // compactor's thread; see recovery.cc).
-  void CompactJournal();
+  bool CompactJournal();
   void CompactorLoop();
   void StartCompactor();
   void StopCompactor();

@@ -56,6 +56,8 @@ enum RecordType : uint16_t {
   kHandleOpened = 2,   // HandleRecord
   kHandleReleased = 3, // uint64_t fh
   kHighWater = 4,      // HighWaterRecord: ids and handle numbers given so far
+  kNodeDropped = 5,    // uint64_t nodeid: the kernel forgot it
+  kNodeForgotten = 6,  // NodeRecord + handle: a checkpoint's forgotten node, kept for its handle
 };
 
 struct NodeRecord {
@@ -107,18 +109,23 @@ void PassthroughFs::JournalNode(const Inode& inode) {
   // A node without a file handle (its fd pinned) cannot be opened again by
   // a successor; its id is still journaled, so that none is given twice.
   if (inode.handle.empty()) opts_.state->header().recoverable.store(0);
-  AppendNode(inode.nodeid, inode.dev, inode.type, inode.handle);
+  if (!AppendNode(kNodeBorn, inode.nodeid, inode.dev, inode.type, inode.handle)) JournalFailed();
   NoteJournalGrowth();
 }
 
-void PassthroughFs::AppendNode(uint64_t nodeid, uint64_t dev, uint32_t type, const std::string& handle) {
-  NodeRecord r{nodeid, dev, type, static_cast<uint32_t>(handle.size())};
+void PassthroughFs::JournalDropped(uint64_t nodeid) {
+  if (opts_.state == nullptr) return;
+  if (!opts_.state->Append(kNodeDropped, BytesOf(nodeid))) JournalFailed();
+  NoteJournalGrowth();
+}
+
+bool PassthroughFs::AppendNode(uint16_t type, uint64_t nodeid, uint64_t dev, uint32_t node_type,
+                               const std::string& handle) {
+  NodeRecord r{nodeid, dev, node_type, static_cast<uint32_t>(handle.size())};
   std::string bytes(reinterpret_cast<const char*>(&r), sizeof(r));
   bytes += handle;
-  if (!opts_.state->Append(kNodeBorn, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                                                bytes.size()))) {
-    JournalFailed();
-  }
+  return opts_.state->Append(type, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                            bytes.size()));
 }
 
 void PassthroughFs::JournalHandle(uint64_t fh, const Handle& h) {
@@ -152,6 +159,10 @@ struct PassthroughFs::JournalReplay {
   uint64_t nodes = 0, max_fh = 0;
   std::vector<uint64_t> next_in_shard = std::vector<uint64_t>(kShards, 0);  // ids are never given twice
   absl::flat_hash_map<uint64_t, HandleRecord> open;
+  // Nodes the kernel forgot, kept for their file handles (seq: the order
+  // they were read in, so a later one of the same file wins).
+  absl::flat_hash_map<uint64_t, ForgottenNode> forgotten;
+  uint64_t forgotten_seq = 0;
   std::chrono::nanoseconds took{0};
 };
 
@@ -169,22 +180,46 @@ void PassthroughFs::ReplayJournal() {
     recovered_by_handle_.reserve(expected_nodes);
   }
   JournalReplay& r = *replay_;
+  auto read_node = [](std::span<const uint8_t> payload, NodeRecord* n, ForgottenNode* f) {
+    if (!ReadRecord(payload, n) || payload.size() < sizeof(*n) + n->handle_size) return false;
+    f->dev = n->dev;
+    f->type = n->type;
+    f->handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(*n)), n->handle_size);
+    return true;
+  };
+  // The node is no longer one the kernel holds: it goes among the
+  // forgotten (`f`, or what the journal said of it).
+  auto forget = [&](uint64_t nodeid, ForgottenNode* f) {
+    auto it = recovered_nodes_.find(nodeid);
+    if (it != recovered_nodes_.end()) {
+      auto hit = recovered_by_handle_.find(std::make_pair(it->second.dev, it->second.handle));
+      if (hit != recovered_by_handle_.end() && hit->second == nodeid) recovered_by_handle_.erase(hit);
+      if (f == nullptr) f = &it->second;
+    }
+    if (f != nullptr && !f->handle.empty()) {
+      f->seq = ++r.forgotten_seq;
+      r.forgotten[nodeid] = std::move(*f);
+    }
+    if (it != recovered_nodes_.end()) recovered_nodes_.erase(it);
+  };
   r.offset = opts_.state->Replay(
       [&](uint16_t type, std::span<const uint8_t> payload) {
-        if (type == kNodeBorn) {
+        if (type == kNodeBorn || type == kNodeForgotten) {
           NodeRecord n;
-          if (!ReadRecord(payload, &n) || payload.size() < sizeof(n) + n.handle_size) return;
+          ForgottenNode f;
+          if (!read_node(payload, &n, &f)) return;
+          uint64_t& next = r.next_in_shard[n.nodeid % kShards];
+          next = std::max(next, n.nodeid / kShards + 1);
+          if (type == kNodeForgotten) return forget(n.nodeid, &f);
+          r.forgotten.erase(n.nodeid);
           if (n.handle_size > 0) {
-            ForgottenNode f;
-            f.dev = n.dev;
-            f.type = n.type;
-            f.handle.assign(reinterpret_cast<const char*>(payload.data() + sizeof(n)), n.handle_size);
             recovered_by_handle_[std::make_pair(f.dev, f.handle)] = n.nodeid;
             recovered_nodes_[n.nodeid] = std::move(f);
           }
-          uint64_t& next = r.next_in_shard[n.nodeid % kShards];
-          next = std::max(next, n.nodeid / kShards + 1);
           ++r.nodes;
+        } else if (type == kNodeDropped) {
+          uint64_t nodeid;
+          if (ReadRecord(payload, &nodeid)) forget(nodeid, nullptr);
         } else if (type == kHandleOpened) {
           HandleRecord h;
           if (!ReadRecord(payload, &h)) return;
@@ -207,6 +242,7 @@ void PassthroughFs::ReplayJournal() {
         recovered_nodes_.clear();
         recovered_by_handle_.clear();
         r.open.clear();
+        r.forgotten.clear();
         r.nodes = 0;
       });
   r.took += std::chrono::steady_clock::now() - started;
@@ -227,6 +263,20 @@ void PassthroughFs::FinishRecovery() {
     s.next = std::max(s.next, r->next_in_shard[i]);
   }
   next_fh_.store(std::max<uint64_t>(next_fh_.load(), r->max_fh + 1));
+  // The nodes the kernel had forgotten, kept as this server keeps its own
+  // (bounded, for their file handles), oldest first; not one whose file a
+  // node the kernel may hold names.
+  std::vector<std::pair<uint64_t, ForgottenNode*>> forgotten;
+  forgotten.reserve(r->forgotten.size());
+  for (auto& [id, f] : r->forgotten) {
+    if (!recovered_by_handle_.contains(std::make_pair(f.dev, f.handle))) forgotten.emplace_back(id, &f);
+  }
+  std::sort(forgotten.begin(), forgotten.end(), [](const auto& a, const auto& b) { return a.second->seq < b.second->seq; });
+  for (auto& [id, f] : forgotten) {
+    Shard& s = (*shards_)[id % kShards];
+    absl::MutexLock l(&s.mu);
+    RememberForgotten(s, id, std::move(*f));
+  }
   {
     absl::MutexLock l(&recovered_handles_mu_);
     for (const auto& [fh, h] : r->open) {
@@ -249,7 +299,7 @@ void PassthroughFs::FinishRecovery() {
   Log(lost == 0 ? LogLevel::kInfo : LogLevel::kWarning,
       "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes, %u of them read at "
       "takeover) in %.1f ms at takeover, %.1f ms before%s",
-      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), r->offset - std::min(r->offset, read_before),
+      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), std::min(r->offset - std::min(r->offset, read_before), opts_.state->log_bytes()),
       ms(std::chrono::steady_clock::now() - started), ms(r->took),
       lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"));
 }
@@ -365,34 +415,54 @@ void PassthroughFs::CompactorLoop() {
       if (compact_stop_) return;
       compact_wanted_ = false;
     }
-    CompactJournal();
+    if (!CompactJournal()) {
+      // The memfd cannot grow: the appends that fail say so (JournalFailed);
+      // an abandoned checkpoint only repeats what the log holds.
+      Log(LogLevel::kWarning, "passthrough: a journal checkpoint could not be written; no more are tried");
+      compactor_running_.store(false);
+      return;
+    }
     compact_pending_.store(false);
     NoteJournalGrowth();  // (grown past the mark again meanwhile)
   }
 }
 
-void PassthroughFs::CompactJournal() {
+bool PassthroughFs::CompactJournal() {
   static_assert(std::size(HighWaterRecord{}.next_in_shard) == kShards);
   const auto started = std::chrono::steady_clock::now();
   const uint64_t bytes_before = opts_.state->log_bytes();
   std::optional<uint64_t> begin = opts_.state->BeginCheckpoint();
-  if (!begin) return JournalFailed();
-  uint64_t nodes = 0, handles = 0;
+  if (!begin) return false;
+  uint64_t nodes = 0, forgotten = 0, handles = 0;
+  // First the last server's nodes not revived here (read-only while
+  // serving), but those the kernel forgot since (among the forgotten now)
+  // and those whose file has a newer id: what follows wins in a replay.
+  // One revived from now on is journaled again as it comes back.
+  {
+    absl::MutexLock l(&recovered_forgotten_mu_);
+    for (const auto& [id, f] : recovered_nodes_) {
+      if (recovered_forgotten_.contains(id) || Find(id) != nullptr) continue;
+      auto hit = recovered_by_handle_.find(std::make_pair(f.dev, f.handle));
+      if (hit == recovered_by_handle_.end() || hit->second != id) continue;
+      if (!AppendNode(kNodeBorn, id, f.dev, f.type, f.handle)) return false;
+      ++nodes;
+    }
+  }
+  // The nodes the kernel may name, and the forgotten ones kept for file
+  // handles given out (LookupSelf). Each shard's under its lock: a node is
+  // in the table, or it was journaled after the mark.
   HighWaterRecord marks{};
-  // The nodes the kernel may name: live ones, and forgotten ones kept for
-  // file handles given out (LookupSelf). Each shard's under its lock, so a
-  // node is in the table or was journaled after the mark.
   for (size_t i = 0; i < kShards; ++i) {
     Shard& s = (*shards_)[i];
-    absl::MutexLock l(&s.mu);
+    absl::ReaderMutexLock l(&s.mu);
     for (const auto& [id, n] : s.by_id) {
       if (n->handle.empty()) continue;  // pinned: not recoverable anyway
-      AppendNode(id, n->dev, n->type, n->handle);
+      if (!AppendNode(kNodeBorn, id, n->dev, n->type, n->handle)) return false;
       ++nodes;
     }
     for (const auto& [id, f] : s.forgotten) {
-      AppendNode(id, f.dev, f.type, f.handle);
-      ++nodes;
+      if (!AppendNode(kNodeForgotten, id, f.dev, f.type, f.handle)) return false;
+      ++forgotten;
     }
     marks.next_in_shard[i] = s.next;
     if (crash_in_checkpoint_ && i == kShards / 2) {
@@ -400,19 +470,9 @@ void PassthroughFs::CompactJournal() {
       raise(SIGKILL);
     }
   }
-  // The last server's nodes not revived here (read-only while serving),
-  // but those the kernel forgot since. One revived from now on is
-  // journaled again as it comes back (Remember).
-  {
-    absl::MutexLock l(&recovered_forgotten_mu_);
-    for (const auto& [id, f] : recovered_nodes_) {
-      if (recovered_forgotten_.contains(id) || Find(id) != nullptr) continue;
-      AppendNode(id, f.dev, f.type, f.handle);
-      ++nodes;
-    }
-  }
   // Open handles: re-checked under their shard's lock when appended, so a
-  // release (appended after it leaves the table) always follows.
+  // release (appended after it leaves the table) always follows. (Those
+  // the last server left were all opened again at FinishRecovery.)
   for (size_t i = 0; i < kHandleShards; ++i) {
     HandleShard& s = (*handles_)[i];
     std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> open;
@@ -422,34 +482,20 @@ void PassthroughFs::CompactJournal() {
     }
     for (const auto& [fh, h] : open) {
       const HandleRecord r = HandleRecordOf(fh, *h);  // takes the inode's lock
-      absl::MutexLock l(&s.mu);
+      absl::ReaderMutexLock l(&s.mu);
       auto it = s.map.find(fh);
       if (it == s.map.end() || it->second != h) continue;
-      if (!opts_.state->Append(kHandleOpened, BytesOf(r))) return JournalFailed();
-      ++handles;
-    }
-  }
-  {
-    // Handles the last server left that could not be opened yet.
-    absl::MutexLock l(&recovered_handles_mu_);
-    for (const auto& [fh, h] : recovered_handles_) {
-      HandleRecord r{};
-      r.fh = fh;
-      r.nodeid = h.nodeid;
-      r.flags = h.flags;
-      r.passthrough = h.passthrough ? 1 : 0;
-      r.dir = h.dir ? 1 : 0;
-      r.backing_id = h.backing_id;
-      if (!opts_.state->Append(kHandleOpened, BytesOf(r))) return JournalFailed();
+      if (!opts_.state->Append(kHandleOpened, BytesOf(r))) return false;
       ++handles;
     }
   }
   marks.next_fh = next_fh_.load();
-  if (!opts_.state->Append(kHighWater, BytesOf(marks))) return JournalFailed();
+  if (!opts_.state->Append(kHighWater, BytesOf(marks))) return false;
   opts_.state->CommitCheckpoint(*begin);
-  Log(LogLevel::kDebug, "passthrough: journal checkpoint of %u node(s) and %u handle(s): %u bytes to %u, in %.1f ms",
-      nodes, handles, bytes_before, opts_.state->log_bytes(),
+  Log(LogLevel::kDebug,
+      "passthrough: journal checkpoint of %u node(s), %u forgotten and %u handle(s): %u bytes to %u, in %.1f ms",
+      nodes, forgotten, handles, bytes_before, opts_.state->log_bytes(),
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+  return true;
 }
-
 }  // namespace efuse
