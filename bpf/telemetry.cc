@@ -119,6 +119,12 @@ absl::Status KernelTelemetry::Attach(dev_t dev, unsigned connection_id) {
   return Pin(connection_id);
 }
 
+void KernelTelemetry::ReleasePrograms() {
+  // (The skeleton's links are destroyed and cleared: a second call, or the
+  // destructor's, finds none.)
+  efuse_telemetry__detach(skel_);
+}
+
 void KernelTelemetry::Detach() {
   efuse_config off{};
   maps_.WriteConfig(off).IgnoreError();

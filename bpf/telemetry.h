@@ -44,6 +44,7 @@ class KernelTelemetry final : public Telemetry {
 
   absl::Status Attach(dev_t dev, unsigned connection_id) override;
   void Detach() override;
+  void ReleasePrograms() override;
   absl::Status ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) override;
   void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
 

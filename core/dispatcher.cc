@@ -268,14 +268,21 @@ class Dispatcher::JournalingSender final : public ReplySender {
   // `amend`: for a request resent after its intent was recorded, the answer
   // to give instead of an error its first run may have caused (or none).
   using Amend = std::function<std::optional<Reply>(int err)>;
-  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, bool crash, Amend amend = nullptr)
+  // Test faults: die before the answer is recorded, or after, unsent.
+  enum class Crash { kNo, kBeforeAnswer, kBeforeReply };
+  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, Crash crash, Amend amend = nullptr)
       : out_(out), region_(region), unique_(unique), crash_(crash), amend_(std::move(amend)) {}
   int Send(proto::Reply& reply) override {
     if (amend_ && reply.error() < 0) {
       if (std::optional<Reply> better = amend_(-reply.error())) return Send(*better);
     }
+    if (crash_ == Crash::kBeforeAnswer) {
+      Log(LogLevel::kWarning, "test fault crash_before_answer: unique %u carried out, dying before its answer is "
+          "recorded", unique_);
+      raise(SIGKILL);
+    }
     region_->RecordAnswer(unique_, reply.Iov());
-    if (crash_) {
+    if (crash_ == Crash::kBeforeReply) {
       Log(LogLevel::kWarning, "test fault crash_before_reply: answer to unique %u recorded, dying unsent",
           unique_);
       raise(SIGKILL);
@@ -289,7 +296,7 @@ class Dispatcher::JournalingSender final : public ReplySender {
     class Owning final : public ReplySender {
      public:
       Owning(std::unique_ptr<ReplySender> out, StateRegion* region, uint64_t unique)
-          : out_(std::move(out)), journal_(out_.get(), region, unique, false) {}
+          : out_(std::move(out)), journal_(out_.get(), region, unique, Crash::kNo) {}
       int Send(proto::Reply& reply) override { return journal_.Send(reply); }
 
      private:
@@ -303,7 +310,7 @@ class Dispatcher::JournalingSender final : public ReplySender {
   ReplySender* out_;
   StateRegion* region_;
   uint64_t unique_;
-  bool crash_;
+  Crash crash_;
   Amend amend_;
 };
 
@@ -464,8 +471,13 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
       }
     }
     if (NotIdempotent(req.opcode())) {
-      const bool crash = crash_before_reply_ && *crash_before_reply_ == proto::OpcodeName(op) &&
-                         answers_->header().generation.load() == 1;
+      // (The first server only: its successor must answer.)
+      const bool first = answers_->header().generation.load() == 1;
+      const JournalingSender::Crash crash =
+          !first                                                                         ? JournalingSender::Crash::kNo
+          : crash_before_reply_ && *crash_before_reply_ == proto::OpcodeName(op)   ? JournalingSender::Crash::kBeforeReply
+          : crash_before_answer_ && *crash_before_answer_ == proto::OpcodeName(op) ? JournalingSender::Crash::kBeforeAnswer
+                                                                                   : JournalingSender::Crash::kNo;
       JournalingSender::Amend amend;
       if ((req.header.unique & abi::kUniqueResend) != 0 && answers_->HasIntent(first_unique)) {
         // Its server died while carrying it out: it may have taken effect.

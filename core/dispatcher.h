@@ -128,6 +128,7 @@ class Dispatcher {
   // core/test_faults.h: the first server of a connection dies (SIGKILL)
   // right after recording its answer to this opcode, before sending it.
   const std::optional<std::string> crash_before_reply_ = TestFault("crash_before_reply");
+  const std::optional<std::string> crash_before_answer_ = TestFault("crash_before_answer");
   // core/test_faults.h: LOOKUPs of this name get no answer.
   const std::optional<std::string> no_reply_lookup_ = TestFault("no_reply_lookup");
   std::mutex unanswered_mu_;

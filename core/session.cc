@@ -414,7 +414,9 @@ absl::Status Session::Run() {
   // The supervisor is gone (killed): this server keeps the connection (its
   // own descriptors) and serves on, unsupervised: it obeys stop signals
   // from anyone, the status file names it, and its own end ends the mount.
+  bool supervisor_lost = false;
   auto supervisor_gone = [&] {
+    supervisor_lost = true;
     if (supervisor_exit >= 0) close(supervisor_exit);
     supervisor_exit = -1;
     options_.state->header().supervisor_pid = 0;
@@ -476,10 +478,15 @@ absl::Status Session::Run() {
           Log(LogLevel::kWarning, "SIGUSR2 (retire) ignored: %s",
               unmounting                  ? "unmounting"
               : options_.state == nullptr ? "no successor can take this mount over (--supervise=off)"
+              : supervisor_lost           ? "the supervisor is gone: no successor would be started"
                                           : "a successor could not rebuild this file system (memfs with its data in the daemon)");
           continue;
         }
         tell(absl::StrCat("STOPPING=1\nSTATUS=handing ", mp, " over to a successor"));
+        // While this server still serves: unlinking the programs waits for
+        // the kernel (about 25 ms here), which at exit fell between the
+        // two servers. The successor counts from its takeover on.
+        if (options_.telemetry != nullptr) options_.telemetry->ReleasePrograms();
         Retire();  // does not return
       }
       if (!unmounting) {

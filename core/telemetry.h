@@ -38,6 +38,10 @@ class Telemetry {
   virtual absl::Status Attach(dev_t dev, unsigned connection_id) = 0;
   // Stops counting and removes what Attach published. Idempotent.
   virtual void Detach() = 0;
+  // Unlinks the programs from the kernel, keeping the maps for a successor
+  // (a retiring server: the kernel waits out a grace period per program,
+  // tens of ms that must not fall between two servers). Idempotent.
+  virtual void ReleasePrograms() {}
   // The rows seen since `since_ns` (CLOCK_MONOTONIC; 0: all). Called by the
   // offload policy's thread only.
   virtual absl::Status ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) = 0;

@@ -12,6 +12,8 @@
 //                          sees it (for --request_timeout)
 //   crash_before_reply=OP  the first server of a supervised mount dies
 //                          after recording its answer to OP, unsent
+//   crash_before_answer=OP the same, after carrying OP out and before its
+//                          answer is recorded (only its intent is)
 //   journal_checkpoint_at=BYTES  the takeover journal is checkpointed
 //                          from BYTES on (instead of 8 MiB)
 //   crash_in_checkpoint=1  the first server dies halfway through writing

@@ -67,7 +67,7 @@ Result<OpenReply> PassthroughFs::OpenDir(const RequestContext& ctx, uint64_t nod
     const uint64_t stamp = Stamp(st);
     if ((*n)->stamp.exchange(stamp) == stamp) reply.open_flags |= abi::kFopenKeepCache;
   }
-  reply.fh = AddHandle(std::move(h));
+  reply.fh = AddHandle(std::move(h), ctx.unique);
   return reply;
 }
 

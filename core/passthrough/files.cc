@@ -35,7 +35,8 @@ using passthrough::SharedFd;
 // ---------------------------------------------------------------------------
 // Handles.
 
-uint64_t PassthroughFs::AddHandle(std::shared_ptr<Handle> h) {
+uint64_t PassthroughFs::AddHandle(std::shared_ptr<Handle> h, uint64_t unique) {
+  h->opened_by = unique & ~abi::kUniqueResend;
   const uint64_t fh = next_fh_.fetch_add(1, std::memory_order_relaxed);
   const Handle& handle = *h;
   {
@@ -253,7 +254,7 @@ Result<OpenReply> PassthroughFs::OpenFile(const RequestContext& ctx, std::shared
       }
     }
   }
-  reply.fh = AddHandle(std::move(handle));
+  reply.fh = AddHandle(std::move(handle), ctx.unique);
   return reply;
 }
 

@@ -198,6 +198,7 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
   if (nodeid == kRootId) return;
   Shard& s = (*shards_)[nodeid % kShards];
   std::shared_ptr<Inode> dropped;  // destroyed after the lock
+  bool kept = false;               // among the forgotten, for its file handle
   {
     absl::ReleasableMutexLock l(&s.mu);
     auto it = s.by_id.find(nodeid);
@@ -213,7 +214,7 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
         absl::MutexLock f(&recovered_forgotten_mu_);
         recovered_forgotten_.insert(nodeid);
       }
-      JournalDropped(nodeid);
+      JournalDropped(nodeid, /*kept=*/true);
       return;
     }
     Inode& inode = *it->second;
@@ -224,23 +225,22 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     if (inode.pinned != nullptr) pinned_.fetch_sub(1, std::memory_order_relaxed);
     // (A file whose last name went through us cannot come back by its
     // handle: not kept.)
-    if (!inode.handle.empty() && !inode.stale.load(std::memory_order_relaxed) &&
-        !inode.unlinked_here.load(std::memory_order_relaxed)) {
-      RememberForgotten(s, inode.nodeid, ForgottenNode{inode.dev, inode.type, inode.handle, 0});
-    }
+    kept = !inode.handle.empty() && !inode.stale.load(std::memory_order_relaxed) &&
+           !inode.unlinked_here.load(std::memory_order_relaxed);
+    if (kept) RememberForgotten(s, inode.nodeid, ForgottenNode{inode.dev, inode.type, inode.handle, 0});
     dropped = std::move(it->second);
     s.by_id.erase(it);
   }
-  JournalDropped(nodeid);
+  JournalDropped(nodeid, kept);
   if (watcher_ != nullptr && dropped->type == S_IFDIR) UnwatchDir(*dropped);
   fd_cache_.Erase(nodeid);
-  int32_t kept = 0;
+  int32_t backing_id = 0;
   {
     absl::MutexLock l(&dropped->mu);
-    kept = std::exchange(dropped->kept_backing_id, 0);
+    backing_id = std::exchange(dropped->kept_backing_id, 0);
   }
-  if (kept > 0 && kernel_ != nullptr) {
-    kernel_->CloseBacking(kept).ok();
+  if (backing_id > 0 && kernel_ != nullptr) {
+    kernel_->CloseBacking(backing_id).ok();
     backing_ids_.fetch_sub(1, std::memory_order_relaxed);
   }
 }

@@ -234,6 +234,9 @@ struct PassthroughFs::Handle {
     }
   }
   std::shared_ptr<Inode> inode;
+  // The request that opened it (its first unique): a successor drops a
+  // journaled handle whose open the kernel never had the answer to.
+  uint64_t opened_by = 0;
   uint32_t flags = 0;  // as opened (O_CREAT/O_EXCL/O_TRUNC stripped)
   bool passthrough = false;
   std::atomic<int> fd{-1};  // real fd; passthrough handles open it on demand

@@ -391,8 +391,9 @@ class PassthroughFs : public FileSystem {
   void JournalFailed();
   void JournalHandle(uint64_t fh, const Handle& h);
   void JournalRelease(uint64_t fh);
-  // The kernel forgot the node (it is kept among the forgotten, or not).
-  void JournalDropped(uint64_t nodeid);
+  // The kernel forgot the node; `kept`: among the forgotten, for its file
+  // handle (else its file cannot come back by it: unlinked, replaced).
+  void JournalDropped(uint64_t nodeid, bool kept);
   struct HandleRecord;
   HandleRecord HandleRecordOf(uint64_t fh, const Handle& h);
   // A node record: kNodeBorn, or kNodeForgotten (a checkpoint's).
@@ -451,6 +452,7 @@ class PassthroughFs : public FileSystem {
     bool passthrough = false;
     bool dir = false;
     int32_t backing_id = 0;
+    uint64_t opened_by = 0;
   };
   // Read-only once FinishRecovery returned (before any request).
   absl::flat_hash_map<uint64_t, ForgottenNode> recovered_nodes_;
@@ -466,7 +468,7 @@ class PassthroughFs : public FileSystem {
   std::atomic<uint64_t> handles_revived_{0};
 
   // Handles.
-  uint64_t AddHandle(std::shared_ptr<Handle> h);
+  uint64_t AddHandle(std::shared_ptr<Handle> h, uint64_t unique);
   // After a takeover, a handle only the journal knows is opened again.
   std::shared_ptr<Handle> GetHandle(uint64_t fh);
   std::shared_ptr<Handle> TakeHandle(uint64_t fh);

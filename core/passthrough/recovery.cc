@@ -56,7 +56,7 @@ enum RecordType : uint16_t {
   kHandleOpened = 2,   // HandleRecord
   kHandleReleased = 3, // uint64_t fh
   kHighWater = 4,      // HighWaterRecord: ids and handle numbers given so far
-  kNodeDropped = 5,    // uint64_t nodeid: the kernel forgot it
+  kNodeDropped = 5,    // DroppedRecord: the kernel forgot it
   kNodeForgotten = 6,  // NodeRecord + handle: a checkpoint's forgotten node, kept for its handle
 };
 
@@ -65,6 +65,11 @@ struct NodeRecord {
   uint64_t dev;
   uint32_t type;
   uint32_t handle_size;
+};
+
+struct DroppedRecord {
+  uint64_t nodeid;
+  uint64_t kept;  // 1: kept among the forgotten (else gone for good)
 };
 
 struct HighWaterRecord {
@@ -95,6 +100,7 @@ struct PassthroughFs::HandleRecord {
   uint16_t reserved;
   int32_t backing_id;
   uint32_t reserved2;
+  uint64_t opened_by;  // the first unique of the request that opened it
 };
 
 void PassthroughFs::JournalFailed() {
@@ -113,9 +119,9 @@ void PassthroughFs::JournalNode(const Inode& inode) {
   NoteJournalGrowth();
 }
 
-void PassthroughFs::JournalDropped(uint64_t nodeid) {
+void PassthroughFs::JournalDropped(uint64_t nodeid, bool kept) {
   if (opts_.state == nullptr) return;
-  if (!opts_.state->Append(kNodeDropped, BytesOf(nodeid))) JournalFailed();
+  if (!opts_.state->Append(kNodeDropped, BytesOf(DroppedRecord{nodeid, kept ? 1u : 0u}))) JournalFailed();
   NoteJournalGrowth();
 }
 
@@ -141,6 +147,7 @@ PassthroughFs::HandleRecord PassthroughFs::HandleRecordOf(uint64_t fh, const Han
   r.flags = h.flags;
   r.passthrough = h.passthrough ? 1 : 0;
   r.dir = h.dir != nullptr ? 1 : 0;
+  r.opened_by = h.opened_by;
   if (h.passthrough) {
     absl::MutexLock l(&h.inode->mu);
     if (h.inode->open != nullptr) r.backing_id = h.inode->open->backing_id;
@@ -188,15 +195,16 @@ void PassthroughFs::ReplayJournal() {
     return true;
   };
   // The node is no longer one the kernel holds: it goes among the
-  // forgotten (`f`, or what the journal said of it).
-  auto forget = [&](uint64_t nodeid, ForgottenNode* f) {
+  // forgotten (`f`, or what the journal said of it), if `kept`.
+  auto forget = [&](uint64_t nodeid, ForgottenNode* f, bool kept) {
     auto it = recovered_nodes_.find(nodeid);
     if (it != recovered_nodes_.end()) {
       auto hit = recovered_by_handle_.find(std::make_pair(it->second.dev, it->second.handle));
       if (hit != recovered_by_handle_.end() && hit->second == nodeid) recovered_by_handle_.erase(hit);
       if (f == nullptr) f = &it->second;
     }
-    if (f != nullptr && !f->handle.empty()) {
+    if (!kept) r.forgotten.erase(nodeid);
+    if (kept && f != nullptr && !f->handle.empty()) {
       f->seq = ++r.forgotten_seq;
       r.forgotten[nodeid] = std::move(*f);
     }
@@ -210,7 +218,7 @@ void PassthroughFs::ReplayJournal() {
           if (!read_node(payload, &n, &f)) return;
           uint64_t& next = r.next_in_shard[n.nodeid % kShards];
           next = std::max(next, n.nodeid / kShards + 1);
-          if (type == kNodeForgotten) return forget(n.nodeid, &f);
+          if (type == kNodeForgotten) return forget(n.nodeid, &f, true);
           r.forgotten.erase(n.nodeid);
           if (n.handle_size > 0) {
             recovered_by_handle_[std::make_pair(f.dev, f.handle)] = n.nodeid;
@@ -218,8 +226,8 @@ void PassthroughFs::ReplayJournal() {
           }
           ++r.nodes;
         } else if (type == kNodeDropped) {
-          uint64_t nodeid;
-          if (ReadRecord(payload, &nodeid)) forget(nodeid, nullptr);
+          DroppedRecord d;
+          if (ReadRecord(payload, &d)) forget(d.nodeid, nullptr, d.kept != 0);
         } else if (type == kHandleOpened) {
           HandleRecord h;
           if (!ReadRecord(payload, &h)) return;
@@ -280,7 +288,8 @@ void PassthroughFs::FinishRecovery() {
   {
     absl::MutexLock l(&recovered_handles_mu_);
     for (const auto& [fh, h] : r->open) {
-      recovered_handles_[fh] = RecoveredHandle{h.nodeid, h.flags, h.passthrough != 0, h.dir != 0, h.backing_id};
+      recovered_handles_[fh] =
+          RecoveredHandle{h.nodeid, h.flags, h.passthrough != 0, h.dir != 0, h.backing_id, h.opened_by};
     }
     has_recovered_handles_.store(!recovered_handles_.empty(), std::memory_order_release);
   }
@@ -288,20 +297,46 @@ void PassthroughFs::FinishRecovery() {
   // comes: a passthrough handle's I/O never reaches the daemon, yet the
   // inode's open state (its backing id above all) must be known before the
   // next open of that file.
-  size_t lost = 0;
+  // A handle whose open the last server died answering (its intent is
+  // recorded, its answer not: the reply never left) is one the kernel
+  // never had: it opens another when it resends that request. Not revived.
+  size_t lost = 0, unanswered = 0;
+  absl::flat_hash_set<int32_t> backing_in_use;
+  std::vector<int32_t> backing_unused;
   for (const auto& [fh, h] : r->open) {
-    if (ReviveHandle(fh) == nullptr) {
+    const bool never_answered = h.opened_by != 0 && opts_.state->HasIntent(h.opened_by) &&
+                                opts_.state->FindAnswer(h.opened_by).empty();
+    if (never_answered) {
+      absl::MutexLock l(&recovered_handles_mu_);
+      recovered_handles_.erase(fh);
+      ++unanswered;
+    } else if (ReviveHandle(fh) != nullptr) {
+      if (h.passthrough) backing_in_use.insert(h.backing_id);
+      continue;
+    } else {
       ++lost;
-      if (h.passthrough && h.backing_id > 0) orphan_backing_ids_.push_back(h.backing_id);
     }
+    if (h.passthrough && h.backing_id > 0) backing_unused.push_back(h.backing_id);
+  }
+  for (int32_t id : backing_unused) {
+    if (!backing_in_use.contains(id)) {
+      backing_in_use.insert(id);  // (once)
+      orphan_backing_ids_.push_back(id);
+    }
+  }
+  {
+    absl::MutexLock l(&recovered_handles_mu_);
+    has_recovered_handles_.store(!recovered_handles_.empty(), std::memory_order_release);
   }
   auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   Log(lost == 0 ? LogLevel::kInfo : LogLevel::kWarning,
       "passthrough: took over %u node(s) and %u open handle(s) from the journal (%u bytes, %u of them read at "
       "takeover) in %.1f ms at takeover, %.1f ms before%s",
-      r->nodes, r->open.size() - lost, opts_.state->log_bytes(), std::min(r->offset - std::min(r->offset, read_before), opts_.state->log_bytes()),
+      r->nodes, r->open.size() - lost - unanswered, opts_.state->log_bytes(),
+      std::min(r->offset - std::min(r->offset, read_before), opts_.state->log_bytes()),
       ms(std::chrono::steady_clock::now() - started), ms(r->took),
-      lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"));
+      absl::StrCat(lost == 0 ? "" : absl::StrCat("; ", lost, " handle(s) could not be opened again (their files are gone?)"),
+                   unanswered == 0 ? "" : absl::StrCat("; ", unanswered, " opened by a request never answered, dropped")));
 }
 
 Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Revive(uint64_t nodeid) {
@@ -338,6 +373,7 @@ std::shared_ptr<PassthroughFs::Handle> PassthroughFs::ReviveHandle(uint64_t fh) 
   h->inode = *n;
   h->flags = r.flags;
   h->passthrough = r.passthrough;
+  h->opened_by = r.opened_by;
   Inode& inode = **n;
   if (r.dir) {
     Result<SharedFd> pfd = PathFd(inode);
