@@ -125,6 +125,22 @@ void KernelTelemetry::ReleasePrograms() {
   efuse_telemetry__detach(skel_);
 }
 
+std::vector<int> KernelTelemetry::ProgramLinkFds() const {
+  std::vector<int> fds;
+  for (bpf_link* link : {skel_->links.efuse_request_send, skel_->links.efuse_request_end}) {
+    if (link != nullptr && bpf_link__fd(link) >= 0) fds.push_back(bpf_link__fd(link));
+  }
+  return fds;
+}
+
+int KernelTelemetry::ConfigMapFd() const { return bpf_map__fd(skel_->maps.config); }
+
+bool KernelTelemetry::QuietPrograms(int config_map_fd) {
+  const uint32_t key = 0;
+  const efuse_config off{};  // dev 0: no mount's requests are counted
+  return bpf_map_update_elem(config_map_fd, &key, &off, BPF_ANY) == 0;
+}
+
 void KernelTelemetry::Detach() {
   efuse_config off{};
   maps_.WriteConfig(off).IgnoreError();

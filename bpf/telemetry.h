@@ -45,10 +45,16 @@ class KernelTelemetry final : public Telemetry {
   absl::Status Attach(dev_t dev, unsigned connection_id) override;
   void Detach() override;
   void ReleasePrograms() override;
+  std::vector<int> ProgramLinkFds() const override;
+  int ConfigMapFd() const override;
   absl::Status ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) override;
   void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
 
   const TelemetryMaps& maps() const { return maps_; }
+
+  // Makes the programs behind a copy of their config map's fd count
+  // nothing (a supervisor's, for a server that died). False on error.
+  static bool QuietPrograms(int config_map_fd);
 
  private:
   KernelTelemetry(efuse_telemetry* skel, const TelemetryOptions& options);

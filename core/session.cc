@@ -125,7 +125,8 @@ void Session::WriteStatusFile() {
   {
     std::ofstream f(tmp);
     for (const auto& [k, v] : StatusLines()) f << k << ": " << v << "\n";
-    f << "status_seq: " << seq.fetch_add(1) + 1 << "\n";
+    std::atomic<uint64_t>& counter = options_.state != nullptr ? options_.state->header().status_seq : seq;
+    f << "status_seq: " << counter.fetch_add(1) + 1 << "\n";
     if (!f) return;
   }
   rename(tmp.c_str(), path.c_str());
@@ -326,6 +327,14 @@ absl::Status Session::Run() {
       dispatcher_->SetOffload(offload_.get());
     }
   }
+  if (state != nullptr) {
+    // For the supervisor to hold copies of (supervisor.cc).
+    std::vector<int> links;
+    if (options_.telemetry != nullptr) links = options_.telemetry->ProgramLinkFds();
+    StateHeader& h = state->header();
+    for (size_t i = 0; i < std::size(h.server_bpf_links); ++i) h.server_bpf_links[i] = i < links.size() ? links[i] : -1;
+    h.server_bpf_config = options_.telemetry != nullptr ? options_.telemetry->ConfigMapFd() : -1;
+  }
   // At once, so that `efusectl status` knows this daemon (and can tell when
   // it died) even before it serves.
   WriteStatusFile();
@@ -485,7 +494,9 @@ absl::Status Session::Run() {
         tell(absl::StrCat("STOPPING=1\nSTATUS=handing ", mp, " over to a successor"));
         // While this server still serves: unlinking the programs waits for
         // the kernel (about 25 ms here), which at exit fell between the
-        // two servers. The successor counts from its takeover on.
+        // two servers. The successor counts from its takeover on. (Under a
+        // supervisor that holds copies of the links this only closes ours:
+        // the supervisor quiets and unlinks them after the handover.)
         if (options_.telemetry != nullptr) options_.telemetry->ReleasePrograms();
         Retire();  // does not return
       }

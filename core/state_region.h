@@ -89,6 +89,15 @@ struct StateHeader {
   std::atomic<uint64_t> log_begin;
   std::atomic<uint64_t> checkpoint_bytes;
   std::atomic<uint64_t> checkpoints;
+  // The serving server's BPF program links and their config map (fd
+  // numbers in its process; -1: none), for the supervisor to hold copies
+  // (pidfd_getfd): a server's death then does not wait for the kernel to
+  // detach its programs, and the supervisor quiets them.
+  int32_t server_bpf_links[4];
+  int32_t server_bpf_config;
+  // The status file's rewrite count, across servers (a reader that signals
+  // for a rewrite waits for a higher one, whichever server writes it).
+  std::atomic<uint64_t> status_seq;
 };
 
 // CLOCK_MONOTONIC in ns (the same clock in every process).
@@ -96,7 +105,7 @@ uint64_t MonotonicNs();
 
 class StateRegion {
  public:
-  static constexpr uint32_t kStateLayout = 5;
+  static constexpr uint32_t kStateLayout = 6;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();

@@ -6,6 +6,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -219,6 +220,40 @@ void DropStoredForSuccessors() {
     notifier->Send(absl::StrCat("FDSTOREREMOVE=1\nFDNAME=", name)).IgnoreError();
 }
 
+namespace {
+
+// Copies of a serving server's BPF program links and config map (see
+// SupervisorOptions::quiet_programs).
+struct HeldPrograms {
+  std::vector<int> links;
+  int config = -1;
+  bool taken = false;  // tried for this server
+
+  void Take(pid_t server, const StateHeader& h) {
+    taken = true;
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, server, 0));
+    if (pidfd < 0) return;
+    auto copy = [pidfd](int fd) { return fd < 0 ? -1 : static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0)); };
+    for (int32_t fd : h.server_bpf_links) {
+      if (const int held = copy(fd); held >= 0) links.push_back(held);
+    }
+    config = copy(h.server_bpf_config);
+    close(pidfd);
+  }
+  // The server is gone: its programs count nothing from now on.
+  void Quiet(const SupervisorOptions& options) {
+    if (config >= 0 && options.quiet_programs) options.quiet_programs(config);
+  }
+  // Unlinks them (the kernel's wait is here, off the takeover's path).
+  void Release() {
+    for (int fd : links) close(fd);
+    if (config >= 0) close(config);
+    *this = HeldPrograms();
+  }
+};
+
+}  // namespace
+
 int Supervise(const SupervisorOptions& options) {
   const std::string& mp = options.mount.mountpoint;
   sigset_t sigs;
@@ -256,6 +291,9 @@ int Supervise(const SupervisorOptions& options) {
   int standby_failures = 0;
   bool standby_ready = false;  // it said 'R'
   constexpr int kMaxStandbyFailures = 3;
+  bool report_to_successor = false;  // a SIGUSR1 that came as its server died
+  HeldPrograms programs;       // the serving server's
+  HeldPrograms ended_programs;  // its predecessor's, unlinked once it is followed
   for (;;) {
     const pid_t child = successor > 0 ? std::exchange(successor, -1) : fork();
     if (child < 0) {
@@ -276,6 +314,8 @@ int Supervise(const SupervisorOptions& options) {
       close(gate);
       gate = -1;
     }
+    ended_programs.Release();
+    if (std::exchange(report_to_successor, false)) kill(child, SIGUSR1);  // (held until it reads signals)
     int status = 0;
     bool reaped = false;
     // A retiring server that has not exited by then is killed: its
@@ -293,10 +333,12 @@ int Supervise(const SupervisorOptions& options) {
       // (Whether the file system can be rebuilt is known once it serves.)
       const bool serving = state->header().initialized.load() != 0 &&
                            state->header().serving_generation.load() > generation_before;
+      if (serving && !programs.taken && options.quiet_programs) programs.Take(child, state->header());
       const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
                                 standby_failures < kMaxStandbyFailures &&
                                 (!serving || state->header().recoverable.load() != 0);
       int wait_ms = want_standby ? (serving ? 0 : 50) : -1;
+      if (!serving && !programs.taken && options.quiet_programs) wait_ms = 50;  // to take them once it serves
       if (retiring) {
         wait_ms = static_cast<int>(std::max<int64_t>(
             0, std::chrono::ceil<std::chrono::milliseconds>(retire_deadline - Clock::now()).count()));
@@ -365,6 +407,12 @@ int Supervise(const SupervisorOptions& options) {
       }
       if (si.ssi_signo != SIGCHLD) {
         if (si.ssi_signo != SIGUSR1) stop_requested = true;
+        // (A server that died already cannot report: its successor does.)
+        if (si.ssi_signo == SIGUSR1 && waitpid(child, &status, WNOHANG) == child) {
+          reaped = true;
+          report_to_successor = true;
+          continue;
+        }
         kill(child, static_cast<int>(si.ssi_signo));  // the server stops (or reports) as asked
         continue;
       }
@@ -381,6 +429,8 @@ int Supervise(const SupervisorOptions& options) {
       kill(child, SIGKILL);
       waitpid(child, &status, 0);
     }
+    programs.Quiet(options);
+    ended_programs = std::exchange(programs, HeldPrograms());
     StateHeader& h = state->header();
     const bool retired = std::exchange(restart_requested, false);
     if (!retired) h.server_ended_ns.store(MonotonicNs());  // a retired one noted its own end
@@ -431,6 +481,7 @@ int Supervise(const SupervisorOptions& options) {
         server_argv[0]);
   }
   DropStandby(&successor, &gate);  // the mount ends while a successor waits at its gate
+  ended_programs.Release();
   if (exit_code != 0) {
     AbortAndUnmount(state->header().device, mp);
   }

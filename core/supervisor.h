@@ -15,6 +15,7 @@
 #define EFUSE_CORE_SUPERVISOR_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -48,6 +49,13 @@ struct SupervisorOptions {
   // take over at once when the server dies (it costs a second process's
   // memory for the node tables).
   bool standby = true;
+  // Quiets a server's BPF programs through a copy of their config map's fd
+  // (true if done). The supervisor holds copies of a serving server's
+  // program links, so that its death does not wait for the kernel to
+  // detach them (tens of ms that fell between two servers); once it is
+  // gone its programs are quieted at once and unlinked after the successor
+  // is told to go. Null: no copies are held.
+  std::function<bool(int config_map_fd)> quiet_programs;
 };
 
 // What successor servers need, made once at mount time: the mounted

@@ -42,6 +42,9 @@ class Telemetry {
   // (a retiring server: the kernel waits out a grace period per program,
   // tens of ms that must not fall between two servers). Idempotent.
   virtual void ReleasePrograms() {}
+  // The programs' link fds and their config map's fd (empty, -1: none).
+  virtual std::vector<int> ProgramLinkFds() const { return {}; }
+  virtual int ConfigMapFd() const { return -1; }
   // The rows seen since `since_ns` (CLOCK_MONOTONIC; 0: all). Called by the
   // offload policy's thread only.
   virtual absl::Status ReadHotInodes(uint64_t since_ns, std::vector<HotInode>* out) = 0;

@@ -147,18 +147,11 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
     }
     if (result == nullptr) {
       // A forgotten node's file comes back under its old id: a file handle
-      // the kernel gave out (open_by_handle_at, NFS) holds that id.
+      // the kernel gave out (open_by_handle_at, NFS) holds that id. The
+      // last server's id (journal) first: the kernel may still hold it.
       uint64_t id = 0;
       if (!pin) {
-        auto fit = s.forgotten_by_handle.find(std::make_pair(dev, handle));
-        if (fit != s.forgotten_by_handle.end()) {
-          id = fit->second;
-          s.forgotten.erase(id);
-          s.forgotten_by_handle.erase(fit);
-          revivals_.fetch_add(1, std::memory_order_relaxed);
-          born = true;  // live again, for the journal (it said dropped)
-        } else if (!recovered_by_handle_.empty()) {
-          // Named by the last server (journal): the kernel may know that id.
+        if (!recovered_by_handle_.empty()) {
           auto rit = recovered_by_handle_.find(std::make_pair(dev, handle));
           // (Its id is of this shard: ids follow the shard of their key.)
           if (rit != recovered_by_handle_.end() && !s.by_id.contains(rit->second)) {
@@ -166,7 +159,16 @@ Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberFd(int path
             // Journaled again: a checkpoint begun before this may have
             // passed over it as forgotten (CompactJournal).
             born = true;
+            DropForgotten(s, id);  // (if it was forgotten here before)
           }
+        }
+        auto fit = id == 0 ? s.forgotten_by_handle.find(std::make_pair(dev, handle)) : s.forgotten_by_handle.end();
+        if (fit != s.forgotten_by_handle.end()) {
+          id = fit->second;
+          s.forgotten.erase(id);
+          s.forgotten_by_handle.erase(fit);
+          revivals_.fetch_add(1, std::memory_order_relaxed);
+          born = true;  // live again, for the journal (it said dropped)
         }
       }
       if (id == 0) {
@@ -204,17 +206,16 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     auto it = s.by_id.find(nodeid);
     if (it == s.by_id.end()) {
       // One the last server named and the kernel forgets before asking
-      // for it again: forgotten as if it had been revived here (the next
-      // journal checkpoint counts it among the forgotten).
-      auto rit = recovered_nodes_.find(nodeid);
-      if (rit == recovered_nodes_.end() || s.forgotten.contains(nodeid)) return;
-      RememberForgotten(s, nodeid, rit->second);
+      // for it again: left out of the next journal checkpoint. (Not kept
+      // among the forgotten: whether its file was unlinked meanwhile is
+      // not known, and most are, as churn goes.)
+      if (!recovered_nodes_.contains(nodeid)) return;
       l.Release();
       {
         absl::MutexLock f(&recovered_forgotten_mu_);
-        recovered_forgotten_.insert(nodeid);
+        if (!recovered_forgotten_.insert(nodeid).second) return;
       }
-      JournalDropped(nodeid, /*kept=*/true);
+      JournalDropped(nodeid, /*kept=*/false);
       return;
     }
     Inode& inode = *it->second;
@@ -230,6 +231,12 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     if (kept) RememberForgotten(s, inode.nodeid, ForgottenNode{inode.dev, inode.type, inode.handle, 0});
     dropped = std::move(it->second);
     s.by_id.erase(it);
+  }
+  if (recovered_nodes_.contains(nodeid)) {
+    // The last server's, revived and forgotten here: a checkpoint writes
+    // it from the forgotten (if kept), never again as one the kernel holds.
+    absl::MutexLock f(&recovered_forgotten_mu_);
+    recovered_forgotten_.insert(nodeid);
   }
   JournalDropped(nodeid, kept);
   if (watcher_ != nullptr && dropped->type == S_IFDIR) UnwatchDir(*dropped);
@@ -273,6 +280,14 @@ void PassthroughFs::RememberForgotten(Shard& s, uint64_t nodeid, ForgottenNode n
       if (current(entry)) kept.push_back(entry);
     s.forgotten_order.swap(kept);
   }
+}
+
+void PassthroughFs::DropForgotten(Shard& s, uint64_t nodeid) {
+  auto it = s.forgotten.find(nodeid);
+  if (it == s.forgotten.end()) return;
+  auto hit = s.forgotten_by_handle.find(std::make_pair(it->second.dev, it->second.handle));
+  if (hit != s.forgotten_by_handle.end() && hit->second == nodeid) s.forgotten_by_handle.erase(hit);
+  s.forgotten.erase(it);  // (its order entry no longer matches: skipped)
 }
 
 Result<Entry> PassthroughFs::LookupSelf(uint64_t nodeid) {

@@ -380,6 +380,8 @@ class PassthroughFs : public FileSystem {
   Result<Entry> LookupSelf(uint64_t nodeid);
   // Keeps what names a dropped node's file, within the shard's bound.
   void RememberForgotten(Shard& s, uint64_t nodeid, ForgottenNode node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // No longer among the forgotten (revived, or gone for good).
+  void DropForgotten(Shard& s, uint64_t nodeid) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // Forgotten nodes kept per shard (about 130 bytes each at most).
   static constexpr size_t kForgottenPerShard = 4096;
   // After a create: looks the new name up, falling back to `created_fd`

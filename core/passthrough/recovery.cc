@@ -166,10 +166,6 @@ struct PassthroughFs::JournalReplay {
   uint64_t nodes = 0, max_fh = 0;
   std::vector<uint64_t> next_in_shard = std::vector<uint64_t>(kShards, 0);  // ids are never given twice
   absl::flat_hash_map<uint64_t, HandleRecord> open;
-  // Nodes the kernel forgot, kept for their file handles (seq: the order
-  // they were read in, so a later one of the same file wins).
-  absl::flat_hash_map<uint64_t, ForgottenNode> forgotten;
-  uint64_t forgotten_seq = 0;
   std::chrono::nanoseconds took{0};
 };
 
@@ -195,7 +191,9 @@ void PassthroughFs::ReplayJournal() {
     return true;
   };
   // The node is no longer one the kernel holds: it goes among the
-  // forgotten (`f`, or what the journal said of it), if `kept`.
+  // forgotten (`f`, or what the journal said of it), if `kept`. Into the
+  // shards at once (no request reads them before Init): a takeover has
+  // nothing left to sort in.
   auto forget = [&](uint64_t nodeid, ForgottenNode* f, bool kept) {
     auto it = recovered_nodes_.find(nodeid);
     if (it != recovered_nodes_.end()) {
@@ -203,10 +201,12 @@ void PassthroughFs::ReplayJournal() {
       if (hit != recovered_by_handle_.end() && hit->second == nodeid) recovered_by_handle_.erase(hit);
       if (f == nullptr) f = &it->second;
     }
-    if (!kept) r.forgotten.erase(nodeid);
+    Shard& s = (*shards_)[nodeid % kShards];
+    absl::MutexLock l(&s.mu);
     if (kept && f != nullptr && !f->handle.empty()) {
-      f->seq = ++r.forgotten_seq;
-      r.forgotten[nodeid] = std::move(*f);
+      RememberForgotten(s, nodeid, std::move(*f));
+    } else {
+      DropForgotten(s, nodeid);
     }
     if (it != recovered_nodes_.end()) recovered_nodes_.erase(it);
   };
@@ -219,7 +219,11 @@ void PassthroughFs::ReplayJournal() {
           uint64_t& next = r.next_in_shard[n.nodeid % kShards];
           next = std::max(next, n.nodeid / kShards + 1);
           if (type == kNodeForgotten) return forget(n.nodeid, &f, true);
-          r.forgotten.erase(n.nodeid);
+          {
+            Shard& s = (*shards_)[n.nodeid % kShards];
+            absl::MutexLock l(&s.mu);
+            DropForgotten(s, n.nodeid);  // live again
+          }
           if (n.handle_size > 0) {
             recovered_by_handle_[std::make_pair(f.dev, f.handle)] = n.nodeid;
             recovered_nodes_[n.nodeid] = std::move(f);
@@ -250,8 +254,13 @@ void PassthroughFs::ReplayJournal() {
         recovered_nodes_.clear();
         recovered_by_handle_.clear();
         r.open.clear();
-        r.forgotten.clear();
         r.nodes = 0;
+        for (Shard& s : *shards_) {
+          absl::MutexLock l(&s.mu);
+          s.forgotten.clear();
+          s.forgotten_by_handle.clear();
+          s.forgotten_order.clear();
+        }
       });
   r.took += std::chrono::steady_clock::now() - started;
 }
@@ -271,20 +280,6 @@ void PassthroughFs::FinishRecovery() {
     s.next = std::max(s.next, r->next_in_shard[i]);
   }
   next_fh_.store(std::max<uint64_t>(next_fh_.load(), r->max_fh + 1));
-  // The nodes the kernel had forgotten, kept as this server keeps its own
-  // (bounded, for their file handles), oldest first; not one whose file a
-  // node the kernel may hold names.
-  std::vector<std::pair<uint64_t, ForgottenNode*>> forgotten;
-  forgotten.reserve(r->forgotten.size());
-  for (auto& [id, f] : r->forgotten) {
-    if (!recovered_by_handle_.contains(std::make_pair(f.dev, f.handle))) forgotten.emplace_back(id, &f);
-  }
-  std::sort(forgotten.begin(), forgotten.end(), [](const auto& a, const auto& b) { return a.second->seq < b.second->seq; });
-  for (auto& [id, f] : forgotten) {
-    Shard& s = (*shards_)[id % kShards];
-    absl::MutexLock l(&s.mu);
-    RememberForgotten(s, id, std::move(*f));
-  }
   {
     absl::MutexLock l(&recovered_handles_mu_);
     for (const auto& [fh, h] : r->open) {
@@ -316,6 +311,8 @@ void PassthroughFs::FinishRecovery() {
     } else {
       ++lost;
     }
+    // Released in the journal too: a later successor must not revive it.
+    JournalRelease(fh);
     if (h.passthrough && h.backing_id > 0) backing_unused.push_back(h.backing_id);
   }
   for (int32_t id : backing_unused) {
@@ -496,7 +493,11 @@ bool PassthroughFs::CompactJournal() {
       if (!AppendNode(kNodeBorn, id, n->dev, n->type, n->handle)) return false;
       ++nodes;
     }
-    for (const auto& [id, f] : s.forgotten) {
+    // Oldest first: a replay keeps them in this order for eviction.
+    for (const auto& [id, seq] : s.forgotten_order) {
+      auto it = s.forgotten.find(id);
+      if (it == s.forgotten.end() || it->second.seq != seq) continue;  // revived since
+      const ForgottenNode& f = it->second;
       if (!AppendNode(kNodeForgotten, id, f.dev, f.type, f.handle)) return false;
       ++forgotten;
     }

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <climits>
+#include <fstream>
 #include <functional>
 #include <cstring>
 #include <atomic>
@@ -60,7 +61,9 @@ class TakeoverTest : public ::testing::TestWithParam<TakeoverConfig> {
     return flags;
   }
   void TearDown() override {
-    if (mount_.running()) EXPECT_TRUE(mount_.Stop()) << mount_.LogForMessage();
+    if (mount_.running()) {
+      EXPECT_TRUE(mount_.Stop()) << mount_.LogForMessage();
+    }
   }
 
   std::map<std::string, std::string> Status() {
@@ -76,7 +79,9 @@ class TakeoverTest : public ::testing::TestWithParam<TakeoverConfig> {
     const pid_t server = static_cast<pid_t>(std::atol(kv["server_pid"].c_str()));
     EXPECT_GT(server, 0);
     EXPECT_NE(server, m.pid()) << "the status file names the supervisor as the server";
-    if (server > 0) EXPECT_EQ(kill(server, SIGKILL), 0);
+    if (server > 0) {
+      EXPECT_EQ(kill(server, SIGKILL), 0);
+    }
     return server;
   }
 
@@ -413,6 +418,62 @@ TEST_P(TakeoverTest, TelemetryCountersCarryOn) {
   EXPECT_GT(total(), before) << "the successor's counters started again" << mount_.LogForMessage();
 }
 
+// The supervisor holds copies of the serving server's BPF program links
+// (so that the server's death does not wait for the kernel to detach
+// them); once the server is gone they are quieted and let go, and the
+// successor's are taken: every request is counted once.
+std::set<std::string> HeldLinkIds(pid_t pid) {
+  std::set<std::string> ids;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fdinfo";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return ids;
+  while (dirent* e = readdir(d)) {
+    std::ifstream in(dir + "/" + e->d_name);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("link_id:", 0) == 0) ids.insert(line.substr(line.find_first_not_of(" \t", 8)));
+    }
+  }
+  closedir(d);
+  return ids;
+}
+
+TEST_P(TakeoverTest, TheSupervisorHoldsTheServersProgramLinks) {
+  auto held = [&](const std::set<std::string>& not_these) {
+    std::set<std::string> ids;
+    for (int i = 0; i < 500; ++i) {  // taken once the server serves (bounded wait)
+      ids = HeldLinkIds(mount_.pid());
+      if (ids.size() == 2 && ids != not_these) break;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return ids;
+  };
+  const std::set<std::string> first = held({});
+  ASSERT_EQ(first.size(), 2u) << "the supervisor holds no copies of the server's links" << mount_.LogForMessage();
+  KillServer();
+  std::string error;
+  ASSERT_TRUE(WriteFile(mount_.Path("after"), "x", &error)) << error;  // served by the successor
+  const std::set<std::string> second = held(first);
+  ASSERT_EQ(second.size(), 2u) << mount_.LogForMessage();
+  for (const std::string& id : second) EXPECT_EQ(first.count(id), 0u) << "the dead server's links are still held";
+  // Counted once: the dead server's programs were quieted.
+  auto lookups = [&] {
+    CommandResult r = RunCommand({EFUSECTL_PATH, "metrics", mount_.path()}, seconds(10));
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("efuse_requests_total{", 0) == 0 && line.find("\"LOOKUP\"") != std::string::npos) {
+        return std::strtoull(line.substr(line.rfind(' ') + 1).c_str(), nullptr, 10);
+      }
+    }
+    return 0ull;
+  };
+  const uint64_t before = lookups();
+  for (int i = 0; i < 100; ++i) {
+    struct stat st;
+    stat(mount_.Path("missing-" + std::to_string(i)).c_str(), &st);  // a LOOKUP each
+  }
+  EXPECT_EQ(lookups() - before, 100u) << mount_.LogForMessage();
+}
+
 TEST_P(TakeoverTest, SuccessiveKillsKeepTheMount) {
   std::string error;
   ASSERT_TRUE(WriteFile(mount_.Path("f"), "0", &error)) << error;
@@ -516,7 +577,9 @@ TEST_P(TakeoverTest, ARequestCarriedOutButNotAnsweredIsAnsweredOnce) {
       std::map<std::string, std::string> kv;
       ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
       EXPECT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
-      if (std::string(point) == "crash_before_reply") EXPECT_NE(kv["answers_replayed"], "0") << m.LogForMessage();
+      if (std::string(point) == "crash_before_reply") {
+        EXPECT_NE(kv["answers_replayed"], "0") << m.LogForMessage();
+      }
       // Every file the call opened is closed: the RELEASE is sent after
       // close() returns, so it is waited for (bounded).
       for (int i = 0; i < 500 && kv["pt_open_handles"] != "0"; ++i) {
@@ -524,6 +587,18 @@ TEST_P(TakeoverTest, ARequestCarriedOutButNotAnsweredIsAnsweredOnce) {
         ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
       }
       EXPECT_EQ(kv["pt_open_handles"], "0") << "a handle stayed open" << m.LogForMessage();
+      // And the next server does not revive one from the journal either.
+      KillServerOf(m);
+      std::string error;
+      ASSERT_TRUE(WriteFile(m.Path("served-by-the-third"), "x", &error)) << error;
+      EXPECT_TRUE(c.after(m.path())) << c.opcode << m.LogForMessage();
+      ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+      for (int i = 0; i < 500 && kv["pt_open_handles"] != "0"; ++i) {  // (its RELEASE)
+        std::this_thread::sleep_for(milliseconds(10));
+        ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+      }
+      EXPECT_EQ(kv["takeovers"], "2") << m.LogForMessage();
+      EXPECT_EQ(kv["pt_open_handles"], "0") << "a handle came back at the second takeover" << m.LogForMessage();
       EXPECT_TRUE(m.Stop()) << m.LogForMessage();
     }
   }

@@ -260,6 +260,7 @@ def main():
     ap.add_argument("--upgrades", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steady-only", action="store_true", help="only the steady-state cost of supervision")
+    ap.add_argument("--takeovers-only", action="store_true", help="no steady-state rows")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("takeover: run as root")
@@ -295,6 +296,8 @@ def main():
         print("| %s | %s | %d | %d | %d | %d | %.1f ms | %.1f ms | %.2f ms |" % (
             r["config"], r["kind"], r["events"], r["ops"], r["errors"], r["lost_files"] + r["bad_reads"],
             r["max_ms"], r["median_event_max_ms"], r["p99_window_ms"]))
+    if a.takeovers_only:
+        return 0
     print()
     print("| configuration | loop | off, default transport | off, uring-dev | on | on ÷ off (uring-dev): the journal | on ÷ off (default) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

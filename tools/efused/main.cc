@@ -206,6 +206,7 @@ int main(int argc, char** argv) {
       so.server_argv[0] = !path.empty() && access(path.c_str(), X_OK) == 0 ? path : "/proc/self/exe";
       so.worker_clones = clones;
       so.fds = std::move(extra_fds);
+      so.quiet_programs = efuse::bpf::KernelTelemetry::QuietPrograms;
       return efuse::Supervise(so);
     }
     // Under systemd: this process mounts, puts what a successor needs into
