@@ -314,7 +314,6 @@ int Supervise(const SupervisorOptions& options) {
       close(gate);
       gate = -1;
     }
-    ended_programs.Release();
     if (std::exchange(report_to_successor, false)) kill(child, SIGUSR1);  // (held until it reads signals)
     int status = 0;
     bool reaped = false;
@@ -333,6 +332,10 @@ int Supervise(const SupervisorOptions& options) {
       // (Whether the file system can be rebuilt is known once it serves.)
       const bool serving = state->header().initialized.load() != 0 &&
                            state->header().serving_generation.load() > generation_before;
+      // The last server's programs are unlinked once this one serves (a
+      // fresh fork inherits the copies until its exec: released before,
+      // its exec would wait for the detach).
+      if (serving) ended_programs.Release();
       if (serving && !programs.taken && options.quiet_programs) programs.Take(child, state->header());
       const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
                                 standby_failures < kMaxStandbyFailures &&
@@ -400,6 +403,11 @@ int Supervise(const SupervisorOptions& options) {
         }
         server_argv = std::move(argv);
         restart_requested = true;
+        // (Before it retires and closes its own: copies taken later could
+        // be of whatever reused those numbers.)
+        if (!programs.taken && options.quiet_programs && state->header().serving_generation.load() > generation_before) {
+          programs.Take(child, state->header());
+        }
         kill(child, SIGUSR2);
         retire_deadline = Clock::now() + options.retire_timeout;
         retiring = true;
@@ -407,7 +415,12 @@ int Supervise(const SupervisorOptions& options) {
       }
       if (si.ssi_signo != SIGCHLD) {
         if (si.ssi_signo != SIGUSR1) stop_requested = true;
-        // (A server that died already cannot report: its successor does.)
+        // (A server that died already, or retires, cannot report: its
+        // successor does.)
+        if (si.ssi_signo == SIGUSR1 && retiring && successor > 0) {
+          kill(successor, SIGUSR1);
+          continue;
+        }
         if (si.ssi_signo == SIGUSR1 && waitpid(child, &status, WNOHANG) == child) {
           reaped = true;
           report_to_successor = true;
@@ -430,6 +443,7 @@ int Supervise(const SupervisorOptions& options) {
       waitpid(child, &status, 0);
     }
     programs.Quiet(options);
+    ended_programs.Release();  // (one that never served kept them)
     ended_programs = std::exchange(programs, HeldPrograms());
     StateHeader& h = state->header();
     const bool retired = std::exchange(restart_requested, false);

@@ -205,9 +205,9 @@ void PassthroughFs::ReplayJournal() {
     absl::MutexLock l(&s.mu);
     if (kept && f != nullptr && !f->handle.empty()) {
       RememberForgotten(s, nodeid, std::move(*f));
-    } else {
+    } else if (!kept) {
       DropForgotten(s, nodeid);
-    }
+    }  // (kept, known only from a checkpoint before this record: as it was)
     if (it != recovered_nodes_.end()) recovered_nodes_.erase(it);
   };
   r.offset = opts_.state->Replay(

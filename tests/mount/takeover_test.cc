@@ -449,13 +449,17 @@ TEST_P(TakeoverTest, TheSupervisorHoldsTheServersProgramLinks) {
   };
   const std::set<std::string> first = held({});
   ASSERT_EQ(first.size(), 2u) << "the supervisor holds no copies of the server's links" << mount_.LogForMessage();
+  std::map<std::string, std::string> kv = Status();
+  EXPECT_EQ(first, HeldLinkIds(static_cast<pid_t>(std::atol(kv["server_pid"].c_str()))))
+      << "not the server's links";
   KillServer();
   std::string error;
   ASSERT_TRUE(WriteFile(mount_.Path("after"), "x", &error)) << error;  // served by the successor
   const std::set<std::string> second = held(first);
   ASSERT_EQ(second.size(), 2u) << mount_.LogForMessage();
   for (const std::string& id : second) EXPECT_EQ(first.count(id), 0u) << "the dead server's links are still held";
-  // Counted once: the dead server's programs were quieted.
+  // Counted once after the takeover (the standby's programs count nothing
+  // until it takes over; the dead server's were quieted and let go).
   auto lookups = [&] {
     CommandResult r = RunCommand({EFUSECTL_PATH, "metrics", mount_.path()}, seconds(10));
     std::istringstream in(r.out);
