@@ -1,8 +1,10 @@
 #include "core/supervisor.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -222,6 +224,18 @@ void DropStoredForSuccessors() {
 
 namespace {
 
+// Every thread of `pid` back to niceness 0 (a gated server loads niced,
+// tools/efused/main.cc; the supervisor, as root, may lower it again).
+void ServeAtFullPriority(pid_t pid) {
+  const std::string dir = absl::StrCat("/proc/", pid, "/task");
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(e->d_name)), 0);
+    }
+    closedir(d);
+  }
+}
+
 // Copies of a serving server's BPF program links and config map (see
 // SupervisorOptions::quiet_programs).
 struct HeldPrograms {
@@ -306,7 +320,9 @@ int Supervise(const SupervisorOptions& options) {
     const uint64_t generation_before = state->header().generation.load();
     standby_ready = false;
     if (gate >= 0) {
-      // Its predecessor is gone: the successor takes over.
+      // Its predecessor is gone: the successor takes over, at full
+      // priority from its first instruction (it loaded niced).
+      ServeAtFullPriority(child);
       const char go = 'G';
       if (send(gate, &go, 1, MSG_NOSIGNAL) != 1) {
         Log(LogLevel::kWarning, "supervisor: the successor's gate: %s", std::strerror(errno));
