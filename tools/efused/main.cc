@@ -1,6 +1,5 @@
 // efused — the efuse daemon: mounts a file system and serves it until
 // unmounted or signalled (SIGTERM/SIGINT: unmount and exit 0).
-#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -39,25 +38,6 @@ namespace {
 
 // The niceness of a gated server while it loads (see main).
 constexpr int kLoadingNice = 10;
-
-// Every thread of this process back to niceness 0 (niceness is per thread
-// on Linux). Lowering it needs CAP_SYS_NICE: without, the server serves
-// niced, and says so.
-void ServeAtFullPriority() {
-  bool all = true;
-  if (DIR* d = opendir("/proc/self/task")) {
-    while (dirent* e = readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      if (setpriority(PRIO_PROCESS, static_cast<id_t>(std::atoi(e->d_name)), 0) != 0) all = false;
-    }
-    closedir(d);
-  }
-  if (!all) {
-    efuse::Log(efuse::LogLevel::kInfo, "serving at niceness %d: this server may not lower it again (no CAP_SYS_NICE)",
-               kLoadingNice);
-  }
-}
-
 
 // --help, --version and --config=FILE act before the command line is
 // parsed: the first two instead of it, the config file under it.
@@ -126,9 +106,10 @@ int main(int argc, char** argv) {
   }
   // A gated server (a standby, a planned successor) loads while another
   // serves: on a busy machine its loading (BPF verification above all)
-  // must not take CPU from the clients. Niced until it takes over; the
-  // threads it starts meanwhile inherit that (ServeAtFullPriority).
-  if (gate >= 0) setpriority(PRIO_PROCESS, 0, kLoadingNice);
+  // must not take CPU from the clients. Niced (the threads it starts
+  // meanwhile inherit it) until the supervisor, which may lower it again
+  // (root), tells it to take over.
+  if (gate >= 0 && geteuid() == 0) setpriority(PRIO_PROCESS, 0, kLoadingNice);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   // Debian's abseil is built with mutex deadlock detection on: a graph
   // update on every lock, visible in request latency. Our lock order is
@@ -393,7 +374,6 @@ int main(int argc, char** argv) {
       return 1;
     }
     close(gate);
-    ServeAtFullPriority();
   }
   if (!config->metrics_file.empty()) {
     // The same text `efusectl metrics` prints, from the pinned maps and the
