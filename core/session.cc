@@ -189,20 +189,26 @@ absl::Status Session::ServeInit() {
   return absl::OkStatus();
 }
 
-void Session::FinishTakeover(std::chrono::steady_clock::time_point started) {
+std::string Session::ResendHeld() {
+  // What the last server read and never answered goes back to the queue
+  // (the kernel marks each with FUSE_UNIQUE_RESEND). Before any worker
+  // reads: the kernel resends every request being processed on the
+  // connection, and one this server had read already would be carried out
+  // twice, both runs racing (a CREATE then opens two handles, one of which
+  // the kernel never hears of).
+  if ((dispatcher_->connection().kernel_flags & abi::init::kHasResend) == 0) {
+    return "this kernel cannot resend (no FUSE_HAS_RESEND): requests the last server held are lost";
+  }
+  proto::Reply r = proto::NotifyResend();
+  Status ns = Notify(r.Iov());
+  if (!ns.ok()) return absl::StrCat("FUSE_NOTIFY_RESEND failed: ", std::strerror(ns.error().value()));
+  options_.state->header().requests_resent.fetch_add(1);
+  return "asked the kernel to resend what it held";
+}
+
+void Session::FinishTakeover(std::chrono::steady_clock::time_point started, const std::string& resent) {
   StateHeader& h = options_.state->header();
   h.takeovers.fetch_add(1);
-  // What the last server read and never answered goes back to the queue
-  // (the kernel marks each with FUSE_UNIQUE_RESEND), now that workers read.
-  const bool resend = dispatcher_->connection().kernel_flags & abi::init::kHasResend;
-  std::string resent = "this kernel cannot resend (no FUSE_HAS_RESEND): requests the last server held are lost";
-  if (resend) {
-    proto::Reply r = proto::NotifyResend();
-    Status ns = Notify(r.Iov());
-    resent = ns.ok() ? "asked the kernel to resend what it held"
-                     : absl::StrCat("FUSE_NOTIFY_RESEND failed: ", std::strerror(ns.error().value()));
-    if (ns.ok()) h.requests_resent.fetch_add(1);
-  }
   // From the moment the last server stopped (the supervisor or the retiring
   // server noted it), else from this session's start.
   const uint64_t ended = h.server_ended_ns.exchange(0);  // stale for the next takeover
@@ -364,6 +370,7 @@ absl::Status Session::Run() {
     }
   }
 
+  const std::string resent = takeover ? ResendHeld() : "";
   int done_fd = done_event_;
   std::string passed_over;  // transports that could not start, and why
   for (auto& candidate : candidates) {
@@ -386,7 +393,7 @@ absl::Status Session::Run() {
     return absl::UnavailableError(absl::StrCat("no transport could start (", passed_over, ")"));
   }
   transport_note_ = passed_over.empty() ? "first choice" : passed_over;
-  if (takeover) FinishTakeover(started);
+  if (takeover) FinishTakeover(started, resent);
   if (state != nullptr) state->header().serving_generation.store(state->header().generation.load());
   if (offload_ != nullptr) offload_->Start();
   Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,

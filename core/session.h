@@ -82,7 +82,10 @@ class Session final : public KernelConnection {
  private:
   absl::Status ServeInit();
   // After a takeover: the kernel's resend, the figures, one log line.
-  void FinishTakeover(std::chrono::steady_clock::time_point started);
+  // A takeover: asks the kernel to resend what the last server held (a log
+  // phrase for the outcome), then, once serving, counts and logs it.
+  std::string ResendHeld();
+  void FinishTakeover(std::chrono::steady_clock::time_point started, const std::string& resent);
   void AbortConnection();
   // SIGUSR2 on a mount a successor can take over: stop taking requests,
   // let those being carried out finish, and exit 0 (never returns).

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -357,7 +358,9 @@ int main(int argc, char** argv) {
     // predecessor has retired. EOF: the upgrade was called off.
     // As a standby it may wait long: it follows the journal meanwhile.
     char c = 'R';
-    bool go = write(gate, &c, 1) == 1;
+    // (A supervisor that already said go, and closed its end, is no
+    // reason to die of SIGPIPE: its 'G' is there to read.)
+    bool go = send(gate, &c, 1, MSG_NOSIGNAL) == 1 || errno == EPIPE;
     while (go) {
       pollfd p{gate, POLLIN, 0};
       const int ready = poll(&p, 1, 1000);
