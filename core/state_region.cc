@@ -100,6 +100,26 @@ void StateRegion::RecordIntent(uint64_t unique) {
   RecordAnswer(unique, std::span<const iovec>(&v, 1));
 }
 
+void StateRegion::RecordIntentDetail(uint64_t unique, uint64_t detail) {
+  int32_t head[6] = {24, kIntentMark, 0, 0, 0, 0};
+  std::memcpy(&head[4], &detail, sizeof(detail));
+  const iovec v{head, sizeof(head)};
+  RecordAnswer(unique, std::span<const iovec>(&v, 1));
+}
+
+std::optional<uint64_t> StateRegion::IntentDetail(uint64_t unique) const {
+  const AnswerSlot* slots = answers();
+  for (size_t i = 0; i < kAnswerSlots; ++i) {
+    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
+    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    if (slots[i].unique.load(std::memory_order_acquire) != unique || !IsIntent(bytes) || bytes.size() < 24) continue;
+    uint64_t detail = 0;
+    std::memcpy(&detail, bytes.data() + 16, sizeof(detail));
+    return detail;
+  }
+  return std::nullopt;
+}
+
 bool StateRegion::HasIntent(uint64_t unique) const {
   const AnswerSlot* slots = answers();
   for (size_t i = 0; i < kAnswerSlots; ++i) {

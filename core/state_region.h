@@ -161,6 +161,12 @@ class StateRegion {
   // request with an intent and no answer may have taken effect already.
   void RecordIntent(uint64_t unique);
   bool HasIntent(uint64_t unique) const;
+  // An intent that carries what the first run chose before acting, for a
+  // resent request to choose the same (where an O_APPEND write began: run
+  // again at the end of what a partial first run wrote, it would append
+  // twice). Recorded after RecordIntent, before the action.
+  void RecordIntentDetail(uint64_t unique, uint64_t detail);
+  std::optional<uint64_t> IntentDetail(uint64_t unique) const;
   static constexpr int32_t kIntentMark = INT32_MIN;
 
  private:

@@ -339,6 +339,15 @@ int Supervise(const SupervisorOptions& options) {
     Clock::time_point retire_deadline{};
     // A successor that died at its gate: its SIGCHLD came before it was ours.
     if (waitpid(child, &status, WNOHANG) == child) reaped = true;
+    // It serves once it has answered INIT or taken the connection over.
+    auto is_serving = [&] {
+      return state->header().initialized.load() != 0 && state->header().serving_generation.load() > generation_before;
+    };
+    // Copies of its program links, taken once it serves and before it could
+    // close them (copies taken later could be of whatever reused the numbers).
+    auto take_programs_if_serving = [&](bool serving) {
+      if (serving && !programs.taken && options.quiet_programs) programs.Take(child, state->header());
+    };
     while (!reaped) {
       // A standby: the next server, started once this one serves, loaded
       // and keeping up with the journal at its gate, so that a crash is
@@ -346,13 +355,12 @@ int Supervise(const SupervisorOptions& options) {
       // once the file system cannot be rebuilt.
       if (successor > 0 && !retiring && state->header().recoverable.load() == 0) DropStandby(&successor, &gate);
       // (Whether the file system can be rebuilt is known once it serves.)
-      const bool serving = state->header().initialized.load() != 0 &&
-                           state->header().serving_generation.load() > generation_before;
+      const bool serving = is_serving();
       // The last server's programs are unlinked once this one serves (a
       // fresh fork inherits the copies until its exec: released before,
       // its exec would wait for the detach).
       if (serving) ended_programs.Release();
-      if (serving && !programs.taken && options.quiet_programs) programs.Take(child, state->header());
+      take_programs_if_serving(serving);
       const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
                                 standby_failures < kMaxStandbyFailures &&
                                 (!serving || state->header().recoverable.load() != 0);
@@ -419,11 +427,7 @@ int Supervise(const SupervisorOptions& options) {
         }
         server_argv = std::move(argv);
         restart_requested = true;
-        // (Before it retires and closes its own: copies taken later could
-        // be of whatever reused those numbers.)
-        if (!programs.taken && options.quiet_programs && state->header().serving_generation.load() > generation_before) {
-          programs.Take(child, state->header());
-        }
+        take_programs_if_serving(is_serving());  // before it retires and closes its own
         kill(child, SIGUSR2);
         retire_deadline = Clock::now() + options.retire_timeout;
         retiring = true;

@@ -18,6 +18,8 @@
 //                          from BYTES on (instead of 8 MiB)
 //   crash_in_checkpoint=1  the first server dies halfway through writing
 //                          a journal checkpoint
+//   crash_mid_append=1     the first server dies having written half of an
+//                          O_APPEND write (passthrough, daemon I/O)
 #ifndef EFUSE_CORE_TEST_FAULTS_H_
 #define EFUSE_CORE_TEST_FAULTS_H_
 

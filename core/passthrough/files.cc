@@ -8,12 +8,16 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <climits>
+#include <optional>
 #include <utility>
 #include <vector>
 
+#include "core/log.h"
 #include "core/passthrough/internal.h"
 #include "core/privileges.h"
+#include "core/state_region.h"
 #include "proto/abi.h"
 
 namespace efuse {
@@ -355,6 +359,7 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
     if ((oflags & O_ACCMODE) == O_WRONLY) oflags = (oflags & ~O_ACCMODE) | O_RDWR;
     oflags &= ~static_cast<uint32_t>(O_APPEND);
   }
+  if (AppendsEmulated()) oflags &= ~static_cast<uint32_t>(O_APPEND);  // (the handle keeps it)
   int fd;
   {
     ScopedCreds creds(creds_, ctx);
@@ -471,6 +476,20 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
   if ((h->flags & O_DIRECT) != 0 && (reinterpret_cast<uintptr_t>(data.data()) & 4095) != 0) {
     data = AlignedCopy(data);
   }
+  if ((h->flags & O_APPEND) != 0) {
+    if (AppendsEmulated()) {
+      // (The kernel holds the file's inode lock across an O_APPEND write:
+      // no other append of this mount comes between.)
+      Result<uint64_t> end = AppendOffset(ctx, *fd);
+      if (!end.ok()) return end.error();
+      offset = *end;
+    }
+    if (crash_mid_append_ && data.size() >= 2) {
+      Log(LogLevel::kWarning, "test fault crash_mid_append: dying halfway through an O_APPEND write");
+      [[maybe_unused]] const ssize_t half = pwrite(*fd, data.data(), data.size() / 2, static_cast<off_t>(offset));
+      raise(SIGKILL);
+    }
+  }
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n =
@@ -497,6 +516,18 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
   return done;
 }
 
+Result<uint64_t> PassthroughFs::AppendOffset(const RequestContext& ctx, int fd) {
+  const uint64_t first = ctx.unique & ~abi::kUniqueResend;
+  if ((ctx.unique & abi::kUniqueResend) != 0) {
+    if (std::optional<uint64_t> chosen = opts_.state->IntentDetail(first)) return *chosen;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Errno::Last();
+  const uint64_t end = static_cast<uint64_t>(st.st_size);
+  opts_.state->RecordIntentDetail(first, end);  // before a byte is written
+  return end;
+}
+
 Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& ctx, uint64_t nodeid,
                                                           uint64_t fh, uint32_t write_flags) {
   std::shared_ptr<Handle> h = GetHandle(fh);
@@ -505,6 +536,7 @@ Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& 
   // data may need re-aligning, and clearing setuid/setgid follows the write.
   if ((h->flags & O_DIRECT) != 0) return AsyncFileRef{};
   if ((write_flags & abi::kWriteKillSuidgid) != 0) return AsyncFileRef{};
+  if ((h->flags & O_APPEND) != 0 && AppendsEmulated()) return AsyncFileRef{};  // Write chooses the offset
   Result<int> fd = HandleFd(*h);
   if (!fd.ok()) return fd.error();
   return AsyncFileRef{*fd, h};  // the handle (and so its fd) lives until the I/O ends

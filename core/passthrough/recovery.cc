@@ -286,7 +286,6 @@ void PassthroughFs::FinishRecovery() {
       recovered_handles_[fh] =
           RecoveredHandle{h.nodeid, h.flags, h.passthrough != 0, h.dir != 0, h.backing_id, h.opened_by};
     }
-    has_recovered_handles_.store(!recovered_handles_.empty(), std::memory_order_release);
   }
   // Every handle the kernel still holds, opened again now, before a request
   // comes: a passthrough handle's I/O never reaches the daemon, yet the
@@ -415,6 +414,7 @@ void PassthroughFs::StartCompactor() {
   // (The first server only: its successor must take over without dying.)
   crash_in_checkpoint_ = TestFault("crash_in_checkpoint").has_value() &&
                          opts_.state->header().generation.load() == 1;
+  crash_mid_append_ = TestFault("crash_mid_append").has_value() && opts_.state->header().generation.load() == 1;
   compactor_ = std::thread([this] { CompactorLoop(); });
   compactor_running_.store(true);
   NoteJournalGrowth();  // a successor may find the log due already

@@ -729,6 +729,42 @@ INSTANTIATE_TEST_SUITE_P(Supervised, TakeoverTest,
                            return std::string(info.param.name);
                          });
 
+// A server killed halfway through an O_APPEND write it serves (daemon
+// I/O without the writeback cache: the daemon appends; test fault
+// crash_mid_append) leaves half the data in the source. The resent WRITE
+// is written where the first run began, not appended after that half: the
+// file holds the data once, as if no crash had happened.
+TEST(TakeoverAppendTest, AnAppendCutShortByACrashIsWrittenOnce) {
+  EfuseMount m;
+  ScratchDir source;
+  m.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "crash_mid_append=1", 1); });
+  ASSERT_TRUE(m.Start({"--supervise=on", "--fs=passthrough", "--source=" + source.path(), "--passthrough=off",
+                       "--writeback_cache=false"}));
+  std::string error;
+  const std::string head(1000, 'a'), body(10000, 'b'), tail(500, 'c');
+  ASSERT_TRUE(WriteFile(m.Path("log"), head, &error)) << error;
+  for (const std::string* part : {&body, &tail}) {  // the fault fires once: the first server only
+    const int fd = open(m.Path("log").c_str(), O_WRONLY | O_APPEND);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    EXPECT_EQ(write(fd, part->data(), part->size()), static_cast<ssize_t>(part->size()))
+        << strerror(errno) << m.LogForMessage();
+    close(fd);
+  }
+  const std::string want = head + body + tail;
+  std::string through_mount, in_source;
+  ASSERT_TRUE(ReadFile(m.Path("log"), &through_mount, &error)) << error;
+  ASSERT_TRUE(ReadFile(source.path() + "/log", &in_source, &error)) << error;
+  EXPECT_EQ(through_mount.size(), want.size()) << m.LogForMessage();
+  EXPECT_TRUE(through_mount == want) << "the mount's file differs";
+  EXPECT_TRUE(in_source == want) << "the source file holds " << in_source.size() << " bytes, " << want.size()
+                                 << " expected";
+  EXPECT_NE(m.Log().find("test fault crash_mid_append"), std::string::npos) << m.LogForMessage();
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["takeovers"], "1") << m.LogForMessage();
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
 // memfs with its data in the daemon cannot be rebuilt: the supervisor ends
 // the mount (no dead mount stays) rather than serve an empty file system.
 TEST(TakeoverRefusedTest, DaemonDataMemfsEndsTheMountWhenItsServerDies) {
