@@ -4,6 +4,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 namespace efuse {
@@ -11,6 +13,8 @@ namespace efuse {
 namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::atomic<bool> g_syslog{false};
+// Set once, before serving starts (SetLogName's contract), read by every thread.
+char g_name[64] = "efused";
 const char* LevelName(LogLevel l) {
   switch (l) {
     case LogLevel::kDebug: return "debug";
@@ -23,10 +27,15 @@ const char* LevelName(LogLevel l) {
 }  // namespace
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void SetLogName(std::string_view name) {
+  const size_t n = std::min(name.size(), sizeof(g_name) - 1);
+  std::memcpy(g_name, name.data(), n);
+  g_name[n] = '\0';
+}
 bool LogEnabled(LogLevel level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
 
 void LogToSyslog() {
-  openlog("efused", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+  openlog(g_name, LOG_PID | LOG_NDELAY, LOG_DAEMON);
   g_syslog.store(true);
 }
 
@@ -39,7 +48,7 @@ void LogLine(LogLevel level, std::string_view message) {
     syslog(priority, "%.*s", static_cast<int>(message.size()), message.data());
     return;
   }
-  std::string line = absl::StrFormat("efused: %s: %s\n", LevelName(level), message);
+  std::string line = absl::StrFormat("%s: %s: %s\n", g_name, LevelName(level), message);
   // One write() per line so lines from different threads never interleave.
   ssize_t unused = ::write(STDERR_FILENO, line.data(), line.size());
   (void)unused;

@@ -18,6 +18,9 @@ namespace efuse {
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
 void SetLogLevel(LogLevel level);
+// The name lines start with ("efused" unless set): a program built on
+// libefuse logs under its own. Call it before any thread logs.
+void SetLogName(std::string_view name);
 // From now on, lines go to syslog (the journal, under systemd) as
 // "efused[PID]: message" at the matching priority, instead of stderr.
 void LogToSyslog();

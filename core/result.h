@@ -14,13 +14,13 @@ namespace efuse {
 
 class Errno {
  public:
-  // A non-positive value is a programming error; it becomes EIO so the kernel
-  // still sees a failure rather than a bogus success.
+  /// A non-positive value is a programming error; it becomes EIO so the kernel
+  /// still sees a failure rather than a bogus success.
   explicit constexpr Errno(int value) : value_(value > 0 ? value : EIO) {}
   constexpr int value() const { return value_; }
   friend constexpr bool operator==(Errno a, Errno b) { return a.value_ == b.value_; }
 
-  // The errno of the last failed libc call.
+  /// The errno of the last failed libc call.
   static Errno Last() { return Errno(errno); }
 
  private:
@@ -30,8 +30,8 @@ class Errno {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Errno err) : v_(err) {}             // NOLINT
+  Result(T value) : v_(std::move(value)) {}  ///< NOLINT: implicit by design
+  Result(Errno err) : v_(err) {}             ///< NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() & { return std::get<0>(v_); }
@@ -47,7 +47,7 @@ class [[nodiscard]] Result {
   std::variant<T, Errno> v_;
 };
 
-// Result<void>: success or an Errno.
+/// Result<void>: success or an Errno.
 struct Ok {};
 using Status = Result<Ok>;
 inline Status OkStatus() { return Ok{}; }

@@ -14,14 +14,14 @@
 namespace efuse::abi {
 
 inline constexpr uint32_t kKernelMajor = 7;
-// The highest minor this engine speaks (Linux 6.18: COPY_FILE_RANGE_64).
+/// The highest minor this engine speaks (Linux 6.18: COPY_FILE_RANGE_64).
 inline constexpr uint32_t kKernelMinor = 45;
-// The oldest minor we accept. 7.31 is Linux 5.8; older kernels lack features
-// (WRITE_KILL_PRIV, map_alignment) whose absence we do not special-case.
+/// The oldest minor we accept. 7.31 is Linux 5.8; older kernels lack features
+/// (WRITE_KILL_PRIV, map_alignment) whose absence we do not special-case.
 inline constexpr uint32_t kMinSupportedMinor = 31;
 inline constexpr uint64_t kRootId = 1;
 inline constexpr uint32_t kMinReadBuffer = 8192;
-// Set in the `unique` of an INTERRUPT request's target (kernel FUSE_INT_REQ_BIT).
+/// Set in the `unique` of an INTERRUPT request's target (kernel FUSE_INT_REQ_BIT).
 inline constexpr uint64_t kInterruptRequestBit = 1ULL << 0;
 
 enum class Opcode : uint32_t {
@@ -92,7 +92,7 @@ enum class NotifyCode : int32_t {
   kPrune = 9,
 };
 
-// INIT flags: bits 0..31 travel in `flags`, 32..63 in `flags2` (FUSE_INIT_EXT).
+/// INIT flags: bits 0..31 travel in `flags`, 32..63 in `flags2` (FUSE_INIT_EXT).
 namespace init {
 inline constexpr uint64_t kAsyncRead = 1ULL << 0;
 inline constexpr uint64_t kPosixLocks = 1ULL << 1;
@@ -139,7 +139,7 @@ inline constexpr uint64_t kOverIoUring = 1ULL << 41;
 inline constexpr uint64_t kRequestTimeout = 1ULL << 42;
 }  // namespace init
 
-// fuse_setattr_in.valid
+/// fuse_setattr_in.valid
 inline constexpr uint32_t kFattrMode = 1u << 0;
 inline constexpr uint32_t kFattrUid = 1u << 1;
 inline constexpr uint32_t kFattrGid = 1u << 2;
@@ -153,7 +153,7 @@ inline constexpr uint32_t kFattrLockowner = 1u << 9;
 inline constexpr uint32_t kFattrCtime = 1u << 10;
 inline constexpr uint32_t kFattrKillSuidgid = 1u << 11;
 
-// fuse_open_out.open_flags
+/// fuse_open_out.open_flags
 inline constexpr uint32_t kFopenDirectIo = 1u << 0;
 inline constexpr uint32_t kFopenKeepCache = 1u << 1;
 inline constexpr uint32_t kFopenNonseekable = 1u << 2;
@@ -163,36 +163,36 @@ inline constexpr uint32_t kFopenNoflush = 1u << 5;
 inline constexpr uint32_t kFopenParallelDirectWrites = 1u << 6;
 inline constexpr uint32_t kFopenPassthrough = 1u << 7;
 
-// fuse_open_in.open_flags / fuse_create_in.open_flags
+/// fuse_open_in.open_flags / fuse_create_in.open_flags
 inline constexpr uint32_t kOpenKillSuidgid = 1u << 0;
-// In OPEN's flags (the open(2) flags): the kernel opens the file to execute
-// it (__FMODE_EXEC): execute permission is what is asked, not read.
+/// In OPEN's flags (the open(2) flags): the kernel opens the file to execute
+/// it (__FMODE_EXEC): execute permission is what is asked, not read.
 inline constexpr uint32_t kOpenFlagExec = 0x20;
-// fuse_release_in.release_flags
+/// fuse_release_in.release_flags
 inline constexpr uint32_t kReleaseFlush = 1u << 0;
 inline constexpr uint32_t kReleaseFlockUnlock = 1u << 1;
-// fuse_getattr_in.getattr_flags
+/// fuse_getattr_in.getattr_flags
 inline constexpr uint32_t kGetattrFh = 1u << 0;
-// fuse_lk_in.lk_flags
+/// fuse_lk_in.lk_flags
 inline constexpr uint32_t kLkFlock = 1u << 0;
-// fuse_write_in.write_flags
+/// fuse_write_in.write_flags
 inline constexpr uint32_t kWriteCache = 1u << 0;
 inline constexpr uint32_t kWriteLockowner = 1u << 1;
 inline constexpr uint32_t kWriteKillSuidgid = 1u << 2;
-// fuse_read_in.read_flags
+/// fuse_read_in.read_flags
 inline constexpr uint32_t kReadLockowner = 1u << 1;
-// fuse_fsync_in.fsync_flags
+/// fuse_fsync_in.fsync_flags
 inline constexpr uint32_t kFsyncFdatasync = 1u << 0;
-// fuse_setxattr_in.setxattr_flags
+/// fuse_setxattr_in.setxattr_flags
 inline constexpr uint32_t kSetxattrAclKillSgid = 1u << 0;
-// fuse_notify_inval_entry_out.flags
+/// fuse_notify_inval_entry_out.flags
 inline constexpr uint32_t kExpireOnly = 1u << 0;
-// fuse_attr.flags
+/// fuse_attr.flags
 inline constexpr uint32_t kAttrSubmount = 1u << 0;
 inline constexpr uint32_t kAttrDax = 1u << 1;
 
-// Extension types after total_extlen. Types 0..31 are a security-context
-// block whose `type` field is its context count.
+/// Extension types after total_extlen. Types 0..31 are a security-context
+/// block whose `type` field is its context count.
 inline constexpr uint32_t kExtMaxNrSecctx = 31;
 inline constexpr uint32_t kExtGroups = 32;
 
@@ -273,17 +273,17 @@ struct InHeader {
   uint32_t uid;
   uint32_t gid;
   uint32_t pid;
-  uint16_t total_extlen;  // in units of 8 bytes
+  uint16_t total_extlen;  ///< in units of 8 bytes
   uint16_t padding;
 };
 
-// In a request's unique: the kernel sends it again (FUSE_NOTIFY_RESEND);
-// its answer carries the unique with this bit.
+/// In a request's unique: the kernel sends it again (FUSE_NOTIFY_RESEND);
+/// its answer carries the unique with this bit.
 inline constexpr uint64_t kUniqueResend = 1ULL << 63;
 
 struct OutHeader {
   uint32_t len;
-  int32_t error;  // 0 or -errno; for notifications, the NotifyCode
+  int32_t error;  ///< 0 or -errno; for notifications, the NotifyCode
   uint64_t unique;
 };
 
@@ -550,7 +550,7 @@ struct CopyFileRangeIn {
   uint64_t len;
   uint64_t flags;
 };
-// Reply to COPY_FILE_RANGE is WriteOut (32-bit size); COPY_FILE_RANGE_64 uses this.
+/// Reply to COPY_FILE_RANGE is WriteOut (32-bit size); COPY_FILE_RANGE_64 uses this.
 struct CopyFileRangeOut {
   uint64_t bytes_copied;
 };
@@ -558,7 +558,7 @@ struct SyncfsIn {
   uint64_t padding;
 };
 
-struct Dirent {  // followed by `namelen` name bytes, padded to 8
+struct Dirent {  ///< followed by `namelen` name bytes, padded to 8
   uint64_t ino;
   uint64_t off;
   uint32_t namelen;
@@ -577,18 +577,18 @@ struct NotifyInvalInodeOut {
   int64_t off;
   int64_t len;
 };
-struct NotifyInvalEntryOut {  // followed by name + NUL
+struct NotifyInvalEntryOut {  ///< followed by name + NUL
   uint64_t parent;
   uint32_t namelen;
   uint32_t flags;
 };
-struct NotifyDeleteOut {  // followed by name + NUL
+struct NotifyDeleteOut {  ///< followed by name + NUL
   uint64_t parent;
   uint64_t child;
   uint32_t namelen;
   uint32_t padding;
 };
-struct NotifyStoreOut {  // followed by `size` data bytes
+struct NotifyStoreOut {  ///< followed by `size` data bytes
   uint64_t nodeid;
   uint64_t offset;
   uint32_t size;
@@ -601,7 +601,7 @@ struct NotifyRetrieveOut {
   uint32_t size;
   uint32_t padding;
 };
-// What the kernel sends back (opcode NOTIFY_REPLY) after a RETRIEVE.
+/// What the kernel sends back (opcode NOTIFY_REPLY) after a RETRIEVE.
 struct NotifyRetrieveIn {
   uint64_t dummy1;
   uint64_t offset;
@@ -610,25 +610,25 @@ struct NotifyRetrieveIn {
   uint64_t dummy3;
   uint64_t dummy4;
 };
-struct NotifyPruneOut {  // followed by `count` node ids
+struct NotifyPruneOut {  ///< followed by `count` node ids
   uint32_t count;
   uint32_t padding;
   uint64_t spare;
 };
 
 struct ExtHeader {
-  uint32_t size;  // including this header, multiple of 8
+  uint32_t size;  ///< including this header, multiple of 8
   uint32_t type;
 };
-struct SecctxHeader {  // the ExtHeader of a security-context block
+struct SecctxHeader {  ///< the ExtHeader of a security-context block
   uint32_t size;
   uint32_t nr_secctx;
 };
-struct Secctx {  // followed by the xattr name + NUL, then `size` bytes
+struct Secctx {  ///< followed by the xattr name + NUL, then `size` bytes
   uint32_t size;
   uint32_t padding;
 };
-struct SuppGroupsHeader {  // followed by nr_groups uint32_t gids
+struct SuppGroupsHeader {  ///< followed by nr_groups uint32_t gids
   uint32_t nr_groups;
 };
 
@@ -638,7 +638,7 @@ struct BackingMap {
   uint64_t padding;
 };
 
-// FUSE over io_uring (7.42+).
+/// FUSE over io_uring (7.42+).
 struct UringEntInOut {
   uint64_t flags;
   uint64_t commit_id;
@@ -647,8 +647,8 @@ struct UringEntInOut {
   uint64_t reserved;
 };
 struct UringReqHeader {
-  uint8_t in_out[128];  // InHeader or OutHeader
-  uint8_t op_in[128];   // the opcode's fixed argument struct
+  uint8_t in_out[128];  ///< InHeader or OutHeader
+  uint8_t op_in[128];   ///< the opcode's fixed argument struct
   UringEntInOut ring_ent_in_out;
 };
 enum class UringCmd : uint32_t { kInvalid = 0, kRegister = 1, kCommitAndFetch = 2 };
@@ -659,20 +659,20 @@ struct UringCmdReq {
   uint8_t padding[6];
 };
 
-// /dev/fuse ioctls: _IOR(229, 0, uint32_t), _IOW(229, 1, BackingMap),
-// _IOW(229, 2, uint32_t).
+/// /dev/fuse ioctls: _IOR(229, 0, uint32_t), _IOW(229, 1, BackingMap),
+/// _IOW(229, 2, uint32_t).
 inline constexpr unsigned long kDevIocClone = 0x8004e500UL;
 inline constexpr unsigned long kDevIocBackingOpen = 0x4010e501UL;
 inline constexpr unsigned long kDevIocBackingClose = 0x4004e502UL;
 
-// Sizes used by kernels older than the struct (compat paths).
-inline constexpr uint32_t kCompatEntryOutSize = 120;   // < 7.9
-inline constexpr uint32_t kCompatAttrOutSize = 96;     // < 7.9
-inline constexpr uint32_t kCompatMknodInSize = 8;      // < 7.12
-inline constexpr uint32_t kCompatWriteInSize = 24;     // < 7.9
-inline constexpr uint32_t kCompatInitOutSize = 8;      // < 7.5
-inline constexpr uint32_t kCompat22InitOutSize = 24;   // < 7.23
-inline constexpr uint32_t kCompatInitInSize = 16;      // < 7.36 (no flags2)
+/// Sizes used by kernels older than the struct (compat paths).
+inline constexpr uint32_t kCompatEntryOutSize = 120;   ///< < 7.9
+inline constexpr uint32_t kCompatAttrOutSize = 96;     ///< < 7.9
+inline constexpr uint32_t kCompatMknodInSize = 8;      ///< < 7.12
+inline constexpr uint32_t kCompatWriteInSize = 24;     ///< < 7.9
+inline constexpr uint32_t kCompatInitOutSize = 8;      ///< < 7.5
+inline constexpr uint32_t kCompat22InitOutSize = 24;   ///< < 7.23
+inline constexpr uint32_t kCompatInitInSize = 16;      ///< < 7.36 (no flags2)
 
 static_assert(sizeof(Attr) == 88);
 static_assert(sizeof(SxTime) == 16);
@@ -744,7 +744,7 @@ static_assert(sizeof(UringEntInOut) == 32);
 static_assert(sizeof(UringReqHeader) == 288);
 static_assert(sizeof(UringCmdReq) == 24);
 
-// Dirent records are padded to 8 bytes (kernel FUSE_DIRENT_ALIGN).
+/// Dirent records are padded to 8 bytes (kernel FUSE_DIRENT_ALIGN).
 constexpr uint64_t DirentAlign(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 
 }  // namespace efuse::abi

@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 . tools/lib.sh
 # prometheus: its promtool checks `efusectl metrics` in the tests; fuse3:
 # fusermount3, for users' mounts; dpkg-dev: cpack's dependency list for the
-# .deb (dpkg-shlibdeps); man-db: the man pages are checked.
+# .deb (dpkg-shlibdeps); man-db: the man pages are checked; doxygen: the
+# libefuse API reference is built (any warning fails its test).
 ensure_packages setup cmake ninja-build g++ clang libclang-rt-14-dev pkg-config \
   libgtest-dev libgmock-dev libbenchmark-dev libabsl-dev \
-  liburing-dev libbpf-dev bpftool attr prometheus fuse3 dpkg-dev man-db
+  liburing-dev libbpf-dev bpftool attr prometheus fuse3 dpkg-dev man-db doxygen
 # What Debian's udev rule does for /dev/fuse (no udev runs on our machines):
 # anyone may open it, for user namespaces; fusermount3 checks the rest.
 allow_fuse_for_users setup

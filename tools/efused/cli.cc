@@ -23,10 +23,8 @@
 #include "core/status_file.h"
 #include "core/memfs/memfs.h"
 #include "core/passthrough/passthrough.h"
-#include "core/sync_transport.h"
 #include "tools/efused/options.h"
-#include "uring/dev_uring_transport.h"
-#include "uring/fuse_ring_transport.h"
+#include "uring/transport_choice.h"
 
 ABSL_FLAG(std::string, fs, "memfs",
           "file system to serve: memfs (in memory) or passthrough (the directory --source)");
@@ -325,10 +323,8 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
         "--supervise=systemd: $NOTIFY_SOCKET is not set (run it as a Type=notify service with "
         "FileDescriptorStoreMax=)");
   c.transport = absl::GetFlag(FLAGS_transport);
-  if (c.transport != "auto" && c.transport != "uring" && c.transport != "uring-dev" &&
-      c.transport != "sync")
-    return absl::InvalidArgumentError("--transport: '" + c.transport +
-                                      "' is not auto, uring, uring-dev or sync");
+  if (absl::StatusOr<uring::TransportChoice> t = uring::ParseTransportChoice(c.transport); !t.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--transport: ", t.status().message()));
   // Linux (6.18) cannot hand FUSE-over-io_uring queues to a successor: a
   // dead server's ring entries keep their requests out of FUSE_NOTIFY_RESEND
   // (fuse_resend walks the /dev/fuse processing lists only), and requests
@@ -449,29 +445,14 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
     }
   }
 
-  c.session.transports = [transport = c.transport, depth = c.queue_depth, workers,
-                          pin = c.session.pin_workers, poll_us = c.poll_us, supervised = c.supervise] {
-    std::vector<std::unique_ptr<Transport>> list;
-    if ((transport == "auto" && !supervised) || transport == "uring") {
-      uring::FuseRingOptions ro;
-      ro.depth = depth;
-      ro.pin = pin;
-      ro.poll_us = poll_us;
-      list.push_back(std::make_unique<uring::FuseRingTransport>(ro));
-    }
-    if (transport != "sync") {
-      uring::DevUringOptions uo;
-      uo.workers = workers;
-      uo.pin = pin;
-      uo.depth = depth;
-      list.push_back(std::make_unique<uring::DevUringTransport>(uo));
-    }
-    SyncTransportOptions so;
-    so.workers = workers;
-    so.pin = pin;
-    list.push_back(std::make_unique<SyncTransport>(so));
-    return list;
-  };
+  uring::TransportSettings ts;
+  ts.choice = *uring::ParseTransportChoice(c.transport);  // checked above
+  ts.workers = workers;
+  ts.pin = c.session.pin_workers;
+  ts.depth = c.queue_depth;
+  ts.poll_us = c.poll_us;
+  ts.supervised = c.supervise;
+  c.session.transports = uring::TransportsFor(ts);
   if (c.supervise && c.transport == "auto") {
     c.session.status_lines.emplace_back(
         "fuse_ring_supervised", "not used: this kernel cannot hand FUSE-over-io_uring queues to a successor server");
