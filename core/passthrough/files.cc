@@ -359,7 +359,6 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
     if ((oflags & O_ACCMODE) == O_WRONLY) oflags = (oflags & ~O_ACCMODE) | O_RDWR;
     oflags &= ~static_cast<uint32_t>(O_APPEND);
   }
-  if (AppendsEmulated()) oflags &= ~static_cast<uint32_t>(O_APPEND);  // (the handle keeps it)
   int fd;
   {
     ScopedCreds creds(creds_, ctx);
@@ -476,19 +475,46 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
   if ((h->flags & O_DIRECT) != 0 && (reinterpret_cast<uintptr_t>(data.data()) & 4095) != 0) {
     data = AlignedCopy(data);
   }
-  if ((h->flags & O_APPEND) != 0) {
-    if (AppendsEmulated()) {
-      // (The kernel holds the file's inode lock across an O_APPEND write:
-      // no other append of this mount comes between.)
-      Result<uint64_t> end = AppendOffset(ctx, *fd);
-      if (!end.ok()) return end.error();
-      offset = *end;
+  // The kernel sends an O_APPEND file's writes with O_APPEND in `flags`
+  // (page writeback, kWriteCache, has its place). A handle opened O_APPEND
+  // appends through its fd, at the source's end, atomically against its
+  // other writers; a write with its place goes through the file opened
+  // without O_APPEND.
+  const bool appends =
+      (flags & O_APPEND) != 0 && (write_flags & abi::kWriteCache) == 0 && (h->flags & O_APPEND) != 0;
+  bool positioned = !appends && (h->flags & O_APPEND) != 0;
+  if (appends && opts_.state != nullptr) {
+    // Journaled: where it lands is recorded first. A server killed halfway
+    // through leaves part of it; the resent WRITE writes all of it there
+    // again, instead of appending it once more after that part.
+    const uint64_t first = ctx.unique & ~abi::kUniqueResend;
+    std::optional<uint64_t> at;
+    if ((ctx.unique & abi::kUniqueResend) != 0) {
+      at = opts_.state->IntentDetail(first);
+      if (!at && opts_.state->HasIntent(first)) {
+        Log(LogLevel::kWarning,
+            "passthrough: a resent O_APPEND write (unique %u) has no recorded offset (overwritten by %u later "
+            "answers): appended at the end; a part its first run wrote may be there twice",
+            first, StateRegion::kAnswerSlots);
+      }
     }
-    if (crash_mid_append_ && data.size() >= 2) {
-      Log(LogLevel::kWarning, "test fault crash_mid_append: dying halfway through an O_APPEND write");
-      [[maybe_unused]] const ssize_t half = pwrite(*fd, data.data(), data.size() / 2, static_cast<off_t>(offset));
-      raise(SIGKILL);
+    if (at) {
+      positioned = true;
+      offset = *at;
+    } else {
+      struct stat st;
+      if (fstat(*fd, &st) != 0) return Errno::Last();
+      opts_.state->RecordIntentDetail(first, static_cast<uint64_t>(st.st_size));  // before a byte is written
     }
+  }
+  if (positioned) {
+    fd = OpenOnce(*h, h->positioned_fd, h->flags & ~static_cast<uint32_t>(O_APPEND));
+    if (!fd.ok()) return fd.error();
+  }
+  if (appends && crash_mid_append_ && data.size() >= 2) {
+    Log(LogLevel::kWarning, "test fault crash_mid_append: dying halfway through an O_APPEND write");
+    [[maybe_unused]] const ssize_t half = pwrite(*fd, data.data(), data.size() / 2, static_cast<off_t>(offset));
+    raise(SIGKILL);
   }
   size_t done = 0;
   while (done < data.size()) {
@@ -516,18 +542,6 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
   return done;
 }
 
-Result<uint64_t> PassthroughFs::AppendOffset(const RequestContext& ctx, int fd) {
-  const uint64_t first = ctx.unique & ~abi::kUniqueResend;
-  if ((ctx.unique & abi::kUniqueResend) != 0) {
-    if (std::optional<uint64_t> chosen = opts_.state->IntentDetail(first)) return *chosen;
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0) return Errno::Last();
-  const uint64_t end = static_cast<uint64_t>(st.st_size);
-  opts_.state->RecordIntentDetail(first, end);  // before a byte is written
-  return end;
-}
-
 Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& ctx, uint64_t nodeid,
                                                           uint64_t fh, uint32_t write_flags) {
   std::shared_ptr<Handle> h = GetHandle(fh);
@@ -536,7 +550,9 @@ Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& 
   // data may need re-aligning, and clearing setuid/setgid follows the write.
   if ((h->flags & O_DIRECT) != 0) return AsyncFileRef{};
   if ((write_flags & abi::kWriteKillSuidgid) != 0) return AsyncFileRef{};
-  if ((h->flags & O_APPEND) != 0 && AppendsEmulated()) return AsyncFileRef{};  // Write chooses the offset
+  // Its fd appends: Write picks the fd for each WRITE (and records where an
+  // append lands).
+  if ((h->flags & O_APPEND) != 0) return AsyncFileRef{};
   Result<int> fd = HandleFd(*h);
   if (!fd.ok()) return fd.error();
   return AsyncFileRef{*fd, h};  // the handle (and so its fd) lives until the I/O ends

@@ -379,7 +379,6 @@ Result<SharedFd> PassthroughFs::NodePathFd(uint64_t nodeid) {
 
 Result<int> PassthroughFs::Reopen(Inode& inode, int flags) {
   flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_PATH);
-  if (AppendsEmulated()) flags &= ~O_APPEND;
   if (inode.pinned == nullptr) {
     const int mfd = MountFdFor(inode.dev);
     if (mfd < 0) return Errno(ESTALE);

@@ -229,7 +229,7 @@ struct PassthroughFs::DirStream {
 
 struct PassthroughFs::Handle {
   ~Handle() {
-    for (int f : {fd.load(), buffered_fd.load()}) {
+    for (int f : {fd.load(), buffered_fd.load(), positioned_fd.load()}) {
       if (f >= 0) close(f);
     }
   }
@@ -243,6 +243,9 @@ struct PassthroughFs::Handle {
   // O_DIRECT handles: the file without O_DIRECT, for transfers O_DIRECT
   // refuses (opened on the first; see DirectFallbackFd).
   std::atomic<int> buffered_fd{-1};
+  // O_APPEND handles: the file without O_APPEND, for writes with their
+  // place (page writeback, a resent append; see Write).
+  std::atomic<int> positioned_fd{-1};
   absl::Mutex mu;
   std::vector<uint64_t> lock_owners ABSL_GUARDED_BY(mu);
   std::unique_ptr<DirStream> dir;  // directories

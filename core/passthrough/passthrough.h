@@ -355,17 +355,8 @@ class PassthroughFs : public FileSystem {
   // The inode's xattrs changed (through us, or in the source): forget.
   void XattrsChanged(Inode& inode);
   // Opens `inode` afresh with `flags` (not O_PATH): by handle, else through
-  // /proc/self/fd. Never O_APPEND where appends are emulated.
+  // /proc/self/fd.
   Result<int> Reopen(Inode& inode, int flags);
-  // Journaled (supervised) servers open source files without O_APPEND and
-  // write an O_APPEND handle's data at an offset they choose and record
-  // first (AppendOffset): a server killed halfway through such a write
-  // leaves part of it, and its successor, asked to carry the request out
-  // again, must write it where the first run began, not append it again.
-  bool AppendsEmulated() const { return opts_.state != nullptr; }
-  // Where the WRITE `ctx` names, on a handle opened O_APPEND, writes: the
-  // source file's end, or, for a resent request, what its first run chose.
-  Result<uint64_t> AppendOffset(const RequestContext& ctx, int fd);
   // The mount fd open_by_handle_at needs for source device `dev`, or -1.
   int MountFdFor(uint64_t dev) const;
 

@@ -242,6 +242,43 @@ TEST_P(DataPathTest, ODirectAndAppend) {
   EXPECT_EQ(ReadPath(Src("log")), "one\ntwo\nthree\n");
 }
 
+// Writes with their place through a file opened O_APPEND land there: the
+// pages of a shared mapping written back (page writeback, not an append),
+// and pwrite after fcntl took O_APPEND away. (The daemon's own fd of such a
+// handle appends; it used to append these too.)
+TEST_P(DataPathTest, WritesWithTheirPlaceThroughAnAppendHandleLandThere) {
+  WriteSrc("mapped", std::string(8192, 'a'));
+  {
+    UniqueFd fd(open(Path("mapped").c_str(), O_RDWR | O_APPEND));
+    ASSERT_SYS(fd.get());
+    void* m = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    ASSERT_NE(m, MAP_FAILED) << ErrnoName(errno);
+    std::memcpy(static_cast<char*>(m) + 4096, "BBBB", 4);
+    ASSERT_EQ(msync(m, 8192, MS_SYNC), 0) << ErrnoName(errno);
+    munmap(m, 8192);
+    ASSERT_EQ(fsync(fd.get()), 0) << ErrnoName(errno);
+  }
+  std::string want(8192, 'a');
+  want.replace(4096, 4, "BBBB");
+  EXPECT_TRUE(ReadPath(Src("mapped")) == want) << "the source holds " << ReadPath(Src("mapped")).size() << " bytes";
+  // With kernel passthrough the kernel opens its own backing file with the
+  // flags the file had at open (fs/fuse/passthrough.c, backing_file_open in
+  // fuse_passthrough_open): an F_SETFL after that does not reach it, as no
+  // daemon can change. The daemon-served modes follow it.
+  if (GetParam().passthrough) return;
+  WriteSrc("cleared", "0123456789");
+  {
+    UniqueFd fd(open(Path("cleared").c_str(), O_WRONLY | O_APPEND));
+    ASSERT_SYS(fd.get());
+    ASSERT_EQ(write(fd.get(), "AB", 2), 2);  // appended
+    ASSERT_EQ(fcntl(fd.get(), F_SETFL, fcntl(fd.get(), F_GETFL) & ~O_APPEND), 0);
+    ASSERT_EQ(pwrite(fd.get(), "xy", 2, 3), 2);  // in place
+    ASSERT_EQ(fsync(fd.get()), 0);
+  }
+  EXPECT_EQ(ReadPath(Src("cleared")), "012xy56789AB");
+  EXPECT_EQ(ReadPath(Path("cleared")), "012xy56789AB");
+}
+
 TEST_P(DataPathTest, CopyFileRangeWithinTheMount) {
   const std::string data = PatternBytes(11, 2 * kMiB);
   WriteSrc("a", data);
