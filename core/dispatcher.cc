@@ -156,6 +156,7 @@ bool Dispatcher::AnswerOnOwnThread(const RequestContext& ctx, ReplySender& sende
   std::vector<uint32_t> groups(ctx.groups.begin(), ctx.groups.end());
   RequestContext copy = ctx;
   copy.interrupted = nullptr;
+  copy.later_source_ = nullptr;  // (the request is this thread's to answer)
   async_ops_.fetch_add(1, std::memory_order_acq_rel);
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   std::thread([this, late = std::move(late), answer = std::move(answer),
@@ -258,9 +259,232 @@ void Dispatcher::Send(ReplySender& sender, Reply& reply) {
 }
 
 void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
+  if (err == kAnsweredLater.value()) {
+    // A backend said it answers later but took no Later: nothing would.
+    uint64_t suppressed = 0;
+    if (later_mismatch_log_.Allow(&suppressed)) {
+      Log(LogLevel::kError, "request %u: the file system returned kAnsweredLater without taking a Later; answered EIO",
+          unique);
+    }
+    err = EIO;
+  }
   Reply r = Reply::Error(unique, err);
   Send(sender, r);
 }
+
+void Dispatcher::SendStatus(ReplySender& sender, uint64_t unique, const Status& s) {
+  if (!s.ok()) return SendError(sender, unique, s.error().value());
+  Reply r(unique);
+  Send(sender, r);
+}
+
+void Dispatcher::SendEntry(ReplySender& sender, uint64_t unique, uint64_t node, Result<Entry> e) {
+  if (!e.ok()) return SendError(sender, unique, e.error().value());
+  if (offload_ != nullptr) offload_->AdjustEntry(node, &*e);
+  Reply r(unique);
+  r.AddStruct(ToWireEntry(*e), proto::EntryOutSize(conn_.minor));
+  Send(sender, r);
+}
+
+void Dispatcher::SendAttr(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a) {
+  if (!a.ok()) return SendError(sender, unique, a.error().value());
+  abi::AttrOut out{};
+  double attr_timeout = a->attr_timeout;
+  if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
+  SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+  out.attr = ToWireAttr(a->attr);
+  Reply r(unique);
+  r.AddStruct(out, proto::AttrOutSize(conn_.minor));
+  Send(sender, r);
+}
+
+void Dispatcher::SendStatx(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a) {
+  if (!a.ok()) return SendError(sender, unique, a.error().value());
+  abi::StatxOut out{};
+  double attr_timeout = a->attr_timeout;
+  if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
+  SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+  out.stat = ToWireStatx(a->attr);
+  Reply r(unique);
+  r.AddStruct(out);
+  Send(sender, r);
+}
+
+void Dispatcher::SendOpen(ReplySender& sender, uint64_t unique, uint64_t node, Result<OpenReply> o) {
+  if (!o.ok()) return SendError(sender, unique, o.error().value());
+  if (offload_ != nullptr) offload_->AdjustOpen(node, &*o);
+  Reply r(unique);
+  r.AddStruct(abi::OpenOut{o->fh, o->open_flags, o->backing_id});
+  Send(sender, r);
+}
+
+void Dispatcher::SendCreate(ReplySender& sender, uint64_t unique, uint64_t node, Result<CreateReply> c) {
+  if (!c.ok()) return SendError(sender, unique, c.error().value());
+  if (offload_ != nullptr) offload_->AdjustEntry(node, &c->entry);
+  Reply r(unique);
+  r.AddStruct(ToWireEntry(c->entry), proto::EntryOutSize(conn_.minor));
+  r.AddStruct(abi::OpenOut{c->open.fh, c->open.open_flags, c->open.backing_id});
+  Send(sender, r);
+}
+
+void Dispatcher::SendXattr(ReplySender& sender, uint64_t unique, const Result<std::string>& v, uint32_t size) {
+  if (!v.ok()) return SendError(sender, unique, v.error().value());
+  Reply r(unique);
+  if (size == 0) {
+    r.AddStruct(abi::GetxattrOut{static_cast<uint32_t>(v->size()), 0});
+  } else if (v->size() > size) {
+    return SendError(sender, unique, ERANGE);
+  } else {
+    r.AddPayload(*v);
+  }
+  Send(sender, r);
+}
+
+void Dispatcher::SendStatfs(ReplySender& sender, uint64_t unique, const Result<FsStats>& s) {
+  if (!s.ok()) return SendError(sender, unique, s.error().value());
+  abi::StatfsOut out{};
+  out.st = {s->blocks, s->bfree, s->bavail, s->files, s->ffree, s->bsize, s->namelen, s->frsize, 0, {}};
+  Reply r(unique);
+  r.AddStruct(out);
+  Send(sender, r);
+}
+
+// ---------------------------------------------------------------------------
+// Answers given later (efuse::Later).
+
+bool Dispatcher::CanAnswerLater(Opcode op) {
+  switch (op) {
+    case Opcode::kLookup: case Opcode::kMknod: case Opcode::kMkdir: case Opcode::kSymlink: case Opcode::kLink:
+    case Opcode::kGetattr: case Opcode::kStatx: case Opcode::kSetattr:
+    case Opcode::kOpen: case Opcode::kOpendir: case Opcode::kCreate: case Opcode::kTmpfile:
+    case Opcode::kRead: case Opcode::kReadlink: case Opcode::kGetxattr: case Opcode::kListxattr:
+    case Opcode::kWrite: case Opcode::kLseek: case Opcode::kCopyFileRange: case Opcode::kCopyFileRange64:
+    case Opcode::kStatfs:
+    case Opcode::kUnlink: case Opcode::kRmdir: case Opcode::kRename: case Opcode::kRename2:
+    case Opcode::kSetxattr: case Opcode::kRemovexattr: case Opcode::kFsync: case Opcode::kFsyncdir:
+    case Opcode::kFlush: case Opcode::kFallocate: case Opcode::kAccess: case Opcode::kSyncfs:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void Dispatcher::SendLater(ReplySender& sender, const LaterReply& info, LaterValue value) {
+  const uint64_t unique = info.unique;
+  if (const Errno* e = std::get_if<Errno>(&value)) return SendError(sender, unique, e->value());
+  auto as_size = [&]() -> const size_t* { return std::get_if<size_t>(&value); };
+  auto as_bytes = [&]() -> const std::string* { return std::get_if<std::string>(&value); };
+  switch (info.op) {
+    case Opcode::kLookup: case Opcode::kMknod: case Opcode::kMkdir: case Opcode::kSymlink: case Opcode::kLink:
+      if (Entry* e = std::get_if<Entry>(&value)) return SendEntry(sender, unique, info.node, std::move(*e));
+      break;
+    case Opcode::kGetattr: case Opcode::kSetattr:
+      if (const AttrReply* a = std::get_if<AttrReply>(&value)) return SendAttr(sender, unique, info.node, *a);
+      break;
+    case Opcode::kStatx:
+      if (const AttrReply* a = std::get_if<AttrReply>(&value)) return SendStatx(sender, unique, info.node, *a);
+      break;
+    case Opcode::kOpen: case Opcode::kOpendir:
+      if (const OpenReply* o = std::get_if<OpenReply>(&value)) return SendOpen(sender, unique, info.node, *o);
+      break;
+    case Opcode::kCreate: case Opcode::kTmpfile:
+      if (const CreateReply* c = std::get_if<CreateReply>(&value)) return SendCreate(sender, unique, info.node, *c);
+      break;
+    case Opcode::kRead: case Opcode::kReadlink:
+      if (const std::string* b = as_bytes()) {
+        Reply r(unique);
+        // READ: never more than the kernel asked for.
+        r.AddPayload(info.op == Opcode::kRead ? std::string_view(*b).substr(0, info.size) : std::string_view(*b));
+        return Send(sender, r);
+      }
+      break;
+    case Opcode::kGetxattr: case Opcode::kListxattr:
+      if (const std::string* b = as_bytes()) return SendXattr(sender, unique, *b, info.size);
+      break;
+    case Opcode::kWrite: case Opcode::kCopyFileRange:
+      if (const size_t* n = as_size()) {
+        Reply r(unique);
+        r.AddStruct(abi::WriteOut{static_cast<uint32_t>(std::min<size_t>(*n, UINT32_MAX)), 0});
+        return Send(sender, r);
+      }
+      break;
+    case Opcode::kCopyFileRange64:
+      if (const size_t* n = as_size()) {
+        Reply r(unique);
+        r.AddStruct(abi::CopyFileRangeOut{*n});
+        return Send(sender, r);
+      }
+      break;
+    case Opcode::kLseek:
+      if (const size_t* n = as_size()) {
+        Reply r(unique);
+        r.AddStruct(abi::LseekOut{*n});
+        return Send(sender, r);
+      }
+      break;
+    case Opcode::kStatfs:
+      if (const FsStats* st = std::get_if<FsStats>(&value)) return SendStatfs(sender, unique, *st);
+      break;
+    default:
+      if (std::holds_alternative<Ok>(value)) return SendStatus(sender, unique, OkStatus());
+      break;
+  }
+  uint64_t suppressed = 0;
+  if (later_mismatch_log_.Allow(&suppressed)) {
+    Log(LogLevel::kError, "request %u (%s): answered later with the wrong kind of answer; answered EIO", unique,
+        proto::OpcodeName(static_cast<uint32_t>(info.op)));
+  }
+  SendError(sender, unique, EIO);
+}
+
+// The reply a Later gives: through a detached sender, counted as an answer
+// from its own thread (StopAsync waits for it).
+class Dispatcher::PendingLater final : public LaterAnswer {
+ public:
+  PendingLater(Dispatcher* d, std::unique_ptr<ReplySender> late, LaterReply info)
+      : d_(d), late_(std::move(late)), info_(info) {}
+  ~PendingLater() override {
+    if (late_ != nullptr) Give(Errno(EIO));
+  }
+  void Give(LaterValue value) override {
+    std::unique_ptr<ReplySender> late = std::move(late_);
+    if (late == nullptr) return;
+    d_->SendLater(*late, info_, std::move(value));
+    d_->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+    d_->async_ops_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+ private:
+  Dispatcher* const d_;
+  std::unique_ptr<ReplySender> late_;
+  const LaterReply info_;
+};
+
+// During one call: what RequestContext::AnswerLater takes, and the sender
+// the call's in-line reply goes through (dropped once a Later was taken).
+class Dispatcher::LaterTaker final : public LaterSource, public ReplySender {
+ public:
+  LaterTaker(Dispatcher* d, ReplySender* out, LaterReply info) : d_(d), out_(out), info_(info) {}
+  std::unique_ptr<LaterAnswer> Take() override {
+    if (taken_) return nullptr;
+    std::unique_ptr<ReplySender> late = out_->Detach();
+    if (late == nullptr) return nullptr;
+    taken_ = true;
+    d_->async_ops_.fetch_add(1, std::memory_order_acq_rel);
+    d_->in_flight_.fetch_add(1, std::memory_order_acq_rel);
+    return std::make_unique<PendingLater>(d_, std::move(late), info_);
+  }
+  // The call's own answer (kAnsweredLater, or whatever it returned) once a
+  // Later was taken: the Later answers.
+  int Send(proto::Reply& reply) override { return taken_ ? 0 : out_->Send(reply); }
+  std::unique_ptr<ReplySender> Detach() override { return taken_ ? nullptr : out_->Detach(); }
+
+ private:
+  Dispatcher* const d_;
+  ReplySender* const out_;
+  const LaterReply info_;
+  bool taken_ = false;
+};
 
 // Records each answer in the state region before it is sent.
 class Dispatcher::JournalingSender final : public ReplySender {
@@ -498,7 +722,19 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     InterruptTable::Begin(slot, req.header.unique);
     ctx.interrupted = &slot->interrupted;
   }
-  Dispatch(req, scratch, ctx, *out, io);
+  if (CanAnswerLater(req.opcode())) {
+    LaterReply info;
+    info.unique = req.header.unique;
+    info.node = req.header.nodeid;
+    info.op = req.opcode();
+    if (info.op == Opcode::kRead) info.size = req.Arg<abi::ReadIn>().size;
+    if (info.op == Opcode::kGetxattr || info.op == Opcode::kListxattr) info.size = req.Arg<abi::GetxattrIn>().size;
+    LaterTaker taker(this, out, info);
+    ctx.later_source_ = &taker;
+    Dispatch(req, scratch, ctx, taker, io);
+  } else {
+    Dispatch(req, scratch, ctx, *out, io);
+  }
   if (slot != nullptr) InterruptTable::End(slot);
 }
 
@@ -602,59 +838,13 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
                           const RequestContext& ctx, ReplySender& sender, AsyncIo* io) {
   const uint64_t unique = req.header.unique;
   const uint64_t node = req.header.nodeid;
-  const uint32_t minor = conn_.minor;
 
-  auto reply_status = [&](const Status& s) {
-    if (!s.ok()) return SendError(sender, unique, s.error().value());
-    Reply r(unique);
-    Send(sender, r);
-  };
-  auto reply_entry = [&](Result<Entry> e) {
-    if (!e.ok()) return SendError(sender, unique, e.error().value());
-    if (offload_ != nullptr) offload_->AdjustEntry(node, &*e);
-    Reply r(unique);
-    r.AddStruct(ToWireEntry(*e), proto::EntryOutSize(minor));
-    Send(sender, r);
-  };
-  auto reply_attr = [&](const Result<AttrReply>& a) {
-    if (!a.ok()) return SendError(sender, unique, a.error().value());
-    abi::AttrOut out{};
-    double attr_timeout = a->attr_timeout;
-    if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
-    SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
-    out.attr = ToWireAttr(a->attr);
-    Reply r(unique);
-    r.AddStruct(out, proto::AttrOutSize(minor));
-    Send(sender, r);
-  };
-  auto reply_open = [&](Result<OpenReply> o) {
-    if (!o.ok()) return SendError(sender, unique, o.error().value());
-    if (offload_ != nullptr) offload_->AdjustOpen(node, &*o);
-    Reply r(unique);
-    r.AddStruct(abi::OpenOut{o->fh, o->open_flags, o->backing_id});
-    Send(sender, r);
-  };
-  auto reply_create = [&](Result<CreateReply> c) {
-    if (!c.ok()) return SendError(sender, unique, c.error().value());
-    if (offload_ != nullptr) offload_->AdjustEntry(node, &c->entry);
-    Reply r(unique);
-    r.AddStruct(ToWireEntry(c->entry), proto::EntryOutSize(minor));
-    r.AddStruct(abi::OpenOut{c->open.fh, c->open.open_flags, c->open.backing_id});
-    Send(sender, r);
-  };
-  // GETXATTR/LISTXATTR: size 0 asks for the length; too small is ERANGE.
-  auto reply_xattr = [&](const Result<std::string>& v, uint32_t size) {
-    if (!v.ok()) return SendError(sender, unique, v.error().value());
-    Reply r(unique);
-    if (size == 0) {
-      r.AddStruct(abi::GetxattrOut{static_cast<uint32_t>(v->size()), 0});
-    } else if (v->size() > size) {
-      return SendError(sender, unique, ERANGE);
-    } else {
-      r.AddPayload(*v);
-    }
-    Send(sender, r);
-  };
+  auto reply_status = [&](const Status& s) { SendStatus(sender, unique, s); };
+  auto reply_entry = [&](Result<Entry> e) { SendEntry(sender, unique, node, std::move(e)); };
+  auto reply_attr = [&](const Result<AttrReply>& a) { SendAttr(sender, unique, node, a); };
+  auto reply_open = [&](Result<OpenReply> o) { SendOpen(sender, unique, node, std::move(o)); };
+  auto reply_create = [&](Result<CreateReply> c) { SendCreate(sender, unique, node, std::move(c)); };
+  auto reply_xattr = [&](const Result<std::string>& v, uint32_t size) { SendXattr(sender, unique, v, size); };
   auto reply_u32_size = [&](uint64_t n) {
     Reply r(unique);
     r.AddStruct(abi::WriteOut{static_cast<uint32_t>(n), 0});
@@ -679,16 +869,7 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     case Opcode::kStatx: {
       auto in = req.Arg<abi::StatxIn>();
       const bool has_fh = (in.getattr_flags & abi::kGetattrFh) != 0;
-      Result<AttrReply> a = fs_->GetAttr(ctx, node, has_fh ? &in.fh : nullptr);
-      if (!a.ok()) return SendError(sender, unique, a.error().value());
-      abi::StatxOut out{};
-      double attr_timeout = a->attr_timeout;
-      if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
-      SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
-      out.stat = ToWireStatx(a->attr);
-      Reply r(unique);
-      r.AddStruct(out);
-      return Send(sender, r);
+      return SendStatx(sender, unique, node, fs_->GetAttr(ctx, node, has_fh ? &in.fh : nullptr));
     }
     case Opcode::kSetattr: {
       auto in = req.Arg<abi::SetattrIn>();
@@ -783,16 +964,8 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
       if (!n.ok()) return SendError(sender, unique, n.error().value());
       return reply_u32_size(*n);
     }
-    case Opcode::kStatfs: {
-      Result<FsStats> s = fs_->StatFs(ctx, node);
-      if (!s.ok()) return SendError(sender, unique, s.error().value());
-      abi::StatfsOut out{};
-      out.st = {s->blocks, s->bfree, s->bavail, s->files, s->ffree,
-                s->bsize,  s->namelen, s->frsize, 0, {}};
-      Reply r(unique);
-      r.AddStruct(out);
-      return Send(sender, r);
-    }
+    case Opcode::kStatfs:
+      return SendStatfs(sender, unique, fs_->StatFs(ctx, node));
     case Opcode::kRelease: {
       auto in = req.Arg<abi::ReleaseIn>();
       fs_->Release(ctx, node, in.fh, in.flags, in.release_flags, in.lock_owner);

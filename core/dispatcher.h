@@ -27,6 +27,7 @@
 #include "core/filesystem.h"
 #include "core/state_region.h"
 #include "core/interrupts.h"
+#include "core/later.h"
 #include "core/log.h"
 #include "core/offload.h"
 #include "core/release_order.h"
@@ -147,6 +148,30 @@ class Dispatcher {
   // Tells the offload policy which inodes `req` changes.
   void NoteChange(const proto::Request& req);
   void SendError(ReplySender& sender, uint64_t unique, int err);
+  // Replies, from a backend's answer (in line, or later from a Later).
+  void SendEntry(ReplySender& sender, uint64_t unique, uint64_t node, Result<Entry> e);
+  void SendAttr(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a);
+  void SendStatx(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a);
+  void SendOpen(ReplySender& sender, uint64_t unique, uint64_t node, Result<OpenReply> o);
+  void SendCreate(ReplySender& sender, uint64_t unique, uint64_t node, Result<CreateReply> c);
+  // GETXATTR/LISTXATTR: size 0 asks for the length; too small is ERANGE.
+  void SendXattr(ReplySender& sender, uint64_t unique, const Result<std::string>& v, uint32_t size);
+  void SendStatfs(ReplySender& sender, uint64_t unique, const Result<FsStats>& s);
+  void SendStatus(ReplySender& sender, uint64_t unique, const Status& s);
+
+  // Answers given later (efuse::Later, core/later.h): what the reply to a
+  // request needs once its call has returned.
+  struct LaterReply {
+    uint64_t unique = 0;
+    uint64_t node = 0;
+    abi::Opcode op{};
+    uint32_t size = 0;  // READ, GETXATTR, LISTXATTR: what the kernel asked for
+  };
+  class LaterTaker;
+  class PendingLater;
+  static bool CanAnswerLater(abi::Opcode op);
+  void SendLater(ReplySender& sender, const LaterReply& info, LaterValue value);
+  RateLimiter later_mismatch_log_{5};
   // A GETLK or non-blocking SETLK, before it is sent: conflict is set when
   // another owner holds the range.
   struct LockAnswer {

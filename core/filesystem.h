@@ -40,6 +40,9 @@ namespace efuse {
 /// "." and "..": names every backend answers from the tree, never creates.
 inline bool IsDotOrDotDot(std::string_view name) { return name == "." || name == ".."; }
 
+class Later;
+class LaterSource;
+
 /// Who asks, from the request header and its extensions.
 struct EFUSE_API RequestContext {
   uint64_t unique = 0;
@@ -71,7 +74,16 @@ struct EFUSE_API RequestContext {
   static constexpr uint32_t kUnknownId = 0xffffffffu;
   bool IdentityKnown() const { return uid != kUnknownId; }
 
+  /// To answer this request after the call returns, from any thread: the
+  /// call takes a Later, returns kAnsweredLater, and answers through the
+  /// Later once (see Later). An empty Later (false) means this request
+  /// cannot be answered later (READDIR, FORGET, a second AnswerLater, a
+  /// transport that cannot): answer it now.
+  Later AnswerLater() const;
+
  private:
+  friend class Dispatcher;
+  LaterSource* later_source_ = nullptr;  // set by the dispatcher for this call
   mutable bool proc_groups_loaded_ = false;
   mutable std::vector<uint32_t> proc_groups_;
 };
@@ -159,6 +171,54 @@ struct LockRequest {
   bool flock = false;  ///< BSD flock() rather than POSIX fcntl()
 };
 
+/// What a call returns when it took a Later (RequestContext::AnswerLater):
+/// the answer comes through the Later; nothing is sent now.
+inline constexpr Errno kAnsweredLater{0x7fff0001};
+
+class LaterAnswer;
+
+/// The answer to one request, given after its call returned, from any
+/// thread: a file system whose backend is a network or a slow device need
+/// not hold a worker per request. Movable, not copyable; answered once
+/// (later calls do nothing); destroyed unanswered, it answers EIO.
+///
+/// The call's arguments (names, WRITE data, READ's `out`, ctx.groups) are
+/// valid only until the call returns: copy what the answer needs. Answer
+/// with what the call would have returned:
+/// - Entry: LOOKUP, MKNOD, MKDIR, SYMLINK, LINK;
+/// - AttrReply: GETATTR (and statx), SETATTR;
+/// - OpenReply: OPEN, OPENDIR; CreateReply: CREATE, TMPFILE;
+/// - size_t: WRITE, LSEEK, COPY_FILE_RANGE;
+/// - std::string: READ (the data), READLINK, GETXATTR, LISTXATTR;
+/// - FsStats: STATFS; Status: the calls that return a Status.
+///
+/// An answer of the wrong kind for the request is sent as EIO (and logged).
+class EFUSE_API Later {
+ public:
+  Later();
+  explicit Later(std::unique_ptr<LaterAnswer> pending);
+  Later(Later&& other) noexcept;
+  Later& operator=(Later&& other) noexcept;
+  ~Later();
+
+  /// False: there is nothing to answer through this one.
+  explicit operator bool() const { return pending_ != nullptr; }
+
+  void Answer(Result<Entry> entry);
+  void Answer(Result<AttrReply> attr);
+  void Answer(Result<OpenReply> open);
+  void Answer(Result<CreateReply> create);
+  void Answer(Result<size_t> count);
+  void Answer(Result<std::string> bytes);
+  void Answer(Result<FsStats> stats);
+  void Answer(Status status);
+  /// The request failed with `error` (whatever kind of answer it wanted).
+  void Fail(Errno error);
+
+ private:
+  std::unique_ptr<LaterAnswer> pending_;
+};
+
 /// Receives directory entries for READDIR/READDIRPLUS. Add returns false when
 /// the reply buffer is full: the entry was NOT sent, and (for plus) the backend
 /// must not count a lookup for it. `next_offset` is the cookie the kernel sends
@@ -184,7 +244,7 @@ class EFUSE_API KernelConnection {
   /// with abi::kFopenPassthrough. Needs root and a negotiated kPassthrough.
   virtual Result<int32_t> OpenBacking(int fd) = 0;
   virtual Status CloseBacking(int32_t backing_id) = 0;
-  /// Sends a FUSE_NOTIFY_* message built with proto/notify.h. Must not be
+  /// Sends a whole FUSE_NOTIFY_* message (out header first). Must not be
   /// called while holding a lock the kernel may need to answer (an
   /// invalidation can wait for a request this daemon is serving).
   virtual Status Notify(std::span<const iovec> message) = 0;
@@ -194,6 +254,12 @@ class EFUSE_API KernelConnection {
   /// Sent before that reply, the caller's syscall returns to a kernel that
   /// asks again.
   Status DropCachedAttributes(uint64_t nodeid);
+  /// The three calls below send a notification, as Notify does, with the
+  /// same rule: never while holding a lock a request needs (the kernel may
+  /// wait for a request on that inode or directory before it takes the
+  /// notification), and, from a request's own call, not about that
+  /// request's inode or directory.
+  ///
   /// Drops cached data of `nodeid` in [offset, offset + length) (length 0:
   /// to the end) and its attributes (FUSE_NOTIFY_INVAL_INODE): for a file
   /// whose contents changed behind the kernel's back.

@@ -3,6 +3,8 @@
 #include "core/server.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +22,7 @@
 #include "core/log.h"
 #include "core/mount.h"
 #include "core/session.h"
+#include "proto/abi.h"
 #include "uring/transport_choice.h"
 
 namespace efuse {
@@ -40,8 +43,13 @@ ServeResult Serve(FileSystem& fs, const ServerOptions& o) {
   m.group_id = getgid();
   // Shown as "fuse.efuse.NAME" (efusectl lists the fuse.efuse* mounts),
   // the source NAME; -o fsname=, subtype= say otherwise.
-  m.fsname = o.log_name;
-  m.subtype = "efuse." + o.log_name;
+  // (Commas and spaces would split the option string mount gets.)
+  std::string name = o.log_name;
+  for (char& c : name) {
+    if (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '=') c = '_';
+  }
+  m.fsname = name;
+  m.subtype = "efuse." + name;
   if (absl::Status s = ParseMountOptions(o.mount_options, &m); !s.ok()) return BadOption(absl::StrCat("-o: ", s.message()));
   if (o.mountpoint.empty()) return BadOption("no mount point");
   char resolved[PATH_MAX];
@@ -65,7 +73,11 @@ ServeResult Serve(FileSystem& fs, const ServerOptions& o) {
   so.transports = uring::TransportsFor(ts);
   so.workers = o.workers;
   so.pin_workers = o.pin_workers;
-  so.init.wanted_flags = Session::DefaultInitFlags();
+  // Not the duties efused's own backends take on (a file system asks for
+  // them in WantedInitFlags): O_TRUNC carried out by OPEN (kAtomicOTrunc),
+  // and clearing setuid/setgid and capabilities on WRITE, truncate and
+  // chown (kHandleKillprivV2); without them the kernel does both.
+  so.init.wanted_flags = Session::DefaultInitFlags() & ~(abi::init::kAtomicOTrunc | abi::init::kHandleKillprivV2);
   so.init.max_write = o.max_write;
 
   std::unique_ptr<bpf::KernelTelemetry> telemetry;
@@ -85,8 +97,17 @@ ServeResult Serve(FileSystem& fs, const ServerOptions& o) {
   so.telemetry = telemetry.get();
   so.offload = o.offload && telemetry != nullptr;
 
-  Session session(&fs, std::move(so));
-  if (absl::Status s = session.Run(); !s.ok()) return ServeResult{1, std::string(s.message())};
+  // The session blocks the signals it waits for; the caller gets its own
+  // mask back.
+  sigset_t caller_mask;
+  pthread_sigmask(SIG_SETMASK, nullptr, &caller_mask);
+  absl::Status s;
+  {
+    Session session(&fs, std::move(so));
+    s = session.Run();
+  }
+  pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+  if (!s.ok()) return ServeResult{1, std::string(s.message())};
   return ServeResult{};
 }
 
@@ -99,7 +120,7 @@ int ServeMain(FileSystem& fs, int argc, char** argv, ServerOptions o) {
   auto usage = [&](const std::string& what) {
     std::fprintf(stderr,
                  "%s: %s (usage: %s MOUNTPOINT [-o OPTIONS] [--transport=auto|uring|uring-dev|sync] "
-                 "[--workers=N] [--telemetry=auto|on|off] [--debug])\n",
+                 "[--workers=N] [--telemetry=auto|on|off] [--offload=on|off] [--debug])\n",
                  o.log_name.c_str(), what.c_str(), program.c_str());
     return 2;
   };
@@ -124,6 +145,9 @@ int ServeMain(FileSystem& fs, int argc, char** argv, ServerOptions o) {
       o.transport = v;
     } else if (value_of("--telemetry", &v)) {
       o.telemetry = v;
+    } else if (value_of("--offload", &v)) {
+      if (v != "on" && v != "off") return usage(absl::StrCat("--offload: '", v, "' is not on or off"));
+      o.offload = v == "on";
     } else if (value_of("--workers", &v)) {
       if (!absl::SimpleAtoi(v, &o.workers)) return usage(absl::StrCat("--workers: '", v, "' is not a number"));
     } else if (a.starts_with("-")) {

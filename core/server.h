@@ -38,11 +38,15 @@ struct ServerOptions {
   bool pin_workers = true;
   uint32_t max_write = 1u << 20;  ///< largest WRITE (4 KiB .. 1 MiB)
   /// BPF programs on the kernel's FUSE tracepoints count every request
-  /// (`efusectl stats`, `top`, `trace`) and drive the offload policy, which
-  /// raises the cache lifetimes of hot inodes. "auto": where the kernel lets
-  /// this process load them (root), "on": fail without them, "off".
+  /// (`efusectl stats`, `top`, `trace`). "auto": where the kernel lets this
+  /// process load them (root), "on": fail without them, "off".
   std::string telemetry = "auto";
-  bool offload = true;
+  /// The offload policy (needs telemetry): the entry and attribute lifetimes
+  /// of inodes the kernel asks about often are raised (to 30 s) and their
+  /// open files keep the page cache. Only for a file system whose inodes
+  /// change through this mount alone (or that marks the others
+  /// attr_volatile).
+  bool offload = false;
   /// Log lines go to stderr as "<log_name>: level: message".
   std::string log_name = "efuse";
   bool debug = false;  ///< also log debug lines
@@ -57,10 +61,15 @@ struct ServeResult {
 };
 
 /// Serves `fs` at options.mountpoint until it is unmounted or signalled.
+/// The kernel is asked for neither FUSE_ATOMIC_O_TRUNC nor
+/// FUSE_HANDLE_KILLPRIV_V2 unless the file system's WantedInitFlags adds
+/// them: by default the kernel truncates for O_TRUNC and clears set-id bits
+/// itself.
 EFUSE_API ServeResult Serve(FileSystem& fs, const ServerOptions& options);
 
 /// For main(): `PROGRAM MOUNTPOINT [-o OPTS] [--transport=NAME] [--workers=N]
-/// [--telemetry=auto|on|off] [--debug]` (also `-f`, accepted and ignored:
+/// [--telemetry=auto|on|off] [--offload=on|off] [--debug]` (also `-f`,
+/// accepted and ignored:
 /// it serves in the foreground anyway). Prints a bad argument in one line and
 /// returns 2; otherwise Serve's exit code, its error on stderr.
 EFUSE_API int ServeMain(FileSystem& fs, int argc, char** argv, ServerOptions defaults = {});

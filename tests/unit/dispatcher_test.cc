@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -333,6 +334,207 @@ TEST(SplitTimeoutTest, Values) {
   SplitTimeout(86400.5, &s, &ns);
   EXPECT_EQ(s, 86400u);
   EXPECT_EQ(ns, 500000000u);
+}
+
+
+// ---------------------------------------------------------------------------
+// Answers given later (efuse::Later): from another thread, after the call
+// returned; exactly one reply, of the kind the request wants.
+
+// A sender whose Detach gives one that records into the same list, from
+// any thread.
+class DetachingSender : public CapturingSender {
+ public:
+  std::unique_ptr<ReplySender> Detach() override {
+    ++detached;
+    return std::make_unique<Late>(this);
+  }
+  std::atomic<int> detached{0};
+
+ private:
+  class Late : public ReplySender {
+   public:
+    explicit Late(CapturingSender* to) : to_(to) {}
+    int Send(proto::Reply& reply) override { return to_->Send(reply); }
+
+   private:
+    CapturingSender* to_;
+  };
+};
+
+// Answers from threads of its own; what each name asks for is below.
+class LaterFs : public FileSystem {
+ public:
+  ~LaterFs() override { Join(); }
+  std::string_view Name() const override { return "later"; }
+  Result<Entry> Lookup(const RequestContext& ctx, uint64_t, std::string_view name) override {
+    if (name == "claims-but-takes-none") return kAnsweredLater;
+    Later later = ctx.AnswerLater();
+    if (!later) return Errno(ENOTSUP);
+    if (name == "dropped") return kAnsweredLater;  // destroyed unanswered here
+    if (name == "wrong-kind") {
+      Spawn([l = std::move(later)]() mutable { l.Answer(Result<AttrReply>(AttrReply{})); });
+      return kAnsweredLater;
+    }
+    if (name == "twice") {
+      Later second = ctx.AnswerLater();
+      second_was_empty = !second;
+    }
+    if (name == "fails") {
+      Spawn([l = std::move(later)]() mutable { l.Fail(Errno(EHOSTUNREACH)); });
+      return kAnsweredLater;
+    }
+    Spawn([l = std::move(later)]() mutable {
+      Entry e;
+      e.nodeid = 77;
+      e.attr.ino = 77;
+      e.attr.mode = S_IFREG | 0644;
+      e.entry_timeout = 3;
+      l.Answer(e);
+    });
+    return kAnsweredLater;
+  }
+  Result<size_t> Read(const RequestContext& ctx, uint64_t, uint64_t, uint64_t, std::span<uint8_t> out,
+                      uint32_t) override {
+    Later later = ctx.AnswerLater();
+    if (!later) return Errno(ENOTSUP);
+    // More than was asked for: the reply carries what was asked.
+    Spawn([l = std::move(later), n = out.size() + 100]() mutable { l.Answer(std::string(n, 'z')); });
+    return kAnsweredLater;
+  }
+  Status ReadDir(const RequestContext& ctx, uint64_t, uint64_t, uint64_t, DirSink&) override {
+    readdir_later_empty = !ctx.AnswerLater();
+    return OkStatus();
+  }
+  void Join() {
+    std::vector<std::thread> t;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      t.swap(threads_);
+    }
+    for (auto& th : t) th.join();
+  }
+  bool second_was_empty = false;
+  bool readdir_later_empty = false;
+
+ private:
+  template <typename F>
+  void Spawn(F f) {
+    std::lock_guard<std::mutex> l(mu_);
+    threads_.emplace_back(std::move(f));
+  }
+  std::mutex mu_;
+  std::vector<std::thread> threads_;
+};
+
+class LaterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.wanted_flags = abi::init::kAsyncRead | abi::init::kMaxPages | abi::init::kInitExt;
+    dispatcher_ = std::make_unique<Dispatcher>(&fs_, config_, 4);
+    abi::InitIn in{};
+    in.major = 7;
+    in.minor = 45;
+    in.flags = static_cast<uint32_t>(abi::init::kAsyncRead | abi::init::kMaxPages | abi::init::kInitExt);
+    Handle(Req(Opcode::kInit, 2, 0, &in, sizeof(in)));
+    sender_.Take();
+  }
+  void TearDown() override {
+    fs_.Join();
+    dispatcher_->StopAsync();
+  }
+  void Handle(const std::vector<uint8_t>& req) {
+    std::vector<uint8_t> buf(1 << 20);
+    std::memcpy(buf.data(), req.data(), req.size());
+    dispatcher_->Handle(buf, req.size(), nullptr, sender_);
+  }
+  // Handles `req`, waits for the threads' answers, returns every reply.
+  std::vector<std::vector<uint8_t>> Run(const std::vector<uint8_t>& req) {
+    Handle(req);
+    fs_.Join();
+    return sender_.Take();
+  }
+  std::vector<uint8_t> Lookup(uint64_t unique, const std::string& name) {
+    return Req(Opcode::kLookup, unique, 1, nullptr, 0, std::string_view(name.c_str(), name.size() + 1));
+  }
+
+  LaterFs fs_;
+  proto::InitConfig config_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  DetachingSender sender_;
+};
+
+TEST_F(LaterTest, AnAnswerFromAnotherThreadIsTheOnlyReply) {
+  auto r = Run(Lookup(20, "name"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).unique, 20u);
+  EXPECT_EQ(HeaderOf(r[0]).error, 0);
+  ASSERT_EQ(r[0].size(), sizeof(abi::OutHeader) + sizeof(abi::EntryOut));
+  abi::EntryOut e;
+  std::memcpy(&e, r[0].data() + sizeof(abi::OutHeader), sizeof(e));
+  EXPECT_EQ(e.nodeid, 77u);
+  EXPECT_EQ(e.entry_valid, 3u);
+  EXPECT_EQ(dispatcher_->in_flight(), 0) << "an answered Later is no longer in flight";
+}
+
+TEST_F(LaterTest, AFailureAnsweredLaterCarriesItsErrno) {
+  auto r = Run(Lookup(22, "fails"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EHOSTUNREACH);
+}
+
+TEST_F(LaterTest, ALaterDroppedUnansweredAnswersEio) {
+  auto r = Run(Lookup(24, "dropped"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).unique, 24u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EIO);
+  EXPECT_EQ(dispatcher_->in_flight(), 0);
+}
+
+TEST_F(LaterTest, TheWrongKindOfAnswerIsEioNotAGarbledReply) {
+  auto r = Run(Lookup(26, "wrong-kind"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EIO);
+  EXPECT_EQ(r[0].size(), sizeof(abi::OutHeader));
+}
+
+TEST_F(LaterTest, ClaimingALaterWithoutTakingOneIsEioNotAnOutOfRangeErrno) {
+  auto r = Run(Lookup(28, "claims-but-takes-none"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EIO);
+}
+
+TEST_F(LaterTest, ARequestHasOneLaterAndReaddirNone) {
+  auto r = Run(Lookup(30, "twice"));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, 0);
+  EXPECT_TRUE(fs_.second_was_empty);
+  abi::ReadIn in{};
+  in.size = 4096;
+  r = Run(Req(Opcode::kReaddir, 32, 1, &in, sizeof(in)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_TRUE(fs_.readdir_later_empty);
+}
+
+TEST_F(LaterTest, AReadAnsweredLaterIsCutToWhatWasAsked) {
+  abi::ReadIn in{};
+  in.size = 1000;
+  auto r = Run(Req(Opcode::kRead, 34, 5, &in, sizeof(in)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, 0);
+  EXPECT_EQ(r[0].size(), sizeof(abi::OutHeader) + 1000);
+}
+
+TEST_F(LaterTest, StopAsyncWaitsForOutstandingAnswers) {
+  // Many at once, answered from as many threads, each exactly once.
+  for (uint64_t u = 100; u < 164; u += 2) Handle(Lookup(u, "name"));
+  dispatcher_->StopAsync();
+  auto r = sender_.Take();
+  ASSERT_EQ(r.size(), 32u);
+  std::set<uint64_t> uniques;
+  for (const auto& one : r) uniques.insert(HeaderOf(one).unique);
+  EXPECT_EQ(uniques.size(), 32u);
+  EXPECT_EQ(dispatcher_->in_flight(), 0);
 }
 
 }  // namespace
