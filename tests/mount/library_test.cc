@@ -146,6 +146,32 @@ TEST_F(LibraryTest, NullReadsZerosAndTakesEveryWrite) {
   EXPECT_EQ(r.out, "1099511627776 -rw-rw-rw-\nzeros\nwritten\nstill zeros\nserver exit 0\n") << r.Describe();
 }
 
+// GETATTR and READ answered from the file system's own threads after the
+// calls returned (efuse::Later), on each transport: every answer arrives,
+// once, right, also with several readers at once, and unmounting waits for
+// none that is lost.
+TEST_F(LibraryTest, AnswersGivenLaterReachTheCallerOnEveryTransport) {
+  for (const char* transport : {"sync", "uring-dev", "uring"}) {
+    SCOPED_TRACE(transport);
+    CommandResult r = MountAndCheck(
+        "'" + Dir() + "/examples/null'", std::string("--answer-later --transport=") + transport,
+        "for i in $(seq 1 200); do stat -c %s \"$M/null\"; done | sort | uniq -c | awk '{print $1, $2}'\n"
+        "readers=''\n"
+        "for j in 1 2 3 4; do\n"
+        "  (dd if=\"$M/null\" bs=256k count=16 skip=$((j * 100)) iflag=direct status=none | cmp -n 4194304 - /dev/zero"
+        " && echo \"reader $j zeros\") &\n"
+        "  readers=\"$readers $!\"\n"
+        "done; wait $readers\n");
+    ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+    std::string out = r.out;
+    EXPECT_NE(out.find("200 1099511627776\n"), std::string::npos) << r.Describe();
+    for (int j = 1; j <= 4; ++j) {
+      EXPECT_NE(out.find("reader " + std::to_string(j) + " zeros\n"), std::string::npos) << r.Describe();
+    }
+    EXPECT_NE(out.find("server exit 0\n"), std::string::npos) << r.Describe();
+  }
+}
+
 TEST_F(LibraryTest, StaticallyLinkedHelloNeedsNoSharedEfuse) {
   CommandResult r = MountAndCheck("LD_LIBRARY_PATH= '" + Dir() + "/examples/hello_static'", "",
                                   "cat \"$M/hello\"\n"

@@ -9,14 +9,26 @@
 // Attributes are never cached (attr_timeout 0: every stat is a GETATTR)
 // and I/O bypasses the page cache (FOPEN_DIRECT_IO: every read and write
 // is a request), so each call a benchmark makes reaches the server.
+//
+// With --answer-later, GETATTR and READ are answered from threads of its
+// own, as a file system whose backend is a network would: the call takes
+// an efuse::Later, hands it to a queue and returns at once.
 #include <efuse/efuse.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -25,8 +37,52 @@ constexpr uint64_t kNull = 2;
 constexpr std::string_view kName = "null";
 constexpr uint64_t kSize = uint64_t{1} << 40;  // 1 TiB of zeros
 
+// A queue of work and the threads that do it.
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+  void Submit(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [this] { return stop_ || !jobs_.empty(); });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
 class NullFs : public efuse::FileSystem {
  public:
+  explicit NullFs(Pool* later) : later_(later) {}
   std::string_view Name() const override { return "null"; }
 
   efuse::Result<efuse::Entry> Lookup(const efuse::RequestContext&, uint64_t parent, std::string_view name) override {
@@ -39,18 +95,22 @@ class NullFs : public efuse::FileSystem {
     return e;
   }
 
-  efuse::Result<efuse::AttrReply> GetAttr(const efuse::RequestContext&, uint64_t nodeid, const uint64_t*) override {
-    if (nodeid != kRoot && nodeid != kNull) return efuse::Errno(ENOENT);
-    efuse::AttrReply r;
-    r.attr = AttributesOf(nodeid);
-    r.attr_timeout = 0;
-    return r;
+  efuse::Result<efuse::AttrReply> GetAttr(const efuse::RequestContext& ctx, uint64_t nodeid, const uint64_t*) override {
+    if (later_ != nullptr) {
+      if (efuse::Later later = ctx.AnswerLater()) {
+        // (std::function wants a copyable job: the Later rides in a shared_ptr.)
+        auto answer = std::make_shared<efuse::Later>(std::move(later));
+        later_->Submit([answer, nodeid] { answer->Answer(AttrOf(nodeid)); });
+        return efuse::kAnsweredLater;
+      }
+    }
+    return AttrOf(nodeid);
   }
 
   // Truncation and the like: accepted, nothing changes.
-  efuse::Result<efuse::AttrReply> SetAttr(const efuse::RequestContext& ctx, uint64_t nodeid,
+  efuse::Result<efuse::AttrReply> SetAttr(const efuse::RequestContext&, uint64_t nodeid,
                                           const efuse::SetAttrRequest&) override {
-    return GetAttr(ctx, nodeid, nullptr);
+    return AttrOf(nodeid);
   }
 
   efuse::Result<efuse::OpenReply> Open(const efuse::RequestContext&, uint64_t nodeid, uint32_t, uint32_t) override {
@@ -60,10 +120,18 @@ class NullFs : public efuse::FileSystem {
     return r;
   }
 
-  efuse::Result<size_t> Read(const efuse::RequestContext&, uint64_t, uint64_t, uint64_t offset,
+  efuse::Result<size_t> Read(const efuse::RequestContext& ctx, uint64_t, uint64_t, uint64_t offset,
                              std::span<uint8_t> out, uint32_t) override {
-    if (offset >= kSize) return size_t{0};
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), kSize - offset));
+    const size_t n = offset >= kSize ? 0 : static_cast<size_t>(std::min<uint64_t>(out.size(), kSize - offset));
+    if (later_ != nullptr) {
+      if (efuse::Later later = ctx.AnswerLater()) {
+        // `out` is the request's: gone once this returns. A later answer
+        // carries its own bytes.
+        auto answer = std::make_shared<efuse::Later>(std::move(later));
+        later_->Submit([answer, n] { answer->Answer(std::string(n, '\0')); });
+        return efuse::kAnsweredLater;
+      }
+    }
     std::memset(out.data(), 0, n);
     return n;
   }
@@ -97,6 +165,14 @@ class NullFs : public efuse::FileSystem {
   }
 
  private:
+  static efuse::Result<efuse::AttrReply> AttrOf(uint64_t nodeid) {
+    if (nodeid != kRoot && nodeid != kNull) return efuse::Errno(ENOENT);
+    efuse::AttrReply r;
+    r.attr = AttributesOf(nodeid);
+    r.attr_timeout = 0;
+    return r;
+  }
+
   static efuse::Attributes AttributesOf(uint64_t nodeid) {
     efuse::Attributes a;
     a.ino = nodeid;
@@ -110,11 +186,25 @@ class NullFs : public efuse::FileSystem {
     }
     return a;
   }
+
+  Pool* const later_;  // null: every answer in line
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  NullFs fs;
-  return efuse::ServeMain(fs, argc, argv);
+  // Its own option, taken out before ServeMain reads the rest.
+  bool answer_later = false;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--answer-later") {
+      answer_later = true;
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  std::unique_ptr<Pool> pool;
+  if (answer_later) pool = std::make_unique<Pool>(2);
+  NullFs fs(pool.get());
+  return efuse::ServeMain(fs, static_cast<int>(args.size()), args.data());
 }
