@@ -1,7 +1,7 @@
 // libefuse as a program outside the tree uses it: `cmake --install` puts
 // the library (shared, with its soname, and static), the public headers,
 // the CMake package and the pkg-config file into a scratch prefix; the
-// examples (tools/examples: hello, null) are configured against that prefix
+// examples (tools/examples: hello, null, tarfs) are configured against that prefix
 // alone with find_package(efuse), built, and mounted for real, and one is
 // built with pkg-config and g++ alone. The library exports its public API
 // and nothing of the engine's internals.
@@ -170,6 +170,44 @@ TEST_F(LibraryTest, AnswersGivenLaterReachTheCallerOnEveryTransport) {
     }
     EXPECT_NE(out.find("server exit 0\n"), std::string::npos) << r.Describe();
   }
+}
+
+// tarfs serves an archive as the tree it was made of (contents, modes,
+// symbolic links, listings with attributes), read-only; when the archive is
+// replaced, it serves the new one: the names and pages the kernel cached
+// for an hour are dropped by its notifications (polled for, bounded).
+TEST_F(LibraryTest, TarfsServesItsArchiveAndItsReplacement) {
+  const std::string src = Dir() + "/tree", archive = Dir() + "/tree.tar";
+  CommandResult made = Bash("mkdir -p '" + src + "/sub/deeper'\n"
+                            "echo alpha > '" + src + "/a.txt'\n"
+                            "head -c 300000 /dev/urandom > '" + src + "/sub/b.bin'\n"
+                            "printf 'c' > '" + src + "/sub/deeper/c'; chmod 751 '" + src + "/sub/deeper/c'\n"
+                            "ln -s a.txt '" + src + "/link'\n"
+                            "tar -C '" + src + "' -cf '" + archive + "' .\n");
+  ASSERT_EQ(made.exit_code(), 0) << made.Describe();
+  CommandResult r = MountAndCheck(
+      "'" + Dir() + "/examples/tarfs' '" + archive + "'", "",
+      "diff -r --no-dereference '" + src + "' \"$M\" && echo same\n"
+      "stat -c '%A %s %n' \"$M/sub/deeper/c\" | sed \"s|$M/||\"\n"
+      "readlink \"$M/link\"\n"
+      "if echo x > \"$M/a.txt\" 2>/dev/null; then echo 'write allowed'; fi\n"
+      // The replacement: a.txt changed, a new file, b.bin gone.
+      "echo beta > '" + src + "/a.txt'; echo new > '" + src + "/new.txt'; rm '" + src + "/sub/b.bin'\n"
+      "tar -C '" + src + "' -cf '" + archive + ".next' . && mv '" + archive + ".next' '" + archive + "'\n"
+      "for i in $(seq 1 100); do [ -e \"$M/new.txt\" ] && break; sleep 0.1; done\n"
+      "cat \"$M/a.txt\" \"$M/new.txt\"\n"
+      "ls \"$M/sub\"\n"
+      "diff -r --no-dereference '" + src + "' \"$M\" && echo same again\n");
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "same\n"
+            "-rwxr-x--x 1 sub/deeper/c\n"
+            "a.txt\n"
+            "beta\nnew\n"
+            "deeper\n"
+            "same again\n"
+            "server exit 0\n")
+      << r.Describe();
 }
 
 TEST_F(LibraryTest, StaticallyLinkedHelloNeedsNoSharedEfuse) {
