@@ -1076,8 +1076,14 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     }
     case Opcode::kSyncfs:
       return reply_status(fs_->SyncFs(ctx));
-    case Opcode::kNotifyReply:
-      return;  // data for a RETRIEVE we never send yet; the kernel expects no reply
+    case Opcode::kNotifyReply: {
+      // The data a RETRIEVE asked for (no reply expected).
+      if (kernel_ == nullptr) return;
+      const uint32_t size = req.Arg<abi::NotifyRetrieveIn>().size;
+      const std::span<const uint8_t> data = req.data.first(std::min<size_t>(size, req.data.size()));
+      kernel_->RetrieveAnswered(unique, std::string(data.begin(), data.end()));
+      return;
+    }
     case Opcode::kBmap:
     case Opcode::kIoctl:
     case Opcode::kPoll:

@@ -24,7 +24,10 @@
 #include <atomic>
 #include <cstdint>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -271,6 +274,24 @@ class EFUSE_API KernelConnection {
   /// (FUSE_NOTIFY_STORE), growing its cached size if needed: reads of an
   /// open kept with kFopenKeepCache are then served without a request.
   Status StoreData(uint64_t nodeid, uint64_t offset, std::span<const uint8_t> data);
+  /// Asks the kernel for what its page cache holds of `nodeid` from
+  /// `offset` (FUSE_NOTIFY_RETRIEVE, up to `size` bytes, stopping at the
+  /// first page it lacks). `done` is called once, from a worker, with those
+  /// bytes (possibly none), unless this returns an error (ENOENT: the kernel
+  /// has no such inode cached), when it is not called. `done` must not block.
+  Status RetrieveData(uint64_t nodeid, uint64_t offset, uint32_t size,
+                      std::function<void(Result<std::string>)> done);
+  /// Asks the kernel to send again every request it sent and this server
+  /// has not answered (FUSE_NOTIFY_RESEND; Linux 6.9+).
+  Status ResendPending();
+
+ private:
+  friend class Dispatcher;
+  // NOTIFY_REPLY, the kernel's answer to RETRIEVE `notify_unique`.
+  void RetrieveAnswered(uint64_t notify_unique, std::string data);
+  std::mutex retrieve_mu_;
+  std::map<uint64_t, std::function<void(Result<std::string>)>> retrieves_;
+  uint64_t next_retrieve_ = 1;
 };
 
 /// What INIT settled, handed to the backend before any other call.

@@ -537,5 +537,78 @@ TEST_F(LaterTest, StopAsyncWaitsForOutstandingAnswers) {
   EXPECT_EQ(dispatcher_->in_flight(), 0);
 }
 
+
+// RETRIEVE and its NOTIFY_REPLY: the data the kernel sends back reaches
+// the callback that asked, once; a failed notify calls nothing.
+class RecordingKernel : public KernelConnection {
+ public:
+  Result<int32_t> OpenBacking(int) override { return Errno(ENOSYS); }
+  Status CloseBacking(int32_t) override { return OkStatus(); }
+  Status Notify(std::span<const iovec> message) override {
+    std::string bytes;
+    for (const iovec& v : message) bytes.append(static_cast<const char*>(v.iov_base), v.iov_len);
+    sent.push_back(bytes);
+    if (refuse) return Errno(ENOENT);
+    return OkStatus();
+  }
+  std::vector<std::string> sent;
+  bool refuse = false;
+};
+
+TEST(RetrieveTest, TheKernelsDataReachesTheCallbackThatAskedOnce) {
+  RecordingKernel kernel;
+  TestFs fs;
+  proto::InitConfig config;
+  config.wanted_flags = abi::init::kAsyncRead | abi::init::kMaxPages | abi::init::kInitExt;
+  Dispatcher d(&fs, config, 4, &kernel);
+  CapturingSender sender;
+  auto handle = [&](const std::vector<uint8_t>& req) {
+    std::vector<uint8_t> buf(1 << 16);
+    std::memcpy(buf.data(), req.data(), req.size());
+    d.Handle(buf, req.size(), nullptr, sender);
+  };
+  abi::InitIn in{};
+  in.major = 7;
+  in.minor = 45;
+  in.flags = static_cast<uint32_t>(abi::init::kAsyncRead | abi::init::kMaxPages | abi::init::kInitExt);
+  handle(Req(Opcode::kInit, 2, 0, &in, sizeof(in)));
+  sender.Take();
+
+  std::vector<std::string> got;
+  ASSERT_TRUE(kernel.RetrieveData(9, 4096, 100, [&](Result<std::string> data) { got.push_back(*data); }).ok());
+  ASSERT_EQ(kernel.sent.size(), 1u);
+  abi::OutHeader h;
+  abi::NotifyRetrieveOut out;
+  ASSERT_EQ(kernel.sent[0].size(), sizeof(h) + sizeof(out));
+  std::memcpy(&h, kernel.sent[0].data(), sizeof(h));
+  std::memcpy(&out, kernel.sent[0].data() + sizeof(h), sizeof(out));
+  EXPECT_EQ(h.error, static_cast<int32_t>(abi::NotifyCode::kRetrieve));
+  EXPECT_EQ(out.nodeid, 9u);
+  EXPECT_EQ(out.offset, 4096u);
+  EXPECT_EQ(out.size, 100u);
+
+  // The kernel's NOTIFY_REPLY carries the notify's unique and the bytes.
+  abi::NotifyRetrieveIn reply{};
+  reply.offset = 4096;
+  reply.size = 5;
+  handle(Req(Opcode::kNotifyReply, out.notify_unique, 9, &reply, sizeof(reply), std::string_view("hello")));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], "hello");
+  EXPECT_EQ(sender.Count(), 0u) << "NOTIFY_REPLY gets no reply";
+  handle(Req(Opcode::kNotifyReply, out.notify_unique, 9, &reply, sizeof(reply), std::string_view("again")));
+  EXPECT_EQ(got.size(), 1u) << "answered once";
+
+  kernel.refuse = true;
+  bool called = false;
+  EXPECT_FALSE(kernel.RetrieveData(10, 0, 10, [&](Result<std::string>) { called = true; }).ok());
+  handle(Req(Opcode::kNotifyReply, out.notify_unique + 1, 10, &reply, sizeof(reply), std::string_view("hello")));
+  EXPECT_FALSE(called) << "a refused RETRIEVE is forgotten";
+
+  kernel.refuse = false;
+  ASSERT_TRUE(kernel.ResendPending().ok());
+  std::memcpy(&h, kernel.sent.back().data(), sizeof(h));
+  EXPECT_EQ(h.error, static_cast<int32_t>(abi::NotifyCode::kResend));
+}
+
 }  // namespace
 }  // namespace efuse
