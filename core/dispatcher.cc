@@ -260,6 +260,7 @@ void Dispatcher::Send(ReplySender& sender, Reply& reply) {
 
 void Dispatcher::SendError(ReplySender& sender, uint64_t unique, int err) {
   if (err == kAnsweredLater.value()) {
+    if (sender.AnsweredLater()) return;  // the Later answers
     // A backend said it answers later but took no Later: nothing would.
     uint64_t suppressed = 0;
     if (later_mismatch_log_.Allow(&suppressed)) {
@@ -441,23 +442,39 @@ void Dispatcher::SendLater(ReplySender& sender, const LaterReply& info, LaterVal
 // from its own thread (StopAsync waits for it).
 class Dispatcher::PendingLater final : public LaterAnswer {
  public:
-  PendingLater(Dispatcher* d, std::unique_ptr<ReplySender> late, LaterReply info)
-      : d_(d), late_(std::move(late)), info_(info) {}
+  // `slot`: an interrupt slot of its own (INTERRUPT finds the request there
+  // once its call has returned), or null if all were taken.
+  PendingLater(Dispatcher* d, LaterReply info, InterruptTable::Slot* slot)
+      : d_(d), info_(info), slot_(slot) {}
   ~PendingLater() override {
     if (late_ != nullptr) Give(Errno(EIO));
+    if (slot_ != nullptr) InterruptTable::End(slot_);
+  }
+  // Counted from here until the answer is sent (StopAsync, Retire wait).
+  void Start(std::unique_ptr<ReplySender> late) {
+    late_ = std::move(late);
+    d_->async_ops_.fetch_add(1, std::memory_order_acq_rel);
+    d_->in_flight_.fetch_add(1, std::memory_order_acq_rel);
   }
   void Give(LaterValue value) override {
     std::unique_ptr<ReplySender> late = std::move(late_);
     if (late == nullptr) return;
+    absl::Cleanup counted = [this] {
+      d_->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      d_->async_ops_.fetch_sub(1, std::memory_order_acq_rel);
+    };
+    if (slot_ != nullptr) InterruptTable::End(std::exchange(slot_, nullptr));
     d_->SendLater(*late, info_, std::move(value));
-    d_->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
-    d_->async_ops_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  bool Interrupted() const override {
+    return slot_ != nullptr && slot_->interrupted.load(std::memory_order_acquire);
   }
 
  private:
   Dispatcher* const d_;
   std::unique_ptr<ReplySender> late_;
   const LaterReply info_;
+  InterruptTable::Slot* slot_;
 };
 
 // During one call: what RequestContext::AnswerLater takes, and the sender
@@ -467,17 +484,19 @@ class Dispatcher::LaterTaker final : public LaterSource, public ReplySender {
   LaterTaker(Dispatcher* d, ReplySender* out, LaterReply info) : d_(d), out_(out), info_(info) {}
   std::unique_ptr<LaterAnswer> Take() override {
     if (taken_) return nullptr;
+    // (Made before the sender is detached: nothing can fail after.)
+    auto pending = std::make_unique<PendingLater>(d_, info_, d_->interrupts_.Claim(info_.unique));
     std::unique_ptr<ReplySender> late = out_->Detach();
     if (late == nullptr) return nullptr;
     taken_ = true;
-    d_->async_ops_.fetch_add(1, std::memory_order_acq_rel);
-    d_->in_flight_.fetch_add(1, std::memory_order_acq_rel);
-    return std::make_unique<PendingLater>(d_, std::move(late), info_);
+    pending->Start(std::move(late));
+    return pending;
   }
   // The call's own answer (kAnsweredLater, or whatever it returned) once a
   // Later was taken: the Later answers.
   int Send(proto::Reply& reply) override { return taken_ ? 0 : out_->Send(reply); }
   std::unique_ptr<ReplySender> Detach() override { return taken_ ? nullptr : out_->Detach(); }
+  bool AnsweredLater() const override { return taken_; }
 
  private:
   Dispatcher* const d_;
@@ -514,6 +533,10 @@ class Dispatcher::JournalingSender final : public ReplySender {
     return out_->Send(reply);
   }
   std::unique_ptr<ReplySender> Detach() override {
+    // A resent request whose first run may have taken effect is answered in
+    // line: its answer may need amending (AfterIntent), which a late one
+    // would lose.
+    if (amend_) return nullptr;
     // Owned by the journaling sender it returns.
     std::unique_ptr<ReplySender> late = out_->Detach();
     if (late == nullptr) return nullptr;

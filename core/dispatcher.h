@@ -50,6 +50,9 @@ class ReplySender {
   // Detach, this sender must not be used for the request. nullptr: this
   // transport cannot (the request is then answered in line).
   virtual std::unique_ptr<ReplySender> Detach() { return nullptr; }
+  // True once the request's answer was promised to an efuse::Later: what
+  // the call itself returns (kAnsweredLater) is not sent.
+  virtual bool AnsweredLater() const { return false; }
 };
 
 struct DispatcherStats {

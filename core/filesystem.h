@@ -185,8 +185,11 @@ class LaterAnswer;
 /// not hold a worker per request. Movable, not copyable; answered once
 /// (later calls do nothing); destroyed unanswered, it answers EIO.
 ///
-/// The call's arguments (names, WRITE data, READ's `out`, ctx.groups) are
-/// valid only until the call returns: copy what the answer needs. Answer
+/// The call's arguments (names, WRITE data, READ's `out`, ctx.groups, the
+/// ctx itself) are valid only until the call returns: copy what the answer
+/// needs. A thread that answers Laters must be started with SIGTERM, SIGINT,
+/// SIGHUP, SIGUSR1 and SIGUSR2 blocked (or after Serve blocked them), so that
+/// those signals reach the server, which unmounts, not that thread. Answer
 /// with what the call would have returned:
 /// - Entry: LOOKUP, MKNOD, MKDIR, SYMLINK, LINK;
 /// - AttrReply: GETATTR (and statx), SETATTR;
@@ -217,6 +220,10 @@ class EFUSE_API Later {
   void Answer(Status status);
   /// The request failed with `error` (whatever kind of answer it wanted).
   void Fail(Errno error);
+  /// The caller gave up (an INTERRUPT came after the call returned, or the
+  /// mount is going away): answer soon, EINTR if the work was not done. An
+  /// INTERRUPT that came while the call ran shows in ctx.Interrupted().
+  bool Interrupted() const;
 
  private:
   std::unique_ptr<LaterAnswer> pending_;

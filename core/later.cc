@@ -49,6 +49,8 @@ void Later::Fail(Errno error) { EFUSE_LATER_GIVE(LaterValue(error)); }
 
 #undef EFUSE_LATER_GIVE
 
+bool Later::Interrupted() const { return pending_ != nullptr && pending_->Interrupted(); }
+
 Later RequestContext::AnswerLater() const {
   if (later_source_ == nullptr) return Later();
   return Later(later_source_->Take());

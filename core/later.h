@@ -24,6 +24,7 @@ class LaterAnswer {
  public:
   virtual ~LaterAnswer() = default;
   virtual void Give(LaterValue value) = 0;
+  virtual bool Interrupted() const = 0;
 };
 
 class LaterSource {

@@ -48,6 +48,7 @@ class DevUringTransport::Loop {
     uint8_t* reply = nullptr;  // kReplyArea bytes
     iovec iov[2 + proto::Reply::kMaxPayloads]{};
     int iovcnt = 0;
+    bool kept = false;  // a backing-file operation's reply is still to come
   };
 
   Loop(DevUringTransport* t, Worker* w) : t_(t), w_(w) {}
@@ -158,7 +159,15 @@ class DevUringTransport::Loop {
     int Send(proto::Reply& reply) override {
       if (used_) return EALREADY;
       used_ = true;
-      if (std::this_thread::get_id() == l_->owner_) return l_->QueueReply(slot_, reply);
+      // Queued only where the slot still waits for it: the request being
+      // served, or one a backing-file operation kept. Any other slot was
+      // re-armed when its call returned (a blocking lock, an answer given
+      // later, even from this thread).
+      if (std::this_thread::get_id() == l_->owner_ &&
+          (l_->serving_ == static_cast<int>(slot_) || l_->slots_[slot_].kept)) {
+        l_->slots_[slot_].kept = false;
+        return l_->QueueReply(slot_, reply);
+      }
       FdReplySender direct(l_->w_->fd);
       return direct.Send(reply);
     }
@@ -187,16 +196,19 @@ class DevUringTransport::Loop {
     Sender sender(this, slot);
     queued_write_ = false;  // a late reply queued since the last Serve set it
     const uint64_t ops_before = w_->counters.async_ops.load(std::memory_order_relaxed);
+    serving_ = static_cast<int>(slot);
     t_->dispatcher_->Handle(std::span<const uint8_t>(s.buf, length),
                             std::span<uint8_t>(s.buf, t_->buffer_size_),
                             t_->dispatcher_->interrupts().slot(static_cast<size_t>(w_->index)), sender,
                             &*file_ops_);
+    serving_ = -1;
     c.in_flight.fetch_sub(1, std::memory_order_relaxed);
     // A backing-file operation for this request keeps the slot (its reply is
     // queued from the completion, re-arming the read). Otherwise, with no
     // reply queued (FORGET, a blocking lock's late reply, a reply written in
     // line), the buffer is free for the next request now.
     const bool async = w_->counters.async_ops.load(std::memory_order_relaxed) != ops_before;
+    if (async && !queued_write_) s.kept = true;
     if (!queued_write_ && !async) ArmRead(slot);
     queued_write_ = false;
   }
@@ -250,6 +262,7 @@ class DevUringTransport::Loop {
   std::vector<Slot> slots_;
   unsigned pending_ = 0;        // SQEs whose completion has not been seen
   bool queued_write_ = false;   // the request being served queued its reply
+  int serving_ = -1;            // the slot whose request is being served
 };
 
 DevUringTransport::DevUringTransport(DevUringOptions options) : options_(options) {

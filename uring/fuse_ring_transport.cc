@@ -141,7 +141,9 @@ class FuseRingTransport::Worker {
     early_.clear();
     const uint64_t poll_ns = uint64_t{t_->options_.poll_us} * 1000;
     uint64_t last_work_ns = 0;
-    while (pending_ > 0) {
+    // (An entry answered later has no SQE outstanding until its reply
+    // comes: the worker waits for it too.)
+    while (pending_ > 0 || detached_ > 0) {
       int rc;
       polling_ = poll_ns > 0 && hops_ > kHopsToPoll && MonotonicNs() - last_work_ns < poll_ns;
       if (polling_) {
@@ -205,6 +207,7 @@ class FuseRingTransport::Worker {
   void PostLateReply(unsigned idx, proto::Reply& reply) {
     FillReply(idx, reply);
     if (std::this_thread::get_id() == owner_) {  // from a completion on this worker
+      --detached_;
       QueueCommit(idx);
       return;
     }
@@ -231,6 +234,7 @@ class FuseRingTransport::Worker {
     std::unique_ptr<ReplySender> Detach() override {
       if (used_) return nullptr;
       used_ = true;
+      ++w_->detached_;  // (worker thread: Detach is called while serving)
       return std::make_unique<LateSender>(w_, idx_);
     }
     bool used() const { return used_; }
@@ -281,7 +285,10 @@ class FuseRingTransport::Worker {
       std::lock_guard<std::mutex> l(mail_mu_);
       ready.swap(mail_);
     }
-    for (unsigned idx : ready) QueueCommit(idx);
+    for (unsigned idx : ready) {
+      --detached_;
+      QueueCommit(idx);
+    }
   }
 
   // One request from entry `idx`: lay it out contiguously, dispatch, and
@@ -384,6 +391,7 @@ class FuseRingTransport::Worker {
   static constexpr unsigned kHopsToPoll = kHopsOne / 4;
 
   unsigned pending_ = 0;         // entries the kernel holds (an SQE outstanding)
+  unsigned detached_ = 0;        // entries whose reply comes late (worker thread only)
   uint64_t last_served_ = 0;     // served_ before this queue's last request
   unsigned hops_ = 0;
   bool polling_ = false;         // the current pass looked without sleeping

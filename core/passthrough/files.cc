@@ -491,11 +491,15 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
     std::optional<uint64_t> at;
     if ((ctx.unique & abi::kUniqueResend) != 0) {
       at = opts_.state->IntentDetail(first);
-      if (!at && opts_.state->HasIntent(first)) {
-        Log(LogLevel::kWarning,
-            "passthrough: a resent O_APPEND write (unique %u) has no recorded offset (overwritten by %u later "
-            "answers): appended at the end; a part its first run wrote may be there twice",
-            first, StateRegion::kAnswerSlots);
+      if (!at) {
+        // Its first run died before writing, or its record was overwritten
+        // by kAnswerSlots later answers (then a part it wrote may repeat).
+        Log(LogLevel::kDebug, "passthrough: a resent O_APPEND write (unique %u) has no recorded offset: appended",
+            first);
+      } else if (!FirstRunBeganAt(*h->inode, *at, data)) {
+        // What is there is not its beginning (another writer of the source
+        // came first): its first run wrote nothing there.
+        at.reset();
       }
     }
     if (at) {
@@ -508,7 +512,9 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
     }
   }
   if (positioned) {
-    fd = OpenOnce(*h, h->positioned_fd, h->flags & ~static_cast<uint32_t>(O_APPEND));
+    // (Buffered too: these are few, and an unaligned one must not fall back
+    // to the O_DIRECT fallback fd, which appends.)
+    fd = OpenOnce(*h, h->positioned_fd, h->flags & ~static_cast<uint32_t>(O_APPEND | O_DIRECT));
     if (!fd.ok()) return fd.error();
   }
   if (appends && crash_mid_append_ && data.size() >= 2) {
@@ -540,6 +546,34 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
     AttrsChangedUnseen(nodeid);
   }
   return done;
+}
+
+namespace {
+struct UniqueFdCloser {
+  int fd;
+  ~UniqueFdCloser() { close(fd); }
+};
+}  // namespace
+
+// True if the source holds, from `at`, a prefix of `data` (none at all: at
+// the end): a resent append's first run began writing there.
+bool PassthroughFs::FirstRunBeganAt(Inode& inode, uint64_t at, std::span<const uint8_t> data) {
+  // (The handle may be write-only: the file is read through an fd of its own.)
+  Result<int> opened = Reopen(inode, O_RDONLY);
+  if (!opened.ok()) return true;  // unreadable: the record stands
+  UniqueFdCloser closer{*opened};
+  const int fd = *opened;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < at) return false;
+  const size_t there = static_cast<size_t>(std::min<uint64_t>(data.size(), static_cast<uint64_t>(st.st_size) - at));
+  std::vector<uint8_t> bytes(there);
+  size_t got = 0;
+  while (got < there) {
+    const ssize_t n = pread(fd, bytes.data() + got, there - got, static_cast<off_t>(at + got));
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return std::equal(bytes.begin(), bytes.end(), data.begin());
 }
 
 Result<FileSystem::AsyncFileRef> PassthroughFs::AsyncFile(const RequestContext& ctx, uint64_t nodeid,

@@ -357,6 +357,9 @@ class PassthroughFs : public FileSystem {
   // Opens `inode` afresh with `flags` (not O_PATH): by handle, else through
   // /proc/self/fd.
   Result<int> Reopen(Inode& inode, int flags);
+  // A resent O_APPEND write recorded to begin at `at`: true if the source
+  // holds a prefix of `data` there (its first run wrote that much).
+  bool FirstRunBeganAt(Inode& inode, uint64_t at, std::span<const uint8_t> data);
   // The mount fd open_by_handle_at needs for source device `dev`, or -1.
   int MountFdFor(uint64_t dev) const;
 

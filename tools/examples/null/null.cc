@@ -16,6 +16,8 @@
 #include <efuse/efuse.h>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -203,6 +205,12 @@ int main(int argc, char** argv) {
       args.push_back(argv[i]);
     }
   }
+  // The pool's threads must leave the signals that stop the server to it
+  // (a SIGTERM they took would end the process without unmounting).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&stop_signals, sig);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::unique_ptr<Pool> pool;
   if (answer_later) pool = std::make_unique<Pool>(2);
   NullFs fs(pool.get());
