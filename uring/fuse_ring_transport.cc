@@ -142,8 +142,10 @@ class FuseRingTransport::Worker {
     const uint64_t poll_ns = uint64_t{t_->options_.poll_us} * 1000;
     uint64_t last_work_ns = 0;
     // (An entry answered later has no SQE outstanding until its reply
-    // comes: the worker waits for it too.)
-    while (pending_ > 0 || detached_ > 0) {
+    // comes: the worker waits for it too, while the connection lasts. One
+    // held for good, as a hung request's is, must not keep it once the
+    // connection is gone.)
+    while (pending_ > 0 || (detached_ > 0 && !connection_gone_.load(std::memory_order_acquire))) {
       int rc;
       polling_ = poll_ns > 0 && hops_ > kHopsToPoll && MonotonicNs() - last_work_ns < poll_ns;
       if (polling_) {
@@ -184,6 +186,7 @@ class FuseRingTransport::Worker {
         }
         const int err = -cqe->res;
         if (ConnectionGone(err)) {
+          connection_gone_.store(true, std::memory_order_release);
           q_->counters.entries.fetch_sub(1, std::memory_order_relaxed);
           continue;
         }
@@ -199,6 +202,15 @@ class FuseRingTransport::Worker {
       // The clock only matters while requests hop between queues.
       if (seen > 0 && poll_ns > 0 && hops_ > kHopsToPoll) last_work_ns = MonotonicNs();
     }
+  }
+
+  // From any thread: the connection has ended (its /dev/fuse reader saw it
+  // go). Wakes the worker, which has nothing left to wait for.
+  void ConnectionEnded() {
+    connection_gone_.store(true, std::memory_order_release);
+    uint64_t one = 1;
+    ssize_t unused = write(wake_fd_, &one, sizeof(one));
+    (void)unused;
   }
 
   // From any thread: the reply for entry `idx`, answered late. The entry is
@@ -392,6 +404,7 @@ class FuseRingTransport::Worker {
 
   unsigned pending_ = 0;         // entries the kernel holds (an SQE outstanding)
   unsigned detached_ = 0;        // entries whose reply comes late (worker thread only)
+  std::atomic<bool> connection_gone_{false};
   uint64_t last_served_ = 0;     // served_ before this queue's last request
   unsigned hops_ = 0;
   bool polling_ = false;         // the current pass looked without sleeping
@@ -533,7 +546,14 @@ absl::Status FuseRingTransport::StartQueues(std::function<void()> on_exit) {
   dev.name = "uring-dev-side";
   dev_reader_ = std::make_unique<SyncTransport>(dev);
   running_.fetch_add(1);
-  absl::Status s = dev_reader_->Start(fd_, dispatcher_, [this] { WorkerStopped(); });
+  absl::Status s = dev_reader_->Start(fd_, dispatcher_, [this] {
+    // It stops when the connection ends: a queue worker waiting only for
+    // answers given late learns it here.
+    for (auto& q : queues_) {
+      if (q->worker != nullptr) q->worker->ConnectionEnded();
+    }
+    WorkerStopped();
+  });
   if (!s.ok()) {
     // The ring is live and serves; only FORGETs and INTERRUPTs go unread.
     running_.fetch_sub(1);

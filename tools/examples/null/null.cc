@@ -13,6 +13,8 @@
 // With --answer-later, GETATTR and READ are answered from threads of its
 // own, as a file system whose backend is a network would: the call takes
 // an efuse::Later, hands it to a queue and returns at once.
+// --answer-later-in-batches=N holds the answers until N are waiting (or
+// 100 ms passed), as a backend that gathers requests would.
 #include <efuse/efuse.h>
 
 #include <fcntl.h>
@@ -21,6 +23,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -39,10 +43,12 @@ constexpr uint64_t kNull = 2;
 constexpr std::string_view kName = "null";
 constexpr uint64_t kSize = uint64_t{1} << 40;  // 1 TiB of zeros
 
-// A queue of work and the threads that do it.
+// A queue of work and the threads that do it. With `batch` > 1 it waits
+// for that many jobs (or 100 ms) before doing any, as a backend that
+// gathers requests into one round trip would.
 class Pool {
  public:
-  explicit Pool(int threads) {
+  Pool(int threads, size_t batch) : batch_(batch) {
     for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
   }
   ~Pool() {
@@ -68,9 +74,20 @@ class Pool {
       {
         std::unique_lock<std::mutex> l(mu_);
         cv_.wait(l, [this] { return stop_ || !jobs_.empty(); });
-        if (jobs_.empty()) return;
+        if (jobs_.empty()) return;  // stopping
+        if (batch_ > 1 && !releasing_) {
+          cv_.wait_for(l, std::chrono::milliseconds(100),
+                       [this] { return stop_ || releasing_ || jobs_.size() >= batch_; });
+          if (jobs_.empty()) continue;  // another thread took them meanwhile
+          releasing_ = true;            // this batch goes out whole
+        }
         job = std::move(jobs_.front());
         jobs_.pop_front();
+        if (jobs_.empty()) {
+          releasing_ = false;  // the next batch gathers again
+        } else {
+          cv_.notify_one();
+        }
       }
       job();
     }
@@ -78,6 +95,8 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
+  const size_t batch_;
+  bool releasing_ = false;  // a gathered batch is being handed out
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
@@ -197,10 +216,16 @@ class NullFs : public efuse::FileSystem {
 int main(int argc, char** argv) {
   // Its own option, taken out before ServeMain reads the rest.
   bool answer_later = false;
+  size_t batch = 1;
   std::vector<char*> args;
   for (int i = 0; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--answer-later") {
+    const std::string_view a = argv[i];
+    if (a == "--answer-later") {
       answer_later = true;
+    } else if (a.starts_with("--answer-later-in-batches=")) {
+      answer_later = true;
+      batch = std::strtoul(argv[i] + std::strlen("--answer-later-in-batches="), nullptr, 10);
+      if (batch < 1) batch = 1;
     } else {
       args.push_back(argv[i]);
     }
@@ -212,7 +237,7 @@ int main(int argc, char** argv) {
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&stop_signals, sig);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::unique_ptr<Pool> pool;
-  if (answer_later) pool = std::make_unique<Pool>(2);
+  if (answer_later) pool = std::make_unique<Pool>(2, batch);
   NullFs fs(pool.get());
   return efuse::ServeMain(fs, static_cast<int>(args.size()), args.data());
 }
