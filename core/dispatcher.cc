@@ -287,12 +287,16 @@ void Dispatcher::SendEntry(ReplySender& sender, uint64_t unique, uint64_t node, 
   Send(sender, r);
 }
 
+double Dispatcher::AttrTimeout(uint64_t node, const AttrReply& a) const {
+  double attr_timeout = a.attr_timeout;
+  if (offload_ != nullptr) offload_->AdjustAttr(node, a.attr_volatile, &attr_timeout);
+  return attr_timeout;
+}
+
 void Dispatcher::SendAttr(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a) {
   if (!a.ok()) return SendError(sender, unique, a.error().value());
   abi::AttrOut out{};
-  double attr_timeout = a->attr_timeout;
-  if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
-  SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+  SplitTimeout(AttrTimeout(node, *a), &out.attr_valid, &out.attr_valid_nsec);
   out.attr = ToWireAttr(a->attr);
   Reply r(unique);
   r.AddStruct(out, proto::AttrOutSize(conn_.minor));
@@ -302,9 +306,7 @@ void Dispatcher::SendAttr(ReplySender& sender, uint64_t unique, uint64_t node, c
 void Dispatcher::SendStatx(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a) {
   if (!a.ok()) return SendError(sender, unique, a.error().value());
   abi::StatxOut out{};
-  double attr_timeout = a->attr_timeout;
-  if (offload_ != nullptr) offload_->AdjustAttr(node, a->attr_volatile, &attr_timeout);
-  SplitTimeout(attr_timeout, &out.attr_valid, &out.attr_valid_nsec);
+  SplitTimeout(AttrTimeout(node, *a), &out.attr_valid, &out.attr_valid_nsec);
   out.stat = ToWireStatx(a->attr);
   Reply r(unique);
   r.AddStruct(out);

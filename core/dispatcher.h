@@ -153,6 +153,9 @@ class Dispatcher {
   void SendError(ReplySender& sender, uint64_t unique, int err);
   // Replies, from a backend's answer (in line, or later from a Later).
   void SendEntry(ReplySender& sender, uint64_t unique, uint64_t node, Result<Entry> e);
+  // How long the kernel may keep `a`: the backend's lifetime, as the
+  // offload policy adjusts it for `node`.
+  double AttrTimeout(uint64_t node, const AttrReply& a) const;
   void SendAttr(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a);
   void SendStatx(ReplySender& sender, uint64_t unique, uint64_t node, const Result<AttrReply>& a);
   void SendOpen(ReplySender& sender, uint64_t unique, uint64_t node, Result<OpenReply> o);

@@ -548,21 +548,14 @@ Result<size_t> PassthroughFs::Write(const RequestContext& ctx, uint64_t nodeid, 
   return done;
 }
 
-namespace {
-struct UniqueFdCloser {
-  int fd;
-  ~UniqueFdCloser() { close(fd); }
-};
-}  // namespace
-
 // True if the source holds, from `at`, a prefix of `data` (none at all: at
 // the end): a resent append's first run began writing there.
 bool PassthroughFs::FirstRunBeganAt(Inode& inode, uint64_t at, std::span<const uint8_t> data) {
   // (The handle may be write-only: the file is read through an fd of its own.)
   Result<int> opened = Reopen(inode, O_RDONLY);
   if (!opened.ok()) return true;  // unreadable: the record stands
-  UniqueFdCloser closer{*opened};
-  const int fd = *opened;
+  const passthrough::OwnedFd owned(*opened);
+  const int fd = owned.get();
   struct stat st;
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < at) return false;
   const size_t there = static_cast<size_t>(std::min<uint64_t>(data.size(), static_cast<uint64_t>(st.st_size) - at));

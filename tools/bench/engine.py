@@ -29,9 +29,10 @@ import sys
 import tempfile
 import time
 
+from bench import cpu_seconds, is_mounted  # (this directory's runner)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-CLK = os.sysconf("SC_CLK_TCK")
 
 
 def log(*a):
@@ -40,17 +41,6 @@ def log(*a):
 
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
-def is_mounted(path):
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == path for line in f)
 
 
 def build(work, build_dir):
