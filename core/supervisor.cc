@@ -24,6 +24,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/log.h"
 #include "core/service_notify.h"
@@ -480,8 +481,15 @@ int Supervise(const SupervisorOptions& options) {
       exit_code = 0;  // a clean stop: unmounted
       break;
     }
-    const std::string how = retired ? absl::StrCat("was retired (efusectl restart; it ", DescribeExit(status), ")")
-                                    : DescribeExit(status);
+    // How long a retired server took to exit after it stopped serving: its
+    // successor waits for that (the upgrade's stall).
+    const uint64_t ended_ns = h.server_ended_ns.load();
+    const std::string how =
+        retired ? absl::StrCat("was retired (efusectl restart; it ", DescribeExit(status),
+                               ended_ns != 0 ? absl::StrFormat(" %.1f ms after it handed over", (MonotonicNs() - ended_ns) / 1e6)
+                                             : std::string(),
+                               ")")
+                : DescribeExit(status);
     // From here every way out ends the mount: a retired server's 0 too.
     exit_code = ExitCodeOf(status) != 0 ? ExitCodeOf(status) : 1;
     if (stop_requested) {

@@ -261,6 +261,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steady-only", action="store_true", help="only the steady-state cost of supervision")
     ap.add_argument("--takeovers-only", action="store_true", help="no steady-state rows")
+    ap.add_argument("--only", help="only the configurations whose name contains this (e.g. 'daemon I/O')")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("takeover: run as root")
@@ -272,13 +273,18 @@ def main():
     subprocess.run(["rm", "-rf", ROOT], check=True)
     os.makedirs(SRC)
     rows = []
-    for name, flags in ([] if a.steady_only else CONFIGS):
+    configs = [c for c in CONFIGS if a.only is None or a.only in c[0]]
+    if not configs:
+        raise SystemExit("takeover: no configuration's name contains %r" % a.only)
+    for name, flags in ([] if a.steady_only else configs):
         p = mount(flags + ["--supervise=on"])
         try:
             with open(os.path.join(MNT, "data"), "wb") as f:
                 for i in range(FILE_BLOCKS):
                     f.write(block(i))
             for kind, cycles in (("crash", a.crashes), ("upgrade", a.upgrades)):
+                if cycles == 0:
+                    continue
                 log("%s: %d %s takeovers under load" % (name, cycles, kind))
                 r = run_phase(kind, cycles)
                 r.update(config=name, kind=kind)
@@ -301,7 +307,7 @@ def main():
     print()
     print("| configuration | loop | off, default transport | off, uring-dev | on | on ÷ off (uring-dev): the journal | on ÷ off (default) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, flags in CONFIGS:
+    for name, flags in configs:
         (c0, g0), (cd, gd), (c1, g1) = steady(
             [flags + ["--supervise=off"], flags + ["--supervise=off", "--transport=uring-dev"], flags + ["--supervise=on"]],
             a.repeats)
