@@ -63,12 +63,14 @@ ServeResult Serve(FileSystem& fs, const ServerOptions& o) {
   absl::StatusOr<uring::TransportChoice> choice = uring::ParseTransportChoice(o.transport);
   if (!choice.ok()) return BadOption(absl::StrCat("transport: ", choice.status().message()));
   if (o.workers < 0 || o.workers > 1024) return BadOption("workers: must be 0..1024");
+  if (o.poll_us > 10000) return BadOption("poll_us: must be 0..10000");
   if (o.max_write < 4096 || o.max_write > (1u << 20)) return BadOption("max_write: must be 4096..1048576 bytes");
   if (o.telemetry != "auto" && o.telemetry != "on" && o.telemetry != "off")
     return BadOption(absl::StrCat("telemetry: '", o.telemetry, "' is not auto, on or off"));
   uring::TransportSettings ts;
   ts.choice = *choice;
   ts.workers = o.workers;
+  ts.poll_us = o.poll_us;
   ts.pin = o.pin_workers;
   so.transports = uring::TransportsFor(ts);
   so.workers = o.workers;
@@ -120,7 +122,7 @@ int ServeMain(FileSystem& fs, int argc, char** argv, ServerOptions o) {
   auto usage = [&](const std::string& what) {
     std::fprintf(stderr,
                  "%s: %s (usage: %s MOUNTPOINT [-o OPTIONS] [--transport=auto|uring|uring-dev|sync] "
-                 "[--workers=N] [--telemetry=auto|on|off] [--offload=on|off] [--debug])\n",
+                 "[--workers=N] [--poll-us=N] [--telemetry=auto|on|off] [--offload=on|off] [--debug])\n",
                  o.log_name.c_str(), what.c_str(), program.c_str());
     return 2;
   };
@@ -150,6 +152,8 @@ int ServeMain(FileSystem& fs, int argc, char** argv, ServerOptions o) {
       o.offload = v == "on";
     } else if (value_of("--workers", &v)) {
       if (!absl::SimpleAtoi(v, &o.workers)) return usage(absl::StrCat("--workers: '", v, "' is not a number"));
+    } else if (value_of("--poll-us", &v)) {
+      if (!absl::SimpleAtoi(v, &o.poll_us)) return usage(absl::StrCat("--poll-us: '", v, "' is not a number"));
     } else if (a.starts_with("-")) {
       return usage(absl::StrCat("unknown option '", a, "'"));
     } else if (o.mountpoint.empty()) {

@@ -37,6 +37,9 @@ struct ServerOptions {
   int workers = 0;  ///< serving threads; 0: one per CPU
   bool pin_workers = true;
   uint32_t max_write = 1u << 20;  ///< largest WRITE (4 KiB .. 1 MiB)
+  /// FUSE ring ("uring"): how long a busy worker looks for the next request
+  /// without sleeping, in microseconds (0 .. 10000; 0: never polls).
+  uint32_t poll_us = 50;
   /// BPF programs on the kernel's FUSE tracepoints count every request
   /// (`efusectl stats`, `top`, `trace`). "auto": where the kernel lets this
   /// process load them (root), "on": fail without them, "off".
@@ -67,7 +70,7 @@ struct ServeResult {
 /// itself.
 EFUSE_API ServeResult Serve(FileSystem& fs, const ServerOptions& options);
 
-/// For main(): `PROGRAM MOUNTPOINT [-o OPTS] [--transport=NAME] [--workers=N]
+/// For main(): `PROGRAM MOUNTPOINT [-o OPTS] [--transport=NAME] [--workers=N] [--poll-us=N]
 /// [--telemetry=auto|on|off] [--offload=on|off] [--debug]` (also `-f`,
 /// accepted and ignored:
 /// it serves in the foreground anyway). Prints a bad argument in one line and

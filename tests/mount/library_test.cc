@@ -237,7 +237,9 @@ TEST_F(LibraryTest, BadArgumentsAreNamedInOneLineWithExitCode2) {
   for (const Case& c : {Case{"", "missing mount point"}, Case{"/tmp --bogus", "unknown option '--bogus'"},
                         Case{"/tmp --transport=fast", "transport: 'fast' is not auto, uring, uring-dev or sync"},
                         Case{"/tmp -o nosuchoption", "-o: "}, Case{"/nonexistent/dir", "mount point '/nonexistent/dir'"},
-                        Case{"/tmp /var", "unexpected argument '/var'"}}) {
+                        Case{"/tmp /var", "unexpected argument '/var'"},
+                        Case{"/tmp --poll-us=soon", "--poll-us: 'soon' is not a number"},
+                        Case{"/tmp --poll-us=20000", "poll_us: must be 0..10000"}}) {
     SCOPED_TRACE(c.args);
     CommandResult r = Bash("rc=0; LD_LIBRARY_PATH='" + Prefix() + "/lib' '" + Dir() + "/examples/hello' " + c.args +
                            " || rc=$?; echo \"exit $rc\"");

@@ -16,7 +16,11 @@ take turns in each repeat), efuse's ratio to libfuse, and the daemon's CPU
 time per request (utime + stime of all its threads over the run). efuse runs
 on each of its transports, with telemetry off (libfuse has none), and once
 with GETATTR and READ answered later from the file system's own threads;
-libfuse with its multi-threaded loop, with and without clone_fd. Nothing else may
+libfuse with its multi-threaded loop, with and without clone_fd. A second
+table gives the rest of the machine's CPU time per request (clients and
+kernel: all busy time less the daemon's) and how many CPUs were busy: where
+both CPUs are busy, that share bounds requests/s whatever the daemon does.
+--workload and --target pick rows and columns by name. Nothing else may
 run while it measures: the machine has 2 CPUs.
 """
 import argparse
@@ -85,6 +89,13 @@ class Target:
             self.proc.wait()
 
 
+def machine_busy_seconds():
+    """CPU time all CPUs spent on anything but idling, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def getattr_loop(path, clients, seconds):
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "meta.py"), "fstat", path, str(seconds)],
                               stdout=subprocess.PIPE, text=True) for _ in range(clients)]
@@ -120,6 +131,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--workload", help="only the workloads whose name contains this (e.g. '1 MiB')")
+    ap.add_argument("--target", action="append",
+                    help="only the targets whose name contains this (repeatable; e.g. 'efuse uring' 'libfuse')")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("engine: run as root (it mounts)")
@@ -135,6 +149,10 @@ def main():
                                                       "--telemetry=off"], env),
                Target("libfuse", [peer]),
                Target("libfuse clone_fd", [peer, "-o", "clone_fd"])]
+    targets = [t for t in targets if not args.target or any(f in t.name for f in args.target)]
+    workloads = [w for w in WORKLOADS if args.workload is None or args.workload in w[0]]
+    if not targets or not workloads:
+        raise SystemExit("engine: --target/--workload leave nothing to run")
     mnt = os.path.join(work, "mnt")
     os.mkdir(mnt)
     # results[(workload, clients)][target] = [(ops/s, cpu us per op), ...]
@@ -143,17 +161,22 @@ def main():
         for t in targets:
             t.start(mnt)
             try:
-                for wl, fn in WORKLOADS:
+                for wl, fn in workloads:
                     for clients in (1, 2):
-                        c0 = cpu_seconds(t.proc.pid)
+                        c0, m0 = cpu_seconds(t.proc.pid), machine_busy_seconds()
                         t0 = time.monotonic()
                         ops = fn(os.path.join(mnt, "null"), clients, args.seconds)
                         dt = time.monotonic() - t0
                         cpu = cpu_seconds(t.proc.pid) - c0
+                        # Everything else the machine did meanwhile: the
+                        # clients and the kernel's side of each request.
+                        rest = max(0.0, machine_busy_seconds() - m0 - cpu)
                         results.setdefault((wl, clients), {}).setdefault(t.name, []).append(
-                            (ops / dt, cpu / ops * 1e6))
-                        log("repeat %d %s, %s, %d client(s): %.0f/s, %.2f us CPU per request" %
-                            (rep + 1, t.name, wl, clients, ops / dt, cpu / ops * 1e6))
+                            (ops / dt, cpu / ops * 1e6, rest / ops * 1e6, (cpu + rest) / dt))
+                        log("repeat %d %s, %s, %d client(s): %.0f/s, %.2f us daemon CPU and %.2f us client and "
+                            "kernel CPU per request, %.2f CPUs busy" %
+                            (rep + 1, t.name, wl, clients, ops / dt, cpu / ops * 1e6, rest / ops * 1e6,
+                             (cpu + rest) / dt))
             finally:
                 t.stop()
     shutil.rmtree(work, ignore_errors=True)
@@ -165,14 +188,30 @@ def main():
     print()
     print("| workload | clients | " + " | ".join(names) + " | best efuse / best libfuse | CPU/request, best efuse / best libfuse |")
     print("| --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: |")
+    machine = []
     for (wl, clients), per in results.items():
-        med = {n: (statistics.median(r[0] for r in per[n]), statistics.median(r[1] for r in per[n])) for n in names}
-        cells = ["%.0f/s, %.1f us" % med[n] for n in names]
-        efuse = max((n for n in names if n.startswith("efuse") and "later" not in n), key=lambda n: med[n][0])
-        peer_best = max((n for n in names if n.startswith("libfuse")), key=lambda n: med[n][0])
+        med = {n: tuple(statistics.median(r[i] for r in per[n]) for i in range(4)) for n in names}
+        cells = ["%.0f/s, %.1f us" % med[n][:2] for n in names]
+        machine.append("| %s | %d | %s |" % (wl, clients, " | ".join(
+            "%.1f us, %.2f CPUs" % (med[n][2], med[n][3]) for n in names)))
+        efuses = [n for n in names if n.startswith("efuse") and "later" not in n]
+        peers = [n for n in names if n.startswith("libfuse")]
+        if not efuses or not peers:
+            print("| %s | %d | %s | | |" % (wl, clients, " | ".join(cells)))
+            continue
+        efuse = max(efuses, key=lambda n: med[n][0])
+        peer_best = max(peers, key=lambda n: med[n][0])
         print("| %s | %d | %s | %.2f (%s vs %s) | %.2f |" % (
             wl, clients, " | ".join(cells), med[efuse][0] / med[peer_best][0], efuse, peer_best,
             med[efuse][1] / med[peer_best][1]))
+    # Where the machine is saturated, requests/s is bounded by all the CPU
+    # a request takes, the daemon's share only part of it.
+    print()
+    print("Client and kernel CPU per request (the machine's busy time less the daemon's), and CPUs busy:")
+    print()
+    print("| workload | clients | " + " | ".join(names) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in names) + " |")
+    print("\n".join(machine))
 
 
 if __name__ == "__main__":
