@@ -35,24 +35,16 @@ constexpr size_t kStatAheadMinBytes = 2048;
 
 Result<OpenReply> PassthroughFs::OpenDir(const RequestContext& ctx, uint64_t nodeid,
                                          uint32_t flags) {
+  // The kernel takes this once for "open directories without asking".
+  if (!opts_.dir_handles) return Errno(ENOSYS);
   Result<std::shared_ptr<Inode>> n = Get(nodeid);
   if (!n.ok()) return n.error();
   if ((*n)->type != S_IFDIR) return Errno(ENOTDIR);
-  Result<SharedFd> pfd = PathFd(**n);
-  if (!pfd.ok()) return pfd.error();
-  int fd = openat((*pfd)->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno::Last();
+  Result<std::shared_ptr<Handle>> opened = OpenListing(*n);
+  if (!opened.ok()) return opened.error();
+  std::shared_ptr<Handle> h = std::move(*opened);
   struct statx st;
-  if (Statx(fd, &st) != 0) {
-    int err = errno;
-    close(fd);
-    return Errno(err);
-  }
-  auto h = std::make_shared<Handle>();
-  h->inode = *n;
-  h->flags = O_RDONLY | O_DIRECTORY;
-  h->fd.store(fd);
-  h->dir = std::make_unique<DirStream>();
+  if (Statx(h->fd.load(), &st) != 0) return Errno::Last();
   {
     absl::MutexLock l(&(*n)->mu);
     if ((*n)->open == nullptr) (*n)->open = std::make_unique<OpenState>();
@@ -71,10 +63,68 @@ Result<OpenReply> PassthroughFs::OpenDir(const RequestContext& ctx, uint64_t nod
   return reply;
 }
 
+Result<std::shared_ptr<PassthroughFs::Handle>> PassthroughFs::OpenListing(const std::shared_ptr<Inode>& dir) {
+  Result<SharedFd> pfd = PathFd(*dir);
+  if (!pfd.ok()) return pfd.error();
+  const int fd = openat((*pfd)->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno::Last();
+  auto h = std::make_shared<Handle>();
+  h->inode = dir;
+  h->flags = O_RDONLY | O_DIRECTORY;
+  h->fd.store(fd);
+  h->dir = std::make_unique<DirStream>();
+  return h;
+}
+
+std::shared_ptr<PassthroughFs::Handle> PassthroughFs::TakeListing(uint64_t nodeid, uint64_t offset) {
+  absl::MutexLock l(&streams_mu_);
+  for (auto it = streams_.begin(); it != streams_.end(); ++it) {
+    if (it->first != nodeid) continue;
+    std::shared_ptr<Handle> h = std::move(it->second);
+    streams_.erase(it);
+    return h;  // (at another offset, ListFrom seeks)
+  }
+  return nullptr;
+}
+
+void PassthroughFs::KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h) {
+  // A few walks at once; the oldest kept stream goes first.
+  constexpr size_t kMaxStreams = 16;
+  std::shared_ptr<Handle> evicted;
+  absl::MutexLock l(&streams_mu_);
+  if (streams_.size() >= kMaxStreams) {
+    evicted = std::move(streams_.front().second);
+    streams_.erase(streams_.begin());
+  }
+  streams_.emplace_back(nodeid, std::move(h));
+}
+
 Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
                               uint64_t offset, DirSink& sink) {
-  std::shared_ptr<Handle> h = GetHandle(fh);
-  if (h == nullptr || h->dir == nullptr) return Errno(EBADF);
+  if (fh != 0) {
+    std::shared_ptr<Handle> h = GetHandle(fh);
+    if (h == nullptr || h->dir == nullptr) return Errno(EBADF);
+    bool at_end = false;
+    return ListFrom(*h, offset, sink, &at_end);
+  }
+  // Opened without OPENDIR (dir_handles off, or a predecessor's choice).
+  std::shared_ptr<Handle> h = TakeListing(nodeid, offset);
+  if (h == nullptr) {
+    Result<std::shared_ptr<Inode>> n = Get(nodeid);
+    if (!n.ok()) return n.error();
+    if ((*n)->type != S_IFDIR) return Errno(ENOTDIR);
+    Result<std::shared_ptr<Handle>> opened = OpenListing(*n);
+    if (!opened.ok()) return opened.error();
+    h = std::move(*opened);
+  }
+  bool at_end = false;
+  Status st = ListFrom(*h, offset, sink, &at_end);
+  if (st.ok() && !at_end) KeepListing(nodeid, std::move(h));
+  return st;
+}
+
+Status PassthroughFs::ListFrom(Handle& handle, uint64_t offset, DirSink& sink, bool* at_end) {
+  Handle* const h = &handle;
   const int fd = h->fd.load();
   DirStream& d = *h->dir;
   const bool plus = sink.plus();
@@ -92,7 +142,10 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     if (d.pos >= d.len) {
       long n = syscall(SYS_getdents64, fd, d.buf.get(), kDirBufferSize);
       if (n < 0) return Errno::Last();
-      if (n == 0) break;
+      if (n == 0) {
+        *at_end = true;
+        break;
+      }
       d.len = static_cast<size_t>(n);
       d.pos = 0;
       d.statted_ahead = false;
@@ -153,8 +206,17 @@ void PassthroughFs::ReleaseDir(const RequestContext& ctx, uint64_t nodeid, uint6
 
 Status PassthroughFs::FsyncDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
                                bool datasync) {
-  std::shared_ptr<Handle> h = GetHandle(fh);
-  if (h == nullptr) return Errno(EBADF);
+  std::shared_ptr<Handle> h;
+  if (fh != 0) {
+    h = GetHandle(fh);
+    if (h == nullptr) return Errno(EBADF);
+  } else {  // opened without OPENDIR
+    Result<std::shared_ptr<Inode>> n = Get(nodeid);
+    if (!n.ok()) return n.error();
+    Result<std::shared_ptr<Handle>> opened = OpenListing(*n);
+    if (!opened.ok()) return opened.error();
+    h = std::move(*opened);
+  }
   const int fd = h->fd.load();
   if ((datasync ? fdatasync(fd) : fsync(fd)) != 0) return Errno::Last();
   return OkStatus();

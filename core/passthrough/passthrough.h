@@ -84,6 +84,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -162,6 +163,14 @@ struct PassthroughOptions {
   bool writeback_cache = true;
   bool keep_cache = true;  // FOPEN_KEEP_CACHE when the file is unchanged
   bool cache_dir = true;   // FOPEN_CACHE_DIR (+KEEP_CACHE when unchanged)
+  // false: OPENDIR is answered ENOSYS once (FUSE_NO_OPENDIR_SUPPORT). The
+  // kernel then opens directories without asking (no OPENDIR, no
+  // RELEASEDIR), keeps each listing (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE)
+  // until a change through the mount or to its attributes, and READDIR
+  // comes without a handle. A directory changed in the source by others is
+  // then listed stale until its attributes expire: for a source only this
+  // mount changes (memfs's private tmpfs).
+  bool dir_handles = true;
   // FUSE_AUTO_INVAL_DATA: drop cached data when attributes show a change
   // made outside the mount. For sources others modify.
   bool auto_inval_data = false;
@@ -567,6 +576,14 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> listings_names_only_{0};
   // Directories (dev, ino) whose listings carry attributes (kAdaptive),
   // kept while the kernel forgets them; cleared when it reaches its bound.
+  // READDIR without a handle (no OPENDIR): the directory opened for the
+  // call, kept for the walk's next call while it has more to list.
+  Result<std::shared_ptr<Handle>> OpenListing(const std::shared_ptr<Inode>& dir);
+  std::shared_ptr<Handle> TakeListing(uint64_t nodeid, uint64_t offset);
+  void KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h);
+  Status ListFrom(Handle& h, uint64_t offset, DirSink& sink, bool* at_end);
+  absl::Mutex streams_mu_;
+  std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> streams_ ABSL_GUARDED_BY(streams_mu_);
   absl::Mutex listing_mu_;
   absl::flat_hash_set<std::pair<uint64_t, uint64_t>> attr_listed_dirs_ ABSL_GUARDED_BY(listing_mu_);
 

@@ -34,7 +34,8 @@ INSTANTIATE_TEST_SUITE_P(
                       PassthroughConfig("tmpfs_off",
                                         {"--passthrough=off", "--writeback_cache=false"}),
                       PassthroughConfig("disk_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
-                      PassthroughConfig("disk_writeback", {"--passthrough=off"})),
+                      // (and directories opened without OPENDIR)
+                      PassthroughConfig("disk_writeback", {"--passthrough=off", "--dir_handles=false"})),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });
 
 }  // namespace

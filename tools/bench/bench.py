@@ -24,12 +24,18 @@ import subprocess
 import sys
 import time
 
+import kreqs  # (this directory)
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(REPO, "build", "bench")
 EFUSED = os.path.join(REPO, "build", "tools", "efused", "efused")
 PLL = os.path.join(OUT, "passthrough_ll")
 # libfuse master's in-memory example, built by run.sh from LIBFUSE_SRC.
 MEMFS_LL = os.path.join(OUT, "libfuse", "example", "memfs_ll")
+# libfuse master's passthrough_hp, built by run.sh from LIBFUSE_SRC against
+# a liburing built from LIBURING_SRC (its io_uring needs liburing >= 2.9).
+PHP = os.path.join(OUT, "libfuse", "example", "passthrough_hp")
+PH_PEERS = ("passthrough_hp", "passthrough_hp-nopt")
 META = os.path.join(REPO, "tools", "bench", "meta.py")
 ROOT = "/var/tmp/efuse-bench"
 DATA = os.path.join(ROOT, "data")
@@ -163,6 +169,15 @@ def make_targets(selected):
         Target(REF_LL, [PLL, "-f", "-o", "source=" + src, "@MNT@"], nofile=1 << 20),
         Target("bindfs", ["bindfs", "-f", src, "@MNT@"]),
     ]
+    # passthrough_hp on FUSE-over-io_uring, with kernel passthrough and
+    # without (it then carries data itself, with a writeback cache).
+    if os.access(PHP, os.X_OK):
+        # (an fd per inode it knows, as passthrough_ll: the same limit)
+        all_t += [Target(PH_PEERS[0], [PHP, "--foreground", "-o", "io_uring", src, "@MNT@"], nofile=1 << 20),
+                  Target(PH_PEERS[1], [PHP, "--foreground", "--nopassthrough", "-o", "io_uring", src, "@MNT@"],
+                         nofile=1 << 20)]
+    else:
+        log("no passthrough_hp peer (run.sh builds it from LIBFUSE_SRC=DIR and LIBURING_SRC=DIR)")
     if selected:
         names = selected.split(",")
         all_t = [t for t in all_t if t.name in names]
@@ -571,6 +586,14 @@ class Runner:
                     recs[phase]["cpu"].append(c1 - c0)
             if err:
                 break
+        # One more pass, untimed, with the kernel's requests counted.
+        counted = {}
+        if not err and self.a.count_requests:
+            shutil.rmtree(d, ignore_errors=True)
+            for phase in ("create", "stat", "unlink"):
+                with kreqs.Counting(t.mnt) as c:
+                    subprocess.run([sys.executable, META, phase, d, n], capture_output=True, check=True)
+                counted[phase] = per_op(c.counts, self.a.files)
         shutil.rmtree(d, ignore_errors=True)
         for phase in ("create", "stat", "unlink"):
             s = recs[phase]
@@ -581,6 +604,8 @@ class Runner:
                 if s["cpu"]:
                     rec["daemon_cpu_s"] = statistics.median(s["cpu"])
                     rec["daemon_cpu_samples"] = s["cpu"]
+                if phase in counted:
+                    rec["requests_per_op"] = counted[phase]
             self.record(self.prefix + "meta %s (%d files)" % (phase, self.a.files), "ops/s", t, rec)
         if err:
             log("%s: meta: %s" % (t.name, err))
@@ -598,11 +623,13 @@ class Runner:
         return entries / dt
 
     def run_tree(self, t, base):
-        if not t.persistent:
+        if t.persistent:
+            entries = tree_entries(self.a.tree)
+        else:
             log("%s: building tree of %d files" % (t.name, self.a.tree))
-            subprocess.run([sys.executable, META, "tree", os.path.join(base, "tree"),
-                            str(self.a.tree)], check=True)
-        entries = self.a.tree + (self.a.tree + 999) // 1000
+            entries = int(subprocess.run([sys.executable, META, "tree", os.path.join(base, "tree"),
+                                          str(self.a.tree)], check=True, capture_output=True,
+                                         text=True).stdout)
         for name, cmd in (("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
             cold_note = ("drop_caches + remount" if t.fuse and t.persistent else
                          "drop_caches only (memfs content does not survive a remount)"
@@ -616,15 +643,29 @@ class Runner:
             def walk(cmd=cmd):
                 return self.tree_walk(t, base, cmd, entries)
 
+            def counted_walk(before):
+                """One more walk, untimed, with the kernel's requests counted."""
+                if not (t.fuse and self.a.count_requests):
+                    return None
+                before()
+                with kreqs.Counting(t.mnt) as c:
+                    walk()
+                return per_op(c.counts, entries)
+
             def cold():
                 rec = self.measure(t, walk, before=cold_prep)
                 rec["note"] = cold_note
+                rec["requests_per_op"] = counted_walk(cold_prep)
+                return rec
+
+            def warm():
+                # an untimed walk just before fills the caches
+                rec = self.measure(t, walk, before=walk)
+                rec["requests_per_op"] = counted_walk(walk)
                 return rec
 
             self.run_workload(t, "%s cold (%d files)" % (name, self.a.tree), "entries/s", cold)
-            # warm: an untimed walk just before fills the caches
-            self.run_workload(t, "%s warm (%d files)" % (name, self.a.tree), "entries/s",
-                              lambda: self.measure(t, walk, before=walk))
+            self.run_workload(t, "%s warm (%d files)" % (name, self.a.tree), "entries/s", warm)
 
     # ---- request transports ----
     def run_transport_target(self, t):
@@ -867,18 +908,36 @@ class DataImage:
             os.unlink(self.image)
 
 
+def per_op(counts, ops):
+    """Kernel requests per operation (per file, per tree entry), by opcode."""
+    return {k: v / ops for k, v in counts.items()}
+
+
+def tree_stamp(n):
+    """Names the tree built for n files (meta.py's real shape); holds its
+    entry count."""
+    return os.path.join(DATA, ".realtree-%d" % n)
+
+
 def build_tree(n):
     tree = os.path.join(DATA, "tree")
-    stamp = os.path.join(DATA, ".tree-%d" % n)
+    stamp = tree_stamp(n)
     if os.path.exists(stamp):
         return
     shutil.rmtree(tree, ignore_errors=True)
     for f in os.listdir(DATA):
-        if f.startswith(".tree-"):
+        if f.startswith(".tree-") or f.startswith(".realtree-"):
             os.unlink(os.path.join(DATA, f))
     log("building tree of %d files in %s" % (n, tree))
-    subprocess.run([sys.executable, META, "tree", tree, str(n)], check=True)
-    open(stamp, "w").close()
+    entries = subprocess.run([sys.executable, META, "tree", tree, str(n)], check=True,
+                             capture_output=True, text=True).stdout
+    with open(stamp, "w") as f:
+        f.write(entries)
+
+
+def tree_entries(n):
+    with open(tree_stamp(n)) as f:
+        return int(f.read())
 
 
 def fmt(v):
@@ -983,11 +1042,37 @@ def report_offload(runner):
     return lines
 
 
+def report_round_trips(runner, group, names):
+    """Per metadata and tree workload of `group`: the requests the kernel
+    sent per operation (per file, per tree entry), in all and the opcodes
+    that make up most of them."""
+    lines = []
+    for wl in runner.order:
+        if runner.groups[wl] != group:
+            continue
+        for n in names:
+            per = runner.results[wl].get(n, {}).get("requests_per_op")
+            if not per:
+                continue
+            top = sorted(((v, k) for k, v in per.items() if k != "total" and v >= 0.005), reverse=True)[:6]
+            lines.append("%-40s %-18s %7.2f  %s" % (wl, n, per["total"],
+                                                    " ".join("%s %.2f" % (k, v) for v, k in top)))
+        if lines and lines[-1] != "":
+            lines.append("")
+    if not lines:
+        return []
+    hdr = "%-40s %-18s %7s  %s" % ("round trips per operation", "target", "total", "by opcode (kernel tracepoint)")
+    return [hdr, "-" * len(hdr)] + lines
+
+
 def report(runner, targets, ttargets, mtargets=()):
-    lines = report_section(runner, "fs", "workload", [t.name for t in targets],
-                           "native", REF_LL, "cpu s")
+    names = [t.name for t in targets]
+    peer = tuple(n for n in PH_PEERS if n in names) or REF_LL
+    lines = report_section(runner, "fs", "workload", names, "native", peer, "cpu s")
+    lines += report_round_trips(runner, "fs", names)
     lines += report_section(runner, "memfs", "memfs beside tmpfs", [t.name for t in mtargets],
                             "tmpfs", ("memfs_ll", "memfs_ll-uring"), "cpu s")
+    lines += report_round_trips(runner, "memfs", [t.name for t in mtargets])
     lines += report_section(runner, "transport", "request transports (memfs)",
                             [t.name for t in ttargets], "memfs-sync", "pt_ll-tmpfs",
                             "cpu us/req")
@@ -1053,6 +1138,9 @@ def main():
     ap.add_argument("--size", help="fio file size per job")
     ap.add_argument("--files", type=int, help="metadata workload files")
     ap.add_argument("--tree", type=int, help="files in the find/ls tree")
+    ap.add_argument("--count-requests", action=argparse.BooleanOptionalAction, default=True,
+                    help="one more untimed pass of each metadata and tree workload with the kernel's "
+                         "requests counted (perf, the fuse_request_send tracepoint)")
     ap.add_argument("--read_passes", type=int, help="offload hot-read: passes over the file")
     ap.add_argument("--stat_rounds", type=int, help="offload hot-stat: rounds of stat()")
     ap.add_argument("--stat_files", type=int, help="offload hot-stat: files")

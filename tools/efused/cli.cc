@@ -43,6 +43,11 @@ ABSL_FLAG(bool, keep_cache, true,
           "open (FOPEN_KEEP_CACHE)");
 ABSL_FLAG(bool, cache_dir, true,
           "passthrough: let the kernel cache directory listings (FOPEN_CACHE_DIR)");
+ABSL_FLAG(bool, dir_handles, true,
+          "passthrough: answer OPENDIR (a round trip per directory opened, with the source's "
+          "listing checked for changes by others); false: the kernel opens directories "
+          "without asking and keeps their listings until a change through the mount, so a "
+          "warm tree walk sends nothing (for a source only this mount changes; memfs's always)");
 ABSL_FLAG(bool, posix_acl, true,
           "passthrough: FUSE_POSIX_ACL: the kernel enforces and caches POSIX ACLs (implies "
           "default_permissions); false: ACLs are the source's alone, which saves a GETATTR of "
@@ -195,6 +200,7 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   p.writeback_cache = absl::GetFlag(FLAGS_writeback_cache);
   p.keep_cache = absl::GetFlag(FLAGS_keep_cache);
   p.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  p.dir_handles = absl::GetFlag(FLAGS_dir_handles);
   p.xattrs = absl::GetFlag(FLAGS_xattrs);
   p.posix_acl = absl::GetFlag(FLAGS_posix_acl) && p.xattrs;
   p.auto_inval_data = absl::GetFlag(FLAGS_auto_inval_data);
@@ -252,6 +258,9 @@ void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
   p.posix_acl = false;
   p.readdir_ahead = false;  // no disk to overlap
   p.source_private = true;
+  // Only this mount changes the tmpfs: the kernel's listings are never
+  // stale, and a directory needs no OPENDIR round trip to check them.
+  p.dir_handles = false;
   MountOptions& m = c->session.mount;
   p.noatime = false;  // no clone to make: the private tmpfs itself is noatime (MakeFileSystem)
   // The daemon reaches the files as root: users other than root are checked
@@ -562,6 +571,7 @@ absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c
   o.root_gid = c.session.mount.group_id;
   o.root_mode = c.session.mount.rootmode & 07777;
   o.noatime = c.session.mount.noatime;
+  o.dir_handles = false;  // only this mount changes memfs: listings stay right
   return std::unique_ptr<FileSystem>(std::make_unique<MemFs>(o));
 }
 
