@@ -172,7 +172,13 @@ Status PassthroughFs::ListFrom(Handle& handle, uint64_t offset, DirSink& sink, b
       Result<Entry> e = LookupAt(fd, name);
       if (e.ok()) {
         accepted = sink.Add(name, e->attr.ino, e->attr.mode, static_cast<uint64_t>(d_off), &*e);
-        if (!accepted) Unremember(e->nodeid, 1);  // the kernel never saw it
+        if (!accepted) {
+          Unremember(e->nodeid, 1);  // the kernel never saw it
+        } else if (S_ISDIR(e->attr.mode)) {
+          // The kernel needs no LOOKUP of it: what a lookup would have
+          // taught (`ls -lR` goes on into it), this listing does.
+          NoteSubdirIn(*h->inode, e->nodeid, /*dir_attrs=*/true);
+        }
       } else {
         // Gone since getdents: list the name without an entry.
         Entry none;

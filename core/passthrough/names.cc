@@ -95,14 +95,7 @@ void PassthroughFs::NoteLookupIn(Inode& dir, const Entry& child) {
   if (opts_.listing_attrs != ListingAttrs::kAdaptive) return;
   const bool attrs = dir.listing.load(std::memory_order_relaxed) == kListingAttrs;
   if (S_ISDIR(child.attr.mode)) {
-    if (std::shared_ptr<Inode> sub = Find(child.nodeid)) {
-      sub->looked_up_in.store(dir.nodeid, std::memory_order_relaxed);
-      // `ls -lR`: a directory found in one listed with attributes will be too.
-      if (attrs) {
-        uint8_t expected = kListingUnknown;
-        sub->listing.compare_exchange_strong(expected, kListingAttrs, std::memory_order_relaxed);
-      }
-    }
+    NoteSubdirIn(dir, child.nodeid, attrs);
     return;  // walks look up directories to descend: no evidence
   }
   if (attrs || dir.file_lookups.fetch_add(1, std::memory_order_relaxed) + 1 < kLookupsForAttrs) {
@@ -117,6 +110,17 @@ void PassthroughFs::NoteLookupIn(Inode& dir, const Entry& child) {
   absl::MutexLock l(&listing_mu_);
   if (attr_listed_dirs_.size() >= kMaxAttrListedDirs) attr_listed_dirs_.clear();
   attr_listed_dirs_.insert(std::make_pair(dir.dev, dir.ino));
+}
+
+void PassthroughFs::NoteSubdirIn(const Inode& dir, uint64_t sub_nodeid, bool dir_attrs) {
+  if (opts_.listing_attrs != ListingAttrs::kAdaptive) return;
+  std::shared_ptr<Inode> sub = Find(sub_nodeid);
+  if (sub == nullptr) return;
+  sub->looked_up_in.store(dir.nodeid, std::memory_order_relaxed);
+  if (dir_attrs) {
+    uint8_t expected = kListingUnknown;
+    sub->listing.compare_exchange_strong(expected, kListingAttrs, std::memory_order_relaxed);
+  }
 }
 
 Result<Entry> PassthroughFs::Mknod(const RequestContext& ctx, uint64_t parent,

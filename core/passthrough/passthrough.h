@@ -352,6 +352,10 @@ class PassthroughFs : public FileSystem {
   bool ListWithAttrs(Inode& dir);
   // The kernel looked up `child` in `dir` by name (kAdaptive's evidence).
   void NoteLookupIn(Inode& dir, const Entry& child);
+  // Subdirectory `sub_nodeid` became known in `dir`, by a LOOKUP or in a
+  // listing with attributes: found in a directory listed with attributes
+  // (`ls -lR`), it will be listed so too.
+  void NoteSubdirIn(const Inode& dir, uint64_t sub_nodeid, bool dir_attrs);
   // GETXATTR's memory of names the source lacked (kAbsenceRemembered):
   // true if `bit`'s absence is remembered and still fresh; `changes` gets
   // the count a later RememberAbsent must still find.

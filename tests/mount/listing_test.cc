@@ -1,16 +1,17 @@
 // tests/mount/listing_test.cc — directories opened without OPENDIR.
 //
-// memfs, and passthrough with --dir_handles=false, answer the first OPENDIR
-// ENOSYS: the kernel then opens directories itself (no OPENDIR, no
-// RELEASEDIR), keeps each listing until a change through the mount, and
-// sends READDIR without a handle, which the daemon serves from a stream of
-// its own. Pinned here, per configuration: a listing read again sends no
-// request at all; one changed through the mount (create, unlink, rename in
-// and out, mkdir, rmdir) lists exactly the new names, each once; a large
-// listing read in small pieces, with seekdir back to a telldir mark and
-// rewinddir, gives every name once. Passthrough with directory handles
-// (the default) is the reference: it sends an OPENDIR per open and keeps
-// the listing too. The transport does not matter here: one is run.
+// memfs, and passthrough by default (--dir_handles=auto, a source only the
+// mount changes), answer the first OPENDIR ENOSYS: the kernel then opens
+// directories itself (no OPENDIR, no RELEASEDIR), keeps each listing until a
+// change through the mount, and sends READDIR without a handle, which the
+// daemon serves from a stream of its own. Pinned here, per configuration: a
+// listing read again sends no request at all; one changed through the mount
+// (create, unlink, rename in and out, mkdir, rmdir, link) lists exactly the
+// new names, each once; a large listing read in small pieces, with seekdir
+// back to a telldir mark and rewinddir, gives every name once. Passthrough
+// with directory handles (a source declared shared, or --dir_handles=on) is
+// the reference: it sends an OPENDIR per open and keeps the listing too. The
+// transport does not matter here: one is run.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -198,10 +199,13 @@ INSTANTIATE_TEST_SUITE_P(
     Dirs, DirListingTest,
     ::testing::Values(ListingConfig{"memfs", {"--memfs_data=daemon"}, false},
                       ListingConfig{"memfs_kernel_data", {"--memfs_data=kernel"}, false},
-                      ListingConfig{"disk_passthrough_no_dir_handles",
-                                    PassthroughFlags("disk_passthrough_no_dir_handles", {"--dir_handles=false"}),
-                                    false},
-                      ListingConfig{"disk_passthrough", PassthroughFlags("disk_passthrough", {}), true}),
+                      // the default: no directory handles
+                      ListingConfig{"disk_passthrough", PassthroughFlags("disk_passthrough", {}), false},
+                      // the source declared shared (a lifetime of 0): handles
+                      ListingConfig{"disk_passthrough_shared",
+                                    PassthroughFlags("disk_passthrough_shared", {"--entry_timeout=0"}), true},
+                      ListingConfig{"disk_passthrough_dir_handles",
+                                    PassthroughFlags("disk_passthrough_dir_handles", {"--dir_handles=on"}), true}),
     [](const ::testing::TestParamInfo<ListingConfig>& info) { return std::string(info.param.name); });
 
 }  // namespace

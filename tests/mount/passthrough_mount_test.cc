@@ -1374,6 +1374,49 @@ TEST_F(WalkListingTest, AWalkByNameLearnsNothingAndStatsNothingAhead) {
   EXPECT_EQ(StatusValue("pt_stat_ahead_names"), 0u);
 }
 
+// `ls -lR` down a deep tree: once a directory is listed with attributes,
+// every directory below it is too, whether the kernel looked it up or got
+// it in a listing with attributes (then no LOOKUP tells the daemon about
+// it): no level goes back to names only and a LOOKUP per file.
+class DeepWalkListingTest : public ListingTest {
+ protected:
+  static constexpr int kLevels = 5;
+  static constexpr int kLevelFiles = 20;
+  void PrepareSource() override {
+    std::string dir = "deep";
+    for (int level = 0; level < kLevels; ++level) {
+      ASSERT_EQ(mkdir(Src(dir).c_str(), 0755), 0);
+      for (int i = 0; i < kLevelFiles; ++i) WriteSrc(dir + "/f" + std::to_string(i), "x");
+      dir += "/next";
+    }
+  }
+};
+
+TEST_F(DeepWalkListingTest, EveryLevelBelowTheFirstListedWithAttributesIsListedSo) {
+  std::string dir = Path("deep");
+  for (int level = 0; level < kLevels; ++level) {
+    const auto before = Counts();
+    const std::map<std::string, int> names = Listing(dir);
+    ASSERT_EQ(names.size(), static_cast<size_t>(kLevelFiles + (level + 1 < kLevels ? 1 : 0))) << dir;
+    // The files first, then the directory to descend into.
+    for (int i = 0; i < kLevelFiles; ++i) {
+      struct stat st {};
+      EXPECT_EQ(lstat((dir + "/f" + std::to_string(i)).c_str(), &st), 0) << dir << "/f" << i;
+    }
+    if (level + 1 < kLevels) {
+      struct stat st {};
+      EXPECT_EQ(lstat((dir + "/next").c_str(), &st), 0) << dir;
+    }
+    const uint64_t lookups = Delta(Counts(), before, "LOOKUP");
+    if (level == 0) {
+      EXPECT_GE(lookups, static_cast<uint64_t>(kLevelFiles)) << "the top level is learned the slow way";
+    } else {
+      EXPECT_EQ(lookups, 0u) << "level " << level << " (" << dir << ") went back to a LOOKUP per file";
+    }
+    dir += "/next";
+  }
+}
+
 class ListingAlwaysTest : public ListingTest {
  protected:
   std::vector<std::string> ExtraFlags() const override { return {"--readdirplus=always"}; }

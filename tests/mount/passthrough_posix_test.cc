@@ -34,8 +34,9 @@ INSTANTIATE_TEST_SUITE_P(
                       PassthroughConfig("tmpfs_off",
                                         {"--passthrough=off", "--writeback_cache=false"}),
                       PassthroughConfig("disk_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
-                      // (and directories opened without OPENDIR)
-                      PassthroughConfig("disk_writeback", {"--passthrough=off", "--dir_handles=false"})),
+                      PassthroughConfig("disk_writeback", {"--passthrough=off"}),
+                      // directories answered OPENDIR (the default keeps none)
+                      PassthroughConfig("disk_dir_handles", {"--dir_handles=on"})),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });
 
 }  // namespace

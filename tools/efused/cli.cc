@@ -43,11 +43,12 @@ ABSL_FLAG(bool, keep_cache, true,
           "open (FOPEN_KEEP_CACHE)");
 ABSL_FLAG(bool, cache_dir, true,
           "passthrough: let the kernel cache directory listings (FOPEN_CACHE_DIR)");
-ABSL_FLAG(bool, dir_handles, true,
-          "passthrough: answer OPENDIR (a round trip per directory opened, with the source's "
-          "listing checked for changes by others); false: the kernel opens directories "
-          "without asking and keeps their listings until a change through the mount, so a "
-          "warm tree walk sends nothing (for a source only this mount changes; memfs's always)");
+ABSL_FLAG(std::string, dir_handles, "auto",
+          "passthrough: on: answer OPENDIR (a round trip per directory opened, the source's "
+          "listing checked for changes by others); off: the kernel opens directories without "
+          "asking and keeps their listings until a change through the mount, so a warm tree "
+          "walk sends nothing; auto: off, unless the source is shared (--watch_source, or an "
+          "--attr_timeout or --entry_timeout of 0). memfs: always off");
 ABSL_FLAG(bool, posix_acl, true,
           "passthrough: FUSE_POSIX_ACL: the kernel enforces and caches POSIX ACLs (implies "
           "default_permissions); false: ACLs are the source's alone, which saves a GETATTR of "
@@ -200,7 +201,17 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   p.writeback_cache = absl::GetFlag(FLAGS_writeback_cache);
   p.keep_cache = absl::GetFlag(FLAGS_keep_cache);
   p.cache_dir = absl::GetFlag(FLAGS_cache_dir);
-  p.dir_handles = absl::GetFlag(FLAGS_dir_handles);
+  const std::string dir_handles = absl::GetFlag(FLAGS_dir_handles);
+  if (dir_handles == "auto") {
+    // Listings kept without asking are as stale as attributes kept
+    // without asking: only where the source is not declared shared.
+    p.dir_handles = absl::GetFlag(FLAGS_watch_source) || absl::GetFlag(FLAGS_attr_timeout) == 0 ||
+                    absl::GetFlag(FLAGS_entry_timeout) == 0;
+  } else if (dir_handles == "on" || dir_handles == "off") {
+    p.dir_handles = dir_handles == "on";
+  } else {
+    return absl::InvalidArgumentError("--dir_handles: '" + dir_handles + "' is not auto, on or off");
+  }
   p.xattrs = absl::GetFlag(FLAGS_xattrs);
   p.posix_acl = absl::GetFlag(FLAGS_posix_acl) && p.xattrs;
   p.auto_inval_data = absl::GetFlag(FLAGS_auto_inval_data);
