@@ -1383,8 +1383,6 @@ Status MemFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
 
 Result<OpenReply> MemFs::OpenDir(const RequestContext& ctx, uint64_t nodeid,
                                  uint32_t flags) {
-  // The kernel takes this once for "open directories without asking".
-  if (!opts_.dir_handles) return Errno(ENOSYS);
   memfs::ReadLock tl(&tree_mu_);
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return Errno(ENOENT);
@@ -1399,9 +1397,6 @@ Status MemFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
   std::shared_ptr<Inode> dir = Find(nodeid);
   if (dir == nullptr) return Errno(ENOENT);
   if (dir->type != S_IFDIR) return Errno(ENOTDIR);
-  // Opened without OPENDIR: its read permission is checked here (with
-  // default_permissions the kernel checked it at open).
-  if (fh == 0 && !dir->MayAccess(ctx, kR)) return Errno(EACCES);
   if (dir->nlink == 0) return OkStatus();  // removed: nothing left to list
   const bool plus = sink.plus();
   // "." and "..": the kernel takes no reference, so nodeid 0.

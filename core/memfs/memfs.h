@@ -67,10 +67,6 @@ struct MemFsOptions {
   // The mount is noatime (-o noatime): reads never move atime. Otherwise
   // memfs keeps relatime (the first read after a change, or one a day).
   bool noatime = false;
-  // false: OPENDIR is answered ENOSYS once; the kernel then opens
-  // directories without asking and keeps their listings until a change
-  // through the mount (memfs has no other), so a warm walk sends nothing.
-  bool dir_handles = true;
 };
 
 class MemFs : public FileSystem {

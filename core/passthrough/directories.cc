@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <utility>
 
+#include "core/log.h"
 #include "core/passthrough/internal.h"
 #include "core/passthrough/source_dirent.h"
 #include "proto/abi.h"
@@ -77,14 +78,31 @@ Result<std::shared_ptr<PassthroughFs::Handle>> PassthroughFs::OpenListing(const 
 }
 
 std::shared_ptr<PassthroughFs::Handle> PassthroughFs::TakeListing(uint64_t nodeid, uint64_t offset) {
-  absl::MutexLock l(&streams_mu_);
-  for (auto it = streams_.begin(); it != streams_.end(); ++it) {
-    if (it->first != nodeid) continue;
-    std::shared_ptr<Handle> h = std::move(it->second);
-    streams_.erase(it);
-    return h;  // (at another offset, ListFrom seeks)
+  std::shared_ptr<Handle> h;
+  {
+    absl::MutexLock l(&streams_mu_);
+    // The walk's own stream if it is there (two readers of one directory
+    // keep theirs), else any of the directory's: ListFrom seeks it and
+    // drops what it had read ahead.
+    auto best = streams_.end();
+    for (auto it = streams_.begin(); it != streams_.end(); ++it) {
+      if (it->first != nodeid) continue;
+      if (best == streams_.end()) best = it;
+      absl::MutexLock dl(&it->second->dir->mu);
+      if (it->second->dir->offset == offset) {
+        best = it;
+        break;
+      }
+    }
+    if (best == streams_.end()) return nullptr;
+    h = std::move(best->second);
+    streams_.erase(best);
   }
-  return nullptr;
+  // Only for the directory the node still is (not one forgotten since, or
+  // replaced in the source).
+  std::shared_ptr<Inode> now = Find(nodeid);
+  if (now == nullptr || now.get() != h->inode.get() || now->stale.load(std::memory_order_relaxed)) return nullptr;
+  return h;
 }
 
 void PassthroughFs::KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h) {
@@ -108,6 +126,11 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     return ListFrom(*h, offset, sink, &at_end);
   }
   // Opened without OPENDIR (dir_handles off, or a predecessor's choice).
+  if (opts_.dir_handles && !told_no_opendir_.exchange(true)) {
+    Log(LogLevel::kWarning,
+        "the kernel opens directories without OPENDIR on this connection (an earlier server's "
+        "--dir_handles=off): listings are kept until a change through the mount");
+  }
   std::shared_ptr<Handle> h = TakeListing(nodeid, offset);
   if (h == nullptr) {
     Result<std::shared_ptr<Inode>> n = Get(nodeid);

@@ -586,6 +586,7 @@ class PassthroughFs : public FileSystem {
   std::shared_ptr<Handle> TakeListing(uint64_t nodeid, uint64_t offset);
   void KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h);
   Status ListFrom(Handle& h, uint64_t offset, DirSink& sink, bool* at_end);
+  std::atomic<bool> told_no_opendir_{false};  // logged once: READDIR without a handle we wanted
   absl::Mutex streams_mu_;
   std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> streams_ ABSL_GUARDED_BY(streams_mu_);
   absl::Mutex listing_mu_;

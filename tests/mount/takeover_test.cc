@@ -674,6 +674,15 @@ TEST_P(TakeoverTest, JournalCheckpointsKeepWhatTheKernelHolds) {
       ASSERT_TRUE(ReadFile(m.Path(name), &back, &error)) << error << m.LogForMessage();
       ASSERT_EQ(back, name);
     }
+    // The directory's listing, served by this server (with the handle it
+    // took over, or without one): every kept name, "held" and "untouched".
+    std::set<std::string> listed;
+    DIR* d = opendir(m.Path("kept").c_str());
+    ASSERT_NE(d, nullptr) << strerror(errno) << m.LogForMessage();
+    while (dirent* e = readdir(d)) listed.insert(std::string("kept/") + e->d_name);
+    closedir(d);
+    for (const std::string& name : kept) ASSERT_TRUE(listed.count(name)) << name << " not listed" << m.LogForMessage();
+    EXPECT_TRUE(listed.count("kept/held") && listed.count("kept/untouched"));
   };
   check("+1");
   // Far more churn than the journal may hold: checkpoints keep it to about
@@ -687,7 +696,7 @@ TEST_P(TakeoverTest, JournalCheckpointsKeepWhatTheKernelHolds) {
   // the kernel's last RELEASE of the churn is served: it is sent after
   // close() returns.)
   // The file's handle, and the directory's where OPENDIR is answered.
-  const bool dir_handles = std::find(GetParam().flags.begin(), GetParam().flags.end(), "--dir_handles=on") !=
+  const bool dir_handles = std::find(GetParam().flags.begin(), GetParam().flags.end(), "--dir_handles=off") ==
                            GetParam().flags.end();
   const int handles = dir_handles ? 2 : 1;
   const std::string handles_text = std::to_string(handles);
@@ -734,9 +743,9 @@ INSTANTIATE_TEST_SUITE_P(Supervised, TakeoverTest,
                          ::testing::Values(TakeoverConfig{"memfs_kernel_data", false, {"--memfs_data=kernel"}},
                                            TakeoverConfig{"passthrough", true, {}},
                                            // handles whose I/O the daemon serves, and
-                                           // directory handles (OPENDIR answered)
+                                           // directories opened without OPENDIR
                                            TakeoverConfig{"passthrough_daemon_io", true,
-                                                          {"--passthrough=off", "--dir_handles=on"}}),
+                                                          {"--passthrough=off", "--dir_handles=off"}}),
                          [](const ::testing::TestParamInfo<TakeoverConfig>& info) {
                            return std::string(info.param.name);
                          });

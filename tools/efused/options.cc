@@ -264,13 +264,14 @@ absl::Status ApplyConfigFile(const std::string& path) {
 namespace {
 // Each one either is negotiated at INIT (max_write, passthrough,
 // writeback_cache, posix_acl, killpriv_v2, readdirplus, auto_inval_data,
-// source_locks, idmap, request_timeout), is the mount (o), or is what the
+// source_locks, idmap, request_timeout), is the mount (o), is what the
 // journal and storage were made for (fs, source, memfs_data, size,
-// max_inodes, xattrs).
+// max_inodes, xattrs), or is kept by the kernel for the connection once
+// answered (dir_handles: an OPENDIR answered ENOSYS is never sent again).
 constexpr const char* kFixedOptions[] = {
     "fs",         "source",          "memfs_data",  "size",        "max_inodes",   "o",
     "max_write",  "passthrough",     "writeback_cache", "posix_acl", "xattrs",      "killpriv_v2",
-    "readdirplus", "auto_inval_data", "source_locks", "idmap",     "request_timeout",
+    "readdirplus", "auto_inval_data", "source_locks", "idmap",     "request_timeout", "dir_handles",
 };
 }  // namespace
 
