@@ -140,6 +140,20 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     if (!opened.ok()) return opened.error();
     h = std::move(*opened);
   }
+  {
+    // Names changed since this stream read ahead: read them again (the
+    // reader may have begun after the change, and the kernel keeps what
+    // it is given).
+    DirStream& d = *h->dir;
+    absl::MutexLock l(&d.mu);
+    const uint64_t now = namespace_version_.load(std::memory_order_acquire);
+    if (d.read_at_version != now && d.pos < d.len) {
+      if (lseek(h->fd.load(), static_cast<off_t>(d.offset), SEEK_SET) < 0) return Errno::Last();
+      d.len = d.pos = 0;
+      d.statted_ahead = false;
+    }
+    d.read_at_version = now;
+  }
   bool at_end = false;
   Status st = ListFrom(*h, offset, sink, &at_end);
   if (st.ok() && !at_end) KeepListing(nodeid, std::move(h));

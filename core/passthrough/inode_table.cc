@@ -488,6 +488,7 @@ Result<Entry> PassthroughFs::LookupAt(int dirfd, std::string_view name) {
 }
 
 Result<Entry> PassthroughFs::EntryForNew(int dirfd, std::string_view name) {
+  NamespaceChanged();  // a name was made (mknod, mkdir, symlink, link)
   return LookupAt(dirfd, name);
 }
 

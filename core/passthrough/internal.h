@@ -225,6 +225,9 @@ struct PassthroughFs::DirStream {
   size_t pos ABSL_GUARDED_BY(mu) = 0;
   uint64_t offset ABSL_GUARDED_BY(mu) = 0;  // the cookie the stream is at
   bool statted_ahead ABSL_GUARDED_BY(mu) = false;  // buf went to stat-ahead
+  // PassthroughFs::namespace_version_ when buf was read (streams without a
+  // handle only: see ReadDir).
+  uint64_t read_at_version ABSL_GUARDED_BY(mu) = 0;
 };
 
 struct PassthroughFs::Handle {

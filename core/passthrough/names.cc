@@ -248,6 +248,7 @@ Status PassthroughFs::RemoveName(uint64_t parent, std::string_view name, int at_
   Victim v;
   const bool known = StatVictim((*dfd)->get(), cname.c_str(), &v);
   if (unlinkat((*dfd)->get(), cname.c_str(), at_flags) != 0) return Errno::Last();
+  NamespaceChanged();
   if (known && v.last_link) MarkUnlinkedHere(v.dev, v.ino);
   return OkStatus();
 }
@@ -274,6 +275,7 @@ Status PassthroughFs::Rename(const RequestContext& ctx, uint64_t parent, std::st
   if (renameat2((*ffd)->get(), cname.c_str(), (*tfd)->get(), cnew.c_str(), flags) != 0) {
     return Errno::Last();
   }
+  NamespaceChanged();
   if (replaces) MarkUnlinkedHere(v.dev, v.ino);
   return OkStatus();
 }

@@ -587,6 +587,11 @@ class PassthroughFs : public FileSystem {
   void KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h);
   Status ListFrom(Handle& h, uint64_t offset, DirSink& sink, bool* at_end);
   std::atomic<bool> told_no_opendir_{false};  // logged once: READDIR without a handle we wanted
+  // Bumped by every change of a name through the mount (and seen in the
+  // source): a kept stream's read-ahead from before it is not served to a
+  // reader that may have begun after it (the kernel would keep it).
+  void NamespaceChanged() { namespace_version_.fetch_add(1, std::memory_order_release); }
+  std::atomic<uint64_t> namespace_version_{0};
   absl::Mutex streams_mu_;
   std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> streams_ ABSL_GUARDED_BY(streams_mu_);
   absl::Mutex listing_mu_;
