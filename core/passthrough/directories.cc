@@ -29,6 +29,9 @@ namespace {
 // Stat-ahead (DirPrefetcher::StatAhead) for what is left of a chunk of at
 // least this many bytes of records: about 64 short names.
 constexpr size_t kStatAheadMinBytes = 2048;
+// A stream position no directory cookie names (they are off_t, never
+// negative): ListFrom seeks from it.
+constexpr uint64_t kNoCookie = ~uint64_t{0};
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -77,6 +80,13 @@ Result<std::shared_ptr<PassthroughFs::Handle>> PassthroughFs::OpenListing(const 
   return h;
 }
 
+Result<std::shared_ptr<PassthroughFs::Handle>> PassthroughFs::OpenListingOf(uint64_t nodeid) {
+  Result<std::shared_ptr<Inode>> n = Get(nodeid);
+  if (!n.ok()) return n.error();
+  if ((*n)->type != S_IFDIR) return Errno(ENOTDIR);
+  return OpenListing(*n);
+}
+
 std::shared_ptr<PassthroughFs::Handle> PassthroughFs::TakeListing(uint64_t nodeid, uint64_t offset) {
   std::shared_ptr<Handle> h;
   {
@@ -108,7 +118,7 @@ std::shared_ptr<PassthroughFs::Handle> PassthroughFs::TakeListing(uint64_t nodei
 void PassthroughFs::KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h) {
   // A few walks at once; the oldest kept stream goes first.
   constexpr size_t kMaxStreams = 16;
-  std::shared_ptr<Handle> evicted;
+  std::shared_ptr<Handle> evicted;  // closed once the lock is let go
   absl::MutexLock l(&streams_mu_);
   if (streams_.size() >= kMaxStreams) {
     evicted = std::move(streams_.front().second);
@@ -133,25 +143,19 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
   }
   std::shared_ptr<Handle> h = TakeListing(nodeid, offset);
   if (h == nullptr) {
-    Result<std::shared_ptr<Inode>> n = Get(nodeid);
-    if (!n.ok()) return n.error();
-    if ((*n)->type != S_IFDIR) return Errno(ENOTDIR);
-    Result<std::shared_ptr<Handle>> opened = OpenListing(*n);
+    Result<std::shared_ptr<Handle>> opened = OpenListingOf(nodeid);
     if (!opened.ok()) return opened.error();
     h = std::move(*opened);
   }
   {
     // Names changed since this stream read ahead: read them again (the
     // reader may have begun after the change, and the kernel keeps what
-    // it is given).
+    // it is given). A place no cookie names makes ListFrom seek and drop
+    // its read-ahead.
     DirStream& d = *h->dir;
     absl::MutexLock l(&d.mu);
     const uint64_t now = namespace_version_.load(std::memory_order_acquire);
-    if (d.read_at_version != now && d.pos < d.len) {
-      if (lseek(h->fd.load(), static_cast<off_t>(d.offset), SEEK_SET) < 0) return Errno::Last();
-      d.len = d.pos = 0;
-      d.statted_ahead = false;
-    }
+    if (d.read_at_version != now) d.offset = kNoCookie;
     d.read_at_version = now;
   }
   bool at_end = false;
@@ -254,9 +258,7 @@ Status PassthroughFs::FsyncDir(const RequestContext& ctx, uint64_t nodeid, uint6
     h = GetHandle(fh);
     if (h == nullptr) return Errno(EBADF);
   } else {  // opened without OPENDIR
-    Result<std::shared_ptr<Inode>> n = Get(nodeid);
-    if (!n.ok()) return n.error();
-    Result<std::shared_ptr<Handle>> opened = OpenListing(*n);
+    Result<std::shared_ptr<Handle>> opened = OpenListingOf(nodeid);
     if (!opened.ok()) return opened.error();
     h = std::move(*opened);
   }

@@ -169,7 +169,7 @@ struct PassthroughOptions {
   // until a change through the mount or to its attributes, and READDIR
   // comes without a handle. A directory changed in the source by others is
   // then listed stale until its attributes expire: for a source only this
-  // mount changes (memfs's private tmpfs).
+  // mount changes.
   bool dir_handles = true;
   // FUSE_AUTO_INVAL_DATA: drop cached data when attributes show a change
   // made outside the mount. For sources others modify.
@@ -578,11 +578,11 @@ class PassthroughFs : public FileSystem {
   std::atomic<uint64_t> absences_answered_{0};
   mutable std::atomic<uint64_t> listings_with_attrs_{0};
   mutable std::atomic<uint64_t> listings_names_only_{0};
-  // Directories (dev, ino) whose listings carry attributes (kAdaptive),
-  // kept while the kernel forgets them; cleared when it reaches its bound.
   // READDIR without a handle (no OPENDIR): the directory opened for the
   // call, kept for the walk's next call while it has more to list.
   Result<std::shared_ptr<Handle>> OpenListing(const std::shared_ptr<Inode>& dir);
+  // OpenListing of node `nodeid` (a call that came without a handle).
+  Result<std::shared_ptr<Handle>> OpenListingOf(uint64_t nodeid);
   std::shared_ptr<Handle> TakeListing(uint64_t nodeid, uint64_t offset);
   void KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h);
   Status ListFrom(Handle& h, uint64_t offset, DirSink& sink, bool* at_end);
@@ -594,6 +594,8 @@ class PassthroughFs : public FileSystem {
   std::atomic<uint64_t> namespace_version_{0};
   absl::Mutex streams_mu_;
   std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> streams_ ABSL_GUARDED_BY(streams_mu_);
+  // Directories (dev, ino) whose listings carry attributes (kAdaptive),
+  // kept while the kernel forgets them; cleared when it reaches its bound.
   absl::Mutex listing_mu_;
   absl::flat_hash_set<std::pair<uint64_t, uint64_t>> attr_listed_dirs_ ABSL_GUARDED_BY(listing_mu_);
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from bench import cpu_seconds, is_mounted  # (this directory's runner)
+from bench import CLK, cpu_seconds, is_mounted  # (this directory's runner)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -93,7 +93,7 @@ def machine_busy_seconds():
     """CPU time all CPUs spent on anything but idling, from /proc/stat."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK
 
 
 def getattr_loop(path, clients, seconds):
