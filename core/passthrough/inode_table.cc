@@ -242,10 +242,13 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
   if (watcher_ != nullptr && dropped->type == S_IFDIR) UnwatchDir(*dropped);
   fd_cache_.Erase(nodeid);
   int32_t backing_id = 0;
+  SharedFd last_reference;  // closed last: the source may free the file then
   {
     absl::MutexLock l(&dropped->mu);
     backing_id = std::exchange(dropped->kept_backing_id, 0);
+    last_reference = std::move(dropped->last_reference);
   }
+  if (last_reference != nullptr) last_references_.fetch_sub(1, std::memory_order_relaxed);
   if (backing_id > 0 && kernel_ != nullptr) {
     kernel_->CloseBacking(backing_id).ok();
     backing_ids_.fetch_sub(1, std::memory_order_relaxed);

@@ -215,6 +215,11 @@ struct PassthroughFs::Inode {
   uint8_t absent_xattrs ABSL_GUARDED_BY(mu) = 0;
   uint32_t xattr_changes ABSL_GUARDED_BY(mu) = 0;
   uint64_t absent_until ABSL_GUARDED_BY(mu) = 0;
+  // A file whose last name an UNLINK through us removed: an fd of it held
+  // until the kernel forgets the node (moments later), so that freeing the
+  // source inode (ext4 truncates and releases it on the last close) runs on
+  // the FORGET path, not inside the UNLINK its client waits for.
+  passthrough::SharedFd last_reference ABSL_GUARDED_BY(mu);
 };
 
 struct PassthroughFs::DirStream {

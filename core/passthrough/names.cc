@@ -209,7 +209,23 @@ bool StatVictim(int dirfd, const char* name, Victim* v) {
 }
 }  // namespace
 
-void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino) {
+passthrough::SharedFd PassthroughFs::HoldForUnlink(int dirfd, const char* name, uint64_t dev, uint64_t ino) {
+  if (last_references_.load(std::memory_order_relaxed) >= kMaxLastReferences) return nullptr;
+  uint64_t nodeid = 0;
+  {
+    Shard& s = (*shards_)[ShardIndexOfKey(dev, ino, kShards)];
+    absl::ReaderMutexLock l(&s.mu);
+    auto it = s.by_key.find(std::make_pair(dev, ino));
+    // Unknown to the kernel: no FORGET will come to drop a hold.
+    if (it == s.by_key.end() || it->second->pinned != nullptr) return nullptr;
+    nodeid = it->second->nodeid;
+  }
+  if (SharedFd cached = fd_cache_.Get(nodeid)) return cached;
+  const int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  return fd < 0 ? nullptr : passthrough::MakeSharedFd(fd);
+}
+
+void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino, SharedFd last_reference) {
   std::shared_ptr<Inode> gone;
   {
     Shard& s = (*shards_)[ShardIndexOfKey(dev, ino, kShards)];
@@ -230,6 +246,13 @@ void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino) {
   {
     absl::MutexLock l(&gone->mu);
     if (gone->open == nullptr) kept = std::exchange(gone->kept_backing_id, 0);
+    if (last_reference != nullptr && gone->last_reference == nullptr) {
+      if (last_references_.fetch_add(1, std::memory_order_relaxed) < kMaxLastReferences) {
+        gone->last_reference = std::move(last_reference);
+      } else {
+        last_references_.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
   }
   if (kept > 0 && kernel_ != nullptr) {
     kernel_->CloseBacking(kept).ok();
@@ -247,9 +270,14 @@ Status PassthroughFs::RemoveName(uint64_t parent, std::string_view name, int at_
   const CName cname(name);
   Victim v;
   const bool known = StatVictim((*dfd)->get(), cname.c_str(), &v);
+  // A file's last name: hold it across the unlinkat, so that the source
+  // frees it when the kernel forgets the node instead of now (ext4 takes
+  // 5 us to, half of what this UNLINK costs otherwise).
+  SharedFd hold;
+  if (known && v.last_link && at_flags == 0) hold = HoldForUnlink((*dfd)->get(), cname.c_str(), v.dev, v.ino);
   if (unlinkat((*dfd)->get(), cname.c_str(), at_flags) != 0) return Errno::Last();
   NamespaceChanged();
-  if (known && v.last_link) MarkUnlinkedHere(v.dev, v.ino);
+  if (known && v.last_link) MarkUnlinkedHere(v.dev, v.ino, std::move(hold));
   return OkStatus();
 }
 

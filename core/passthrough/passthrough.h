@@ -347,7 +347,12 @@ class PassthroughFs : public FileSystem {
   // The inode (dev, ino) lost its last link through this mount: it keeps
   // answering (nlink 0) while the kernel holds it, and a reused number is
   // not mistaken for it.
-  void MarkUnlinkedHere(uint64_t dev, uint64_t ino);
+  // An fd of the file `name` in `dirfd` (the node (dev, ino) the kernel
+  // knows) to hold across the unlink of its last name, or null.
+  passthrough::SharedFd HoldForUnlink(int dirfd, const char* name, uint64_t dev, uint64_t ino);
+  // `last_reference`, if given, is an fd of the file held across its
+  // unlinkat: kept in the node until FORGET (see Inode::last_reference).
+  void MarkUnlinkedHere(uint64_t dev, uint64_t ino, passthrough::SharedFd last_reference = nullptr);
   // READDIRPLUS of directory `dir`: give entries attributes? (ListingAttrs)
   bool ListWithAttrs(Inode& dir);
   // The kernel looked up `child` in `dir` by name (kAdaptive's evidence).
@@ -560,6 +565,10 @@ class PassthroughFs : public FileSystem {
   mutable std::atomic<uint64_t> backing_refusals_{0};
   std::atomic<uint64_t> direct_fallbacks_{0};
   mutable std::atomic<uint64_t> backing_ids_{0};
+  // Inode::last_reference fds held now: a kernel that keeps unlinked nodes
+  // (stale link counts) must not run the daemon out of fds.
+  static constexpr int kMaxLastReferences = 256;
+  std::atomic<int> last_references_{0};
   // FUSE_DEV_IOC_BACKING_OPEN calls that succeeded.
   mutable std::atomic<uint64_t> backing_opens_{0};
   // Opens that reused a backing id kept by KeepBacking (no ioctl).
