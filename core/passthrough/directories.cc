@@ -15,6 +15,7 @@
 #include "core/passthrough/internal.h"
 #include "core/passthrough/source_dirent.h"
 #include "proto/abi.h"
+#include "proto/notify.h"
 
 namespace efuse {
 
@@ -125,6 +126,25 @@ void PassthroughFs::KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h) {
     streams_.erase(streams_.begin());
   }
   streams_.emplace_back(nodeid, std::move(h));
+}
+
+void PassthroughFs::NamespaceChanged(uint64_t dir, uint64_t other_dir) {
+  namespace_version_.fetch_add(1, std::memory_order_release);
+  if ((opts_.dir_handles && !told_no_opendir_.load(std::memory_order_relaxed)) || kernel_ == nullptr) {
+    return;
+  }
+  // Opened without OPENDIR, a directory's listing is kept by the kernel
+  // (fs/fuse/readdir.c), which checks it against the directory's change
+  // count only when a reader starts at position 0. A reader already past
+  // it takes up a listing another reader finished, even one begun before
+  // this change: a name moved away would still be listed to the very
+  // process that moved it. Dropped now, while the change holds the
+  // directory's lock, that listing is found incomplete and read again.
+  for (uint64_t d : {dir, other_dir}) {
+    if (d == 0) continue;
+    proto::Reply r = proto::NotifyInvalInode(d, 0, 0);
+    if (kernel_->Notify(r.Iov()).ok()) listing_drops_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,

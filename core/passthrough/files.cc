@@ -370,7 +370,7 @@ Result<CreateReply> PassthroughFs::CreateFile(const RequestContext& ctx, uint64_
       fd = openat((*dfd)->get(), CName(name).c_str(), oflags | O_CREAT | O_CLOEXEC, m);
     }
     if (fd < 0) return Errno::Last();
-    if (!tmpfile) NamespaceChanged();
+    if (!tmpfile) NamespaceChanged(parent);
   }
   struct statx st;
   if (Statx(fd, &st) != 0) {

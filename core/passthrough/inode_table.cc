@@ -490,8 +490,8 @@ Result<Entry> PassthroughFs::LookupAt(int dirfd, std::string_view name) {
   return MakeEntry(**n, ToAttributes(st));
 }
 
-Result<Entry> PassthroughFs::EntryForNew(int dirfd, std::string_view name) {
-  NamespaceChanged();  // a name was made (mknod, mkdir, symlink, link)
+Result<Entry> PassthroughFs::EntryForNew(uint64_t parent, int dirfd, std::string_view name) {
+  NamespaceChanged(parent);  // a name was made (mknod, mkdir, symlink, link)
   return LookupAt(dirfd, name);
 }
 

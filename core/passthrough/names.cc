@@ -137,7 +137,7 @@ Result<Entry> PassthroughFs::Mknod(const RequestContext& ctx, uint64_t parent,
       return Errno::Last();
     }
   }
-  return EntryForNew((*dfd)->get(), name);
+  return EntryForNew(parent, (*dfd)->get(), name);
 }
 
 Result<Entry> PassthroughFs::Mkdir(const RequestContext& ctx, uint64_t parent,
@@ -151,7 +151,7 @@ Result<Entry> PassthroughFs::Mkdir(const RequestContext& ctx, uint64_t parent,
     if (!creds.ok()) return creds.error();
     if (mkdirat((*dfd)->get(), CName(name).c_str(), m) != 0) return Errno::Last();
   }
-  return EntryForNew((*dfd)->get(), name);
+  return EntryForNew(parent, (*dfd)->get(), name);
 }
 
 Result<Entry> PassthroughFs::Symlink(const RequestContext& ctx, uint64_t parent,
@@ -166,7 +166,7 @@ Result<Entry> PassthroughFs::Symlink(const RequestContext& ctx, uint64_t parent,
       return Errno::Last();
     }
   }
-  return EntryForNew((*dfd)->get(), name);
+  return EntryForNew(parent, (*dfd)->get(), name);
 }
 
 Result<Entry> PassthroughFs::Link(const RequestContext& ctx, uint64_t nodeid, uint64_t newparent,
@@ -185,7 +185,7 @@ Result<Entry> PassthroughFs::Link(const RequestContext& ctx, uint64_t nodeid, ui
       return Errno::Last();
     }
   }
-  return EntryForNew((*dfd)->get(), newname);
+  return EntryForNew(newparent, (*dfd)->get(), newname);
 }
 
 namespace {
@@ -276,7 +276,7 @@ Status PassthroughFs::RemoveName(uint64_t parent, std::string_view name, int at_
   SharedFd hold;
   if (known && v.last_link && at_flags == 0) hold = HoldForUnlink((*dfd)->get(), cname.c_str(), v.dev, v.ino);
   if (unlinkat((*dfd)->get(), cname.c_str(), at_flags) != 0) return Errno::Last();
-  NamespaceChanged();
+  NamespaceChanged(parent);
   if (known && v.last_link) MarkUnlinkedHere(v.dev, v.ino, std::move(hold));
   return OkStatus();
 }
@@ -303,7 +303,7 @@ Status PassthroughFs::Rename(const RequestContext& ctx, uint64_t parent, std::st
   if (renameat2((*ffd)->get(), cname.c_str(), (*tfd)->get(), cnew.c_str(), flags) != 0) {
     return Errno::Last();
   }
-  NamespaceChanged();
+  NamespaceChanged(parent, newparent == parent ? 0 : newparent);
   if (replaces) MarkUnlinkedHere(v.dev, v.ino);
   return OkStatus();
 }

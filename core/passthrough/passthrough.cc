@@ -285,6 +285,8 @@ void PassthroughFs::AppendStatus(std::vector<std::pair<std::string, std::string>
   add("pt_unseen_attr_invalidations", unseen_attr_invalidations_.load(std::memory_order_relaxed));
   add("pt_listings_with_attrs", st.listings_with_attrs);
   add("pt_listings_names_only", st.listings_names_only);
+  // Without directory handles: kept listings dropped by a change of a name.
+  add("pt_listing_drops", listing_drops_.load(std::memory_order_relaxed));
   add("pt_xattr_absences_answered", absences_answered_.load(std::memory_order_relaxed));
   uint64_t forgotten = 0;
   for (const Shard& s : *shards_) {

@@ -407,7 +407,7 @@ class PassthroughFs : public FileSystem {
   static constexpr size_t kForgottenPerShard = 4096;
   // After a create: looks the new name up, falling back to `created_fd`
   // (which it closes) when the name was already replaced.
-  Result<Entry> EntryForNew(int dirfd, std::string_view name);
+  Result<Entry> EntryForNew(uint64_t parent, int dirfd, std::string_view name);
 
   // The journal in the state region (core/passthrough/recovery.cc).
   void JournalNode(const Inode& inode);
@@ -596,11 +596,15 @@ class PassthroughFs : public FileSystem {
   void KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h);
   Status ListFrom(Handle& h, uint64_t offset, DirSink& sink, bool* at_end);
   std::atomic<bool> told_no_opendir_{false};  // logged once: READDIR without a handle we wanted
-  // Bumped by every change of a name through the mount (and seen in the
-  // source): a kept stream's read-ahead from before it is not served to a
-  // reader that may have begun after it (the kernel would keep it).
-  void NamespaceChanged() { namespace_version_.fetch_add(1, std::memory_order_release); }
+  // Every change of a name through the mount (and seen in the source), in
+  // directory `dir` (and `other_dir`, a rename's other one): bumps
+  // namespace_version_, so a kept stream's read-ahead from before it is not
+  // served to a reader that may have begun after it (the kernel would keep
+  // it); without directory handles, also drops the kernel's kept listing
+  // of each (directories.cc says why).
+  void NamespaceChanged(uint64_t dir, uint64_t other_dir = 0);
   std::atomic<uint64_t> namespace_version_{0};
+  std::atomic<uint64_t> listing_drops_{0};  // NamespaceChanged's notifications
   absl::Mutex streams_mu_;
   std::vector<std::pair<uint64_t, std::shared_ptr<Handle>>> streams_ ABSL_GUARDED_BY(streams_mu_);
   // Directories (dev, ino) whose listings carry attributes (kAdaptive),

@@ -77,7 +77,9 @@ void PassthroughFs::OnSourceEvent(const passthrough::SourceEvent& ev) {
   }
   if ((ev.mask & (FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO)) != 0) {
     // The name (or its absence, for a negative entry), then the
-    // directory's attributes and cached listing.
+    // directory's attributes and cached listing (InvalidateInode drops its
+    // pages: no NamespaceChanged notification needed).
+    namespace_version_.fetch_add(1, std::memory_order_release);
     proto::Reply r = proto::NotifyInvalEntry(dir_id, ev.name);
     if (kernel_->Notify(r.Iov()).ok()) invalidations_.fetch_add(1, std::memory_order_relaxed);
     InvalidateInode(dir_id);

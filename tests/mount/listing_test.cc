@@ -1,16 +1,19 @@
 // tests/mount/listing_test.cc — directories opened without OPENDIR.
 //
-// Passthrough with --dir_handles=off answers the first OPENDIR ENOSYS: the
-// kernel then opens directories itself (no OPENDIR, no RELEASEDIR), keeps
-// each listing until a change through the mount, and sends READDIR without
-// a handle, which the daemon serves from a stream of its own. Pinned here,
+// Passthrough (by default, unless the source is declared shared) and memfs
+// with its data in the kernel answer the first OPENDIR ENOSYS: the kernel
+// then opens directories itself (no OPENDIR, no RELEASEDIR), keeps each
+// listing until a change through the mount, and sends READDIR without a
+// handle, which the daemon serves from a stream of its own. Pinned here,
 // per configuration: a listing read again sends no READDIR; one changed
 // through the mount (create, unlink, rename in and out, mkdir, rmdir, link)
-// lists exactly the new names, each once; a large listing read in small
-// pieces, with seekdir back to a telldir mark and rewinddir, and two readers
-// of one directory taking turns, give every name once; FSYNCDIR reaches the
-// daemon. The default (OPENDIR answered) is the reference: an OPENDIR per
-// open. The transport does not matter here: one is run.
+// lists exactly the new names, each once; a reader that began after a
+// change never gets a listing another reader began before it; a large
+// listing read in small pieces, with seekdir back to a telldir mark and
+// rewinddir, and two readers of one directory taking turns, give every name
+// once; FSYNCDIR reaches the daemon. With directory handles (a shared
+// source, or --dir_handles=on) the same holds, with an OPENDIR per open.
+// The transport does not matter here: one is run.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -241,14 +244,73 @@ TEST_P(DirListingTest, ALargeListingReadInPiecesWithSeeksGivesEveryNameOnce) {
   EXPECT_EQ(DirRequests(before, after, "FSYNCDIR"), 1u);
 }
 
+// The kernel checks a kept listing against the directory's changes only
+// when a reader starts at position 0 (fs/fuse/readdir.c). A reader already
+// past it takes up a listing that another reader finished, even one that
+// other reader began before a change. Here, in one thread: an old reader
+// lists everything but the end; the names it listed last are moved away; a
+// new reader takes its first piece (from the daemon: the listing was not
+// complete), which ends before them; the old reader reaches the end (the
+// listing is complete now); and the new reader goes on. It must not list
+// the names moved away before it opened the directory: the daemon drops the
+// kept listing on each change.
+TEST_P(DirListingTest, AReaderThatBeganAfterAChangeNeverGetsAListingFromBeforeIt) {
+  const std::string d = Path("moving"), away = Path("away");
+  ASSERT_SYS(mkdir(d.c_str(), 0755));
+  ASSERT_SYS(mkdir(away.c_str(), 0755));
+  constexpr int kNames = 100, kKept = 60;
+  for (int i = 0; i < kNames; ++i) {
+    ASSERT_SYS(mknod((d + "/name-" + std::to_string(i)).c_str(), S_IFREG | 0644, 0));
+  }
+  std::vector<char> buf(1024);  // a few entries per call: the first piece ends early
+  auto read_some = [&](int fd, std::vector<std::string>* names) {
+    const long n = syscall(SYS_getdents64, fd, buf.data(), buf.size());
+    EXPECT_GE(n, 0) << ErrnoName(errno);
+    for (long at = 0; at < n; at += reinterpret_cast<struct dirent64*>(buf.data() + at)->d_reclen) {
+      names->push_back(reinterpret_cast<struct dirent64*>(buf.data() + at)->d_name);
+    }
+    return n;
+  };
+  UniqueFd old_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_SYS(old_reader.get());
+  std::vector<std::string> old_order;
+  while (old_order.size() < kNames + 2) ASSERT_GT(read_some(old_reader.get(), &old_order), 0);
+  // Those listed last, where their places (the source's cookies) stay.
+  std::set<std::string> moved;
+  for (size_t i = 0, kept = 0; i < old_order.size(); ++i) {
+    const std::string& n = old_order[i];
+    if (n == "." || n == ".." || kept++ < kKept) continue;
+    ASSERT_SYS(rename((d + "/" + n).c_str(), (away + "/" + n).c_str()));
+    moved.insert(n);
+  }
+  UniqueFd new_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_SYS(new_reader.get());
+  std::vector<std::string> new_order;
+  read_some(new_reader.get(), &new_order);
+  ASSERT_LT(new_order.size(), static_cast<size_t>(kKept)) << "the first piece must end before the moved names";
+  EXPECT_EQ(read_some(old_reader.get(), &old_order), 0);  // the old listing's end
+  while (read_some(new_reader.get(), &new_order) > 0) {
+  }
+  std::map<std::string, int> seen;
+  for (const std::string& n : new_order) ++seen[n];
+  std::set<std::string> want(old_order.begin(), old_order.end());
+  for (const std::string& n : moved) want.erase(n);
+  EXPECT_EQ(Names(seen), want) << "a name moved away before the listing began was listed";
+  EXPECT_EQ(Names(List(away)).size(), moved.size() + 2);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Dirs, DirListingTest,
-    ::testing::Values(// without directory handles
-                      ListingConfig{"disk_passthrough_no_dir_handles",
-                                    PassthroughFlags("disk_passthrough_no_dir_handles", {"--dir_handles=off"}),
-                                    false},
-                      // the default, with them
-                      ListingConfig{"disk_passthrough", PassthroughFlags("disk_passthrough", {}), true}),
+    ::testing::Values(// the default: without directory handles
+                      ListingConfig{"disk_passthrough", PassthroughFlags("disk_passthrough", {}), false},
+                      // memfs with its data in the kernel (passthrough to a private tmpfs)
+                      ListingConfig{"memfs_kernel_data", {"--memfs_data=kernel"}, false},
+                      // a source declared shared: with them
+                      ListingConfig{"disk_passthrough_watched",
+                                    PassthroughFlags("disk_passthrough_watched", {"--watch_source"}), true},
+                      // asked for
+                      ListingConfig{"disk_passthrough_dir_handles",
+                                    PassthroughFlags("disk_passthrough_dir_handles", {"--dir_handles=on"}), true}),
     [](const ::testing::TestParamInfo<ListingConfig>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -539,8 +539,9 @@ INSTANTIATE_TEST_SUITE_P(
                       // file handles all the time, and a reused inode number
                       // is told apart by the handle alone
                       Passthrough("disk_passthrough_tiny_fd_cache", {"--fd_cache=2"}),
-                      // directories opened without OPENDIR, listings kept
-                      Passthrough("disk_passthrough_no_dir_handles", {"--dir_handles=off"}),
+                      // directories opened with OPENDIR (by default, without:
+                      // the kernel keeps listings until a change)
+                      Passthrough("disk_passthrough_dir_handles", {"--dir_handles=on"}),
                       Passthrough("disk_changed_behind_the_mount_tiny_fd_cache",
                                   {"--fd_cache=2", "--entry_timeout=0", "--attr_timeout=0", "--offload=off"},
                                   /*behind_back=*/true),

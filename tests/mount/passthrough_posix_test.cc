@@ -35,8 +35,9 @@ INSTANTIATE_TEST_SUITE_P(
                                         {"--passthrough=off", "--writeback_cache=false"}),
                       PassthroughConfig("disk_nocache", {"--entry_timeout=0", "--attr_timeout=0", "--offload=off"}),
                       PassthroughConfig("disk_writeback", {"--passthrough=off"}),
-                      // directories opened without OPENDIR
-                      PassthroughConfig("disk_no_dir_handles", {"--dir_handles=off"})),
+                      // directories opened with OPENDIR (the default opens
+                      // them without: the kernel keeps their listings)
+                      PassthroughConfig("disk_dir_handles", {"--dir_handles=on"})),
     [](const ::testing::TestParamInfo<Config>& info) { return std::string(info.param.name); });
 
 }  // namespace

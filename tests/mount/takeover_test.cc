@@ -695,8 +695,9 @@ TEST_P(TakeoverTest, JournalCheckpointsKeepWhatTheKernelHolds) {
   // A kill after committed checkpoints: the successor reads the last. (Once
   // the kernel's last RELEASE of the churn is served: it is sent after
   // close() returns.)
-  // The file's handle, and the directory's where OPENDIR is answered.
-  const bool dir_handles = std::find(GetParam().flags.begin(), GetParam().flags.end(), "--dir_handles=off") ==
+  // The file's handle, and the directory's where OPENDIR is answered (not
+  // by default: the kernel opens directories itself).
+  const bool dir_handles = std::find(GetParam().flags.begin(), GetParam().flags.end(), "--dir_handles=on") !=
                            GetParam().flags.end();
   const int handles = dir_handles ? 2 : 1;
   const std::string handles_text = std::to_string(handles);
@@ -743,9 +744,9 @@ INSTANTIATE_TEST_SUITE_P(Supervised, TakeoverTest,
                          ::testing::Values(TakeoverConfig{"memfs_kernel_data", false, {"--memfs_data=kernel"}},
                                            TakeoverConfig{"passthrough", true, {}},
                                            // handles whose I/O the daemon serves, and
-                                           // directories opened without OPENDIR
+                                           // directories opened with OPENDIR
                                            TakeoverConfig{"passthrough_daemon_io", true,
-                                                          {"--passthrough=off", "--dir_handles=off"}}),
+                                                          {"--passthrough=off", "--dir_handles=on"}}),
                          [](const ::testing::TestParamInfo<TakeoverConfig>& info) {
                            return std::string(info.param.name);
                          });

@@ -161,9 +161,10 @@ def make_targets(selected):
         # the option for users who need no extended attributes
         Target("efuse-pt-noxattr", [EFUSED, "--fs=passthrough", "--source=" + src,
                                     "--passthrough=auto", "--xattrs=false", "@MNT@"]),
-        # directories opened without OPENDIR, listings kept by the kernel
-        Target("efuse-pt-nodirh", [EFUSED, "--fs=passthrough", "--source=" + src,
-                                   "--passthrough=auto", "--dir_handles=off", "@MNT@"]),
+        # directories opened with OPENDIR (by default the kernel opens
+        # them itself and keeps their listings)
+        Target("efuse-pt-dirh", [EFUSED, "--fs=passthrough", "--source=" + src,
+                                 "--passthrough=auto", "--dir_handles=on", "@MNT@"]),
         Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
                persistent=False),
         # passthrough_ll holds an fd per inode the kernel knows: with

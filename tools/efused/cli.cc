@@ -43,12 +43,13 @@ ABSL_FLAG(bool, keep_cache, true,
           "open (FOPEN_KEEP_CACHE)");
 ABSL_FLAG(bool, cache_dir, true,
           "passthrough: let the kernel cache directory listings (FOPEN_CACHE_DIR)");
-ABSL_FLAG(std::string, dir_handles, "on",
+ABSL_FLAG(std::string, dir_handles, "auto",
           "passthrough: on: answer OPENDIR (a round trip per directory opened, the source's "
           "listing checked for changes by others); off: the kernel opens directories without "
           "asking and keeps their listings until a change through the mount, so a warm tree "
-          "walk sends nothing (kept for the connection: a restart cannot change it; see the "
-          "README for its caveat)");
+          "walk sends nothing; auto: off, unless the source is declared shared (--watch_source, "
+          "an --attr_timeout or --entry_timeout of 0) or --cache_dir=false (kept for the "
+          "connection: a restart cannot change it)");
 ABSL_FLAG(bool, posix_acl, true,
           "passthrough: FUSE_POSIX_ACL: the kernel enforces and caches POSIX ACLs (implies "
           "default_permissions); false: ACLs are the source's alone, which saves a GETATTR of "
@@ -202,10 +203,16 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   p.keep_cache = absl::GetFlag(FLAGS_keep_cache);
   p.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   const std::string dir_handles = absl::GetFlag(FLAGS_dir_handles);
-  if (dir_handles != "on" && dir_handles != "off") {
-    return absl::InvalidArgumentError("--dir_handles: '" + dir_handles + "' is not on or off");
+  if (dir_handles == "auto") {
+    // Listings kept without asking are as stale as attributes kept
+    // without asking: only where the source is not declared shared.
+    p.dir_handles = absl::GetFlag(FLAGS_watch_source) || absl::GetFlag(FLAGS_attr_timeout) == 0 ||
+                    absl::GetFlag(FLAGS_entry_timeout) == 0 || !p.cache_dir;
+  } else if (dir_handles == "on" || dir_handles == "off") {
+    p.dir_handles = dir_handles == "on";
+  } else {
+    return absl::InvalidArgumentError("--dir_handles: '" + dir_handles + "' is not auto, on or off");
   }
-  p.dir_handles = dir_handles == "on";
   if (!p.dir_handles && !p.cache_dir) {
     return absl::InvalidArgumentError(
         "--dir_handles=off: the kernel then keeps every listing, which --cache_dir=false forbids");
@@ -267,7 +274,9 @@ void ConfigureMemfsInKernel(DaemonConfig* c, bool* added_default_permissions) {
   p.posix_acl = false;
   p.readdir_ahead = false;  // no disk to overlap
   p.source_private = true;
-
+  // Only this mount changes the tmpfs: the kernel's listings are never
+  // stale, and a directory needs no OPENDIR round trip to check them.
+  p.dir_handles = false;
   MountOptions& m = c->session.mount;
   p.noatime = false;  // no clone to make: the private tmpfs itself is noatime (MakeFileSystem)
   // The daemon reaches the files as root: users other than root are checked
