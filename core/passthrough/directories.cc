@@ -130,9 +130,7 @@ void PassthroughFs::KeepListing(uint64_t nodeid, std::shared_ptr<Handle> h) {
 
 void PassthroughFs::NamespaceChanged(uint64_t dir, uint64_t other_dir) {
   namespace_version_.fetch_add(1, std::memory_order_release);
-  if ((opts_.dir_handles && !told_no_opendir_.load(std::memory_order_relaxed)) || kernel_ == nullptr) {
-    return;
-  }
+  if (kernel_ == nullptr) return;
   // Opened without OPENDIR, a directory's listing is kept by the kernel
   // (fs/fuse/readdir.c), which checks it against the directory's change
   // count only when a reader starts at position 0. A reader already past
@@ -140,8 +138,17 @@ void PassthroughFs::NamespaceChanged(uint64_t dir, uint64_t other_dir) {
   // this change: a name moved away would still be listed to the very
   // process that moved it. Dropped now, while the change holds the
   // directory's lock, that listing is found incomplete and read again.
+  // Only a directory listed without a handle has one (READDIR runs under
+  // that lock too, so its mark is set before this change began), or, in a
+  // successor, one the last server may have listed.
   for (uint64_t d : {dir, other_dir}) {
     if (d == 0) continue;
+    std::shared_ptr<Inode> n = Find(d);
+    if (n == nullptr) continue;
+    if (!n->listed_without_handle.load(std::memory_order_acquire) &&
+        (opts_.dir_handles || !recovered_nodes_.contains(d))) {
+      continue;
+    }
     proto::Reply r = proto::NotifyInvalInode(d, 0, 0);
     if (kernel_->Notify(r.Iov()).ok()) listing_drops_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -167,6 +174,8 @@ Status PassthroughFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64
     if (!opened.ok()) return opened.error();
     h = std::move(*opened);
   }
+  // The kernel may keep what this answers: its changes drop it from now on.
+  h->inode->listed_without_handle.store(true, std::memory_order_release);
   {
     // Names changed since this stream read ahead: read them again (the
     // reader may have begun after the change, and the kernel keeps what

@@ -247,8 +247,10 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     absl::MutexLock l(&dropped->mu);
     backing_id = std::exchange(dropped->kept_backing_id, 0);
     last_reference = std::move(dropped->last_reference);
+    dropped->forgotten = true;
   }
   if (last_reference != nullptr) last_references_.fetch_sub(1, std::memory_order_relaxed);
+  ReleaseOldHolds();
   if (backing_id > 0 && kernel_ != nullptr) {
     kernel_->CloseBacking(backing_id).ok();
     backing_ids_.fetch_sub(1, std::memory_order_relaxed);

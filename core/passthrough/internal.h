@@ -203,6 +203,9 @@ struct PassthroughFs::Inode {
   // before it lists the first).
   std::atomic<uint64_t> looked_up_in{0};
   std::atomic<bool> subdirs_listed_with_attrs{false};
+  // Directories: listed by a READDIR without a handle, so the kernel may
+  // keep the listing (NamespaceChanged drops it on each change).
+  std::atomic<bool> listed_without_handle{false};
   mutable absl::Mutex mu;
   std::unique_ptr<OpenState> open ABSL_GUARDED_BY(mu);
   // Offload (KeepBacking): the backing id outlives the last release, ready
@@ -220,6 +223,7 @@ struct PassthroughFs::Inode {
   // source inode (ext4 truncates and releases it on the last close) runs on
   // the FORGET path, not inside the UNLINK its client waits for.
   passthrough::SharedFd last_reference ABSL_GUARDED_BY(mu);
+  bool forgotten ABSL_GUARDED_BY(mu) = false;  // Unremember let it go: it holds nothing more
 };
 
 struct PassthroughFs::DirStream {

@@ -12,6 +12,7 @@
 #include <utility>
 #include <climits>
 
+#include "core/clock.h"
 #include "core/passthrough/internal.h"
 
 namespace efuse {
@@ -26,6 +27,8 @@ using passthrough::DecodeDev;
 using passthrough::ShardIndexOfKey;
 using passthrough::ScopedCreds;
 using passthrough::SharedFd;
+using passthrough::DevOf;
+using passthrough::Statx;
 
 namespace {
 // ListingAttrs::kAdaptive: files of a directory looked up by name before its
@@ -210,6 +213,7 @@ bool StatVictim(int dirfd, const char* name, Victim* v) {
 }  // namespace
 
 passthrough::SharedFd PassthroughFs::HoldForUnlink(int dirfd, const char* name, uint64_t dev, uint64_t ino) {
+  ReleaseOldHolds();
   if (last_references_.load(std::memory_order_relaxed) >= kMaxLastReferences) return nullptr;
   uint64_t nodeid = 0;
   {
@@ -222,7 +226,31 @@ passthrough::SharedFd PassthroughFs::HoldForUnlink(int dirfd, const char* name, 
   }
   if (SharedFd cached = fd_cache_.Get(nodeid)) return cached;
   const int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  return fd < 0 ? nullptr : passthrough::MakeSharedFd(fd);
+  if (fd < 0) return nullptr;
+  SharedFd opened = passthrough::MakeSharedFd(fd);
+  // The name may have been given to another file since it was looked at.
+  struct statx st;
+  if (Statx(fd, &st) != 0 || DevOf(st) != dev || st.stx_ino != ino) return nullptr;
+  return opened;
+}
+
+void PassthroughFs::ReleaseOldHolds() {
+  if (last_references_.load(std::memory_order_relaxed) == 0) return;
+  const uint64_t now = MonotonicNs();
+  std::vector<SharedFd> released;  // closed once the locks are let go
+  absl::MutexLock l(&holds_mu_);
+  while (!holds_.empty()) {
+    std::shared_ptr<Inode> held = holds_.front().first.lock();
+    if (held != nullptr && now - holds_.front().second < kMaxHoldNs) break;
+    if (held != nullptr) {
+      absl::MutexLock il(&held->mu);
+      if (held->last_reference != nullptr) {
+        released.push_back(std::move(held->last_reference));
+        last_references_.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
+    holds_.pop_front();
+  }
 }
 
 void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino, SharedFd last_reference) {
@@ -243,16 +271,22 @@ void PassthroughFs::MarkUnlinkedHere(uint64_t dev, uint64_t ino, SharedFd last_r
   if (gone->type == S_IFDIR || gone->pinned != nullptr || gone->HasHandles()) return;
   fd_cache_.Erase(gone->nodeid);
   int32_t kept = 0;
+  bool held = false;
   {
     absl::MutexLock l(&gone->mu);
     if (gone->open == nullptr) kept = std::exchange(gone->kept_backing_id, 0);
-    if (last_reference != nullptr && gone->last_reference == nullptr) {
+    if (last_reference != nullptr && gone->last_reference == nullptr && !gone->forgotten) {
       if (last_references_.fetch_add(1, std::memory_order_relaxed) < kMaxLastReferences) {
         gone->last_reference = std::move(last_reference);
+        held = true;
       } else {
         last_references_.fetch_sub(1, std::memory_order_relaxed);
       }
     }
+  }
+  if (held) {
+    absl::MutexLock l(&holds_mu_);
+    holds_.emplace_back(gone, MonotonicNs());
   }
   if (kept > 0 && kernel_ != nullptr) {
     kernel_->CloseBacking(kept).ok();

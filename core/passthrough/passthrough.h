@@ -78,6 +78,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <span>
@@ -569,6 +570,15 @@ class PassthroughFs : public FileSystem {
   // (stale link counts) must not run the daemon out of fds.
   static constexpr int kMaxLastReferences = 256;
   std::atomic<int> last_references_{0};
+  // The holds, oldest first. One the kernel has not forgotten within
+  // kMaxHoldNs is let go by ReleaseOldHolds (called as holds are taken and
+  // nodes forgotten): a kernel whose link count was stale (a name removed
+  // in the source behind its back) keeps the node, and the file's space
+  // would stay taken.
+  static constexpr uint64_t kMaxHoldNs = 1'000'000'000;
+  void ReleaseOldHolds();
+  absl::Mutex holds_mu_;  // before any Inode::mu
+  std::deque<std::pair<std::weak_ptr<Inode>, uint64_t>> holds_ ABSL_GUARDED_BY(holds_mu_);
   // FUSE_DEV_IOC_BACKING_OPEN calls that succeeded.
   mutable std::atomic<uint64_t> backing_opens_{0};
   // Opens that reused a backing id kept by KeepBacking (no ioctl).

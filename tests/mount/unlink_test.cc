@@ -6,8 +6,8 @@
 // the UNLINK its client waits for. Pinned here: the source file is freed once
 // the kernel forgets the node (no fd of a deleted file is left in the
 // daemon), not while a client still keeps the inode (an O_PATH descriptor
-// sends no OPEN), and a kernel that keeps many unlinked nodes makes the
-// daemon hold no more than its bound. Not a transport matter: one is run.
+// sends no OPEN) for less than a second, and a kernel that keeps many
+// unlinked nodes makes the daemon hold no more than its bound. Not a transport matter: one is run.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -94,6 +94,23 @@ TEST_F(UnlinkHoldTest, TheSourceFreesTheFileOnceTheKernelForgetsIt) {
   std::string error;
   ASSERT_TRUE(WriteFile(Path("big"), PatternBytes(1, 4 << 20), &error)) << error;
   ASSERT_SYS(unlink(Path("big").c_str()));
+  EXPECT_TRUE(NoneHeldEventually()) << DeletedFdsOfDaemon() << " deleted files still held";
+}
+
+// A node the kernel keeps (here a client's O_PATH descriptor keeps it; a
+// link count the kernel had stale would too) is let go after a second, at
+// the next hold or FORGET: the source gets the file's space back.
+TEST_F(UnlinkHoldTest, AHoldTheKernelNeverEndsIsLetGoAfterASecond) {
+  std::string error;
+  ASSERT_TRUE(WriteFile(Src("kept"), PatternBytes(2, 1 << 20), &error)) << error;
+  UniqueFd kept(open(Path("kept").c_str(), O_PATH | O_CLOEXEC));
+  ASSERT_SYS(kept.get());
+  ASSERT_SYS(unlink(Path("kept").c_str()));
+  EXPECT_EQ(DeletedFdsOfDaemon(), 1u);
+  // (PassthroughFs::kMaxHoldNs is 1 s: a wait past it, not a guess.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  ASSERT_TRUE(WriteFile(Path("next"), "n", &error)) << error;
+  ASSERT_SYS(unlink(Path("next").c_str()));
   EXPECT_TRUE(NoneHeldEventually()) << DeletedFdsOfDaemon() << " deleted files still held";
 }
 

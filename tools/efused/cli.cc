@@ -213,6 +213,10 @@ absl::Status BuildPassthroughConfig(DaemonConfig* c, bool* added_default_permiss
   } else {
     return absl::InvalidArgumentError("--dir_handles: '" + dir_handles + "' is not auto, on or off");
   }
+  // What the kernel keeps for the connection is what a restart must keep:
+  // recorded as resolved, so a successor whose flags would resolve `auto`
+  // the other way is held to it (KeepFixedOptions).
+  absl::SetFlag(&FLAGS_dir_handles, p.dir_handles ? "on" : "off");
   if (!p.dir_handles && !p.cache_dir) {
     return absl::InvalidArgumentError(
         "--dir_handles=off: the kernel then keeps every listing, which --cache_dir=false forbids");
