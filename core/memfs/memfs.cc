@@ -143,6 +143,9 @@ struct MemFs::DirData {
   Slots slots;
   // The keys view the names stored in `slots` (std::map nodes never move).
   std::unordered_map<std::string_view, Slots::iterator> by_name;
+  // Listed by a READDIR without a handle (under tree_mu_ shared, hence
+  // atomic): the kernel may keep the listing, so changes drop it.
+  std::atomic<bool> listed_without_handle{false};
 };
 
 struct MemFs::Inode {
@@ -373,6 +376,7 @@ void MemFs::AddEntry(Inode* dir, std::string_view name, Inode* child,
                                  DirData::Slot{std::string(name), child});
   d.by_name.emplace(it->second.name, it);
   dir->TouchDir(now, 1, child->type == S_IFDIR ? 1 : 0);
+  DirChanged(dir);
 }
 
 void MemFs::RemoveEntry(Inode* dir, std::string_view name,
@@ -384,6 +388,19 @@ void MemFs::RemoveEntry(Inode* dir, std::string_view name,
   d.by_name.erase(std::string_view(it->second.name));
   d.slots.erase(it);
   dir->TouchDir(now, -1, is_dir ? -1 : 0);
+  DirChanged(dir);
+}
+
+void MemFs::DirChanged(Inode* dir) {
+  // Opened without OPENDIR, a directory's listing is kept by the kernel,
+  // which checks it for changes only when a reader starts at position 0
+  // (fs/fuse/readdir.c): a reader partway through would take up a listing
+  // another reader began before this change. Dropped now, before the
+  // reply and while the kernel holds the directory's lock, it is found
+  // incomplete and read again.
+  if (kernel_ == nullptr || !dir->dir->listed_without_handle.load(std::memory_order_acquire)) return;
+  proto::Reply r = proto::NotifyInvalInode(dir->id, 0, 0);
+  kernel_->Notify(r.Iov()).ok();
 }
 
 bool MemFs::StickyDenies(const RequestContext& ctx, const Inode& dir,
@@ -777,6 +794,8 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
         static_cast<int>(src_is_dir) - static_cast<int>(dst_is_dir);
     sdir->TouchDir(now, 0, -moved);
     ddir->TouchDir(now, 0, moved);
+    DirChanged(sdir);
+    if (ddir != sdir) DirChanged(ddir);
     src->TouchCtime(now);
     dst->TouchCtime(now);
     return OkStatus();
@@ -787,6 +806,7 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
     dit->second.inode = src;
     ddir->TouchDir(now, 0,
                    static_cast<int>(src_is_dir) - static_cast<int>(dst_is_dir));
+    DirChanged(ddir);
     if (dst_is_dir) {
       dst->AddLinks(-static_cast<int>(dst->nlink), now);
       dst->dir->parent = nullptr;
@@ -1383,6 +1403,8 @@ Status MemFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
 
 Result<OpenReply> MemFs::OpenDir(const RequestContext& ctx, uint64_t nodeid,
                                  uint32_t flags) {
+  // The kernel takes this once for "open directories without asking".
+  if (!opts_.dir_handles) return Errno(ENOSYS);
   memfs::ReadLock tl(&tree_mu_);
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return Errno(ENOENT);
@@ -1397,6 +1419,13 @@ Status MemFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
   std::shared_ptr<Inode> dir = Find(nodeid);
   if (dir == nullptr) return Errno(ENOENT);
   if (dir->type != S_IFDIR) return Errno(ENOTDIR);
+  if (fh == 0) {
+    // Opened without OPENDIR: its read permission is checked here (with
+    // default_permissions the kernel checked it at open), and the kernel
+    // may keep what this answers.
+    if (!dir->MayAccess(ctx, kR)) return Errno(EACCES);
+    dir->dir->listed_without_handle.store(true, std::memory_order_release);
+  }
   if (dir->nlink == 0) return OkStatus();  // removed: nothing left to list
   const bool plus = sink.plus();
   // "." and "..": the kernel takes no reference, so nodeid 0.

@@ -67,6 +67,12 @@ struct MemFsOptions {
   // The mount is noatime (-o noatime): reads never move atime. Otherwise
   // memfs keeps relatime (the first read after a change, or one a day).
   bool noatime = false;
+  // false: OPENDIR is answered ENOSYS once; the kernel then opens
+  // directories without asking and keeps their listings until a change
+  // through the mount (memfs has no other), so a warm walk sends nothing.
+  // Only where the kernel checks an opendir() (default_permissions) or
+  // only root can enter: memfs cannot refuse an open it never sees.
+  bool dir_handles = true;
 };
 
 class MemFs : public FileSystem {
@@ -188,6 +194,9 @@ class MemFs : public FileSystem {
   struct Inode;
   struct DirData;
   KernelConnection* kernel_ = nullptr;  // set by Init, before any request
+  // A change of `dir`'s names, made under tree_mu_ held exclusively: drops
+  // the listing the kernel may keep of it (see the .cc).
+  void DirChanged(Inode* dir);
   // Page-cache pushes against writers of the same inode (Inode::storing,
   // Inode::writers). A leaf: nothing else is taken while it is held.
   absl::Mutex store_mu_;

@@ -1,7 +1,7 @@
 // tests/mount/listing_test.cc — directories opened without OPENDIR.
 //
 // Passthrough (by default, unless the source is declared shared) and memfs
-// with its data in the kernel answer the first OPENDIR ENOSYS: the kernel
+// (both data modes) answer the first OPENDIR ENOSYS: the kernel
 // then opens directories itself (no OPENDIR, no RELEASEDIR), keeps each
 // listing until a change through the mount, and sends READDIR without a
 // handle, which the daemon serves from a stream of its own. Pinned here,
@@ -305,6 +305,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ListingConfig{"disk_passthrough", PassthroughFlags("disk_passthrough", {}), false},
                       // memfs with its data in the kernel (passthrough to a private tmpfs)
                       ListingConfig{"memfs_kernel_data", {"--memfs_data=kernel"}, false},
+                      // memfs with its data in the daemon (its own tree)
+                      ListingConfig{"memfs_daemon_data", {"--memfs_data=daemon"}, false},
                       // a source declared shared: with them
                       ListingConfig{"disk_passthrough_watched",
                                     PassthroughFlags("disk_passthrough_watched", {"--watch_source"}), true},

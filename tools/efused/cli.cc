@@ -591,6 +591,11 @@ absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c
   o.root_gid = c.session.mount.group_id;
   o.root_mode = c.session.mount.rootmode & 07777;
   o.noatime = c.session.mount.noatime;
+  // Only this mount changes memfs, so its listings stay right without
+  // OPENDIR; but then nobody checks an opendir() but the kernel, which it
+  // does with default_permissions (root passes anyway).
+  const MountOptions& m = c.session.mount;
+  o.dir_handles = !m.default_permissions && (m.allow_other || m.user_id != 0);
   return std::unique_ptr<FileSystem>(std::make_unique<MemFs>(o));
 }
 
