@@ -399,8 +399,7 @@ void MemFs::DirChanged(Inode* dir) {
   // reply and while the kernel holds the directory's lock, it is found
   // incomplete and read again.
   if (kernel_ == nullptr || !dir->dir->listed_without_handle.load(std::memory_order_acquire)) return;
-  proto::Reply r = proto::NotifyInvalInode(dir->id, 0, 0);
-  kernel_->Notify(r.Iov()).ok();
+  kernel_->InvalidateData(dir->id).ok();
 }
 
 bool MemFs::StickyDenies(const RequestContext& ctx, const Inode& dir,

@@ -15,7 +15,6 @@
 #include "core/passthrough/internal.h"
 #include "core/passthrough/source_dirent.h"
 #include "proto/abi.h"
-#include "proto/notify.h"
 
 namespace efuse {
 
@@ -149,8 +148,7 @@ void PassthroughFs::NamespaceChanged(uint64_t dir, uint64_t other_dir) {
         (opts_.dir_handles || !recovered_nodes_.contains(d))) {
       continue;
     }
-    proto::Reply r = proto::NotifyInvalInode(d, 0, 0);
-    if (kernel_->Notify(r.Iov()).ok()) listing_drops_.fetch_add(1, std::memory_order_relaxed);
+    if (kernel_->InvalidateData(d).ok()) listing_drops_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 

@@ -58,8 +58,7 @@ void PassthroughFs::AttrsChangedUnseen(uint64_t nodeid) {
 void PassthroughFs::InvalidateInode(uint64_t nodeid) {
   // Source events land here: its xattrs may have changed too (FAN_ATTRIB).
   if (std::shared_ptr<Inode> n = Find(nodeid); n != nullptr) XattrsChanged(*n);
-  proto::Reply r = proto::NotifyInvalInode(nodeid, 0, 0);
-  if (kernel_->Notify(r.Iov()).ok()) invalidations_.fetch_add(1, std::memory_order_relaxed);
+  if (kernel_->InvalidateData(nodeid).ok()) invalidations_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void PassthroughFs::OnSourceEvent(const passthrough::SourceEvent& ev) {
