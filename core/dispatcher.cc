@@ -471,6 +471,13 @@ class Dispatcher::PendingLater final : public LaterAnswer {
   bool Interrupted() const override {
     return slot_ != nullptr && slot_->interrupted.load(std::memory_order_acquire);
   }
+  // An INTERRUPT that came during the call, before this slot was claimed,
+  // flagged only the call's slot (later ones flag both).
+  void CarryInterrupt(const std::atomic<bool>* call_flag) {
+    if (slot_ != nullptr && call_flag != nullptr && call_flag->load(std::memory_order_acquire)) {
+      slot_->interrupted.store(true, std::memory_order_release);
+    }
+  }
 
  private:
   Dispatcher* const d_;
@@ -483,11 +490,14 @@ class Dispatcher::PendingLater final : public LaterAnswer {
 // the call's in-line reply goes through (dropped once a Later was taken).
 class Dispatcher::LaterTaker final : public LaterSource, public ReplySender {
  public:
-  LaterTaker(Dispatcher* d, ReplySender* out, LaterReply info) : d_(d), out_(out), info_(info) {}
+  // `call_interrupted`: the call's own interrupt flag (may be null).
+  LaterTaker(Dispatcher* d, ReplySender* out, LaterReply info, const std::atomic<bool>* call_interrupted)
+      : d_(d), out_(out), info_(info), call_interrupted_(call_interrupted) {}
   std::unique_ptr<LaterAnswer> Take() override {
     if (taken_) return nullptr;
     // (Made before the sender is detached: nothing can fail after.)
     auto pending = std::make_unique<PendingLater>(d_, info_, d_->interrupts_.Claim(info_.unique));
+    pending->CarryInterrupt(call_interrupted_);
     std::unique_ptr<ReplySender> late = out_->Detach();
     if (late == nullptr) return nullptr;
     taken_ = true;
@@ -504,6 +514,7 @@ class Dispatcher::LaterTaker final : public LaterSource, public ReplySender {
   Dispatcher* const d_;
   ReplySender* const out_;
   const LaterReply info_;
+  const std::atomic<bool>* const call_interrupted_;
   bool taken_ = false;
 };
 
@@ -754,7 +765,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
     info.op = req.opcode();
     if (info.op == Opcode::kRead) info.size = req.Arg<abi::ReadIn>().size;
     if (info.op == Opcode::kGetxattr || info.op == Opcode::kListxattr) info.size = req.Arg<abi::GetxattrIn>().size;
-    LaterTaker taker(this, out, info);
+    LaterTaker taker(this, out, info, ctx.interrupted);
     ctx.later_source_ = &taker;
     Dispatch(req, scratch, ctx, taker, io);
   } else {

@@ -220,9 +220,9 @@ class EFUSE_API Later {
   void Answer(Status status);
   /// The request failed with `error` (whatever kind of answer it wanted).
   void Fail(Errno error);
-  /// The caller gave up (an INTERRUPT came after the call returned, or the
-  /// mount is going away): answer soon, EINTR if the work was not done. An
-  /// INTERRUPT that came while the call ran shows in ctx.Interrupted().
+  /// The caller gave up (an INTERRUPT came for the request, during the call
+  /// that took this Later or after it, or the mount is going away): answer
+  /// soon, EINTR if the work was not done.
   bool Interrupted() const;
 
  private:

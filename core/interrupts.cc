@@ -4,13 +4,16 @@ namespace efuse {
 
 bool InterruptTable::Interrupt(uint64_t unique) {
   if (unique == 0) return false;
+  // Every slot that names it: while a call that took a Later is still
+  // running, the request holds its worker's slot and its Later's both.
+  bool found = false;
   for (size_t i = 0; i < total_; ++i) {
     if (slots_[i].unique.load(std::memory_order_acquire) == unique) {
       slots_[i].interrupted.store(true, std::memory_order_release);
-      return true;
+      found = true;
     }
   }
-  return false;
+  return found;
 }
 
 InterruptTable::Slot* InterruptTable::Claim(uint64_t unique) {

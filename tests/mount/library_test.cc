@@ -7,6 +7,7 @@
 // and nothing of the engine's internals.
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -208,6 +209,50 @@ TEST_F(LibraryTest, AFuseRingQueueWhollyHeldByLaterAnswersServesOn) {
             "1099511627776\n"
             "server exit 0\n")
       << r.Describe() << "\nserver log:\n" << Bash("cat '" + Dir() + "/server.log'").out;
+}
+
+// A file system on the library, run by an unprivileged user the two ways
+// efused is (rootless_test): through Debian's setuid fusermount3, and
+// mounted by itself inside a user namespace of the user's own.
+TEST_F(LibraryTest, AnUnprivilegedUserMountsAnExample) {
+  constexpr uid_t kUser = 65534;  // nobody
+  ScratchDir user_dir(kUser);
+  ASSERT_FALSE(user_dir.path().empty());
+  const std::string u = user_dir.path();
+  // The user reads the installed library and runs the example from the
+  // suite's scratch tree.
+  ASSERT_EQ(Bash("chmod 0755 '" + Dir() + "'").exit_code(), 0);
+  const std::string serve_and_read =
+      "export LD_LIBRARY_PATH='" + Prefix() + "/lib'\n"
+      "hello='" + Dir() + "/examples/hello'\n" +
+      R"sh(M="$1"; mkdir -p "$M"
+"$hello" "$M" 2>"$M.log" &
+s=$!
+for i in $(seq 1 200); do grep -q " $M " /proc/self/mountinfo && break
+  kill -0 $s 2>/dev/null || { cat "$M.log"; exit 3; }; sleep 0.05; done
+echo "$2 read: $(cat "$M/hello")"
+echo "$2 mounted $(grep -o 'with [a-z0-9]*' "$M.log" | head -n 1)"
+if [ "$2" = fusermount3 ]; then /usr/bin/fusermount3 -u "$M"; else kill -TERM $s; fi
+wait $s; echo "$2 server exit $?"
+)sh";
+  {
+    std::ofstream script(u + "/serve.sh");
+    script << serve_and_read;
+  }
+  CommandResult r = Bash("chown " + std::to_string(kUser) + " '" + u + "/serve.sh'\n"
+                         "p='/usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups'\n"
+                         "$p /bin/bash -e '" + u + "/serve.sh' '" + u + "/mnt' fusermount3\n"
+                         "$p /usr/bin/unshare -Urm /bin/bash -e '" + u + "/serve.sh' '" + u + "/nsmnt' namespace\n",
+                         seconds(60));
+  ASSERT_EQ(r.exit_code(), 0) << r.Describe();
+  EXPECT_EQ(r.out,
+            "fusermount3 read: Hello from efuse!\n"
+            "fusermount3 mounted with fusermount3\n"
+            "fusermount3 server exit 0\n"
+            "namespace read: Hello from efuse!\n"
+            "namespace mounted with fsopen\n"
+            "namespace server exit 0\n")
+      << r.Describe();
 }
 
 TEST_F(LibraryTest, StaticallyLinkedHelloNeedsNoSharedEfuse) {

@@ -5,9 +5,11 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -369,6 +371,21 @@ class LaterFs : public FileSystem {
   std::string_view Name() const override { return "later"; }
   Result<Entry> Lookup(const RequestContext& ctx, uint64_t, std::string_view name) override {
     if (name == "claims-but-takes-none") return kAnsweredLater;
+    if (name.starts_with("interrupted-")) {
+      // The INTERRUPT comes while this call runs: before or after it takes
+      // its Later. Either way the Later sees it.
+      const bool take_first = name == "interrupted-after-taking";
+      std::optional<Later> later;
+      if (take_first) later.emplace(ctx.AnswerLater());
+      in_call = true;
+      while (!ctx.Interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (!take_first) later.emplace(ctx.AnswerLater());
+      Spawn([l = std::move(*later)]() mutable {
+        if (l.Interrupted()) return l.Fail(Errno(EINTR));
+        l.Answer(Result<Entry>(Errno(ENOENT)));
+      });
+      return kAnsweredLater;
+    }
     Later later = ctx.AnswerLater();
     if (!later) return Errno(ENOTSUP);
     if (name == "dropped") return kAnsweredLater;  // destroyed unanswered here
@@ -416,6 +433,7 @@ class LaterFs : public FileSystem {
   }
   bool second_was_empty = false;
   bool readdir_later_empty = false;
+  std::atomic<bool> in_call{false};
 
  private:
   template <typename F>
@@ -523,6 +541,31 @@ TEST_F(LaterTest, AReadAnsweredLaterIsCutToWhatWasAsked) {
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(HeaderOf(r[0]).error, 0);
   EXPECT_EQ(r[0].size(), sizeof(abi::OutHeader) + 1000);
+}
+
+TEST_F(LaterTest, AnInterruptThatCameDuringTheCallReachesTheLater) {
+  uint64_t unique = 40;
+  for (const char* name : {"interrupted-before-taking", "interrupted-after-taking"}) {
+    SCOPED_TRACE(name);
+    unique += 2;
+    fs_.in_call = false;
+    std::thread worker([&] {
+      std::vector<uint8_t> req = Lookup(unique, name), buf(1 << 20);
+      std::memcpy(buf.data(), req.data(), req.size());
+      dispatcher_->Handle(buf, req.size(), dispatcher_->interrupts().slot(0), sender_);
+    });
+    while (!fs_.in_call) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    abi::InterruptIn intr{unique};
+    std::vector<uint8_t> req = Req(Opcode::kInterrupt, unique + 1, 0, &intr, sizeof(intr)), buf(4096);
+    std::memcpy(buf.data(), req.data(), req.size());
+    dispatcher_->Handle(buf, req.size(), dispatcher_->interrupts().slot(1), sender_);
+    worker.join();
+    fs_.Join();
+    auto r = sender_.Take();
+    ASSERT_EQ(r.size(), 1u) << "INTERRUPT found its request: no reply of its own";
+    EXPECT_EQ(HeaderOf(r[0]).unique, unique);
+    EXPECT_EQ(HeaderOf(r[0]).error, -EINTR);
+  }
 }
 
 TEST_F(LaterTest, StopAsyncWaitsForOutstandingAnswers) {
