@@ -958,6 +958,15 @@ void Dispatcher::Dispatch(const Request& req, std::span<uint8_t> scratch,
     }
     case Opcode::kRead: {
       auto in = req.Arg<abi::ReadIn>();
+      Result<FileSystem::ReadView> view = fs_->ViewRead(ctx, node, in.fh, in.offset, in.size, in.flags);
+      if (!view.ok()) return SendError(sender, unique, view.error().value());
+      if (view->use) {
+        // view->keep holds the bytes until Send returns: every transport
+        // has written or copied them by then.
+        Reply r(unique);
+        r.AddPayload(view->data.first(std::min<size_t>(view->data.size(), in.size)));
+        return Send(sender, r);
+      }
       std::span<uint8_t> out = scratch.first(std::min<size_t>(in.size, scratch.size()));
       if (io != nullptr &&
           TryAsyncIo(ctx, req, in.fh, 0, sender,

@@ -349,6 +349,20 @@ class FileSystem {
   /// Reads up to out.size() bytes at `offset` into `out` (the transport's reply
   /// buffer: no extra copy); returns the count, 0 at end of file.
   virtual Result<size_t> Read(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<uint8_t> /*out*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
+  /// READ answered from memory the file system owns (a cache, a mapping,
+  /// a buffer of zeros) instead of Read filling the reply buffer: the reply
+  /// is written from `data` as it is (the /dev/fuse transports hand it to
+  /// the kernel with no copy in the daemon; the FUSE ring copies it into
+  /// its entry, whose buffer the kernel fixed at registration). `keep`
+  /// holds the memory until the reply is sent; its bytes must not change
+  /// meanwhile. `data` longer than asked for is cut; shorter means end of
+  /// file there. The default, a ReadView with `use` false: Read is called.
+  struct ReadView {
+    std::span<const uint8_t> data;
+    std::shared_ptr<const void> keep;
+    bool use = false;
+  };
+  virtual Result<ReadView> ViewRead(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, uint32_t /*size*/, uint32_t /*flags*/) { return ReadView{}; }
   /// write_flags: abi::kWrite* (kWriteKillSuidgid: clear setuid/setgid).
   virtual Result<size_t> Write(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<const uint8_t> /*data*/, uint32_t /*write_flags*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
   /// READ/WRITE/FSYNC on `fh` done by the transport's io_uring instead of

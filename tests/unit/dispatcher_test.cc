@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -76,6 +77,18 @@ class TestFs : public FileSystem {
     for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(offset + i);
     return out.size() / 2;  // a short read
   }
+  // Node 11: answered from bytes of its own, held by `keep` until sent;
+  // node 12: fails; the rest: Read.
+  Result<ReadView> ViewRead(const RequestContext&, uint64_t nodeid, uint64_t, uint64_t offset, uint32_t,
+                            uint32_t) override {
+    if (nodeid == 12) return Errno(EHOSTDOWN);
+    if (nodeid != 11) return ReadView{};
+    auto bytes = std::make_shared<std::string>("0123456789abcdef");
+    view_keep = bytes;
+    const std::string_view from = std::string_view(*bytes).substr(std::min<size_t>(offset, bytes->size()));
+    return ReadView{{reinterpret_cast<const uint8_t*>(from.data()), from.size()}, bytes, true};
+  }
+  std::weak_ptr<std::string> view_keep;
   Result<std::string> GetXattr(const RequestContext&, uint64_t, std::string_view) override {
     return std::string("value!");
   }
@@ -249,6 +262,26 @@ TEST_F(DispatcherTest, ReadWritesIntoScratchAndRepliesShort) {
   ASSERT_EQ(r[0].size(), sizeof(abi::OutHeader) + 2048);
   EXPECT_EQ(r[0][sizeof(abi::OutHeader)], 7);
   EXPECT_EQ(r[0][sizeof(abi::OutHeader) + 100], static_cast<uint8_t>(107));
+}
+
+TEST_F(DispatcherTest, ReadAnsweredFromTheFileSystemsOwnBytes) {
+  Init();
+  abi::ReadIn rd{};
+  rd.size = 10;  // fewer than the view holds: cut to what was asked
+  rd.offset = 2;
+  auto r = Run(Req(Opcode::kRead, 28, 11, &rd, sizeof(rd)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(std::string(r[0].begin() + sizeof(abi::OutHeader), r[0].end()), "23456789ab");
+  EXPECT_TRUE(fs_.view_keep.expired()) << "the bytes are let go once the reply is sent";
+  rd.size = 4096;  // more: the view's end is the file's
+  rd.offset = 12;
+  r = Run(Req(Opcode::kRead, 30, 11, &rd, sizeof(rd)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(std::string(r[0].begin() + sizeof(abi::OutHeader), r[0].end()), "cdef");
+  r = Run(Req(Opcode::kRead, 32, 12, &rd, sizeof(rd)));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(HeaderOf(r[0]).error, -EHOSTDOWN);
+  EXPECT_EQ(r[0].size(), sizeof(abi::OutHeader));
 }
 
 TEST_F(DispatcherTest, GetxattrSizeProbeAndErange) {

@@ -8,7 +8,9 @@
 //
 // Attributes are never cached (attr_timeout 0: every stat is a GETATTR)
 // and I/O bypasses the page cache (FOPEN_DIRECT_IO: every read and write
-// is a request), so each call a benchmark makes reaches the server.
+// is a request), so each call a benchmark makes reaches the server. READ
+// is answered from a read-only mapping of zeros (FileSystem::ViewRead),
+// as its libfuse twin answers from one buffer it zeroed once.
 //
 // With --answer-later, GETATTR and READ are answered from threads of its
 // own, as a file system whose backend is a network would: the call takes
@@ -20,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -101,6 +104,26 @@ class Pool {
   std::vector<std::thread> threads_;
 };
 
+// Zeros to answer READ from (FileSystem::ViewRead): a read-only anonymous
+// mapping that nothing ever writes, so every page of it is the kernel's
+// one shared zero page: no memory, and nothing to fill per read.
+class Zeros {
+ public:
+  static constexpr size_t kSize = size_t{4} << 20;  // more than the largest READ (1 MiB)
+  Zeros() {
+    void* p = mmap(nullptr, kSize, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) bytes_ = static_cast<const uint8_t*>(p);
+  }
+  ~Zeros() {
+    if (bytes_ != nullptr) munmap(const_cast<uint8_t*>(bytes_), kSize);
+  }
+  // Null if the mapping failed (then Read fills the reply instead).
+  const uint8_t* bytes() const { return bytes_; }
+
+ private:
+  const uint8_t* bytes_ = nullptr;
+};
+
 class NullFs : public efuse::FileSystem {
  public:
   explicit NullFs(Pool* later) : later_(later) {}
@@ -139,6 +162,15 @@ class NullFs : public efuse::FileSystem {
     efuse::OpenReply r;
     r.open_flags = efuse::abi::kFopenDirectIo;
     return r;
+  }
+
+  // READ answered from the zeros above, as they are: nothing is written
+  // per request. (Answered later, or larger than the mapping: Read.)
+  efuse::Result<ReadView> ViewRead(const efuse::RequestContext&, uint64_t, uint64_t, uint64_t offset,
+                                   uint32_t size, uint32_t) override {
+    if (later_ != nullptr || zeros_.bytes() == nullptr || size > Zeros::kSize) return ReadView{};
+    const size_t n = offset >= kSize ? 0 : static_cast<size_t>(std::min<uint64_t>(size, kSize - offset));
+    return ReadView{{zeros_.bytes(), n}, nullptr, true};
   }
 
   efuse::Result<size_t> Read(const efuse::RequestContext& ctx, uint64_t, uint64_t, uint64_t offset,
@@ -209,6 +241,7 @@ class NullFs : public efuse::FileSystem {
   }
 
   Pool* const later_;  // null: every answer in line
+  const Zeros zeros_;
 };
 
 }  // namespace
