@@ -641,6 +641,31 @@ bool Dispatcher::NotIdempotent(Opcode op) {
   }
 }
 
+void Dispatcher::DropListingsOfResent(const Request& req) {
+  if (kernel_ == nullptr) return;
+  uint64_t dirs[2] = {req.header.nodeid, 0};
+  switch (req.opcode()) {
+    case Opcode::kCreate: case Opcode::kMknod: case Opcode::kMkdir: case Opcode::kSymlink:
+    case Opcode::kLink: case Opcode::kUnlink: case Opcode::kRmdir:
+      break;
+    case Opcode::kRename:
+      dirs[1] = req.Arg<abi::RenameIn>().newdir;
+      break;
+    case Opcode::kRename2:
+      dirs[1] = req.Arg<abi::Rename2In>().newdir;
+      break;
+    default:
+      return;
+  }
+  // FUSE_NOTIFY_INVAL_INODE takes no directory lock (fs/fuse/inode.c), so
+  // it is safe while this request holds its directories': sent now, before
+  // the answer, a listing begun before the change is found incomplete and
+  // read again (the race PassthroughFs::NamespaceChanged describes).
+  for (uint64_t d : dirs) {
+    if (d != 0 && kernel_->InvalidateData(d).ok()) stats_.resent_listing_drops.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 void Dispatcher::ReplayAnswer(const Request& req, const std::string& recorded, ReplySender& sender) {
   abi::OutHeader head{};
   if (recorded.size() < sizeof(head)) return SendError(sender, req.header.unique, EIO);
@@ -724,6 +749,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
   if (answers_ != nullptr) {
     const uint64_t first_unique = req.header.unique & ~abi::kUniqueResend;
     if ((req.header.unique & abi::kUniqueResend) != 0) {
+      DropListingsOfResent(req);
       // Its server died before the kernel had the answer: if that answer
       // was recorded, the request was carried out; it is not done again.
       if (std::string recorded = answers_->FindAnswer(first_unique); !recorded.empty()) {

@@ -62,6 +62,8 @@ struct DispatcherStats {
   std::atomic<uint64_t> interrupts{};   // INTERRUPTs that found their request
   // Lock conflicts that an earlier RELEASE, handled late, resolved.
   std::atomic<uint64_t> lock_conflicts_resolved{};
+  // Kept listings dropped before a resent change was answered.
+  std::atomic<uint64_t> resent_listing_drops{};
 };
 
 class Dispatcher {
@@ -126,6 +128,11 @@ class Dispatcher {
   // The answer to a request resent after its intent was recorded, whose
   // second run failed with `err` only because the first took effect.
   std::optional<proto::Reply> AfterIntent(const proto::Request& req, const RequestContext& ctx, int err);
+  // Before a resent request that changes directories is answered: drops
+  // the listings the kernel keeps of them (as the file systems do for a
+  // change they make). The last server may have made the change and died
+  // before its own drop; a recorded answer is then replayed with none.
+  void DropListingsOfResent(const proto::Request& req);
   // Answers `req` with the recorded message `recorded` (out header first).
   void ReplayAnswer(const proto::Request& req, const std::string& recorded, ReplySender& sender);
   StateRegion* answers_ = nullptr;

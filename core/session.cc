@@ -99,6 +99,7 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
   lines.emplace_back("requests_malformed", std::to_string(dispatcher_->stats().bad_requests.load()));
   lines.emplace_back("lock_conflicts_resolved_by_release",
                      std::to_string(dispatcher_->stats().lock_conflicts_resolved.load()));
+  lines.emplace_back("resent_listing_drops", std::to_string(dispatcher_->stats().resent_listing_drops.load()));
   return lines;
 }
 

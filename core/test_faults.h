@@ -20,6 +20,9 @@
 //                          a journal checkpoint
 //   crash_mid_append=1     the first server dies having written half of an
 //                          O_APPEND write (passthrough, daemon I/O)
+//   crash_before_listing_drop=1  the first server dies having made a change
+//                          in a directory whose listing the kernel keeps,
+//                          before it drops that listing (passthrough)
 #ifndef EFUSE_CORE_TEST_FAULTS_H_
 #define EFUSE_CORE_TEST_FAULTS_H_
 

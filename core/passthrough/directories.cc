@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <utility>
 
 #include "core/log.h"
@@ -147,6 +148,10 @@ void PassthroughFs::NamespaceChanged(uint64_t dir, uint64_t other_dir) {
     if (!n->listed_without_handle.load(std::memory_order_acquire) &&
         (opts_.dir_handles || !recovered_nodes_.contains(d))) {
       continue;
+    }
+    if (crash_before_listing_drop_) {
+      Log(LogLevel::kWarning, "test fault crash_before_listing_drop: dying before dropping the listing of node %u", d);
+      raise(SIGKILL);
     }
     if (kernel_->InvalidateData(d).ok()) listing_drops_.fetch_add(1, std::memory_order_relaxed);
   }

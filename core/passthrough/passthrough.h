@@ -442,6 +442,7 @@ class PassthroughFs : public FileSystem {
   uint64_t checkpoint_min_bytes_ = 8u << 20;
   bool crash_in_checkpoint_ = false;
   bool crash_mid_append_ = false;  // test fault: die after half an O_APPEND write
+  bool crash_before_listing_drop_ = false;  // test fault: die between a change and its listing drop
   // Nodes of the last server's the kernel has forgotten without asking
   // for them (Unremember): left out of the next checkpoint.
   absl::Mutex recovered_forgotten_mu_;

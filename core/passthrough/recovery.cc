@@ -415,6 +415,8 @@ void PassthroughFs::StartCompactor() {
   crash_in_checkpoint_ = TestFault("crash_in_checkpoint").has_value() &&
                          opts_.state->header().generation.load() == 1;
   crash_mid_append_ = TestFault("crash_mid_append").has_value() && opts_.state->header().generation.load() == 1;
+  crash_before_listing_drop_ =
+      TestFault("crash_before_listing_drop").has_value() && opts_.state->header().generation.load() == 1;
   compactor_ = std::thread([this] { CompactorLoop(); });
   compactor_running_.store(true);
   NoteJournalGrowth();  // a successor may find the log due already

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -738,6 +739,80 @@ TEST_P(TakeoverTest, JournalCheckpointsKeepWhatTheKernelHolds) {
   close(dir_fd);
   close(untouched);
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
+void CheckAListingBegunBeforeACrashedRename(EfuseMount& m) {
+  const std::string d = m.Path("moving"), away = m.Path("away");
+  ASSERT_SYS(mkdir(d.c_str(), 0755));
+  ASSERT_SYS(mkdir(away.c_str(), 0755));
+  constexpr size_t kNames = 100;
+  for (size_t i = 0; i < kNames; ++i) ASSERT_SYS(mknod((d + "/name-" + std::to_string(i)).c_str(), S_IFREG | 0644, 0));
+  std::vector<char> buf(1024);  // a few entries per call: the first piece ends early
+  auto read_some = [&](int fd, std::vector<std::string>* names) {
+    const long n = syscall(SYS_getdents64, fd, buf.data(), buf.size());
+    EXPECT_GE(n, 0) << strerror(errno);
+    for (long at = 0; at < n; at += reinterpret_cast<struct dirent64*>(buf.data() + at)->d_reclen) {
+      names->push_back(reinterpret_cast<struct dirent64*>(buf.data() + at)->d_name);
+    }
+    return n;
+  };
+  UniqueFd old_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_SYS(old_reader.get());
+  std::vector<std::string> old_order;
+  while (old_order.size() < kNames + 2) ASSERT_GT(read_some(old_reader.get(), &old_order), 0);
+  std::string moved = old_order.back();
+  if (moved == "." || moved == "..") moved = old_order[old_order.size() - 2];
+  if (moved == "." || moved == "..") moved = old_order[old_order.size() - 3];
+  ASSERT_SYS(rename((d + "/" + moved).c_str(), (away + "/" + moved).c_str()));
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  ASSERT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
+  EXPECT_NE(kv["resent_listing_drops"], "0") << m.LogForMessage();
+
+  UniqueFd new_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_SYS(new_reader.get());
+  std::vector<std::string> new_order;
+  read_some(new_reader.get(), &new_order);
+  ASSERT_LT(new_order.size(), kNames / 2) << "the first piece must end before the moved name";
+  EXPECT_EQ(read_some(old_reader.get(), &old_order), 0);  // the old listing's end
+  while (read_some(new_reader.get(), &new_order) > 0) {
+  }
+  std::multiset<std::string> got(new_order.begin(), new_order.end()), want(old_order.begin(), old_order.end());
+  want.erase(moved);
+  EXPECT_EQ(got.count(moved), 0u) << "'" << moved << "', moved away before the listing began, was listed"
+                                  << m.LogForMessage();
+  EXPECT_EQ(got, want);
+  EXPECT_TRUE(Exists(away + "/" + moved));
+  old_reader.Reset();
+  new_reader.Reset();
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
+// A listing the kernel keeps across a crash in a rename: the server moves
+// the last name a reader listed out of its directory and dies before it
+// drops that directory's kept listing (test fault
+// crash_before_listing_drop); its successor finds the resent RENAME done
+// (ENOENT after its intent) and answers success. A reader that began after
+// the rename must not be given the listing the first reader began before
+// it and completes now (listing_test's race, with the change made by a
+// server that died before it could drop that listing). Run where
+// directories are opened without OPENDIR, where the kernel keeps listings
+// (with directory handles it keeps none).
+TEST(TakeoverListingTest, AListingBegunBeforeACrashedRenameIsNotGivenToALaterReader) {
+  for (const bool passthrough : {false, true}) {
+    SCOPED_TRACE(passthrough ? "passthrough" : "memfs_kernel_data");
+    ScratchDir source;
+    std::vector<std::string> flags = {"--supervise=on"};
+    if (passthrough) {
+      flags.insert(flags.end(), {"--fs=passthrough", "--source=" + source.path()});
+    } else {
+      flags.insert(flags.end(), {"--size=256M", "--memfs_data=kernel"});
+    }
+    EfuseMount m;
+    m.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "crash_before_listing_drop=1", 1); });
+    ASSERT_TRUE(m.Start(flags));
+    CheckAListingBegunBeforeACrashedRename(m);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Supervised, TakeoverTest,
