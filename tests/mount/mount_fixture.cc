@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -34,6 +35,17 @@ std::string ErrnoText(int err) { return ErrnoName(err); }
 std::string ErrnoName(int err) {
   const char* name = strerrorname_np(err);
   return std::string(name != nullptr ? name : "E?") + " (" + std::strerror(err) + ")";
+}
+
+long ReadDirPiece(int fd, std::vector<char>& buf, std::vector<std::string>* names) {
+  const long n = syscall(SYS_getdents64, fd, buf.data(), buf.size());
+  EXPECT_GE(n, 0) << "getdents64: " << ErrnoName(errno);
+  for (long at = 0; at < n;) {
+    const auto* e = reinterpret_cast<const struct dirent64*>(buf.data() + at);
+    names->push_back(e->d_name);
+    at += e->d_reclen;
+  }
+  return n;
 }
 
 namespace {

@@ -100,6 +100,11 @@ class UniqueFd {
 // "ENOENT (No such file or directory)".
 std::string ErrnoName(int err);
 
+// One getdents64 call on the directory `fd` into `buf` (its size is the
+// piece: small buffers make many READDIRs of one stream); appends the
+// names it gave to `names` and returns its result (0 at the end).
+long ReadDirPiece(int fd, std::vector<char>& buf, std::vector<std::string>* names);
+
 // Syscall assertions that capture errno right after the call.
 //   ASSERT_SYS(fd = open(...));          fails (and returns) if it returned -1
 //   EXPECT_ERRNO(unlink(p), ENOENT);     expects -1 with exactly that errno

@@ -7,7 +7,6 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -748,14 +747,7 @@ void CheckAListingBegunBeforeACrashedRename(EfuseMount& m) {
   constexpr size_t kNames = 100;
   for (size_t i = 0; i < kNames; ++i) ASSERT_SYS(mknod((d + "/name-" + std::to_string(i)).c_str(), S_IFREG | 0644, 0));
   std::vector<char> buf(1024);  // a few entries per call: the first piece ends early
-  auto read_some = [&](int fd, std::vector<std::string>* names) {
-    const long n = syscall(SYS_getdents64, fd, buf.data(), buf.size());
-    EXPECT_GE(n, 0) << strerror(errno);
-    for (long at = 0; at < n; at += reinterpret_cast<struct dirent64*>(buf.data() + at)->d_reclen) {
-      names->push_back(reinterpret_cast<struct dirent64*>(buf.data() + at)->d_name);
-    }
-    return n;
-  };
+  auto read_some = [&](int fd, std::vector<std::string>* names) { return ReadDirPiece(fd, buf, names); };
   UniqueFd old_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   ASSERT_SYS(old_reader.get());
   std::vector<std::string> old_order;
