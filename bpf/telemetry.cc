@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -88,13 +89,17 @@ absl::StatusOr<std::unique_ptr<KernelTelemetry>> KernelTelemetry::Load(const Tel
     efuse_telemetry__destroy(skel);
     return refused("loading the BPF programs", err);
   }
-  if (int err = efuse_telemetry__attach(skel); err != 0) {
-    efuse_telemetry__destroy(skel);
-    return refused("attaching to tp_btf/fuse_request_send and _end", err);
+  if (options.attach_on_load) {
+    if (int err = efuse_telemetry__attach(skel); err != 0) {
+      efuse_telemetry__destroy(skel);
+      return refused("attaching to tp_btf/fuse_request_send and _end", err);
+    }
   }
   libbpf_set_print(previous);
   libbpf_messages = nullptr;
-  return std::unique_ptr<KernelTelemetry>(new KernelTelemetry(skel, options));
+  std::unique_ptr<KernelTelemetry> t(new KernelTelemetry(skel, options));
+  t->attached_ = options.attach_on_load;
+  return t;
 }
 
 KernelTelemetry::KernelTelemetry(efuse_telemetry* skel, const TelemetryOptions& options)
@@ -110,13 +115,25 @@ KernelTelemetry::~KernelTelemetry() {
 }
 
 absl::Status KernelTelemetry::Attach(dev_t dev, unsigned connection_id) {
+  if (!attached_) {
+    const auto started = std::chrono::steady_clock::now();
+    if (int err = efuse_telemetry__attach(skel_); err != 0) {
+      return absl::ErrnoToStatus(-err, "attaching to tp_btf/fuse_request_send and _end (nothing is counted)");
+    }
+    attached_ = true;
+    Log(LogLevel::kInfo, "telemetry: programs attached in %.1f ms",
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+  }
   efuse_config config{};
   config.dev = KernelDev(dev);
   config.sample_every = options_.sample_every;
   config.owner_pid = static_cast<__u32>(getpid());
   config.time_every = options_.time_every;
   if (absl::Status s = maps_.WriteConfig(config); !s.ok()) return s;
-  return Pin(connection_id);
+  if (absl::Status s = Pin(connection_id); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(s.message(), " (counting goes on; efusectl cannot read it)"));
+  }
+  return absl::OkStatus();
 }
 
 void KernelTelemetry::ReleasePrograms() {

@@ -326,7 +326,7 @@ absl::Status Session::Run() {
   // Before INIT is answered, so the telemetry sees every request after it.
   if (options_.telemetry != nullptr) {
     if (absl::Status ts = options_.telemetry->Attach(dev_, minor(dev_)); !ts.ok()) {
-      Log(LogLevel::kWarning, "telemetry: %s (counting goes on; efusectl cannot read it)",
+      Log(LogLevel::kWarning, "telemetry: %s",
           std::string(ts.message()));
     }
     if (options_.offload) {

@@ -314,6 +314,7 @@ int main(int argc, char** argv) {
     efuse::bpf::TelemetryOptions topts;
     topts.sample_every = config->trace_sample;
     topts.time_every = config->time_every;
+    topts.attach_on_load = gate < 0;  // a standby's wait until it takes over
     if (state != nullptr && state->header().initialized.load() != 0) {
       topts.carry_on_connection = static_cast<int>(minor(static_cast<dev_t>(state->header().device)));
     }
@@ -329,8 +330,8 @@ int main(int argc, char** argv) {
     }
     if (loaded.ok()) {
       telemetry = std::move(*loaded);
-      efuse::Log(efuse::LogLevel::kInfo,
-                 "telemetry: BPF programs attached to tp_btf/fuse_request_send and _end%s",
+      efuse::Log(efuse::LogLevel::kInfo, "telemetry: BPF programs %s tp_btf/fuse_request_send and _end%s",
+                 topts.attach_on_load ? "attached to" : "loaded, to be attached at takeover to",
                  config->session.offload ? "; offload policy on" : "; offload policy off (--offload=off)");
     } else if (config->telemetry == "on") {
       std::fprintf(stderr, "efused: --telemetry=on: %s\n", std::string(loaded.status().message()).c_str());
