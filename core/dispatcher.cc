@@ -657,6 +657,7 @@ void Dispatcher::DropListingsOfResent(const Request& req) {
     default:
       return;
   }
+  if (dirs[1] == dirs[0]) dirs[1] = 0;  // a rename within one directory
   // FUSE_NOTIFY_INVAL_INODE takes no directory lock (fs/fuse/inode.c), so
   // it is safe while this request holds its directories': sent now, before
   // the answer, a listing begun before the change is found incomplete and

@@ -268,7 +268,11 @@ class EFUSE_API KernelConnection {
   /// same rule: never while holding a lock a request needs (the kernel may
   /// wait for a request on that inode or directory before it takes the
   /// notification), and, from a request's own call, not about that
-  /// request's inode or directory.
+  /// request's inode or directory. One exception: InvalidateData of a
+  /// directory (its kept listing and attributes) takes neither the
+  /// directory's lock nor a page lock a request holds (fs/fuse/inode.c,
+  /// readdir.c), so a change may drop its own directory's listing before
+  /// it answers, as efused does.
   ///
   /// Drops cached data of `nodeid` in [offset, offset + length) (length 0:
   /// to the end) and its attributes (FUSE_NOTIFY_INVAL_INODE): for a file
@@ -351,12 +355,13 @@ class FileSystem {
   virtual Result<size_t> Read(const RequestContext&, uint64_t /*nodeid*/, uint64_t /*fh*/, uint64_t /*offset*/, std::span<uint8_t> /*out*/, uint32_t /*flags*/) { return Errno(ENOSYS); }
   /// READ answered from memory the file system owns (a cache, a mapping,
   /// a buffer of zeros) instead of Read filling the reply buffer: the reply
-  /// is written from `data` as it is (the /dev/fuse transports hand it to
-  /// the kernel with no copy in the daemon; the FUSE ring copies it into
-  /// its entry, whose buffer the kernel fixed at registration). `keep`
-  /// holds the memory until the reply is sent; its bytes must not change
-  /// meanwhile. `data` longer than asked for is cut; shorter means end of
-  /// file there. The default, a ReadView with `use` false: Read is called.
+  /// is written from `data` as it is (the sync transport hands it to the
+  /// kernel with no copy in the daemon, uring-dev too above 68 KiB; the
+  /// FUSE ring copies it into its entry, whose buffer the kernel fixed at
+  /// registration). `keep` (may be null) holds the memory until the reply
+  /// is sent; its bytes must not change meanwhile. `data` longer than asked
+  /// for is cut; shorter means end of file there. Only a ReadView with
+  /// `use` set is one: the default (`use` false) has Read called instead.
   struct ReadView {
     std::span<const uint8_t> data;
     std::shared_ptr<const void> keep;

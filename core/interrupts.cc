@@ -1,5 +1,7 @@
 #include "core/interrupts.h"
 
+#include <thread>
+
 namespace efuse {
 
 bool InterruptTable::Interrupt(uint64_t unique) {
@@ -8,12 +10,28 @@ bool InterruptTable::Interrupt(uint64_t unique) {
   // running, the request holds its worker's slot and its Later's both.
   bool found = false;
   for (size_t i = 0; i < total_; ++i) {
-    if (slots_[i].unique.load(std::memory_order_acquire) == unique) {
+    // Taken for flagging in one step, so the slot cannot be ended and
+    // given to another request between the check and the flag.
+    uint64_t expected = unique;
+    if (slots_[i].unique.compare_exchange_strong(expected, unique | kFlagging, std::memory_order_acq_rel)) {
       slots_[i].interrupted.store(true, std::memory_order_release);
+      slots_[i].unique.store(unique, std::memory_order_release);
       found = true;
     }
   }
   return found;
+}
+
+void InterruptTable::End(Slot* slot) {
+  uint64_t u = slot->unique.load(std::memory_order_acquire);
+  for (;;) {
+    if ((u & kFlagging) != 0) {  // (two stores away from done)
+      std::this_thread::yield();
+      u = slot->unique.load(std::memory_order_acquire);
+      continue;
+    }
+    if (slot->unique.compare_exchange_weak(u, 0, std::memory_order_acq_rel)) return;
+  }
 }
 
 InterruptTable::Slot* InterruptTable::Claim(uint64_t unique) {

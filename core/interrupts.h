@@ -39,13 +39,19 @@ class InterruptTable {
     slot->interrupted.store(false, std::memory_order_relaxed);
     slot->unique.store(unique, std::memory_order_release);
   }
-  static void End(Slot* slot) { slot->unique.store(0, std::memory_order_release); }
+  // Frees `slot`; waits out an Interrupt() flagging it this instant, so
+  // that the flag cannot land on the next request the slot is given.
+  static void End(Slot* slot);
 
   // Flags the request `unique` if it is in flight; false if it is not (not
   // yet registered, or already answered).
   bool Interrupt(uint64_t unique);
 
  private:
+  // Set in a slot's unique while Interrupt() flags it (no FUSE unique has
+  // it: the kernel counts in steps of 2 from 0 and marks resends with bit 63).
+  static constexpr uint64_t kFlagging = uint64_t{1} << 62;
+
   size_t size_;
   size_t total_;
   std::unique_ptr<Slot[]> slots_;

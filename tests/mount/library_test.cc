@@ -79,13 +79,13 @@ TEST_F(LibraryTest, InstallPutsTheLibraryHeadersAndPackageInPlace) {
   for (const char* path : {"./include/efuse/efuse.h", "./include/efuse/core/filesystem.h",
                            "./include/efuse/core/server.h", "./include/efuse/core/result.h",
                            "./include/efuse/core/api.h", "./include/efuse/proto/abi.h", "./lib/libefuse.so",
-                           "./lib/libefuse.so.0.1", "./lib/libefuse.so.0.1.0", "./lib/libefuse.a",
+                           "./lib/libefuse.so.0.2", "./lib/libefuse.so.0.2.0", "./lib/libefuse.a",
                            "./lib/cmake/efuse/efuseConfig.cmake", "./lib/cmake/efuse/efuseConfigVersion.cmake",
                            "./lib/cmake/efuse/efuseTargets.cmake", "./lib/pkgconfig/efuse.pc"}) {
     EXPECT_NE(r.out.find(std::string(path) + "\n"), std::string::npos) << path << " missing:\n" << r.out;
   }
   // 0.x: a minor release may change the ABI, so the soname names it.
-  EXPECT_NE(r.out.find("[libefuse.so.0.1]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[libefuse.so.0.2]"), std::string::npos) << r.out;
 }
 
 TEST_F(LibraryTest, TheSharedLibraryExportsThePublicApiOnly) {
@@ -228,12 +228,16 @@ TEST_F(LibraryTest, AnUnprivilegedUserMountsAnExample) {
       R"sh(M="$1"; mkdir -p "$M"
 "$hello" "$M" 2>"$M.log" &
 s=$!
+# Whatever happens below, no server or mount of the user's outlives this.
+trap 'kill $s 2>/dev/null; /usr/bin/fusermount3 -uz "$M" 2>/dev/null; umount -l "$M" 2>/dev/null; true' EXIT
 for i in $(seq 1 200); do grep -q " $M " /proc/self/mountinfo && break
   kill -0 $s 2>/dev/null || { cat "$M.log"; exit 3; }; sleep 0.05; done
+grep -q " $M " /proc/self/mountinfo || { echo "not mounted within 10 s"; cat "$M.log"; exit 4; }
 echo "$2 read: $(cat "$M/hello")"
 echo "$2 mounted $(grep -o 'with [a-z0-9]*' "$M.log" | head -n 1)"
 if [ "$2" = fusermount3 ]; then /usr/bin/fusermount3 -u "$M"; else kill -TERM $s; fi
 wait $s; echo "$2 server exit $?"
+trap - EXIT
 )sh";
   {
     std::ofstream script(u + "/serve.sh");
@@ -267,9 +271,9 @@ TEST_F(LibraryTest, PkgConfigAloneBuildsHello) {
   CommandResult r = Bash("export PKG_CONFIG_PATH='" + Prefix() + "/lib/pkgconfig'\n"
                          "g++ -std=c++20 -O1 -o '" + Dir() + "/hello_pc' '" EFUSE_SOURCE_DIR "/tools/examples/hello/hello.cc' "
                          "$(pkg-config --cflags --libs efuse)\n"
-                         "LD_LIBRARY_PATH='" + Prefix() + "/lib' ldd '" + Dir() + "/hello_pc' | grep -o 'libefuse.so.0.1 => [^ ]*'\n");
+                         "LD_LIBRARY_PATH='" + Prefix() + "/lib' ldd '" + Dir() + "/hello_pc' | grep -o 'libefuse.so.0.2 => [^ ]*'\n");
   ASSERT_EQ(r.exit_code(), 0) << r.Describe();
-  EXPECT_EQ(r.out, "libefuse.so.0.1 => " + Prefix() + "/lib/libefuse.so.0.1\n") << r.Describe();
+  EXPECT_EQ(r.out, "libefuse.so.0.2 => " + Prefix() + "/lib/libefuse.so.0.2\n") << r.Describe();
   CommandResult served = MountAndCheck("'" + Dir() + "/hello_pc'", "", "cat \"$M/hello\"\n");
   ASSERT_EQ(served.exit_code(), 0) << served.Describe();
   EXPECT_EQ(served.out, "Hello from efuse!\nserver exit 0\n") << served.Describe();

@@ -2,8 +2,7 @@
 // source: changes made in the source behind the mount's back (caching off,
 // or --watch_source), directories read ahead, listings with or without
 // attributes (--readdirplus), a tree with more files than the daemon may
-// have fds, and source directories refused on the command line. None of
-// this depends on the transport: one is run.
+// have fds, and source directories refused on the command line.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>

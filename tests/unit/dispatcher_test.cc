@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -83,12 +84,18 @@ class TestFs : public FileSystem {
                             uint32_t) override {
     if (nodeid == 12) return Errno(EHOSTDOWN);
     if (nodeid != 11) return ReadView{};
-    auto bytes = std::make_shared<std::string>("0123456789abcdef");
+    // Its release notes how many replies were sent by then.
+    auto bytes = std::shared_ptr<std::string>(new std::string("0123456789abcdef"), [this](std::string* b) {
+      replies_at_view_release = replies_sent ? replies_sent() : 0;
+      delete b;
+    });
     view_keep = bytes;
     const std::string_view from = std::string_view(*bytes).substr(std::min<size_t>(offset, bytes->size()));
     return ReadView{{reinterpret_cast<const uint8_t*>(from.data()), from.size()}, bytes, true};
   }
   std::weak_ptr<std::string> view_keep;
+  std::function<size_t()> replies_sent;
+  size_t replies_at_view_release = 0;
   Result<std::string> GetXattr(const RequestContext&, uint64_t, std::string_view) override {
     return std::string("value!");
   }
@@ -266,6 +273,7 @@ TEST_F(DispatcherTest, ReadWritesIntoScratchAndRepliesShort) {
 
 TEST_F(DispatcherTest, ReadAnsweredFromTheFileSystemsOwnBytes) {
   Init();
+  fs_.replies_sent = [this] { return sender_.Count(); };
   abi::ReadIn rd{};
   rd.size = 10;  // fewer than the view holds: cut to what was asked
   rd.offset = 2;
@@ -273,6 +281,7 @@ TEST_F(DispatcherTest, ReadAnsweredFromTheFileSystemsOwnBytes) {
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(std::string(r[0].begin() + sizeof(abi::OutHeader), r[0].end()), "23456789ab");
   EXPECT_TRUE(fs_.view_keep.expired()) << "the bytes are let go once the reply is sent";
+  EXPECT_EQ(fs_.replies_at_view_release, 1u) << "the bytes were let go before the reply was sent";
   rd.size = 4096;  // more: the view's end is the file's
   rd.offset = 12;
   r = Run(Req(Opcode::kRead, 30, 11, &rd, sizeof(rd)));
