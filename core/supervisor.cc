@@ -305,6 +305,9 @@ int Supervise(const SupervisorOptions& options) {
   bool stop_requested = false;  // a stop signal was passed on: no successor
   bool restart_requested = false;
   std::vector<std::string> server_argv = options.server_argv;
+  // The command line of the last server that came to serve: where an
+  // upgrade goes back to if its new server dies before it serves.
+  std::vector<std::string> last_serving_argv;
   // A planned successor, loaded and waiting at its gate for the running
   // server to retire (efusectl restart).
   pid_t successor = -1;
@@ -325,6 +328,8 @@ int Supervise(const SupervisorOptions& options) {
       break;
     }
     if (child == 0) ExecServer(server_argv, fds, mp);
+    // (A standby or planned successor was started with server_argv too.)
+    const std::vector<std::string> child_argv = server_argv;
     // This server comes to serve once the serving generation passes this.
     const uint64_t generation_before = state->header().generation.load();
     standby_ready = false;
@@ -369,6 +374,7 @@ int Supervise(const SupervisorOptions& options) {
       // fresh fork inherits the copies until its exec: released before,
       // its exec would wait for the detach).
       if (serving) ended_programs.Release();
+      if (serving) last_serving_argv = child_argv;
       take_programs_if_serving(serving);
       const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
                                 standby_failures < kMaxStandbyFailures &&
@@ -490,6 +496,8 @@ int Supervise(const SupervisorOptions& options) {
                                              : std::string(),
                                ")")
                 : DescribeExit(status);
+    // (Read before anything below changes what it asks.)
+    const bool served = is_serving();
     // From here every way out ends the mount: a retired server's 0 too.
     exit_code = ExitCodeOf(status) != 0 ? ExitCodeOf(status) : 1;
     if (stop_requested) {
@@ -526,6 +534,16 @@ int Supervise(const SupervisorOptions& options) {
         break;
       }
       recent_restarts.push_back(now);
+    }
+    if (!served && !last_serving_argv.empty() && child_argv != last_serving_argv) {
+      // An upgrade whose new server died before it served (a broken build,
+      // a crash while taking over): its predecessor's command line serves
+      // on, from the journal, as after any crash.
+      Log(LogLevel::kError, "supervisor: the new server (%s) %s before it served; going back to %s", child_argv[0],
+          how, last_serving_argv[0]);
+      ReportRestartCalledOff(h.device, absl::StrCat("the new server (", child_argv[0], ") ", how,
+                                                    " before it served; went back to ", last_serving_argv[0]));
+      server_argv = last_serving_argv;
     }
     Log(LogLevel::kWarning, "supervisor: the server (pid %d) %s; starting a successor (%s)", child, how,
         server_argv[0]);

@@ -20,6 +20,8 @@
 //                          a journal checkpoint
 //   crash_mid_append=1     the first server dies having written half of an
 //                          O_APPEND write (passthrough, daemon I/O)
+//   crash_after_go=1       a gated server (a standby, an upgrade's new
+//                          server) dies as it is told to take over
 //   crash_before_listing_drop=1  the first server dies having made a change
 //                          in a directory whose listing the kernel keeps,
 //                          before it drops that listing (passthrough)

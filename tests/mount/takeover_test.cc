@@ -397,6 +397,52 @@ TEST_P(TakeoverTest, EfusectlRestartUpgradesTheServer) {
 
 // The BPF counters of the connection (efusectl metrics) carry on across a
 // takeover: the successor's programs count into the maps the last pinned.
+// An upgrade to a server that dies as it takes over (its binary here: a
+// wrapper that switches on test fault crash_after_go): the supervisor goes
+// back to the last server that served, which takes over from the journal
+// as after a crash; efusectl restart says so and exits 1, and what was
+// written and held open before is there.
+TEST_P(TakeoverTest, AnUpgradeWhoseServerDiesBeforeServingGoesBack) {
+  ScratchDir bin;
+  const std::string broken = bin.path() + "/efused-dies";
+  std::string error;
+  // (Its servers are named efused-dies: argv[0] tells which command line runs.)
+  ASSERT_TRUE(WriteFile(broken,
+                        "#!/bin/bash\nEFUSE_TEST_FAULTS=crash_after_go=1 exec -a efused-dies '" EFUSED_PATH "' \"$@\"\n",
+                        &error))
+      << error;
+  ASSERT_EQ(chmod(broken.c_str(), 0755), 0);
+  ASSERT_TRUE(WriteFile(mount_.Path("f"), "one", &error)) << error;
+  const int fd = open(mount_.Path("f").c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+
+  CommandResult r = RunCommand({EFUSECTL_PATH, "restart", mount_.path(), "--binary=" + broken}, seconds(30));
+  EXPECT_EQ(r.exit_code(), 1) << r.Describe() << mount_.LogForMessage();
+  EXPECT_NE(r.err.find("before it served; went back to " EFUSED_PATH), std::string::npos)
+      << r.Describe() << mount_.LogForMessage();
+  // The server that serves now runs the binary of the mount's start.
+  std::map<std::string, std::string> kv;
+  for (int i = 0; i < 500; ++i) {  // (bounded: the journal's takeover takes milliseconds)
+    kv = Status();
+    if (std::atol(kv["server_generation"].c_str()) >= 2 && kv["server_pid"] != "" &&
+        kill(std::atoi(kv["server_pid"].c_str()), 0) == 0) {
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  std::string cmdline;
+  ASSERT_TRUE(ReadFile("/proc/" + kv["server_pid"] + "/cmdline", &cmdline, &error)) << error;
+  EXPECT_EQ(cmdline.substr(0, cmdline.find('\0')), std::string(EFUSED_PATH)) << mount_.LogForMessage();
+  ASSERT_EQ(write(fd, "two", 3), 3) << strerror(errno) << mount_.LogForMessage();
+  close(fd);
+  std::string back;
+  ASSERT_TRUE(ReadFile(mount_.Path("f"), &back, &error)) << error;
+  EXPECT_EQ(back, "onetwo");
+  // And a restart after it upgrades as usual.
+  r = RunCommand({EFUSECTL_PATH, "restart", mount_.path()}, seconds(30));
+  EXPECT_EQ(r.exit_code(), 0) << r.Describe() << mount_.LogForMessage();
+}
+
 TEST_P(TakeoverTest, TelemetryCountersCarryOn) {
   auto total = [&] {
     CommandResult r = RunCommand({EFUSECTL_PATH, "metrics", mount_.path()}, seconds(10));

@@ -190,9 +190,23 @@ int Restart(const std::string& mp, const std::string& binary) {
     std::fprintf(stderr, "efusectl restart: no supervisor of %s answers (is it running?)\n", mp.c_str());
     return 1;
   }
+  // The supervisor's word that the restart was called off, or went back
+  // to the last server (written before any server that follows serves).
+  auto called_off_why = [&]() -> std::optional<std::string> {
+    std::ifstream result(called_off);
+    if (!result) return std::nullopt;
+    std::string why;
+    std::getline(result, why);
+    unlink(called_off.c_str());
+    return why;
+  };
   for (int i = 0; i < 6000; ++i) {  // up to 60 s: the new server loads (30 s at most), the old one drains
     const std::vector<std::string> now = efuse::ctl::ReadStatusFile(*id);
     if (StatusValue(now, "server_generation") > generation) {
+      if (std::optional<std::string> why = called_off_why()) {
+        std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why->c_str());
+        return 1;
+      }
       std::printf("restarted %s: server generation %ld, pid %ld\n", mp.c_str(), StatusValue(now, "server_generation"),
                   StatusValue(now, "server_pid"));
       // Options changed in its --config file that only a new mount can change.
@@ -203,11 +217,8 @@ int Restart(const std::string& mp, const std::string& binary) {
       }
       return 0;
     }
-    if (std::ifstream result(called_off); result) {
-      std::string why;
-      std::getline(result, why);
-      unlink(called_off.c_str());
-      std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why.c_str());
+    if (std::optional<std::string> why = called_off_why()) {
+      std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why->c_str());
       return 1;
     }
     usleep(10000);

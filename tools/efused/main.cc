@@ -30,6 +30,7 @@
 #include "core/service_notify.h"
 #include "core/state_region.h"
 #include "core/supervisor.h"
+#include "core/test_faults.h"
 #include "core/sync_transport.h"
 #include "uring/ring.h"
 #include "tools/efused/cli.h"
@@ -378,6 +379,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     close(gate);
+    if (efuse::TestFault("crash_after_go")) {
+      efuse::Log(efuse::LogLevel::kWarning, "test fault crash_after_go: dying as this server takes over");
+      raise(SIGKILL);
+    }
   }
   if (!config->metrics_file.empty()) {
     // The same text `efusectl metrics` prints, from the pinned maps and the
