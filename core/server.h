@@ -35,7 +35,7 @@ struct ServerOptions {
   /// /dev/fuse), "sync" (read(2) and writev(2)).
   std::string transport = "auto";
   int workers = 0;  ///< serving threads; 0: one per CPU
-  bool pin_workers = true;
+  bool pin_workers = true;  ///< the io_uring transports' workers (sync's float)
   uint32_t max_write = 1u << 20;  ///< largest WRITE (4 KiB .. 1 MiB)
   /// FUSE ring ("uring"): how long a busy worker looks for the next request
   /// without sleeping, in microseconds (0 .. 10000; 0: never polls).

@@ -1,6 +1,6 @@
 // core/sync_transport.h — blocking read()/writev() on /dev/fuse.
 //
-// Owns: one worker thread per CPU (pinned), each reading its own fd cloned
+// Owns: one worker thread per CPU (pinned if asked), each reading its own fd cloned
 // from the session fd with FUSE_DEV_IOC_CLONE, so workers never share a file
 // position or a lock in the daemon. Each worker's buffer is allocated after
 // pinning (first touch puts it on the worker's NUMA node) and pre-faulted.

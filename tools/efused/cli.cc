@@ -96,7 +96,7 @@ ABSL_FLAG(std::string, config, "",
           "a file of NAME=VALUE lines setting any option (# comments), e.g. "
           "/etc/efuse/INSTANCE.conf; read first, so the command line overrides it");
 ABSL_FLAG(int, workers, 0, "transport: worker threads (0: one per CPU)");
-ABSL_FLAG(bool, pin_workers, true, "transport: pin each worker thread to its own CPU");
+ABSL_FLAG(bool, pin_workers, true, "transport: pin each io_uring worker thread to its own CPU (sync's float)");
 ABSL_FLAG(std::string, transport, "auto",
           "transport: request transport: auto (the best the kernel offers), uring (FUSE-over-io_uring "
           "queues, one per CPU; turns the kernel's enable_uring switch on when root), "
