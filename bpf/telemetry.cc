@@ -118,7 +118,9 @@ absl::Status KernelTelemetry::Attach(dev_t dev, unsigned connection_id) {
   if (!attached_) {
     const auto started = std::chrono::steady_clock::now();
     if (int err = efuse_telemetry__attach(skel_); err != 0) {
-      return absl::ErrnoToStatus(-err, "attaching to tp_btf/fuse_request_send and _end (nothing is counted)");
+      efuse_telemetry__detach(skel_);  // (a program attached before the other failed)
+      return absl::UnavailableError(absl::StrCat("attaching to tp_btf/fuse_request_send and _end: ",
+                                                 std::strerror(-err), "; nothing is counted"));
     }
     attached_ = true;
     Log(LogLevel::kInfo, "telemetry: programs attached in %.1f ms",
@@ -196,6 +198,10 @@ absl::Status KernelTelemetry::ReadHotInodes(uint64_t since_ns, std::vector<HotIn
 
 void KernelTelemetry::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const {
   absl::MutexLock l(&mu_);
+  if (!attached_) {
+    lines->emplace_back("telemetry", "off (the BPF programs could not be attached when this server took over)");
+    return;
+  }
   lines->emplace_back("telemetry", pinned_ ? absl::StrCat("on (BPF maps pinned at ", PinDir(*pinned_), ")")
                                            : "on (BPF programs attached; maps not pinned)");
   absl::StatusOr<efuse_config> c = maps_.ReadConfig();

@@ -26,6 +26,7 @@
 #include "core/service_notify.h"
 #include "core/status_file.h"
 #include "core/sync_transport.h"
+#include "core/test_faults.h"
 #include "proto/notify.h"
 #include "proto/opcode.h"
 
@@ -70,6 +71,8 @@ std::vector<std::pair<std::string, std::string>> Session::StatusLines() const {
                                                             : std::string("service manager's fd store"));
     lines.emplace_back("state_layout", std::to_string(StateRegion::kStateLayout));
     lines.emplace_back("server_generation", std::to_string(h.generation.load()));
+    // The last generation that came to serve (efusectl restart waits for it).
+    lines.emplace_back("serving_generation", std::to_string(h.serving_generation.load()));
     lines.emplace_back("takeovers", std::to_string(h.takeovers.load()));
     lines.emplace_back("last_takeover_ms", absl::StrCat(h.last_takeover_ns.load() / 1000000.0));
     lines.emplace_back("resend_requests", std::to_string(h.requests_resent.load()));
@@ -282,7 +285,7 @@ absl::Status Session::Run() {
   if (options_.transports) candidates = options_.transports();
   SyncTransportOptions topts;
   topts.workers = options_.workers;
-  topts.pin = options_.pin_workers;
+  topts.pin = false;  // (as uring/transport_choice.cc: sync workers float)
   if (candidates.empty()) candidates.push_back(std::make_unique<SyncTransport>(topts));
   options_.init.wanted_flags = fs_->WantedInitFlags(options_.init.wanted_flags);
   constexpr uint64_t kLockFlags = abi::init::kPosixLocks | abi::init::kFlockLocks;
@@ -325,11 +328,14 @@ absl::Status Session::Run() {
   }
   // Before INIT is answered, so the telemetry sees every request after it.
   if (options_.telemetry != nullptr) {
+    bool counting = true;
     if (absl::Status ts = options_.telemetry->Attach(dev_, minor(dev_)); !ts.ok()) {
-      Log(LogLevel::kWarning, "telemetry: %s",
-          std::string(ts.message()));
+      // Unavailable: the programs are not attached (a standby taking over).
+      counting = !absl::IsUnavailable(ts);
+      Log(counting ? LogLevel::kWarning : LogLevel::kError, "telemetry: %s%s", std::string(ts.message()),
+          counting || !options_.offload ? "" : "; no offload policy");
     }
-    if (options_.offload) {
+    if (options_.offload && counting) {
       offload_ = std::make_unique<OffloadPolicy>(options_.offload_options, options_.telemetry, fs_);
       dispatcher_->SetOffload(offload_.get());
     }
@@ -395,6 +401,11 @@ absl::Status Session::Run() {
   }
   transport_note_ = passed_over.empty() ? "first choice" : passed_over;
   if (takeover) FinishTakeover(started, resent);
+  if (state != nullptr && TestFault("crash_before_serving")) {
+    Log(LogLevel::kWarning, "test fault crash_before_serving: generation %u dying before it serves",
+        state->header().generation.load());
+    raise(SIGKILL);
+  }
   if (state != nullptr) state->header().serving_generation.store(state->header().generation.load());
   if (offload_ != nullptr) offload_->Start();
   Log(passed_over.empty() ? LogLevel::kInfo : LogLevel::kWarning,

@@ -69,7 +69,15 @@ std::string TakeRestartRequest(uint64_t device) {
 void ReportRestartCalledOff(uint64_t device, const std::string& why) {
   absl::StatusOr<std::string> dir = StatusDirectoryForWriting();
   if (!dir.ok()) return;
-  std::ofstream(absl::StrCat(*dir, "/", minor(static_cast<dev_t>(device)), ".restart-result")) << why << "\n";
+  // Whole or not at all: efusectl reads it as soon as the name is there.
+  const std::string path = absl::StrCat(*dir, "/", minor(static_cast<dev_t>(device)), ".restart-result");
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << why << "\n";
+    if (!out.flush()) return;
+  }
+  rename(tmp.c_str(), path.c_str());
 }
 
 // In the child: the descriptors at 3, 4, ... in order, LISTEN_* set for
@@ -498,6 +506,7 @@ int Supervise(const SupervisorOptions& options) {
                 : DescribeExit(status);
     // (Read before anything below changes what it asks.)
     const bool served = is_serving();
+    if (served) last_serving_argv = child_argv;  // (one that served only briefly too)
     // From here every way out ends the mount: a retired server's 0 too.
     exit_code = ExitCodeOf(status) != 0 ? ExitCodeOf(status) : 1;
     if (stop_requested) {
@@ -522,7 +531,7 @@ int Supervise(const SupervisorOptions& options) {
     // Only servers that died before they served count: one that cannot
     // start would be restarted forever; one killed while serving is what
     // the supervisor is for, however often.
-    if (h.serving_generation.load() != h.generation.load()) {
+    if (!served) {
       const Clock::time_point now = Clock::now();
       while (!recent_restarts.empty() && now - recent_restarts.front() > options.restart_window) {
         recent_restarts.pop_front();

@@ -22,6 +22,8 @@
 //                          O_APPEND write (passthrough, daemon I/O)
 //   crash_after_go=1       a gated server (a standby, an upgrade's new
 //                          server) dies as it is told to take over
+//   crash_before_serving=1 a server of a supervised mount dies having taken
+//                          the connection and its generation, before it serves
 //   crash_before_listing_drop=1  the first server dies having made a change
 //                          in a directory whose listing the kernel keeps,
 //                          before it drops that listing (passthrough)

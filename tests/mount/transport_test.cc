@@ -193,6 +193,7 @@ TEST_F(TransportTest, SyncWorkersFloatAndIoUringWorkersArePinned) {
     EfuseMount m;
     ASSERT_TRUE(m.Start({std::string("--transport=") + transport, "--workers=2"}));
     { UniqueFd fd(open(m.Path("f").c_str(), O_CREAT | O_WRONLY, 0644)); ASSERT_SYS(fd.get()); }
+    ASSERT_TRUE(LogShows(m, std::string("serving with the ") + transport + " transport")) << m.Log();
     const int pinned = ThreadsPinnedToOneCpu(m.pid());
     if (std::string(transport) == "sync") {
       EXPECT_EQ(pinned, 0) << m.Log();

@@ -200,9 +200,16 @@ int Restart(const std::string& mp, const std::string& binary) {
     unlink(called_off.c_str());
     return why;
   };
+  // A new server counts once it serves: one that took the generation and
+  // died before it served is followed by the last one (supervisor.cc).
+  // (A server of a build before serving_generation existed: its generation.)
+  auto serving = [](const std::vector<std::string>& now) {
+    return efuse::ctl::StatusText(now, "serving_generation").empty() ? StatusValue(now, "server_generation")
+                                                                     : StatusValue(now, "serving_generation");
+  };
   for (int i = 0; i < 6000; ++i) {  // up to 60 s: the new server loads (30 s at most), the old one drains
     const std::vector<std::string> now = efuse::ctl::ReadStatusFile(*id);
-    if (StatusValue(now, "server_generation") > generation) {
+    if (serving(now) > generation) {
       if (std::optional<std::string> why = called_off_why()) {
         std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why->c_str());
         return 1;
