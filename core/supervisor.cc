@@ -382,7 +382,6 @@ int Supervise(const SupervisorOptions& options) {
       // fresh fork inherits the copies until its exec: released before,
       // its exec would wait for the detach).
       if (serving) ended_programs.Release();
-      if (serving) last_serving_argv = child_argv;
       take_programs_if_serving(serving);
       const bool want_standby = options.standby && successor < 0 && !retiring && !stop_requested &&
                                 standby_failures < kMaxStandbyFailures &&
@@ -506,7 +505,7 @@ int Supervise(const SupervisorOptions& options) {
                 : DescribeExit(status);
     // (Read before anything below changes what it asks.)
     const bool served = is_serving();
-    if (served) last_serving_argv = child_argv;  // (one that served only briefly too)
+    if (served) last_serving_argv = child_argv;
     // From here every way out ends the mount: a retired server's 0 too.
     exit_code = ExitCodeOf(status) != 0 ? ExitCodeOf(status) : 1;
     if (stop_requested) {

@@ -209,11 +209,13 @@ int Restart(const std::string& mp, const std::string& binary) {
   };
   for (int i = 0; i < 6000; ++i) {  // up to 60 s: the new server loads (30 s at most), the old one drains
     const std::vector<std::string> now = efuse::ctl::ReadStatusFile(*id);
+    // (Looked for after the status was read: a server that went back wrote
+    // it before whatever serves now.)
+    if (std::optional<std::string> why = called_off_why()) {
+      std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why->c_str());
+      return 1;
+    }
     if (serving(now) > generation) {
-      if (std::optional<std::string> why = called_off_why()) {
-        std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why->c_str());
-        return 1;
-      }
       std::printf("restarted %s: server generation %ld, pid %ld\n", mp.c_str(), StatusValue(now, "server_generation"),
                   StatusValue(now, "server_pid"));
       // Options changed in its --config file that only a new mount can change.
@@ -223,10 +225,6 @@ int Restart(const std::string& mp, const std::string& binary) {
         return 1;
       }
       return 0;
-    }
-    if (std::optional<std::string> why = called_off_why()) {
-      std::fprintf(stderr, "efusectl restart: %s: %s\n", mp.c_str(), why->c_str());
-      return 1;
     }
     usleep(10000);
   }

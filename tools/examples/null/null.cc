@@ -169,13 +169,12 @@ class NullFs : public efuse::FileSystem {
   efuse::Result<ReadView> ViewRead(const efuse::RequestContext&, uint64_t, uint64_t, uint64_t offset,
                                    uint32_t size, uint32_t) override {
     if (later_ != nullptr || zeros_.bytes() == nullptr || size > Zeros::kSize) return ReadView{};
-    const size_t n = offset >= kSize ? 0 : static_cast<size_t>(std::min<uint64_t>(size, kSize - offset));
-    return ReadView{{zeros_.bytes(), n}, nullptr, true};
+    return ReadView{{zeros_.bytes(), BytesAt(offset, size)}, nullptr, true};
   }
 
   efuse::Result<size_t> Read(const efuse::RequestContext& ctx, uint64_t, uint64_t, uint64_t offset,
                              std::span<uint8_t> out, uint32_t) override {
-    const size_t n = offset >= kSize ? 0 : static_cast<size_t>(std::min<uint64_t>(out.size(), kSize - offset));
+    const size_t n = BytesAt(offset, out.size());
     if (later_ != nullptr) {
       if (efuse::Later later = ctx.AnswerLater()) {
         // `out` is the request's: gone once this returns. A later answer
@@ -218,6 +217,11 @@ class NullFs : public efuse::FileSystem {
   }
 
  private:
+  // How many of `want` bytes the file holds at `offset`.
+  static size_t BytesAt(uint64_t offset, size_t want) {
+    return offset >= kSize ? 0 : static_cast<size_t>(std::min<uint64_t>(want, kSize - offset));
+  }
+
   static efuse::Result<efuse::AttrReply> AttrOf(uint64_t nodeid) {
     if (nodeid != kRoot && nodeid != kNull) return efuse::Errno(ENOENT);
     efuse::AttrReply r;
