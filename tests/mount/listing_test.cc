@@ -256,37 +256,25 @@ TEST_P(DirListingTest, ALargeListingReadInPiecesWithSeeksGivesEveryNameOnce) {
 // kept listing on each change.
 TEST_P(DirListingTest, AReaderThatBeganAfterAChangeNeverGetsAListingFromBeforeIt) {
   const std::string d = Path("moving"), away = Path("away");
-  ASSERT_SYS(mkdir(d.c_str(), 0755));
   ASSERT_SYS(mkdir(away.c_str(), 0755));
-  constexpr int kNames = 100, kKept = 60;
-  for (int i = 0; i < kNames; ++i) {
-    ASSERT_SYS(mknod((d + "/name-" + std::to_string(i)).c_str(), S_IFREG | 0644, 0));
-  }
-  std::vector<char> buf(1024);  // a few entries per call: the first piece ends early
-  auto read_some = [&](int fd, std::vector<std::string>* names) { return ReadDirPiece(fd, buf, names); };
-  UniqueFd old_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  ASSERT_SYS(old_reader.get());
-  std::vector<std::string> old_order;
-  while (old_order.size() < kNames + 2) ASSERT_GT(read_some(old_reader.get(), &old_order), 0);
-  // Those listed last, where their places (the source's cookies) stay.
+  constexpr size_t kNames = 100, kKept = 60;
   std::set<std::string> moved;
-  for (size_t i = 0, kept = 0; i < old_order.size(); ++i) {
-    const std::string& n = old_order[i];
-    if (n == "." || n == ".." || kept++ < kKept) continue;
-    ASSERT_SYS(rename((d + "/" + n).c_str(), (away + "/" + n).c_str()));
-    moved.insert(n);
-  }
-  UniqueFd new_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  ASSERT_SYS(new_reader.get());
-  std::vector<std::string> new_order;
-  read_some(new_reader.get(), &new_order);
-  ASSERT_LT(new_order.size(), static_cast<size_t>(kKept)) << "the first piece must end before the moved names";
-  EXPECT_EQ(read_some(old_reader.get(), &old_order), 0);  // the old listing's end
-  while (read_some(new_reader.get(), &new_order) > 0) {
-  }
+  ListingRace race;
+  RunListingRace(d, kNames, [&](const std::vector<std::string>& old_order) {
+    // Those listed last, where their places (the source's cookies) stay.
+    for (size_t i = 0, kept = 0; i < old_order.size(); ++i) {
+      const std::string& n = old_order[i];
+      if (n == "." || n == ".." || kept++ < kKept) continue;
+      ASSERT_SYS(rename((d + "/" + n).c_str(), (away + "/" + n).c_str()));
+      moved.insert(n);
+    }
+  }, &race);
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_LT(race.first_piece, kKept) << "the first piece must end before the moved names";
+  EXPECT_EQ(race.old_end, 0);  // the old listing's end
   std::map<std::string, int> seen;
-  for (const std::string& n : new_order) ++seen[n];
-  std::set<std::string> want(old_order.begin(), old_order.end());
+  for (const std::string& n : race.new_order) ++seen[n];
+  std::set<std::string> want(race.old_order.begin(), race.old_order.end());
   for (const std::string& n : moved) want.erase(n);
   EXPECT_EQ(Names(seen), want) << "a name moved away before the listing began was listed";
   EXPECT_EQ(Names(List(away)).size(), moved.size() + 2);

@@ -37,6 +37,27 @@ std::string ErrnoName(int err) {
   return std::string(name != nullptr ? name : "E?") + " (" + std::strerror(err) + ")";
 }
 
+void RunListingRace(const std::string& dir, size_t names,
+                    const std::function<void(const std::vector<std::string>& old_order)>& change, ListingRace* out) {
+  ASSERT_SYS(mkdir(dir.c_str(), 0755));
+  for (size_t i = 0; i < names; ++i) {
+    ASSERT_SYS(mknod((dir + "/name-" + std::to_string(i)).c_str(), S_IFREG | 0644, 0));
+  }
+  std::vector<char> buf(1024);  // a few entries per call: the first piece ends early
+  UniqueFd old_reader(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_SYS(old_reader.get());
+  while (out->old_order.size() < names + 2) ASSERT_GT(ReadDirPiece(old_reader.get(), buf, &out->old_order), 0);
+  change(out->old_order);
+  if (::testing::Test::HasFatalFailure()) return;
+  UniqueFd new_reader(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_SYS(new_reader.get());
+  ReadDirPiece(new_reader.get(), buf, &out->new_order);
+  out->first_piece = out->new_order.size();
+  out->old_end = ReadDirPiece(old_reader.get(), buf, &out->old_order);
+  while (ReadDirPiece(new_reader.get(), buf, &out->new_order) > 0) {
+  }
+}
+
 long ReadDirPiece(int fd, std::vector<char>& buf, std::vector<std::string>* names) {
   const long n = syscall(SYS_getdents64, fd, buf.data(), buf.size());
   EXPECT_GE(n, 0) << "getdents64: " << ErrnoName(errno);

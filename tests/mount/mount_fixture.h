@@ -105,6 +105,21 @@ std::string ErrnoName(int err);
 // names it gave to `names` and returns its result (0 at the end).
 long ReadDirPiece(int fd, std::vector<char>& buf, std::vector<std::string>* names);
 
+// The kept-listing race of fs/fuse/readdir.c (the kernel checks a kept
+// listing against its directory only for a reader at position 0): `dir`
+// is made with `names` files; reader A lists them all but not the end;
+// `change` runs, given A's order; reader B opens `dir` and reads one small
+// piece; A reads its end, which completes the kernel's kept listing; B
+// reads on. Fatal failures end it early (see HasFatalFailure).
+struct ListingRace {
+  std::vector<std::string> old_order;  // A's listing
+  size_t first_piece = 0;              // names in B's first piece
+  long old_end = -1;                   // A's last getdents64 (0: the end)
+  std::vector<std::string> new_order;  // B's listing
+};
+void RunListingRace(const std::string& dir, size_t names,
+                    const std::function<void(const std::vector<std::string>& old_order)>& change, ListingRace* out);
+
 // Syscall assertions that capture errno right after the call.
 //   ASSERT_SYS(fd = open(...));          fails (and returns) if it returned -1
 //   EXPECT_ERRNO(unlink(p), ENOENT);     expects -1 with exactly that errno

@@ -801,42 +801,31 @@ TEST_P(TakeoverTest, JournalCheckpointsKeepWhatTheKernelHolds) {
 
 void CheckAListingBegunBeforeACrashedRename(EfuseMount& m) {
   const std::string d = m.Path("moving"), away = m.Path("away");
-  ASSERT_SYS(mkdir(d.c_str(), 0755));
   ASSERT_SYS(mkdir(away.c_str(), 0755));
   constexpr size_t kNames = 100;
-  for (size_t i = 0; i < kNames; ++i) ASSERT_SYS(mknod((d + "/name-" + std::to_string(i)).c_str(), S_IFREG | 0644, 0));
-  std::vector<char> buf(1024);  // a few entries per call: the first piece ends early
-  auto read_some = [&](int fd, std::vector<std::string>* names) { return ReadDirPiece(fd, buf, names); };
-  UniqueFd old_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  ASSERT_SYS(old_reader.get());
-  std::vector<std::string> old_order;
-  while (old_order.size() < kNames + 2) ASSERT_GT(read_some(old_reader.get(), &old_order), 0);
-  std::string moved = old_order.back();
-  if (moved == "." || moved == "..") moved = old_order[old_order.size() - 2];
-  if (moved == "." || moved == "..") moved = old_order[old_order.size() - 3];
-  ASSERT_SYS(rename((d + "/" + moved).c_str(), (away + "/" + moved).c_str()));
-  std::map<std::string, std::string> kv;
-  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
-  ASSERT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
-  ASSERT_TRUE(kv.contains("resent_listing_drops")) << m.LogForMessage();
-  EXPECT_EQ(kv["resent_listing_drops"], "2") << "the two directories of the resent RENAME" << m.LogForMessage();
-
-  UniqueFd new_reader(open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  ASSERT_SYS(new_reader.get());
-  std::vector<std::string> new_order;
-  read_some(new_reader.get(), &new_order);
-  ASSERT_LT(new_order.size(), kNames / 2) << "the first piece must end before the moved name";
-  EXPECT_EQ(read_some(old_reader.get(), &old_order), 0);  // the old listing's end
-  while (read_some(new_reader.get(), &new_order) > 0) {
-  }
-  std::multiset<std::string> got(new_order.begin(), new_order.end()), want(old_order.begin(), old_order.end());
+  std::string moved;
+  ListingRace race;
+  RunListingRace(d, kNames, [&](const std::vector<std::string>& old_order) {
+    moved = old_order.back();
+    if (moved == "." || moved == "..") moved = old_order[old_order.size() - 2];
+    if (moved == "." || moved == "..") moved = old_order[old_order.size() - 3];
+    ASSERT_SYS(rename((d + "/" + moved).c_str(), (away + "/" + moved).c_str()));
+    std::map<std::string, std::string> kv;
+    ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+    ASSERT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
+    ASSERT_TRUE(kv.contains("resent_listing_drops")) << m.LogForMessage();
+    EXPECT_EQ(kv["resent_listing_drops"], "2") << "the two directories of the resent RENAME" << m.LogForMessage();
+  }, &race);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  ASSERT_LT(race.first_piece, kNames / 2) << "the first piece must end before the moved name";
+  EXPECT_EQ(race.old_end, 0);  // the old listing's end
+  std::multiset<std::string> got(race.new_order.begin(), race.new_order.end()),
+      want(race.old_order.begin(), race.old_order.end());
   want.erase(moved);
   EXPECT_EQ(got.count(moved), 0u) << "'" << moved << "', moved away before the listing began, was listed"
                                   << m.LogForMessage();
   EXPECT_EQ(got, want);
   EXPECT_TRUE(Exists(away + "/" + moved));
-  old_reader.Reset();
-  new_reader.Reset();
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 
