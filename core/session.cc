@@ -285,7 +285,6 @@ absl::Status Session::Run() {
   if (options_.transports) candidates = options_.transports();
   SyncTransportOptions topts;
   topts.workers = options_.workers;
-  topts.pin = false;  // (as uring/transport_choice.cc: sync workers float)
   if (candidates.empty()) candidates.push_back(std::make_unique<SyncTransport>(topts));
   options_.init.wanted_flags = fs_->WantedInitFlags(options_.init.wanted_flags);
   constexpr uint64_t kLockFlags = abi::init::kPosixLocks | abi::init::kFlockLocks;

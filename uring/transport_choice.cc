@@ -43,12 +43,7 @@ std::function<std::vector<std::unique_ptr<Transport>>()> TransportsFor(const Tra
       list.push_back(std::make_unique<DevUringTransport>(uo));
     }
     SyncTransportOptions so;
-    so.workers = s.workers;
-    // Never pinned: with every worker blocked in read(2) on the same queue,
-    // the kernel wakes whichever waited first, and one pinned to the other
-    // CPU costs a cross-CPU wakeup per request (one client: 29-34k 4 KiB
-    // reads/s pinned, 93-101k/s floating; two clients: equal).
-    so.pin = false;
+    so.workers = s.workers;  // (its workers float: SyncTransportOptions::pin)
     list.push_back(std::make_unique<SyncTransport>(so));
     return list;
   };
