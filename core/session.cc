@@ -506,7 +506,7 @@ absl::Status Session::Run() {
               unmounting                  ? "unmounting"
               : options_.state == nullptr ? "no successor can take this mount over (--supervise=off)"
               : supervisor_lost           ? "the supervisor is gone: no successor would be started"
-                                          : "a successor could not rebuild this file system (memfs with its data in the daemon)");
+                                          : "a successor could not rebuild this file system (its journal is incomplete)");
           continue;
         }
         tell(absl::StrCat("STOPPING=1\nSTATUS=handing ", mp, " over to a successor"));

@@ -54,8 +54,9 @@ struct StateHeader {
   // Set once INIT is answered: a server that finds it adopts `conn`
   // instead of waiting for an INIT (none comes again).
   std::atomic<uint32_t> initialized;
-  // The backend can be rebuilt from this region and its source (0: memfs
-  // with its data in the daemon, which dies with the server).
+  // The backend can be rebuilt from this region and its source or storage
+  // (0: a file system that keeps no journal, or one whose journal could
+  // not take a record).
   std::atomic<uint32_t> recoverable;
   proto::Connection conn;
   uint64_t device;  // the connection's dev_t (its number in /sys/fs/fuse/connections)

@@ -522,8 +522,8 @@ int Supervise(const SupervisorOptions& options) {
     }
     if (h.recoverable.load() == 0) {
       Log(LogLevel::kError,
-          "supervisor: the server %s; its file system cannot be rebuilt (memfs with its data in the "
-          "daemon): unmounting",
+          "supervisor: the server %s; its file system cannot be rebuilt (its journal is incomplete, "
+          "or a library's file system keeps none): unmounting",
           how);
       break;
     }

@@ -26,7 +26,10 @@
 //                          the connection and its generation, before it serves
 //   crash_before_listing_drop=1  the first server dies having made a change
 //                          in a directory whose listing the kernel keeps,
-//                          before it drops that listing (passthrough)
+//                          before it drops that listing (passthrough,
+//                          memfs)
+//   journal_refuses=1      memfs's journal takes no record (as when its
+//                          memfd cannot grow): the mount is not recoverable
 #ifndef EFUSE_CORE_TEST_FAULTS_H_
 #define EFUSE_CORE_TEST_FAULTS_H_
 

@@ -1,9 +1,11 @@
-// core/memfs/file_data.cc — sparse block storage for memfs regular files.
+// core/memfs/file_data.cc — the size and allocated blocks of a memfs file,
+// its bytes in the DataStore.
 #include "core/memfs/file_data.h"
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace efuse {
 
@@ -22,59 +24,54 @@ void SpaceAccount::Release(uint64_t bytes) {
 
 FileData::~FileData() { space_->Release(allocated_bytes()); }
 
+void FileData::Restore(uint64_t size) {
+  size_ = size;
+  for (uint64_t b : store_->AllocatedBlocks(slot_)) blocks_.insert(blocks_.end(), b);
+  space_->Charge(allocated_bytes());
+}
+
 size_t FileData::Read(uint64_t offset, std::span<uint8_t> out) const {
   if (offset >= size_) return 0;
   const size_t n =
       static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
-  auto it = blocks_.lower_bound(offset / kBlockSize);
-  size_t done = 0;
-  while (done < n) {
-    const uint64_t pos = offset + done;
-    const uint64_t index = pos / kBlockSize;
-    const size_t in_block = pos % kBlockSize;
-    const size_t chunk = static_cast<size_t>(
-        std::min<uint64_t>(kBlockSize - in_block, n - done));
-    if (it != blocks_.end() && it->first == index) {
-      std::memcpy(out.data() + done, it->second.get() + in_block, chunk);
-      if (done + chunk < n) ++it;  // a step past a node's end climbs the tree
-    } else {
-      std::memset(out.data() + done, 0, chunk);
-    }
-    done += chunk;
-  }
-  return n;
-}
-
-uint8_t* FileData::BlockForWrite(uint64_t index) {
-  auto [it, inserted] = blocks_.try_emplace(index);
-  if (inserted) {
-    if (!space_->Reserve(kBlockSize)) {
-      blocks_.erase(it);
-      return nullptr;
-    }
-    it->second = std::make_unique<uint8_t[]>(kBlockSize);  // zero-filled
-  }
-  return it->second.get();
+  // Holes read as zeros from the store itself.
+  const ssize_t got = store_->Read(slot_, offset, out.first(n));
+  return got > 0 ? static_cast<size_t>(got) : 0;
 }
 
 size_t FileData::Write(uint64_t offset, std::span<const uint8_t> data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const uint64_t pos = offset + done;
-    const size_t in_block = pos % kBlockSize;
-    const size_t chunk = static_cast<size_t>(
-        std::min<uint64_t>(kBlockSize - in_block, data.size() - done));
-    uint8_t* block = BlockForWrite(pos / kBlockSize);
-    if (block == nullptr) break;
-    std::memcpy(block + in_block, data.data() + done, chunk);
-    done += chunk;
+  if (data.empty()) return 0;
+  const uint64_t first = offset / kBlockSize;
+  const uint64_t last = (offset + data.size() - 1) / kBlockSize;
+  // Budget for the missing blocks, in order, up to the first that does not
+  // fit: the write stops before it.
+  std::vector<uint64_t> added;
+  uint64_t index = first;
+  for (; index <= last; ++index) {
+    if (blocks_.contains(index)) continue;
+    if (!space_->Reserve(kBlockSize)) break;
+    added.push_back(index);
   }
-  size_ = std::max<uint64_t>(size_, offset + done);
-  return done;
+  const size_t len = index > last ? data.size()
+                                  : static_cast<size_t>(index * kBlockSize - offset);
+  const ssize_t written = len == 0 ? 0 : store_->Write(slot_, offset, data.first(len));
+  const uint64_t done = written > 0 ? static_cast<uint64_t>(written) : 0;
+  for (uint64_t b : added) {
+    if (b * kBlockSize < offset + done) {
+      blocks_.insert(b);
+    } else {
+      space_->Release(kBlockSize);  // reserved, never reached
+    }
+  }
+  if (done > 0) size_ = std::max<uint64_t>(size_, offset + done);
+  return static_cast<size_t>(done);
 }
 
 void FileData::FreeFrom(uint64_t first_index) {
   auto it = blocks_.lower_bound(first_index);
+  if (it == blocks_.end()) return;
+  const uint64_t end = (*blocks_.rbegin() + 1) * kBlockSize;
+  store_->Punch(slot_, first_index * kBlockSize, end - first_index * kBlockSize);
   const uint64_t freed =
       static_cast<uint64_t>(std::distance(it, blocks_.end())) * kBlockSize;
   blocks_.erase(it, blocks_.end());
@@ -86,10 +83,8 @@ void FileData::Truncate(uint64_t new_size) {
     uint64_t first_free = new_size / kBlockSize;
     const size_t in_block = new_size % kBlockSize;
     if (in_block != 0) {
-      auto it = blocks_.find(first_free);
-      if (it != blocks_.end()) {
-        std::memset(it->second.get() + in_block, 0, kBlockSize - in_block);
-      }
+      // The kernel zeroes the part of a page a punch does not free.
+      if (blocks_.contains(first_free)) store_->Punch(slot_, new_size, kBlockSize - in_block);
       ++first_free;
     }
     FreeFrom(first_free);
@@ -103,7 +98,7 @@ bool FileData::Allocate(uint64_t offset, uint64_t length) {
   const uint64_t last = (offset + length - 1) / kBlockSize;
   uint64_t present = 0;
   for (auto it = blocks_.lower_bound(first);
-       it != blocks_.end() && it->first <= last; ++it) {
+       it != blocks_.end() && *it <= last; ++it) {
     ++present;
   }
   const uint64_t missing = last - first + 1 - present;
@@ -113,40 +108,36 @@ bool FileData::Allocate(uint64_t offset, uint64_t length) {
       !space_->Reserve(missing * kBlockSize)) {
     return false;
   }
-  for (uint64_t index = first; index <= last; ++index) {
-    auto [it, inserted] = blocks_.try_emplace(index);
-    if (inserted) it->second = std::make_unique<uint8_t[]>(kBlockSize);
+  if (store_->Allocate(slot_, first * kBlockSize, (last - first + 1) * kBlockSize) != 0) {
+    // The memory is not there (a cgroup limit): the pages it did allocate
+    // are zeros past the blocks counted, and stay uncounted holes.
+    for (uint64_t index = first; index <= last; ++index)
+      if (!blocks_.contains(index)) store_->Punch(slot_, index * kBlockSize, kBlockSize);
+    space_->Release(missing * kBlockSize);
+    return false;
   }
+  for (uint64_t index = first; index <= last; ++index) blocks_.insert(index);
   return true;
 }
 
 void FileData::PunchHole(uint64_t offset, uint64_t length) {
   const uint64_t end = offset + length;
-  auto it = blocks_.lower_bound(offset / kBlockSize);
-  while (it != blocks_.end() && it->first * kBlockSize < end) {
-    const uint64_t block_start = it->first * kBlockSize;
-    const uint64_t from = std::max(offset, block_start);
-    const uint64_t to = std::min(end, block_start + kBlockSize);
-    if (from == block_start && to == block_start + kBlockSize) {
-      it = blocks_.erase(it);
-      space_->Release(kBlockSize);
-    } else {
-      std::memset(it->second.get() + (from - block_start), 0, to - from);
-      ++it;
-    }
+  // One punch: whole pages are freed, the parts of the end pages zeroed.
+  if (blocks_.lower_bound(offset / kBlockSize) != blocks_.end()) store_->Punch(slot_, offset, length);
+  auto it = blocks_.lower_bound((offset + kBlockSize - 1) / kBlockSize);
+  while (it != blocks_.end() && (*it + 1) * kBlockSize <= end) {
+    it = blocks_.erase(it);
+    space_->Release(kBlockSize);
   }
 }
 
 bool FileData::ZeroRange(uint64_t offset, uint64_t length) {
   if (!Allocate(offset, length)) return false;
-  const uint64_t end = offset + length;
-  for (auto it = blocks_.lower_bound(offset / kBlockSize);
-       it != blocks_.end() && it->first * kBlockSize < end; ++it) {
-    const uint64_t block_start = it->first * kBlockSize;
-    const uint64_t from = std::max(offset, block_start);
-    const uint64_t to = std::min(end, block_start + kBlockSize);
-    std::memset(it->second.get() + (from - block_start), 0, to - from);
-  }
+  // Zeroed by a punch, then the freed pages allocated again (zero-filled).
+  store_->Punch(slot_, offset, length);
+  const uint64_t first = offset / kBlockSize;
+  const uint64_t last = (offset + length - 1) / kBlockSize;
+  store_->Allocate(slot_, first * kBlockSize, (last - first + 1) * kBlockSize);
   return true;
 }
 
@@ -154,7 +145,7 @@ std::optional<uint64_t> FileData::SeekData(uint64_t offset) const {
   if (offset >= size_) return std::nullopt;
   auto it = blocks_.lower_bound(offset / kBlockSize);
   if (it == blocks_.end()) return std::nullopt;
-  const uint64_t pos = std::max(offset, it->first * kBlockSize);
+  const uint64_t pos = std::max(offset, *it * kBlockSize);
   if (pos >= size_) return std::nullopt;
   return pos;
 }
@@ -163,7 +154,7 @@ std::optional<uint64_t> FileData::SeekHole(uint64_t offset) const {
   if (offset >= size_) return std::nullopt;
   uint64_t index = offset / kBlockSize;
   for (auto it = blocks_.lower_bound(index);
-       it != blocks_.end() && it->first == index; ++it) {
+       it != blocks_.end() && *it == index; ++it) {
     ++index;
   }
   return std::min(std::max(offset, index * kBlockSize), size_);
@@ -172,7 +163,7 @@ std::optional<uint64_t> FileData::SeekHole(uint64_t offset) const {
 uint64_t FileData::NextAllocated(uint64_t offset) const {
   auto it = blocks_.lower_bound(offset / kBlockSize);
   if (it == blocks_.end()) return std::numeric_limits<uint64_t>::max();
-  return it->first * kBlockSize;
+  return *it * kBlockSize;
 }
 
 }  // namespace efuse

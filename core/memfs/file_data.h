@@ -1,8 +1,10 @@
 // core/memfs/file_data.h — sparse contents of one memfs regular file.
 //
 // Owns: SpaceAccount (the file system's byte budget, shared by every inode)
-// and FileData (a file's logical size plus its allocated fixed-size blocks,
-// keyed by block index; a missing block is a hole that reads as zeros).
+// and FileData (a file's logical size and the set of its allocated
+// fixed-size blocks; the bytes live in the file's slot of the DataStore,
+// core/memfs/data_store.h, and a missing block is a hole that reads as
+// zeros).
 //
 // Invariant kept by every FileData method: bytes of allocated blocks that lie
 // at or past size() are zero, so growing a file (truncate or a write past EOF)
@@ -20,7 +22,8 @@
 #include <optional>
 #include <span>
 
-#include "absl/container/btree_map.h"
+#include "absl/container/btree_set.h"
+#include "core/memfs/data_store.h"
 
 namespace efuse {
 
@@ -33,6 +36,8 @@ class SpaceAccount {
 
   // Takes `bytes` from the budget; false (and nothing taken) if they don't fit.
   bool Reserve(uint64_t bytes);
+  // Takes `bytes` whatever the limit: what a successor finds already used.
+  void Charge(uint64_t bytes) { used_.fetch_add(bytes, std::memory_order_relaxed); }
   void Release(uint64_t bytes);
   uint64_t used() const { return used_.load(std::memory_order_relaxed); }
   uint64_t limit() const { return limit_; }
@@ -49,14 +54,21 @@ class FileData {
   // answer at page granularity.
   static constexpr uint64_t kBlockSize = 4096;
 
-  // Every block allocation and free goes through `space`, which must outlive
-  // this object.
-  explicit FileData(SpaceAccount* space) : space_(space) {}
+  // Every block allocation and free goes through `space`; the bytes are in
+  // `slot` of `store`. Both must outlive this object. The destructor gives
+  // the budget back and leaves the bytes (a retiring server's successor
+  // finds them); Truncate(0) frees them.
+  FileData(SpaceAccount* space, const DataStore* store, uint32_t slot)
+      : space_(space), store_(store), slot_(slot) {}
   ~FileData();
   FileData(const FileData&) = delete;
   FileData& operator=(const FileData&) = delete;
 
   uint64_t size() const { return size_; }
+  uint32_t slot() const { return slot_; }
+  // A successor's: the file had `size` bytes, and its blocks are what the
+  // store holds in its slot (charged to the budget whatever its limit).
+  void Restore(uint64_t size);
   uint64_t allocated_bytes() const { return blocks_.size() * kBlockSize; }
 
   // Copies bytes at `offset` into `out`, stopping at size(); returns the count
@@ -98,19 +110,16 @@ class FileData {
   }
 
  private:
-  using Block = std::unique_ptr<uint8_t[]>;
-
-  // The block with index `index`, allocated if missing; nullptr if the budget
-  // is exhausted.
-  uint8_t* BlockForWrite(uint64_t index);
   void FreeFrom(uint64_t first_index);
 
   SpaceAccount* const space_;
+  const DataStore* const store_;
+  const uint32_t slot_;
   uint64_t size_ = 0;
-  // Ordered (SEEK_DATA/HOLE, truncation walk it in order); a B-tree keeps a
-  // 4 KiB random read of a large file to a few cache lines, not ~log2(n)
-  // pointer hops.
-  absl::btree_map<uint64_t, Block> blocks_;
+  // The allocated block indices, ordered (SEEK_DATA/HOLE and truncation
+  // walk them in order). The store's pages and this set agree: a block is
+  // allocated here exactly when its page holds data there.
+  absl::btree_set<uint64_t> blocks_;
 };
 
 }  // namespace efuse

@@ -3,6 +3,7 @@
 #include "core/memfs/memfs.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -16,7 +17,10 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "core/log.h"
 #include "core/memfs/memfs_internal.h"
+#include "core/state_region.h"
+#include "core/test_faults.h"
 #include "core/privileges.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
@@ -25,8 +29,32 @@ namespace efuse {
 
 using namespace memfs;  // NOLINT: the shared rules and constants of memfs_internal.h
 
-MemFs::MemFs(MemFsOptions opts) : opts_(opts), space_(opts.size_limit) {
-  auto root = std::make_shared<Inode>(kRootId, S_IFDIR, &space_);
+namespace {
+
+std::unique_ptr<DataStore> OpenStore(int fd) {
+  absl::StatusOr<std::unique_ptr<DataStore>> store = fd >= 0 ? DataStore::Adopt(fd) : DataStore::Create();
+  if (!store.ok()) {
+    // The factory (tools/efused) made or checked the store already: only a
+    // process out of memory or descriptors gets here.
+    std::fprintf(stderr, "memfs: %s\n", std::string(store.status().message()).c_str());
+    std::abort();
+  }
+  return std::move(*store);
+}
+
+}  // namespace
+
+MemFs::MemFs(MemFsOptions opts)
+    : opts_(opts),
+      space_(opts.size_limit),
+      store_(OpenStore(opts.data_fd)),
+      journal_(opts.journal),
+      checkpoint_min_bytes_(opts.journal_checkpoint_bytes),
+      journal_refuses_(opts.journal != nullptr && TestFault("journal_refuses").has_value()) {
+  // A successor rebuilds in Init, once it takes over (a standby is built
+  // long before, while the journal still grows).
+  rebuild_pending_ = journal_ != nullptr && journal_->header().initialized.load() != 0;
+  auto root = std::make_shared<Inode>(kRootId, S_IFDIR, &space_, store_.get(), Inode::kNoSlot);
   const timespec now = Now();
   {
     memfs::WriteLock l(&root->mu);
@@ -40,11 +68,23 @@ MemFs::MemFs(MemFsOptions opts) : opts_(opts), space_(opts.size_limit) {
   root->dir = std::make_unique<DirData>();
   root->dir->parent = root.get();
   root_ = root.get();
-  memfs::WriteLock l(&table_mu_);
-  inodes_.emplace(kRootId, std::move(root));
+  if (!rebuild_pending_) JournalInode(*root_);
+  {
+    memfs::WriteLock l(&table_mu_);
+    inodes_.emplace(kRootId, std::move(root));
+  }
 }
 
-MemFs::~MemFs() = default;
+MemFs::~MemFs() {
+  if (compactor_.joinable()) {
+    {
+      absl::MutexLock l(&compact_mu_);
+      compact_stop_ = true;
+      compact_cv_.Signal();
+    }
+    compactor_.join();
+  }
+}
 
 std::shared_ptr<MemFs::Inode> MemFs::Find(uint64_t nodeid) const {
   memfs::ReadLock l(&table_mu_);
@@ -113,7 +153,13 @@ Result<MemFs::Inode*> MemFs::NewInode(const RequestContext& ctx, Inode* parent,
       !ctx.InGroup(gid)) {
     perm &= ~static_cast<uint32_t>(S_ISGID);
   }
-  auto n = std::make_shared<Inode>(next_id_++, type, &space_);
+  uint32_t slot = Inode::kNoSlot;
+  if (type == S_IFREG) {
+    std::optional<uint32_t> taken = store_->TakeSlot();
+    if (!taken) return Errno(ENOSPC);
+    slot = *taken;
+  }
+  auto n = std::make_shared<Inode>(next_id_++, type, &space_, store_.get(), slot);
   n->target = std::string(target);
   const timespec now = Now();
   {
@@ -130,6 +176,7 @@ Result<MemFs::Inode*> MemFs::NewInode(const RequestContext& ctx, Inode* parent,
     n->dir = std::make_unique<DirData>();
     n->dir->parent = parent;
   }
+  JournalInode(*n);
   Inode* raw = n.get();
   memfs::WriteLock l(&table_mu_);
   inodes_.emplace(raw->id, std::move(n));
@@ -139,11 +186,13 @@ Result<MemFs::Inode*> MemFs::NewInode(const RequestContext& ctx, Inode* parent,
 void MemFs::AddEntry(Inode* dir, std::string_view name, Inode* child,
                      const timespec& now) {
   DirData& d = *dir->dir;
-  const uint64_t cookie = d.next_cookie++;
+  const uint64_t cookie = d.next_cookie.fetch_add(1, std::memory_order_relaxed);
   auto it = d.slots.emplace_hint(d.slots.end(), cookie,
                                  DirData::Slot{std::string(name), child});
   d.by_name.emplace(it->second.name, it);
   dir->TouchDir(now, 1, child->type == S_IFDIR ? 1 : 0);
+  JournalEntry(*dir, cookie, name, *child);
+  JournalInode(*dir);
   DirChanged(dir);
 }
 
@@ -153,9 +202,12 @@ void MemFs::RemoveEntry(Inode* dir, std::string_view name,
   auto it = d.FindName(name);
   if (it == d.slots.end()) return;
   const bool is_dir = it->second.inode->type == S_IFDIR;
+  const uint64_t cookie = it->first;
   d.by_name.erase(std::string_view(it->second.name));
   d.slots.erase(it);
   dir->TouchDir(now, -1, is_dir ? -1 : 0);
+  JournalEntryGone(*dir, cookie);
+  JournalInode(*dir);
   DirChanged(dir);
 }
 
@@ -167,6 +219,11 @@ void MemFs::DirChanged(Inode* dir) {
   // reply and while the kernel holds the directory's lock, it is found
   // incomplete and read again.
   if (kernel_ == nullptr || !dir->dir->listed_without_handle.load(std::memory_order_acquire)) return;
+  if (crash_before_listing_drop_) {
+    Log(LogLevel::kWarning, "test fault crash_before_listing_drop: dying before dropping the listing of node %u",
+        dir->id);
+    raise(SIGKILL);
+  }
   kernel_->InvalidateData(dir->id).ok();
 }
 
@@ -196,7 +253,7 @@ void MemFs::BeginWrite(Inode& n) {
 
 void MemFs::EndWrite(Inode& n) { n.writers.fetch_sub(1, std::memory_order_relaxed); }
 
-OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags) {
+OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t unique) {
   n->opens.fetch_add(1, std::memory_order_relaxed);
   memfs::WriteLock l(&handles_mu_);
   OpenReply reply;
@@ -215,7 +272,8 @@ OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags) {
       n->writers.load(std::memory_order_relaxed) > own) {
     reply.open_flags |= abi::kFopenKeepCache;
   }
-  handles_.emplace(reply.fh, Handle{std::move(n), flags});
+  auto [it, added] = handles_.emplace(reply.fh, Handle{std::move(n), flags, unique & ~abi::kUniqueResend});
+  JournalHandle(reply.fh, it->second);
   return reply;
 }
 
@@ -256,11 +314,12 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
       killed = KillSuidgid(&n->mode, n->gid, ctx);
       if (killed) n->ctime = now;
     }
+    if (killed || (!is_new && n->type == S_IFREG && (flags & O_TRUNC) != 0)) JournalInodeLocked(*n);
   }
   if (writes && !write_handle) EndWrite(*n);
   // An OPEN reply carries no attributes.
   if (killed && kernel_ != nullptr) (void)kernel_->DropCachedAttributes(n->id);
-  return NewHandle(std::move(n), flags);
+  return NewHandle(std::move(n), flags, ctx.unique);
 }
 
 void MemFs::ReleaseHandle(uint64_t fh) {
@@ -273,6 +332,7 @@ void MemFs::ReleaseHandle(uint64_t fh) {
     n = std::move(it->second.inode);
     if ((it->second.flags & O_ACCMODE) != O_RDONLY) EndWrite(*n);
     handles_.erase(it);
+    JournalHandleGone(fh);
   }
   n->opens.fetch_sub(1, std::memory_order_relaxed);
   MaybeFree(n.get());
@@ -284,6 +344,8 @@ void MemFs::MaybeFree(Inode* n) {
       n->opens.load(std::memory_order_relaxed) != 0) {
     return;
   }
+  JournalFreed(*n);
+  const uint32_t slot = n->data.slot();
   {
     memfs::WriteLock l(&n->mu);
     n->dead = true;
@@ -296,6 +358,7 @@ void MemFs::MaybeFree(Inode* n) {
   }
   memfs::WriteLock l(&table_mu_);
   inodes_.erase(n->id);  // may destroy *n
+  if (slot != Inode::kNoSlot) store_->GiveBack(slot);
 }
 
 // ---------------------------------------------------------------------------
@@ -312,7 +375,7 @@ Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
     // node it forgot by this name, whatever its type; node ids are never
     // reused, so the id alone names the file. Gone once unlinked.
     if (dir->nlink == 0) return Errno(ESTALE);
-    dir->lookups.fetch_add(1, std::memory_order_relaxed);
+    AddLookups(*dir, 1, ctx.unique);
     return LockedEntryOf(*dir);
   }
   if (dir->type != S_IFDIR) return Errno(ENOTDIR);
@@ -336,7 +399,7 @@ Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
     negative.attr_timeout = 0;
     return negative;
   }
-  child->lookups.fetch_add(1, std::memory_order_relaxed);
+  AddLookups(*child, 1, ctx.unique);
   return LockedEntryOf(*child);
 }
 
@@ -350,6 +413,8 @@ void MemFs::AppendStatus(std::vector<std::pair<std::string, std::string>>* lines
   }
   lines->emplace_back("memfs_inodes", std::to_string(all));
   lines->emplace_back("memfs_known_to_kernel", std::to_string(known));
+  lines->emplace_back("memfs_open_handles", std::to_string(OpenHandleCount()));
+  if (journal_ != nullptr) lines->emplace_back("memfs_journal_failures", std::to_string(JournalFailures()));
 }
 
 void MemFs::Forget(uint64_t nodeid, uint64_t nlookup) {
@@ -357,8 +422,7 @@ void MemFs::Forget(uint64_t nodeid, uint64_t nlookup) {
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return;
   const uint64_t have = n->lookups.load(std::memory_order_relaxed);
-  n->lookups.store(have > nlookup ? have - nlookup : 0,
-                   std::memory_order_relaxed);
+  AddLookups(*n, -static_cast<int64_t>(std::min(have, nlookup)), 0);
   MaybeFree(n.get());
 }
 
@@ -387,7 +451,7 @@ Result<Entry> MemFs::Mknod(const RequestContext& ctx, uint64_t parent,
       NewInode(ctx, *dir, type | (mode & ~umask & kPermBits), rdev);
   if (!n) return n.error();
   AddEntry(*dir, name, *n, Now());
-  (*n)->lookups.fetch_add(1, std::memory_order_relaxed);
+  AddLookups(*(*n), 1, ctx.unique);
   return LockedEntryOf(**n);
 }
 
@@ -404,7 +468,7 @@ Result<Entry> MemFs::Mkdir(const RequestContext& ctx, uint64_t parent,
   Result<Inode*> n = NewInode(ctx, *dir, S_IFDIR | perm, 0);
   if (!n) return n.error();
   AddEntry(*dir, name, *n, Now());
-  (*n)->lookups.fetch_add(1, std::memory_order_relaxed);
+  AddLookups(*(*n), 1, ctx.unique);
   return LockedEntryOf(**n);
 }
 
@@ -423,7 +487,7 @@ Result<Entry> MemFs::Symlink(const RequestContext& ctx, uint64_t parent,
     return n.error();
   }
   AddEntry(*dir, name, *n, Now());
-  (*n)->lookups.fetch_add(1, std::memory_order_relaxed);
+  AddLookups(*(*n), 1, ctx.unique);
   return LockedEntryOf(**n);
 }
 
@@ -441,7 +505,8 @@ Result<Entry> MemFs::Link(const RequestContext& ctx, uint64_t nodeid,
   AddEntry(*dir, newname, n.get(), now);
   // nlink may be 0 here: an O_TMPFILE file getting its first name.
   n->AddLinks(1, now);
-  n->lookups.fetch_add(1, std::memory_order_relaxed);
+  JournalInode(*n);
+  AddLookups(*n, 1, ctx.unique);
   return LockedEntryOf(*n);
 }
 
@@ -463,6 +528,7 @@ Status MemFs::Unlink(const RequestContext& ctx, uint64_t parent,
   const timespec now = Now();
   RemoveEntry(*dir, name, now);
   child->AddLinks(-1, now);
+  JournalInode(*child);
   MaybeFree(child);
   return OkStatus();
 }
@@ -486,6 +552,7 @@ Status MemFs::Rmdir(const RequestContext& ctx, uint64_t parent,
   const timespec now = Now();
   RemoveEntry(*dir, name, now);
   child->AddLinks(-static_cast<int>(child->nlink), now);
+  JournalInode(*child);
   child->dir->parent = nullptr;
   MaybeFree(child);
   return OkStatus();
@@ -561,16 +628,20 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
         static_cast<int>(src_is_dir) - static_cast<int>(dst_is_dir);
     sdir->TouchDir(now, 0, -moved);
     ddir->TouchDir(now, 0, moved);
+    JournalEntry(*sdir, sit->first, sit->second.name, *dst);
+    JournalEntry(*ddir, dit->first, dit->second.name, *src);
     DirChanged(sdir);
     if (ddir != sdir) DirChanged(ddir);
     src->TouchCtime(now);
     dst->TouchCtime(now);
+    for (const Inode* changed : {sdir, ddir, src, dst}) JournalInode(*changed);
     return OkStatus();
   }
   RemoveEntry(sdir, name, now);  // `dit` stays valid: map iterators are stable
   if (dst != nullptr) {
     // The target name keeps its cookie and now names `src`.
     dit->second.inode = src;
+    JournalEntry(*ddir, dit->first, dit->second.name, *src);
     ddir->TouchDir(now, 0,
                    static_cast<int>(src_is_dir) - static_cast<int>(dst_is_dir));
     DirChanged(ddir);
@@ -585,6 +656,9 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
   }
   if (src_is_dir) src->dir->parent = ddir;
   src->TouchCtime(now);
+  JournalInode(*src);
+  JournalInode(*ddir);
+  if (dst != nullptr) JournalInode(*dst);
   if (dst != nullptr) MaybeFree(dst);
   return OkStatus();
 }
@@ -665,7 +739,7 @@ Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
     Result<OpenReply> open =
         OpenInode(ctx, Find(existing->id), flags, open_flags, /*is_new=*/false);
     if (!open) return open.error();
-    existing->lookups.fetch_add(1, std::memory_order_relaxed);
+    AddLookups(*existing, 1, ctx.unique);
     return CreateReply{LockedEntryOf(*existing), *open};
   }
   if (!dir->MayAccess(ctx, kW)) return Errno(EACCES);
@@ -676,7 +750,7 @@ Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
   Result<OpenReply> open =
       OpenInode(ctx, Find((*n)->id), flags, 0, /*is_new=*/true);
   if (!open) return open.error();  // unreachable: a new file opens
-  (*n)->lookups.fetch_add(1, std::memory_order_relaxed);
+  AddLookups(*(*n), 1, ctx.unique);
   return CreateReply{LockedEntryOf(**n), *open};
 }
 
@@ -691,14 +765,27 @@ Result<CreateReply> MemFs::TmpFile(const RequestContext& ctx, uint64_t parent,
       NewInode(ctx, *dir, S_IFREG | (mode & ~umask & kPermBits), 0);
   if (!n) return n.error();
   (*n)->AddLinks(-1, Now());  // unnamed until Link() gives it a name
+  JournalInode(**n);
   if ((flags & O_ACCMODE) != O_RDONLY) BeginWrite(**n);  // new: never being pushed
-  OpenReply open = NewHandle(Find((*n)->id), flags);
-  (*n)->lookups.fetch_add(1, std::memory_order_relaxed);
+  OpenReply open = NewHandle(Find((*n)->id), flags, ctx.unique);
+  AddLookups(*(*n), 1, ctx.unique);
   return CreateReply{LockedEntryOf(**n), open};
 }
 
 
-void MemFs::Init(const InitInfo& info) { kernel_ = info.kernel; }
+void MemFs::Init(const InitInfo& info) {
+  kernel_ = info.kernel;
+  if (rebuild_pending_) {
+    rebuild_pending_ = false;
+    Rebuild();
+  }
+  // (Test fault: the first server only; its successor must serve.)
+  crash_before_listing_drop_ = journal_ != nullptr && TestFault("crash_before_listing_drop").has_value() &&
+                               journal_->header().generation.load() == 1;
+  // Only a server that serves checkpoints the journal (a standby's tables
+  // are empty until it takes over, here).
+  if (journal_ != nullptr && !compactor_.joinable()) compactor_ = std::thread([this] { RunCompactor(); });
+}
 
 // ---------------------------------------------------------------------------
 // Directories.
@@ -712,7 +799,7 @@ Result<OpenReply> MemFs::OpenDir(const RequestContext& ctx, uint64_t nodeid,
   if (n == nullptr) return Errno(ENOENT);
   if (n->type != S_IFDIR) return Errno(ENOTDIR);
   if (!n->MayAccess(ctx, kR)) return Errno(EACCES);
-  return NewHandle(std::move(n), flags);
+  return NewHandle(std::move(n), flags, ctx.unique);
 }
 
 Status MemFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
@@ -758,7 +845,7 @@ Status MemFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
       }
       // Counted only once accepted; Forget cannot run before this (it needs
       // tree_mu_ exclusively).
-      child->lookups.fetch_add(1, std::memory_order_relaxed);
+      AddLookups(*child, 1, ctx.unique);
     } else if (!sink.Add(it->second.name, child->id, child->type, it->first,
                          nullptr)) {
       break;

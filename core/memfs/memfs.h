@@ -5,7 +5,13 @@
 // symlinks, device nodes, FIFOs, sockets, hard links, extended attributes,
 // POSIX permission checks (always, whether or not the mount uses
 // default_permissions), lookup counting, and size/inode limits. It backs the
-// dispatcher tests and the POSIX/fsx suites run on real mounts.
+// dispatcher tests and the POSIX/fsx suites run on real mounts. File bytes
+// live in a DataStore memfd (core/memfs/data_store.h); with a journal
+// (MemFsOptions::journal) everything else is journaled before each reply,
+// and a successor server rebuilds the file system from the two
+// (core/memfs/memfs_journal.cc). Sources: memfs.cc (tables, names,
+// handles, directories), memfs_data.cc (attributes and file data),
+// memfs_xattrs.cc, memfs_journal.cc; memfs_internal.h holds what they share.
 //
 // Thread-safety: every FileSystem call may run concurrently from any thread.
 // Locks, in the order they may be taken (never the reverse):
@@ -24,6 +30,8 @@
 //                    inode. A writer may wait on store_cv_ holding tree_mu_
 //                    (never an Inode::mu); a push holds no lock while the
 //                    kernel takes its pages.
+//   5. leaves of their own: the data store's slot mutex, the state
+//      region's append mutex, compact_mu_ (the compactor's wakeup).
 // The byte budget (SpaceAccount) is a lock-free counter.
 //
 // Policies: node ids start at 2 and are never reused (generation 0); files
@@ -39,16 +47,20 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "core/filesystem.h"
+#include "core/memfs/data_store.h"
 #include "core/memfs/file_data.h"
 #include "core/memfs/rw_mutex.h"
 #include "core/result.h"
 
 namespace efuse {
+
+class StateRegion;
 
 struct MemFsOptions {
   // Bytes for file blocks, xattr names and values, symlink targets; ENOSPC
@@ -73,6 +85,18 @@ struct MemFsOptions {
   // Only where the kernel checks an opendir() (default_permissions) or
   // only root can enter: memfs cannot refuse an open it never sees.
   bool dir_handles = true;
+  // The store of file contents to adopt (a memfd a supervisor holds;
+  // core/memfs/data_store.h); -1: a new one of this server's own.
+  int data_fd = -1;
+  // Where memfs journals its namespace, attributes, lookups and handles
+  // (core/memfs/memfs_journal.cc), for a successor server to rebuild the
+  // file system after this one dies. nullptr: no journal. If the region
+  // was initialized (INIT answered) the file system is rebuilt from it in
+  // Init, which a successor calls once it takes over.
+  StateRegion* journal = nullptr;
+  // A checkpoint is due once the journal has grown past this many bytes
+  // and four times its last checkpoint.
+  uint64_t journal_checkpoint_bytes = 8 << 20;
 };
 
 class MemFs : public FileSystem {
@@ -189,6 +213,9 @@ class MemFs : public FileSystem {
   uint64_t BytesUsed() const { return space_.used(); }
   // Open file and directory handles.
   size_t OpenHandleCount() const;
+  // Journal appends that failed (the memfd could not grow): the mount is
+  // then marked not recoverable.
+  uint64_t JournalFailures() const { return journal_failures_.load(std::memory_order_relaxed); }
 
  private:
   struct Inode;
@@ -208,6 +235,9 @@ class MemFs : public FileSystem {
   struct Handle {
     std::shared_ptr<Inode> inode;
     uint32_t flags = 0;
+    // The request that opened it (its unique, without the resend bit): a
+    // successor does not revive a handle whose open was never answered.
+    uint64_t opened_by = 0;
   };
 
   std::shared_ptr<Inode> Find(uint64_t nodeid) const;
@@ -247,7 +277,8 @@ class MemFs : public FileSystem {
   bool IsInSubtree(const Inode* dir, const Inode* top) const
       ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
   // Registers an open handle on `n`.
-  OpenReply NewHandle(std::shared_ptr<Inode> n, uint32_t flags)
+  // `unique`: the request that opens it (the journal's opened_by).
+  OpenReply NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t unique)
       ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
   // Opens `n`: permission checks (skipped for a file just created), O_TRUNC,
   // kOpenKillSuidgid.
@@ -260,8 +291,51 @@ class MemFs : public FileSystem {
   // handle. `n` may dangle afterwards.
   void MaybeFree(Inode* n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
 
+  // The journal (memfs_journal.cc). Every change is journaled before the
+  // call that made it returns (so before its reply): a record holds the
+  // whole current state of what it names, read under that thing's lock, so
+  // the last record of a thing is never older than a change already made.
+  struct JournalReplay;
+  void JournalInode(const Inode& n);  // takes n.mu
+  void JournalInodeLocked(const Inode& n);  // n.mu held (shared at least)
+  void JournalEntry(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child);
+  void JournalEntryGone(const Inode& dir, uint64_t cookie);
+  void JournalFreed(const Inode& n);
+  // Adds `delta` to n's kernel lookups, and journals it with the request
+  // that asked (`unique`; 0 for a FORGET).
+  void AddLookups(Inode& n, int64_t delta, uint64_t unique);
+  void JournalHandle(uint64_t fh, const Handle& h) ABSL_SHARED_LOCKS_REQUIRED(handles_mu_);
+  void JournalHandleGone(uint64_t fh) ABSL_EXCLUSIVE_LOCKS_REQUIRED(handles_mu_);
+  void JournalAppend(uint16_t type, std::span<const uint8_t> payload);
+  // Writes a checkpoint once the journal has grown well past the last one;
+  // on the compactor's thread, which JournalAppend wakes when one is due.
+  void MaybeCheckpoint() ABSL_LOCKS_EXCLUDED(tree_mu_);
+  void RunCompactor();
+  // A successor's: the file system as the journal left it.
+  void Rebuild() ABSL_LOCKS_EXCLUDED(tree_mu_);
+
   const MemFsOptions opts_;
   SpaceAccount space_;
+  std::unique_ptr<DataStore> store_;
+  StateRegion* const journal_;
+  // Set while a successor has not rebuilt yet (Init does).
+  bool rebuild_pending_ = false;
+  std::atomic<bool> checkpointing_{false};
+  absl::Mutex compact_mu_;
+  absl::CondVar compact_cv_;
+  bool compact_wanted_ ABSL_GUARDED_BY(compact_mu_) = false;
+  bool compact_stop_ ABSL_GUARDED_BY(compact_mu_) = false;
+  std::atomic<bool> compact_pending_{false};
+  // A checkpoint is due past this many journal bytes (and four times the
+  // last checkpoint); set before the compactor starts.
+  std::atomic<uint64_t> checkpoint_min_bytes_;
+  bool crash_in_checkpoint_ = false;  // test fault; the compactor's own
+  bool crash_before_listing_drop_ = false;  // test fault; set by Init
+  // Test fault journal_refuses: every append fails, as when the memfd
+  // cannot grow (set once, at construction).
+  const bool journal_refuses_;
+  std::thread compactor_;
+  std::atomic<uint64_t> journal_failures_{0};
 
   mutable memfs::RwMutex tree_mu_ ABSL_ACQUIRED_BEFORE(table_mu_, handles_mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(tree_mu_) = 2;

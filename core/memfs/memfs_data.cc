@@ -120,6 +120,7 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
   } else if ((v & kChanges) != 0) {
     n->ctime = now;
   }
+  JournalInodeLocked(*n);
   return AttrReply{n->Attrs(), opts_.attr_timeout};
 }
 
@@ -147,7 +148,10 @@ Result<size_t> MemFs::Read(const RequestContext& ctx, uint64_t nodeid,
   if (touch) {
     const timespec now = Now();
     memfs::WriteLock l(&n->mu);
-    if (n->NeedsAtime(now)) n->atime = now;
+    if (n->NeedsAtime(now)) {
+      n->atime = now;
+      JournalInodeLocked(*n);
+    }
   }
   return count;
 }
@@ -219,6 +223,8 @@ Result<size_t> MemFs::Write(const RequestContext& ctx, uint64_t nodeid,
     // alone, as on a local file system; write(2) through the page cache had
     // the kernel ask for their removal first (an attribute-less SETATTR).
     if ((write_flags & abi::kWriteCache) == 0) n->DropCapability(space_);
+    // After the bytes: a record never claims a size not yet written.
+    JournalInodeLocked(*n);
   }
   // The WRITE reply carries no attributes: the kernel's cached mode would
   // keep the bits (and exec would honor them) until its lifetime ends.
@@ -278,6 +284,7 @@ Status MemFs::Fallocate(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
   }
   n->mtime = n->ctime = now;
   n->DropCapability(space_);
+  JournalInodeLocked(*n);
   return OkStatus();
 }
 
@@ -359,6 +366,7 @@ Result<uint64_t> MemFs::CopyFileRange(
   if (copied == 0) return Errno(ENOSPC);
   out->mtime = out->ctime = Now();
   out->DropCapability(space_);
+  JournalInodeLocked(*out);
   return copied;
 }
 

@@ -139,7 +139,9 @@ struct MemFs::DirData {
 
   // All guarded by tree_mu_.
   Inode* parent = nullptr;  // ".."; the root's is itself; null once removed
-  uint64_t next_cookie = memfs::kFirstEntryCookie;
+  // Atomic only so the journal may read it under the inode's lock alone
+  // (an attribute change of the directory); it changes under tree_mu_.
+  std::atomic<uint64_t> next_cookie{memfs::kFirstEntryCookie};
   // Entries by cookie: readdir walks this, so an entry keeps its place while
   // others come and go, and new ones always sort after existing ones.
   Slots slots;
@@ -151,8 +153,11 @@ struct MemFs::DirData {
 };
 
 struct MemFs::Inode {
-  Inode(uint64_t id, uint32_t type, SpaceAccount* space)
-      : id(id), type(type), data(space) {}
+  // `slot`: where a regular file's bytes are in `store` (kNoSlot for the
+  // other types).
+  static constexpr uint32_t kNoSlot = UINT32_MAX;
+  Inode(uint64_t id, uint32_t type, SpaceAccount* space, const DataStore* store, uint32_t slot)
+      : id(id), type(type), data(space, store, slot) {}
 
   bool MayAccess(const RequestContext& ctx, uint32_t mask) const {
     memfs::ReadLock l(&mu);

@@ -108,6 +108,7 @@ Status MemFs::SetXattr(const RequestContext& ctx, uint64_t nodeid,
     n->xattrs.emplace(std::string(name), std::move(v));
   }
   n->ctime = Now();
+  JournalInodeLocked(*n);
   return OkStatus();
 }
 
@@ -156,6 +157,7 @@ Status MemFs::RemoveXattr(const RequestContext& ctx, uint64_t nodeid,
   space_.Release(it->first.size() + it->second.size());
   n->xattrs.erase(it);
   n->ctime = Now();
+  JournalInodeLocked(*n);
   return OkStatus();
 }
 

@@ -658,6 +658,8 @@ TEST_P(FsxKillTest, RandomOperationsMatchTheModelWhileTheServerIsKilled) {
 INSTANTIATE_TEST_SUITE_P(
     Supervised, FsxKillTest,
     ::testing::Values(Memfs("memfs_kernel_data", {"--memfs_data=kernel", "--supervise=on"}),
+                      // bytes in the supervisor's memfd, the rest from memfs's journal
+                      Memfs("memfs_daemon_data", {"--memfs_data=daemon", "--supervise=on"}),
                       Passthrough("tmpfs_passthrough_supervised", {"--passthrough=on", "--supervise=on"}),
                       Passthrough("disk_daemon_io_supervised",
                                   {"--passthrough=off", "--writeback_cache=false", "--supervise=on"})),

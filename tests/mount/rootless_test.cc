@@ -16,6 +16,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,47 @@ TEST_F(RootlessTest, UserMountsThroughFusermountAndServesOnlyThemselves) {
   }
   // SIGTERM: the daemon unmounts through fusermount3 -u and exits 0.
   EXPECT_TRUE(mount_.Stop());
+  EXPECT_FALSE(FindMount(mount_.path()));
+}
+
+// memfs mounted by a user keeps its data in the daemon (kernel passthrough
+// is root's): under --supervise=on the bytes are in a memfd the supervisor
+// holds and the rest in its journal, so a killed server is succeeded
+// without a word to the user's processes, and without privilege (no file
+// handles to open again, unlike memfs with kernel data or passthrough).
+TEST_F(RootlessTest, SupervisedMemfsOfAUserSurvivesItsServerBeingKilled) {
+  ASSERT_TRUE(StartAsUser({"--size=64M", "--supervise=on"}));
+  EXPECT_NE(mount_.Log().find("with fusermount3"), std::string::npos) << mount_.LogForMessage();
+  Creds user{kUser, kUser, {}};
+  const std::string dir = mount_.Path("dir"), file = mount_.Path("dir/file");
+  const std::string big(300000, 'b');
+  EXPECT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        std::string error;
+        CHILD_EXPECT_OK(c, mkdir(dir.c_str(), 0750));
+        CHILD_CHECK(c, WriteFile(file, big, &error));
+        CHILD_EXPECT_OK(c, symlink("file", mount_.Path("dir/link").c_str()));
+      },
+      &user));
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
+  const pid_t server = static_cast<pid_t>(std::atol(kv["server_pid"].c_str()));
+  ASSERT_GT(server, 0);
+  ASSERT_EQ(kill(server, SIGKILL), 0);
+  EXPECT_TRUE(RunInChild(
+      [&](ChildChecks& c) {
+        std::string error, data;
+        CHILD_CHECK(c, ReadFile(mount_.Path("dir/link"), &data, &error) && data == big);
+        struct stat st;
+        CHILD_EXPECT_OK(c, stat(dir.c_str(), &st));
+        CHILD_CHECK(c, (st.st_mode & 07777) == 0750 && st.st_uid == kUser);
+        CHILD_CHECK(c, WriteFile(mount_.Path("dir/after"), "after", &error));
+      },
+      &user));
+  ASSERT_TRUE(StatusReader(&mount_).Fresh(&kv));
+  EXPECT_EQ(kv["takeovers"], "1") << mount_.LogForMessage();
+  EXPECT_NE(mount_.Log().find("memfs: took over"), std::string::npos) << mount_.LogForMessage();
+  EXPECT_TRUE(mount_.Stop()) << mount_.LogForMessage();
   EXPECT_FALSE(FindMount(mount_.path()));
 }
 

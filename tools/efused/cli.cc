@@ -549,6 +549,12 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
 }
 
 absl::StatusOr<int> MakeMemfsStorage(const DaemonConfig& c) {
+  if (!c.memfs_in_kernel) {
+    // The daemon's own data: a memfd the supervisor keeps (DataStore).
+    absl::StatusOr<int> fd = DataStore::NewMemfd();
+    if (!fd.ok()) return absl::InternalError(absl::StrCat("memfs: ", fd.status().message()));
+    return fd;
+  }
   PrivateTmpfsOptions t;
   t.size = c.size_limit;
   t.max_inodes = c.max_inodes;
@@ -591,6 +597,10 @@ absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c
   o.root_gid = c.session.mount.group_id;
   o.root_mode = c.session.mount.rootmode & 07777;
   o.noatime = c.session.mount.noatime;
+  // Under a supervisor (or an fd store): the data in the memfd it keeps,
+  // and the rest journaled for a successor to rebuild.
+  o.data_fd = c.memfs_storage_fd;
+  o.journal = c.session.state;
   // Only this mount changes memfs, so its listings stay right without
   // OPENDIR; but then nobody checks an opendir() but the kernel, which it
   // does with default_permissions (root passes anyway).

@@ -35,8 +35,9 @@ struct DaemonConfig {
   // --fs=memfs --memfs_data=kernel (or auto, where allowed): served by the
   // passthrough engine over a private tmpfs (`passthrough` configures it).
   bool memfs_in_kernel = false;
-  // Its private tmpfs, made by the supervisor (which keeps it) and
-  // inherited: -1 to make one here.
+  // memfs's storage, made by the supervisor (which keeps it) and
+  // inherited: the private tmpfs's root (memfs_in_kernel) or the memfd of
+  // the daemon's data (core/memfs/data_store.h); -1 to make one here.
   int memfs_storage_fd = -1;
   // --supervise: a supervisor process keeps the connection (and memfs's
   // storage) and starts a successor server when one dies.

@@ -191,7 +191,7 @@ int main(int argc, char** argv) {
   if (config->supervise && inherited_fuse < 0) {
     const int clones = std::max(efuse::PossibleCpuCount(), config->session.workers) + 1;
     std::vector<std::pair<std::string, int>> extra_fds;
-    if (config->fs == "memfs" && config->memfs_in_kernel) {
+    if (config->fs == "memfs") {
       absl::StatusOr<int> storage = efuse::MakeMemfsStorage(*config);
       if (!storage.ok()) {
         std::fprintf(stderr, "efused: %s\n", std::string(storage.status().message()).c_str());
@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
       // standby waiting at its gate must not touch the mount); under an fd
       // store the successor finds it out.
       efuse::Log(efuse::LogLevel::kError,
-                 "the last server's file system cannot be rebuilt (memfs with its data in the daemon): "
+                 "the last server's file system cannot be rebuilt (its journal is incomplete): "
                  "unmounting %s", mounted_at);
       efuse::AbortAndUnmount(static_cast<dev_t>(state->header().device), mounted_at);
       return 1;
@@ -260,10 +260,11 @@ int main(int argc, char** argv) {
     config->passthrough.state = state.get();
     efuse::UseInheritedClones(std::move(worker_clones));
     // What a successor can rebuild: the passthrough engine's nodes and
-    // handles (from its journal in the region and the source; it says no
-    // when it cannot journal); memfs's own memory dies with this process.
+    // handles (from its journal in the region and the source), memfs's
+    // from its journal and the data memfd the supervisor keeps (each says
+    // no when it cannot journal). A file system of a library's own is not.
     if (state != nullptr && state->header().initialized.load() == 0) {
-      state->header().recoverable.store(config->fs == "passthrough" || config->memfs_in_kernel ? 1 : 0);
+      state->header().recoverable.store(config->fs == "passthrough" || config->fs == "memfs" ? 1 : 0);
     }
     if (state != nullptr && state->header().fixed_options[0] == '\0') {
       // What the successors must keep (one that cannot be recorded is not

@@ -1,0 +1,546 @@
+// core/memfs/memfs_journal.cc — MemFs in the state region's journal, and its
+// rebuilding by a successor server after a crash or an upgrade.
+//
+// What survives a server: the file contents are in the DataStore's memfd
+// (the supervisor holds it); everything else (inodes and their attributes,
+// symlink targets and xattrs, directory entries with their cookies, the
+// kernel's lookup counts, open handles) is journaled here before the call
+// that changed it returns, so before its reply.
+//
+// Records hold states, not operations: an inode record is the inode's whole
+// state, read under its lock at the moment it is appended; an entry record
+// is one (directory, cookie) slot and what it names. Replaying keeps the
+// last record of each thing, in whatever order unrelated things came, so no
+// lock needs to order changes of different inodes in the log. A record is
+// appended after the change it records (the state it reads includes the
+// change) and while the thing's lock orders it against other changes of
+// the thing: inodes under Inode::mu, entries and frees under tree_mu_
+// held exclusively, lookups under tree_mu_ (shared for additions:
+// deltas, which commute), handles under handles_mu_.
+//
+// File bytes are written before the inode record that covers them (its
+// size), and a truncation is recorded after it is made: a server killed
+// between the two has not answered, and the kernel resends the request to
+// its successor (core/dispatcher_journal.cc), which makes it again.
+//
+// Compaction: once the journal has grown past 8 MiB and four times its last
+// checkpoint, a checkpoint is written holding tree_mu_ exclusively (no
+// namespace change, lookup or handle change can run): the id high-water
+// marks, every inode, every lookup count, every entry, every handle. Reads
+// and writes go on meanwhile; their inode records, interleaved, only repeat
+// a newer state of an inode the checkpoint also holds.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/log.h"
+#include "core/memfs/memfs.h"
+#include "core/memfs/memfs_internal.h"
+#include "core/state_region.h"
+#include "core/test_faults.h"
+
+namespace efuse {
+
+namespace {
+
+// memfs's record types (the log holds one backend's records).
+enum MemfsRecord : uint16_t {
+  kInodeState = 101,      // InodeRecord, target, xattrs (XattrHead, name, value)*
+  kEntrySet = 102,        // EntryRecord, name
+  kEntryGone = 103,       // EntryRecord (child 0), no name
+  kInodeFreed = 104,      // uint64_t id
+  kLookupsAdded = 105,    // LookupRecord: a delta
+  kLookupsSet = 106,      // LookupRecord: a checkpoint's count
+  kHandleOpened = 107,    // HandleRecord
+  kHandleReleased = 108,  // uint64_t fh
+  kHighWater = 109,       // HighWaterRecord
+};
+
+struct Time {
+  int64_t sec;
+  int64_t nsec;
+};
+
+struct InodeRecord {
+  uint64_t id;
+  uint32_t slot;
+  uint32_t type;
+  uint32_t mode;
+  uint32_t uid;
+  uint32_t gid;
+  uint32_t rdev;
+  uint32_t nlink;
+  uint32_t xattrs;
+  Time atime, mtime, ctime, btime;
+  uint64_t size;  // regular files
+  uint64_t dir_size;
+  uint64_t next_cookie;  // directories
+  uint32_t target_size;
+  uint32_t reserved;
+};
+
+struct XattrHead {
+  uint32_t name_size;
+  uint32_t value_size;
+};
+
+struct EntryRecord {
+  uint64_t dir;
+  uint64_t cookie;
+  uint64_t child;
+};
+
+// A request whose intent the dispatcher recorded and whose answer it did
+// not (core/state_region.h) died with its server before the reply left:
+// the kernel never had what it gave, and resends it. What it added (a
+// handle, lookups) is not revived.
+struct LookupRecord {
+  uint64_t id;
+  int64_t count;
+  uint64_t unique;  // the request that added them (0: unknown)
+};
+
+struct HandleRecord {
+  uint64_t fh;
+  uint64_t id;
+  uint32_t flags;
+  uint32_t reserved;
+  uint64_t opened_by;
+};
+
+struct HighWaterRecord {
+  uint64_t next_id;
+  uint64_t next_fh;
+};
+
+Time ToTime(const timespec& t) { return Time{t.tv_sec, t.tv_nsec}; }
+timespec FromTime(const Time& t) { return timespec{static_cast<time_t>(t.sec), static_cast<long>(t.nsec)}; }
+
+template <typename T>
+void Put(std::string* out, const T& v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+
+template <typename T>
+std::span<const uint8_t> BytesOf(const T& v) {
+  return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&v), sizeof(v));
+}
+
+std::span<const uint8_t> BytesOf(const std::string& s) {
+  return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+// Reads a record's parts in order; false once it runs short.
+class RecordReader {
+ public:
+  explicit RecordReader(std::span<const uint8_t> bytes) : bytes_(bytes) {}
+  template <typename T>
+  bool Get(T* out) {
+    if (bytes_.size() - at_ < sizeof(T)) return false;
+    std::memcpy(out, bytes_.data() + at_, sizeof(T));
+    at_ += sizeof(T);
+    return true;
+  }
+  bool GetString(size_t size, std::string* out) {
+    if (bytes_.size() - at_ < size) return false;
+    out->assign(reinterpret_cast<const char*>(bytes_.data() + at_), size);
+    at_ += size;
+    return true;
+  }
+
+ private:
+  std::span<const uint8_t> bytes_;
+  size_t at_ = 0;
+};
+
+
+}  // namespace
+
+// What replay gathers before the tables are built.
+struct MemFs::JournalReplay {
+  struct InodeState {
+    InodeRecord rec;
+    std::string target;
+    std::map<std::string, std::string, std::less<>> xattrs;
+  };
+  struct EntryState {
+    std::string name;
+    uint64_t child;
+  };
+  std::map<uint64_t, InodeState> inodes;
+  std::map<std::pair<uint64_t, uint64_t>, EntryState> entries;  // (dir, cookie)
+  std::map<uint64_t, int64_t> lookups;
+  // Of them, added by requests: their uniques (a FORGET's count is not).
+  std::map<uint64_t, std::vector<std::pair<uint64_t, int64_t>>> lookups_by_request;
+  std::map<uint64_t, HandleRecord> handles;
+  uint64_t next_id = 0;
+  uint64_t next_fh = 0;
+  uint64_t bad_records = 0;
+
+  void Clear() { *this = JournalReplay(); }
+  void Apply(uint16_t type, std::span<const uint8_t> payload);
+};
+
+void MemFs::JournalReplay::Apply(uint16_t type, std::span<const uint8_t> payload) {
+  RecordReader r(payload);
+  switch (type) {
+    case kInodeState: {
+      InodeState s;
+      if (!r.Get(&s.rec) || !r.GetString(s.rec.target_size, &s.target)) break;
+      bool whole = true;
+      for (uint32_t i = 0; i < s.rec.xattrs && whole; ++i) {
+        XattrHead h;
+        std::string name, value;
+        whole = r.Get(&h) && r.GetString(h.name_size, &name) && r.GetString(h.value_size, &value);
+        if (whole) s.xattrs.emplace(std::move(name), std::move(value));
+      }
+      if (!whole) break;
+      next_id = std::max(next_id, s.rec.id + 1);
+      inodes[s.rec.id] = std::move(s);
+      return;
+    }
+    case kEntrySet: {
+      EntryRecord e;
+      std::string name;
+      if (!r.Get(&e) || !r.GetString(payload.size() - sizeof(e), &name)) break;
+      entries[{e.dir, e.cookie}] = EntryState{std::move(name), e.child};
+      return;
+    }
+    case kEntryGone: {
+      EntryRecord e;
+      if (!r.Get(&e)) break;
+      entries.erase({e.dir, e.cookie});
+      return;
+    }
+    case kInodeFreed: {
+      uint64_t id;
+      if (!r.Get(&id)) break;
+      inodes.erase(id);
+      lookups.erase(id);
+      lookups_by_request.erase(id);
+      return;
+    }
+    case kLookupsAdded:
+    case kLookupsSet: {
+      LookupRecord l;
+      if (!r.Get(&l)) break;
+      if (type == kLookupsSet) {
+        lookups[l.id] = l.count;
+        lookups_by_request.erase(l.id);
+      } else {
+        lookups[l.id] += l.count;
+        if (l.unique != 0) lookups_by_request[l.id].emplace_back(l.unique, l.count);
+      }
+      return;
+    }
+    case kHandleOpened: {
+      HandleRecord h;
+      if (!r.Get(&h)) break;
+      handles[h.fh] = h;
+      next_fh = std::max(next_fh, h.fh + 1);
+      return;
+    }
+    case kHandleReleased: {
+      uint64_t fh;
+      if (!r.Get(&fh)) break;
+      handles.erase(fh);
+      return;
+    }
+    case kHighWater: {
+      HighWaterRecord h;
+      if (!r.Get(&h)) break;
+      next_id = std::max(next_id, h.next_id);
+      next_fh = std::max(next_fh, h.next_fh);
+      return;
+    }
+    default:
+      break;
+  }
+  ++bad_records;
+}
+
+void MemFs::JournalAppend(uint16_t type, std::span<const uint8_t> payload) {
+  if (!journal_refuses_ && journal_->Append(type, payload)) {
+    if (!compact_pending_.load(std::memory_order_relaxed) && !checkpointing_.load(std::memory_order_relaxed) &&
+        journal_->CheckpointDue(checkpoint_min_bytes_) && !compact_pending_.exchange(true)) {
+      absl::MutexLock l(&compact_mu_);
+      compact_wanted_ = true;
+      compact_cv_.Signal();
+    }
+    return;
+  }
+  journal_failures_.fetch_add(1, std::memory_order_relaxed);
+  // A successor would rebuild less than the kernel knows: the supervisor
+  // ends the mount instead of starting one.
+  journal_->header().recoverable.store(0);
+}
+
+void MemFs::JournalInode(const Inode& n) {
+  if (journal_ == nullptr) return;
+  memfs::ReadLock l(&n.mu);
+  JournalInodeLocked(n);
+}
+
+void MemFs::JournalInodeLocked(const Inode& n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (journal_ == nullptr || n.dead) return;
+  InodeRecord rec{};
+  rec.id = n.id;
+  rec.slot = n.data.slot();
+  rec.type = n.type;
+  rec.mode = n.mode;
+  rec.uid = n.uid;
+  rec.gid = n.gid;
+  rec.rdev = n.rdev;
+  rec.nlink = n.nlink;
+  rec.xattrs = static_cast<uint32_t>(n.xattrs.size());
+  rec.atime = ToTime(n.atime);
+  rec.mtime = ToTime(n.mtime);
+  rec.ctime = ToTime(n.ctime);
+  rec.btime = ToTime(n.btime);
+  rec.size = n.data.size();
+  rec.dir_size = n.dir_size;
+  // next_cookie changes under tree_mu_ (exclusive), which every caller
+  // that changed it still holds.
+  rec.next_cookie = n.dir != nullptr ? n.dir->next_cookie.load(std::memory_order_relaxed) : 0;
+  rec.target_size = static_cast<uint32_t>(n.target.size());
+  if (rec.xattrs == 0 && n.target.empty()) return JournalAppend(kInodeState, BytesOf(rec));
+  std::string bytes;
+  Put(&bytes, rec);
+  bytes += n.target;
+  for (const auto& [name, value] : n.xattrs) {
+    Put(&bytes, XattrHead{static_cast<uint32_t>(name.size()), static_cast<uint32_t>(value.size())});
+    bytes += name;
+    bytes += value;
+  }
+  JournalAppend(kInodeState, BytesOf(bytes));
+}
+
+void MemFs::JournalEntry(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child) {
+  if (journal_ == nullptr) return;
+  std::string bytes;
+  Put(&bytes, EntryRecord{dir.id, cookie, child.id});
+  bytes += name;
+  JournalAppend(kEntrySet, BytesOf(bytes));
+}
+
+void MemFs::JournalEntryGone(const Inode& dir, uint64_t cookie) {
+  if (journal_ == nullptr) return;
+  JournalAppend(kEntryGone, BytesOf(EntryRecord{dir.id, cookie, 0}));
+}
+
+void MemFs::JournalFreed(const Inode& n) {
+  if (journal_ == nullptr) return;
+  JournalAppend(kInodeFreed, BytesOf(n.id));
+}
+
+void MemFs::AddLookups(Inode& n, int64_t delta, uint64_t unique) {
+  if (delta >= 0) {
+    n.lookups.fetch_add(static_cast<uint64_t>(delta), std::memory_order_relaxed);
+  } else {
+    n.lookups.fetch_sub(static_cast<uint64_t>(-delta), std::memory_order_relaxed);
+  }
+  if (journal_ == nullptr || delta == 0) return;
+  JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n.id, delta, unique & ~abi::kUniqueResend}));
+}
+
+void MemFs::JournalHandle(uint64_t fh, const Handle& h) {
+  if (journal_ == nullptr) return;
+  JournalAppend(kHandleOpened, BytesOf(HandleRecord{fh, h.inode->id, h.flags, 0, h.opened_by}));
+}
+
+void MemFs::JournalHandleGone(uint64_t fh) {
+  if (journal_ == nullptr) return;
+  JournalAppend(kHandleReleased, BytesOf(fh));
+}
+
+void MemFs::RunCompactor() {
+  // Test faults (core/test_faults.h); the crash only in the first server:
+  // its successor must take over without dying.
+  if (std::optional<std::string> at = TestFault("journal_checkpoint_at")) {
+    checkpoint_min_bytes_ = std::strtoull(at->c_str(), nullptr, 10);
+  }
+  crash_in_checkpoint_ = TestFault("crash_in_checkpoint").has_value() && journal_->header().generation.load() == 1;
+  // A successor may find the log due already.
+  if (journal_->CheckpointDue(checkpoint_min_bytes_)) MaybeCheckpoint();
+  while (true) {
+    {
+      absl::MutexLock l(&compact_mu_);
+      while (!compact_wanted_ && !compact_stop_) compact_cv_.Wait(&compact_mu_);
+      if (compact_stop_) return;
+      compact_wanted_ = false;
+    }
+    MaybeCheckpoint();
+    compact_pending_.store(false);
+  }
+}
+
+void MemFs::MaybeCheckpoint() {
+  if (journal_ == nullptr || !journal_->CheckpointDue(checkpoint_min_bytes_)) return;
+  bool idle = false;
+  if (!checkpointing_.compare_exchange_strong(idle, true)) return;
+  const auto started = std::chrono::steady_clock::now();
+  size_t inodes = 0;
+  {
+    memfs::WriteLock tl(&tree_mu_);
+    std::optional<uint64_t> begin = journal_->BeginCheckpoint();
+    if (begin) {
+      std::vector<std::shared_ptr<Inode>> all;
+      {
+        memfs::ReadLock l(&table_mu_);
+        all.reserve(inodes_.size());
+        for (const auto& [id, n] : inodes_) all.push_back(n);
+      }
+      {
+        memfs::ReadLock l(&handles_mu_);
+        JournalAppend(kHighWater, BytesOf(HighWaterRecord{next_id_, next_fh_}));
+      }
+      for (size_t i = 0; i < all.size(); ++i) {
+        if (crash_in_checkpoint_ && i == all.size() / 2) {
+          Log(LogLevel::kWarning, "test fault crash_in_checkpoint: dying halfway through a journal checkpoint");
+          raise(SIGKILL);
+        }
+        JournalInode(*all[i]);
+      }
+      for (const std::shared_ptr<Inode>& n : all) {
+        const uint64_t count = n->lookups.load(std::memory_order_relaxed);
+        if (count != 0) JournalAppend(kLookupsSet, BytesOf(LookupRecord{n->id, static_cast<int64_t>(count), 0}));
+        if (n->dir == nullptr) continue;
+        for (const auto& [cookie, slot] : n->dir->slots) JournalEntry(*n, cookie, slot.name, *slot.inode);
+      }
+      {
+        memfs::ReadLock l(&handles_mu_);
+        for (const auto& [fh, h] : handles_) JournalHandle(fh, h);
+      }
+      if (journal_failures_.load(std::memory_order_relaxed) == 0) journal_->CommitCheckpoint(*begin);
+      inodes = all.size();
+    }
+  }
+  checkpointing_.store(false);
+  Log(LogLevel::kDebug, "memfs journal checkpoint: %u inodes in %.1f ms", inodes,
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
+}
+
+void MemFs::Rebuild() {
+  JournalReplay replay;
+  journal_->Replay([&](uint16_t type, std::span<const uint8_t> payload) { replay.Apply(type, payload); }, 0,
+                   [&] { replay.Clear(); });
+  memfs::WriteLock tl(&tree_mu_);
+  std::unordered_map<uint64_t, std::shared_ptr<Inode>> table;
+  uint64_t charged = 0;
+  for (auto& [id, s] : replay.inodes) {
+    const InodeRecord& rec = s.rec;
+    auto n = std::make_shared<Inode>(id, rec.type, &space_, store_.get(),
+                                     rec.type == S_IFREG ? rec.slot : Inode::kNoSlot);
+    {
+      memfs::WriteLock l(&n->mu);
+      n->mode = rec.mode;
+      n->uid = rec.uid;
+      n->gid = rec.gid;
+      n->rdev = rec.rdev;
+      n->nlink = rec.nlink;
+      n->atime = FromTime(rec.atime);
+      n->mtime = FromTime(rec.mtime);
+      n->ctime = FromTime(rec.ctime);
+      n->btime = FromTime(rec.btime);
+      n->dir_size = rec.dir_size;
+      n->xattrs = std::move(s.xattrs);
+      for (const auto& [name, value] : n->xattrs) charged += name.size() + value.size();
+      if (rec.type == S_IFREG) {
+        store_->MarkUsed(rec.slot);
+        n->data.Restore(rec.size);
+      }
+    }
+    n->target = std::move(s.target);
+    charged += n->target.size();
+    if (rec.type == S_IFDIR) {
+      n->dir = std::make_unique<DirData>();
+      n->dir->next_cookie.store(std::max<uint64_t>(rec.next_cookie, memfs::kFirstEntryCookie));
+      // The kernel may keep listings a dead server gave: every change drops them.
+      n->dir->listed_without_handle.store(true);
+    }
+    table.emplace(id, std::move(n));
+  }
+  space_.Charge(charged);
+  auto find = [&](uint64_t id) -> Inode* {
+    auto it = table.find(id);
+    return it == table.end() ? nullptr : it->second.get();
+  };
+  Inode* root = find(abi::kRootId);
+  if (root == nullptr || root->dir == nullptr) {
+    Log(LogLevel::kError, "memfs journal: no root directory; serving an empty file system");
+    return;
+  }
+  root->dir->parent = root;
+  uint64_t entries = 0;
+  for (auto& [key, e] : replay.entries) {
+    Inode* dir = find(key.first);
+    Inode* child = find(e.child);
+    if (dir == nullptr || dir->dir == nullptr || child == nullptr) {
+      ++replay.bad_records;
+      continue;
+    }
+    auto it = dir->dir->slots.emplace_hint(dir->dir->slots.end(), key.second, DirData::Slot{std::move(e.name), child});
+    dir->dir->by_name.emplace(it->second.name, it);
+    dir->dir->next_cookie.store(std::max<uint64_t>(dir->dir->next_cookie.load(), key.second + 1));
+    if (child->dir != nullptr) child->dir->parent = dir;
+    ++entries;
+  }
+  auto never_answered = [this](uint64_t unique) {
+    return unique != 0 && journal_->HasIntent(unique) && journal_->FindAnswer(unique).empty();
+  };
+  for (auto [id, count] : replay.lookups) {
+    for (const auto& [unique, delta] : replay.lookups_by_request[id])
+      if (never_answered(unique)) count -= delta;
+    if (Inode* n = find(id); n != nullptr && count > 0) n->lookups.store(static_cast<uint64_t>(count));
+  }
+  {
+    memfs::WriteLock l(&handles_mu_);
+    handles_.clear();
+    for (const auto& [fh, h] : replay.handles) {
+      auto it = table.find(h.id);
+      if (it == table.end() || never_answered(h.opened_by)) {
+        // Released in the journal too: a later successor must not revive it.
+        if (it == table.end()) ++replay.bad_records;
+        JournalHandleGone(fh);
+        continue;
+      }
+      it->second->opens.fetch_add(1);
+      if ((h.flags & O_ACCMODE) != O_RDONLY) it->second->writers.fetch_add(1);
+      handles_.emplace(fh, Handle{it->second, h.flags, h.opened_by});
+    }
+    next_fh_ = std::max(next_fh_, replay.next_fh);
+  }
+  next_id_ = std::max(next_id_, replay.next_id);
+  {
+    memfs::WriteLock l(&table_mu_);
+    inodes_ = std::move(table);
+    root_ = root;
+  }
+  // A file a dead server had given its last name and lookup up (and not
+  // yet freed) goes now.
+  std::vector<Inode*> unreferenced;
+  {
+    memfs::ReadLock l(&table_mu_);
+    for (const auto& [id, n] : inodes_) unreferenced.push_back(n.get());
+  }
+  for (Inode* n : unreferenced) MaybeFree(n);
+  store_->FreeUnused();
+  if (replay.bad_records != 0) {
+    Log(LogLevel::kWarning, "memfs journal: %u records did not fit the file system and were left out",
+        replay.bad_records);
+  }
+  Log(LogLevel::kInfo, "memfs: took over %u inode(s), %u entries and %u open handle(s) from the journal (%u bytes of "
+      "data in the store)",
+      replay.inodes.size(), entries, replay.handles.size(), space_.used());
+}
+
+}  // namespace efuse

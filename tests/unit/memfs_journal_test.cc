@@ -1,0 +1,295 @@
+// memfs's journal and data store (core/memfs/memfs_journal.cc): a second
+// MemFs built on the first one's state region and data memfd, as a
+// successor server is, holds the same file system: every name, attribute,
+// byte, xattr, symlink, lookup count and open handle. Also after a
+// checkpoint, and without what a request the kernel never got an answer to
+// had added.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/memfs/data_store.h"
+#include "core/memfs/memfs.h"
+#include "core/state_region.h"
+#include "gtest/gtest.h"
+#include "proto/abi.h"
+
+namespace efuse {
+namespace {
+
+constexpr uint64_t kRoot = 1;
+
+std::span<const uint8_t> Bytes(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
+
+RequestContext Ctx(uint32_t uid, uint32_t gid, uint64_t unique = 0) {
+  RequestContext ctx;
+  ctx.uid = uid;
+  ctx.gid = gid;
+  ctx.unique = unique;
+  return ctx;
+}
+
+class Names : public DirSink {
+ public:
+  bool Add(std::string_view name, uint64_t ino, uint32_t mode, uint64_t next_offset, const Entry*) override {
+    if (name != "." && name != "..") entries.emplace_back(std::string(name), ino, next_offset);
+    return true;
+  }
+  bool plus() const override { return false; }
+  std::vector<std::tuple<std::string, uint64_t, uint64_t>> entries;  // name, ino, cookie
+};
+
+// Everything a client could see of the tree below `dir`, one line per name.
+void Dump(MemFs& fs, uint64_t dir, const std::string& path, std::map<std::string, std::string>* out) {
+  const RequestContext root = Ctx(0, 0);
+  Names names;
+  ASSERT_TRUE(fs.ReadDir(root, dir, 0, 0, names).ok()) << path;
+  for (const auto& [name, ino, cookie] : names.entries) {
+    Result<AttrReply> a = fs.GetAttr(root, ino, nullptr);
+    ASSERT_TRUE(a.ok()) << path << "/" << name;
+    const Attributes& at = a->attr;
+    std::string line = "ino=" + std::to_string(ino) + " cookie=" + std::to_string(cookie) +
+                       " mode=" + std::to_string(at.mode) + " uid=" + std::to_string(at.uid) +
+                       " gid=" + std::to_string(at.gid) + " nlink=" + std::to_string(at.nlink) +
+                       " size=" + std::to_string(at.size) + " blocks=" + std::to_string(at.blocks) +
+                       " rdev=" + std::to_string(at.rdev) + " mtime=" + std::to_string(at.mtime.tv_sec) + "." +
+                       std::to_string(at.mtime.tv_nsec) + " ctime=" + std::to_string(at.ctime.tv_sec) + "." +
+                       std::to_string(at.ctime.tv_nsec) + " lookups=" + std::to_string(fs.LookupCount(ino));
+    if (Result<std::string> x = fs.ListXattr(root, ino); x.ok()) {
+      for (size_t at_name = 0; at_name < x->size();) {
+        const std::string xname = x->c_str() + at_name;
+        at_name += xname.size() + 1;
+        Result<std::string> v = fs.GetXattr(root, ino, xname);
+        line += " " + xname + "=" + (v.ok() ? *v : "?");
+      }
+    }
+    if (S_ISLNK(at.mode)) line += " -> " + fs.ReadLink(root, ino).value();
+    if (S_ISREG(at.mode)) {
+      Result<OpenReply> o = fs.Open(root, ino, O_RDONLY, 0);
+      ASSERT_TRUE(o.ok());
+      std::string data(at.size, '\0');
+      Result<size_t> n = fs.Read(root, ino, o->fh, 0,
+                                 std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()), data.size()), O_NOATIME);
+      fs.Release(root, ino, o->fh, 0, 0, 0);
+      ASSERT_TRUE(n.ok());
+      data.resize(*n);
+      line += " data=" + std::to_string(std::hash<std::string>{}(data));
+    }
+    (*out)[path + "/" + name] = line;
+    if (S_ISDIR(at.mode)) Dump(fs, ino, path + "/" + name, out);
+  }
+}
+
+class MemFsJournalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<StateRegion>> region = StateRegion::Create();
+    ASSERT_TRUE(region.ok()) << region.status();
+    region_ = std::move(*region);
+    absl::StatusOr<int> fd = DataStore::NewMemfd();
+    ASSERT_TRUE(fd.ok()) << fd.status();
+    data_fd_ = *fd;
+  }
+  void TearDown() override {
+    first_.reset();
+    if (data_fd_ >= 0) close(data_fd_);
+  }
+  MemFsOptions Options() const {
+    MemFsOptions o;
+    o.size_limit = 1ULL << 30;
+    o.data_fd = dup(data_fd_);
+    o.journal = region_.get();
+    o.journal_checkpoint_bytes = checkpoint_bytes_;
+    return o;
+  }
+  // The first server: builds a fresh file system, then INIT is answered.
+  MemFs& First() {
+    first_ = std::make_unique<MemFs>(Options());
+    first_->Init(InitInfo{});
+    region_->header().initialized.store(1);
+    return *first_;
+  }
+  // A successor: the same region and data, rebuilt at Init.
+  std::unique_ptr<MemFs> Successor() {
+    auto fs = std::make_unique<MemFs>(Options());
+    fs->Init(InitInfo{});
+    return fs;
+  }
+
+  std::unique_ptr<StateRegion> region_;
+  int data_fd_ = -1;
+  uint64_t checkpoint_bytes_ = 8 << 20;
+  std::unique_ptr<MemFs> first_;
+};
+
+TEST_F(MemFsJournalTest, ASuccessorHoldsTheSameFileSystem) {
+  MemFs& fs = First();
+  const RequestContext root = Ctx(0, 0), alice = Ctx(1000, 1000);
+  const uint64_t dir = fs.Mkdir(root, kRoot, "dir", 0755, 0)->nodeid;
+  ASSERT_TRUE(fs.SetAttr(root, dir, SetAttrRequest{.valid = abi::kFattrUid | abi::kFattrGid, .uid = 1000, .gid = 1000})
+                  .ok());
+  Result<CreateReply> a = fs.Create(alice, dir, "a", S_IFREG | 0640, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(a.ok());
+  const uint64_t a_id = a->entry.nodeid;
+  ASSERT_TRUE(fs.Write(alice, a_id, a->open.fh, 0, Bytes("hello, journal"), 0, O_RDWR).ok());
+  // Sparse: a block at 64 MiB and a hole before it.
+  ASSERT_TRUE(fs.Write(alice, a_id, a->open.fh, 64ULL << 20, Bytes("far"), 0, O_RDWR).ok());
+  ASSERT_TRUE(fs.SetXattr(alice, a_id, "user.color", Bytes("blue"), 0, 0).ok());
+  fs.Release(alice, a_id, a->open.fh, 0, 0, 0);
+  ASSERT_TRUE(fs.Link(root, a_id, kRoot, "a-link").ok());
+  ASSERT_TRUE(fs.Symlink(root, kRoot, "sym", "dir/a").ok());
+  ASSERT_TRUE(fs.Mknod(root, dir, "fifo", S_IFIFO | 0600, 0, 0).ok());
+  // A rename over an existing name, and one of a directory.
+  Result<CreateReply> b = fs.Create(root, kRoot, "b", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(fs.Write(root, b->entry.nodeid, b->open.fh, 0, Bytes(std::string(70000, 'b')), 0, O_RDWR).ok());
+  fs.Release(root, b->entry.nodeid, b->open.fh, 0, 0, 0);
+  Result<CreateReply> c = fs.Create(root, kRoot, "c", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
+  ASSERT_TRUE(fs.Rename(root, kRoot, "b", kRoot, "c", 0).ok());
+  ASSERT_TRUE(fs.Mkdir(root, kRoot, "moving", 0700, 0).ok());
+  ASSERT_TRUE(fs.Rename(root, kRoot, "moving", dir, "moved", 0).ok());
+  // Truncated, and unlinked while open (its handle and bytes live on).
+  ASSERT_TRUE(fs.SetAttr(root, b->entry.nodeid, SetAttrRequest{.valid = abi::kFattrSize, .size = 5000}).ok());
+  Result<CreateReply> gone = fs.Create(root, kRoot, "gone", S_IFREG | 0600, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(fs.Write(root, gone->entry.nodeid, gone->open.fh, 0, Bytes("still here"), 0, O_RDWR).ok());
+  ASSERT_TRUE(fs.Unlink(root, kRoot, "gone").ok());
+  // Freed for good: its slot's bytes are punched.
+  Result<CreateReply> freed = fs.Create(root, kRoot, "freed", S_IFREG | 0600, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(fs.Write(root, freed->entry.nodeid, freed->open.fh, 0, Bytes("x"), 0, O_RDWR).ok());
+  fs.Release(root, freed->entry.nodeid, freed->open.fh, 0, 0, 0);
+  ASSERT_TRUE(fs.Unlink(root, kRoot, "freed").ok());
+  fs.Forget(freed->entry.nodeid, 1);
+
+  std::map<std::string, std::string> before, after;
+  Dump(fs, kRoot, "", &before);
+  const size_t inodes = fs.InodeCount(), handles = fs.OpenHandleCount();
+  const uint64_t used = fs.BytesUsed();
+  ASSERT_EQ(fs.JournalFailures(), 0u);
+
+  std::unique_ptr<MemFs> next = Successor();
+  Dump(*next, kRoot, "", &after);
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(next->InodeCount(), inodes);
+  EXPECT_EQ(next->OpenHandleCount(), handles);
+  EXPECT_EQ(next->BytesUsed(), used);
+  EXPECT_EQ(next->LookupCount(gone->entry.nodeid), 1u);
+  // The unlinked file is read through the handle the kernel holds.
+  std::string data(10, '\0');
+  Result<size_t> n = next->Read(root, gone->entry.nodeid, gone->open.fh, 0,
+                                std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()), data.size()), 0);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(data, "still here");
+  // New ids and handles never repeat the first server's.
+  Result<CreateReply> fresh = next->Create(root, kRoot, "fresh", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_GT(fresh->entry.nodeid, freed->entry.nodeid);
+  EXPECT_GT(fresh->open.fh, gone->open.fh);
+  Result<size_t> empty = next->Read(root, fresh->entry.nodeid, fresh->open.fh, 0,
+                                    std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()), data.size()), 0);
+  EXPECT_EQ(*empty, 0u) << "a new file found an old file's bytes";
+  // Release and forget end the unlinked file in the successor.
+  next->Release(root, gone->entry.nodeid, gone->open.fh, 0, 0, 0);
+  next->Forget(gone->entry.nodeid, 1);
+  EXPECT_EQ(next->InodeCount(), inodes);  // one gone, "fresh" born
+  // And a third server finds the second's changes.
+  next.reset();
+  std::unique_ptr<MemFs> third = Successor();
+  EXPECT_EQ(third->LookupCount(gone->entry.nodeid), 0u);
+  EXPECT_EQ(third->OpenHandleCount(), 1u);  // "fresh"
+}
+
+TEST_F(MemFsJournalTest, ACheckpointKeepsTheFileSystemAndShortensTheJournal) {
+  checkpoint_bytes_ = 64 << 10;
+  MemFs& fs = First();
+  const RequestContext root = Ctx(0, 0);
+  const uint64_t dir = fs.Mkdir(root, kRoot, "kept", 0755, 0)->nodeid;
+  Result<CreateReply> held = fs.Create(root, dir, "held", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(held.ok());
+  // Churn until the compactor has committed a checkpoint (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int n = 0;
+  while (region_->header().checkpoints.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < 100; ++i, ++n) {
+      const std::string name = "f" + std::to_string(n);
+      Result<CreateReply> c = fs.Create(root, dir, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+      ASSERT_TRUE(c.ok());
+      ASSERT_TRUE(fs.Write(root, c->entry.nodeid, c->open.fh, 0, Bytes(name), 0, O_RDWR).ok());
+      fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
+      if (n % 10 != 0) {
+        ASSERT_TRUE(fs.Unlink(root, dir, name).ok());
+        fs.Forget(c->entry.nodeid, 1);
+      }
+    }
+  }
+  ASSERT_GE(region_->header().checkpoints.load(), 2u) << "no checkpoint in 20 s";
+  EXPECT_GE(n, 100) << "checkpointed before the churn";
+  std::printf("checkpoints after %d files: %lu, journal %lu bytes\n", n,
+              static_cast<unsigned long>(region_->header().checkpoints.load()),
+              static_cast<unsigned long>(region_->log_bytes()));
+  // Settle: no checkpoint runs while the tree is read.
+  std::map<std::string, std::string> before, after;
+  Dump(fs, kRoot, "", &before);
+  EXPECT_LT(region_->log_bytes(), 8 * (64u << 10)) << "the journal was not kept short";
+  std::unique_ptr<MemFs> next = Successor();
+  Dump(*next, kRoot, "", &after);
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(next->OpenHandleCount(), 1u);  // "held"
+  EXPECT_EQ(next->InodeCount(), fs.InodeCount());
+}
+
+// A CREATE the server carried out and died answering (its intent is in
+// the region, its answer not): the kernel never had the handle or the
+// lookup, and resends the request. The successor keeps the file (the
+// resent request finds it) but neither the handle nor the lookup.
+TEST_F(MemFsJournalTest, WhatANeverAnsweredRequestGaveIsNotRevived) {
+  MemFs& fs = First();
+  const uint64_t unique = 0x1000;
+  region_->RecordIntent(unique);
+  Result<CreateReply> c = fs.Create(Ctx(0, 0, unique), kRoot, "made", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(fs.OpenHandleCount(), 1u);
+  std::unique_ptr<MemFs> next = Successor();
+  EXPECT_EQ(next->OpenHandleCount(), 0u);
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 0u);
+  Result<Entry> e = next->Lookup(Ctx(0, 0), kRoot, "made");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->nodeid, c->entry.nodeid);
+}
+
+// A server killed after it wrote into a slot and before it journaled the
+// file leaves bytes nobody claims: an adopter empties such slots before it
+// gives them to new files.
+TEST(DataStoreTest, AnAdopterEmptiesSlotsNobodyClaimed) {
+  absl::StatusOr<int> fd = DataStore::NewMemfd();
+  ASSERT_TRUE(fd.ok());
+  {
+    absl::StatusOr<std::unique_ptr<DataStore>> first = DataStore::Adopt(dup(*fd));
+    ASSERT_TRUE(first.ok());
+    for (int i = 0; i < 4; ++i) ASSERT_EQ((*first)->TakeSlot(), std::optional<uint32_t>(i));
+    for (uint32_t slot : {0u, 2u, 3u}) ASSERT_EQ((*first)->Write(slot, 4096, Bytes("data")), 4);
+  }
+  absl::StatusOr<std::unique_ptr<DataStore>> next = DataStore::Adopt(dup(*fd));
+  ASSERT_TRUE(next.ok());
+  DataStore& store = **next;
+  store.MarkUsed(0);  // only slot 0's file was journaled
+  store.FreeUnused();
+  EXPECT_EQ(store.AllocatedBlocks(0), std::vector<uint64_t>{1});
+  for (uint32_t slot : {1u, 2u, 3u}) EXPECT_TRUE(store.AllocatedBlocks(slot).empty()) << slot;
+  EXPECT_EQ(store.TakeSlot(), std::optional<uint32_t>(1));
+  EXPECT_EQ(store.TakeSlot(), std::optional<uint32_t>(2));
+  EXPECT_EQ(store.TakeSlot(), std::optional<uint32_t>(3));
+  EXPECT_EQ(store.TakeSlot(), std::optional<uint32_t>(4));
+  close(*fd);
+}
+
+}  // namespace
+}  // namespace efuse
