@@ -27,6 +27,13 @@ std::optional<Reply> Dispatcher::AfterIntent(const Request& req, const RequestCo
     case Opcode::kRename2:
       if (err != ENOENT) return std::nullopt;
       return Reply(unique);
+    // The attribute is gone, or there: the first run removed or created it.
+    case Opcode::kRemovexattr:
+      if (err != ENODATA) return std::nullopt;
+      return Reply(unique);
+    case Opcode::kSetxattr:
+      if (err != EEXIST) return std::nullopt;
+      return Reply(unique);
     // The name is there: the first run made it; its entry is the answer.
     case Opcode::kMkdir:
     case Opcode::kMknod:

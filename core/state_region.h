@@ -8,9 +8,10 @@
 // record counts only once the committed length covers it, and that length
 // is stored (release) after the record's bytes, so a server killed at any
 // instruction leaves either the whole record or none. Append is thread-safe
-// (one mutex: records are written when a node or handle is born or dies,
-// never per read or write); Replay is for a server that is not serving yet
-// (a successor, a standby following the log).
+// (one mutex: passthrough writes records when a node or handle is born or
+// dies; memfs with its data in the daemon also per change of an inode,
+// writes included); Replay is for a server that is not serving yet (a
+// successor, a standby following the log).
 //
 // Compaction: the log would hold every node ever born. Its owner writes a
 // checkpoint (BeginCheckpoint, then records of what is live now, appended
@@ -106,7 +107,8 @@ uint64_t MonotonicNs();
 
 class StateRegion {
  public:
-  static constexpr uint32_t kStateLayout = 6;
+  // 7: memfs with its data in the daemon journals its tables (memfs_journal.cc).
+  static constexpr uint32_t kStateLayout = 7;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();

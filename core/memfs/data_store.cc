@@ -11,6 +11,11 @@
 #include <cerrno>
 #include <functional>
 
+// Linux 6.3's flag; Debian 12's headers (6.1) lack it.
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+
 namespace efuse {
 
 namespace {
@@ -22,7 +27,10 @@ constexpr uint64_t kStoreSize = static_cast<uint64_t>(DataStore::kMaxSlots) << D
 }  // namespace
 
 absl::StatusOr<int> DataStore::NewMemfd() {
-  const int fd = memfd_create("efuse-memfs-data", MFD_CLOEXEC);
+  // Never executable (vm.memfd_noexec=2 refuses a memfd that could be);
+  // kernels before 6.3 know no such flag.
+  int fd = memfd_create("efuse-memfs-data", MFD_CLOEXEC | MFD_NOEXEC_SEAL);
+  if (fd < 0 && errno == EINVAL) fd = memfd_create("efuse-memfs-data", MFD_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "memfd_create for memfs's data");
   if (ftruncate(fd, static_cast<off_t>(kStoreSize)) != 0) {
     const int err = errno;
@@ -51,42 +59,49 @@ DataStore::~DataStore() { close(fd_); }
 
 std::optional<uint32_t> DataStore::TakeSlot() {
   absl::MutexLock l(&mu_);
-  while (!free_.empty()) {
+  std::optional<uint32_t> taken;
+  while (!taken && !free_.empty()) {
     const uint32_t s = free_.back();
     free_.pop_back();
-    if (s < used_.size() && used_[s]) continue;  // claimed since (MarkUsed)
-    return s;
+    if (!IsUsed(s)) taken = s;
   }
-  while (next_slot_ < kMaxSlots) {
+  while (!taken && next_slot_ < kMaxSlots) {
     const uint32_t s = next_slot_++;
-    if (s < used_.size() && used_[s]) continue;
-    return s;
+    if (!IsUsed(s)) taken = s;
   }
-  return std::nullopt;
+  if (taken) SetUsed(*taken, true);
+  return taken;
 }
 
 void DataStore::GiveBack(uint32_t slot) {
   Punch(slot, 0, uint64_t{1} << kSlotShift);
   absl::MutexLock l(&mu_);
-  if (slot < used_.size()) used_[slot] = false;
+  if (!IsUsed(slot)) return;  // given back already: never twice in free_
+  SetUsed(slot, false);
   free_.push_back(slot);
 }
 
 void DataStore::MarkUsed(uint32_t slot) {
   absl::MutexLock l(&mu_);
+  SetUsed(slot, true);
+}
+
+void DataStore::SetUsed(uint32_t slot, bool used) {
   if (slot >= used_.size()) used_.resize(slot + 1, false);
-  used_[slot] = true;
+  used_[slot] = used;
 }
 
 void DataStore::FreeUnused() {
   std::vector<uint32_t> unclaimed;
   {
     absl::MutexLock l(&mu_);
+    // Made anew: every slot below the last claimed one that nobody claims.
+    free_.clear();
     next_slot_ = static_cast<uint32_t>(used_.size());
     for (uint32_t s = 0; s < used_.size(); ++s)
       if (!used_[s]) unclaimed.push_back(s);
-    // Past the last claimed slot, any slot holding data was taken by a
-    // server killed before it journaled the file.
+    // Past it, any slot holding data was taken by a server killed before
+    // it journaled the file.
     uint64_t from = static_cast<uint64_t>(used_.size()) << kSlotShift;
     off_t data;
     while (from < kStoreSize && (data = lseek(fd_, static_cast<off_t>(from), SEEK_DATA)) >= 0) {
@@ -96,11 +111,13 @@ void DataStore::FreeUnused() {
       next_slot_ = s + 1;
       from = static_cast<uint64_t>(next_slot_) << kSlotShift;
     }
+    // Emptied before anyone may take them (a successor calls this before
+    // it serves; the punch is cheap on an empty range).
+    for (uint32_t s : unclaimed) Punch(s, 0, uint64_t{1} << kSlotShift);
     for (uint32_t s : unclaimed) free_.push_back(s);
     // The lowest are taken first.
     std::sort(free_.begin(), free_.end(), std::greater<uint32_t>());
   }
-  for (uint32_t s : unclaimed) Punch(s, 0, uint64_t{1} << kSlotShift);
 }
 
 ssize_t DataStore::Read(uint32_t slot, uint64_t offset, std::span<uint8_t> out) const {
@@ -139,11 +156,17 @@ int DataStore::Punch(uint32_t slot, uint64_t offset, uint64_t length) const {
              : -errno;
 }
 
-int DataStore::Allocate(uint32_t slot, uint64_t offset, uint64_t length) const {
-  if (length == 0) return 0;
-  return fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(Base(slot) + offset), static_cast<off_t>(length)) == 0
-             ? 0
-             : -errno;
+int DataStore::WriteZeros(uint32_t slot, uint64_t offset, uint64_t length) const {
+  static const uint8_t kZeros[64 << 10] = {};
+  while (length > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(length, sizeof(kZeros)));
+    const ssize_t n = Write(slot, offset, std::span<const uint8_t>(kZeros, chunk));
+    if (n < 0) return static_cast<int>(n);
+    if (static_cast<size_t>(n) < chunk) return -ENOSPC;
+    offset += chunk;
+    length -= chunk;
+  }
+  return 0;
 }
 
 std::vector<uint64_t> DataStore::AllocatedBlocks(uint32_t slot) const {

@@ -52,7 +52,8 @@ class DataStore {
 
   int fd() const { return fd_; }
 
-  // A free slot (its range is empty), or nullopt when all are taken.
+  // A free slot (its range is empty), or nullopt when all are taken. A
+  // slot is never given twice before it is given back.
   std::optional<uint32_t> TakeSlot();
   // Empties the slot's range and makes it free.
   void GiveBack(uint32_t slot);
@@ -68,21 +69,28 @@ class DataStore {
   // Punches [offset, offset + length) (whole pages freed; partial ones
   // zeroed by the kernel). 0 or -errno.
   int Punch(uint32_t slot, uint64_t offset, uint64_t length) const;
-  // Allocates (zeroed) the pages of [offset, offset + length). 0 or -errno.
-  int Allocate(uint32_t slot, uint64_t offset, uint64_t length) const;
+  // Writes zeros over [offset, offset + length), allocating its pages.
+  // Not fallocate: tmpfs keeps a fallocated page "not up to date", and
+  // SEEK_DATA, which a successor rebuilds a file's blocks from, reports it
+  // as a hole. 0 or -errno.
+  int WriteZeros(uint32_t slot, uint64_t offset, uint64_t length) const;
   // The allocated pages of a slot, as 4 KiB block indices in order (a
   // successor rebuilding a file's block set).
   std::vector<uint64_t> AllocatedBlocks(uint32_t slot) const;
 
  private:
   explicit DataStore(int fd) : fd_(fd) {}
+  bool IsUsed(uint32_t slot) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return slot < used_.size() && used_[slot];
+  }
+  void SetUsed(uint32_t slot, bool used) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static uint64_t Base(uint32_t slot) { return static_cast<uint64_t>(slot) << kSlotShift; }
 
   const int fd_;
   absl::Mutex mu_;
   uint32_t next_slot_ ABSL_GUARDED_BY(mu_) = 0;  // never taken at or past it
   std::vector<uint32_t> free_ ABSL_GUARDED_BY(mu_);
-  std::vector<bool> used_ ABSL_GUARDED_BY(mu_);  // an adopted store's claims
+  std::vector<bool> used_ ABSL_GUARDED_BY(mu_);  // taken (or claimed: MarkUsed)
 };
 
 }  // namespace efuse

@@ -26,6 +26,10 @@ FileData::~FileData() { space_->Release(allocated_bytes()); }
 
 void FileData::Restore(uint64_t size) {
   size_ = size;
+  // A write killed before its size was journaled may have left bytes past
+  // the size: nothing past it may be read back but zeros. (Blocks that
+  // were preallocated past the end go with them.)
+  store_->Punch(slot_, size, (uint64_t{1} << DataStore::kSlotShift) - size);
   for (uint64_t b : store_->AllocatedBlocks(slot_)) blocks_.insert(blocks_.end(), b);
   space_->Charge(allocated_bytes());
 }
@@ -52,8 +56,11 @@ size_t FileData::Write(uint64_t offset, std::span<const uint8_t> data) {
     if (!space_->Reserve(kBlockSize)) break;
     added.push_back(index);
   }
-  const size_t len = index > last ? data.size()
-                                  : static_cast<size_t>(index * kBlockSize - offset);
+  // Up to the first block that did not fit (none of it if that is the
+  // block the write starts in).
+  const size_t len = index > last              ? data.size()
+                     : index * kBlockSize <= offset ? 0
+                                                    : static_cast<size_t>(index * kBlockSize - offset);
   const ssize_t written = len == 0 ? 0 : store_->Write(slot_, offset, data.first(len));
   const uint64_t done = written > 0 ? static_cast<uint64_t>(written) : 0;
   for (uint64_t b : added) {
@@ -108,13 +115,24 @@ bool FileData::Allocate(uint64_t offset, uint64_t length) {
       !space_->Reserve(missing * kBlockSize)) {
     return false;
   }
-  if (store_->Allocate(slot_, first * kBlockSize, (last - first + 1) * kBlockSize) != 0) {
-    // The memory is not there (a cgroup limit): the pages it did allocate
-    // are zeros past the blocks counted, and stay uncounted holes.
-    for (uint64_t index = first; index <= last; ++index)
-      if (!blocks_.contains(index)) store_->Punch(slot_, index * kBlockSize, kBlockSize);
-    space_->Release(missing * kBlockSize);
-    return false;
+  // The missing blocks, written as zeros run by run (the present ones keep
+  // their bytes).
+  for (uint64_t index = first; index <= last;) {
+    if (blocks_.contains(index)) {
+      ++index;
+      continue;
+    }
+    uint64_t end = index + 1;
+    while (end <= last && !blocks_.contains(end)) ++end;
+    if (store_->WriteZeros(slot_, index * kBlockSize, (end - index) * kBlockSize) != 0) {
+      // The memory is not there (a cgroup limit): what this call added is
+      // taken back, so the store and the block set agree.
+      for (uint64_t b = first; b < end; ++b)
+        if (!blocks_.contains(b)) store_->Punch(slot_, b * kBlockSize, kBlockSize);
+      space_->Release(missing * kBlockSize);
+      return false;
+    }
+    index = end;
   }
   for (uint64_t index = first; index <= last; ++index) blocks_.insert(index);
   return true;
@@ -133,12 +151,8 @@ void FileData::PunchHole(uint64_t offset, uint64_t length) {
 
 bool FileData::ZeroRange(uint64_t offset, uint64_t length) {
   if (!Allocate(offset, length)) return false;
-  // Zeroed by a punch, then the freed pages allocated again (zero-filled).
-  store_->Punch(slot_, offset, length);
-  const uint64_t first = offset / kBlockSize;
-  const uint64_t last = (offset + length - 1) / kBlockSize;
-  store_->Allocate(slot_, first * kBlockSize, (last - first + 1) * kBlockSize);
-  return true;
+  // Every block is allocated now: zeros written over them stay allocated.
+  return store_->WriteZeros(slot_, offset, length) == 0;
 }
 
 std::optional<uint64_t> FileData::SeekData(uint64_t offset) const {

@@ -344,11 +344,12 @@ void MemFs::MaybeFree(Inode* n) {
       n->opens.load(std::memory_order_relaxed) != 0) {
     return;
   }
-  JournalFreed(*n);
   const uint32_t slot = n->data.slot();
   {
     memfs::WriteLock l(&n->mu);
     n->dead = true;
+    // Under n->mu, after `dead`: no record of the inode can follow it.
+    JournalFreed(*n);
     n->data.Truncate(0);
     uint64_t bytes = n->target.size();
     for (const auto& [name, value] : n->xattrs)
@@ -356,8 +357,10 @@ void MemFs::MaybeFree(Inode* n) {
     n->xattrs.clear();
     space_.Release(bytes);
   }
-  memfs::WriteLock l(&table_mu_);
-  inodes_.erase(n->id);  // may destroy *n
+  {
+    memfs::WriteLock l(&table_mu_);
+    inodes_.erase(n->id);  // may destroy *n
+  }
   if (slot != Inode::kNoSlot) store_->GiveBack(slot);
 }
 
@@ -618,6 +621,8 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
   }
 
   const timespec now = Now();
+  // Its entry records (source gone, target set, a replaced one) are one.
+  EntryBatch batch(this);
   if (exchange) {
     // Both names keep their cookies; only what they point at swaps.
     sit->second.inode = dst;
@@ -659,6 +664,7 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
   JournalInode(*src);
   JournalInode(*ddir);
   if (dst != nullptr) JournalInode(*dst);
+  batch.Commit();  // before the replaced file's end
   if (dst != nullptr) MaybeFree(dst);
   return OkStatus();
 }

@@ -231,6 +231,10 @@ class MemFs : public FileSystem {
   // Counts a writer of `n` (a write handle, or a truncation while it runs),
   // after any push of `n` in progress has finished. Never with n.mu held.
   void BeginWrite(Inode& n);
+  // Where an O_APPEND write of `data` by `ctx` lands: the end, or, for a
+  // resent one whose first run had begun, where that run began (recorded
+  // in the journal's intent). n.mu held exclusively.
+  uint64_t AppendPosition(const RequestContext& ctx, const Inode& n, std::span<const uint8_t> data);
   void EndWrite(Inode& n);
   struct Handle {
     std::shared_ptr<Inode> inode;
@@ -301,6 +305,23 @@ class MemFs : public FileSystem {
   void JournalEntry(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child);
   void JournalEntryGone(const Inode& dir, uint64_t cookie);
   void JournalFreed(const Inode& n);
+  // Makes the entry records of one namespace change (a rename's two or
+  // three) one journal record: a successor sees all of them or none.
+  // Under tree_mu_ held exclusively.
+  class EntryBatch {
+   public:
+    explicit EntryBatch(MemFs* fs);
+    ~EntryBatch() { Commit(); }
+    EntryBatch(const EntryBatch&) = delete;
+    EntryBatch& operator=(const EntryBatch&) = delete;
+    void Commit();
+
+   private:
+    MemFs* fs_;
+    std::string records_;
+    bool open_ = true;
+  };
+  std::string* entry_batch_ = nullptr;  // while an EntryBatch is open
   // Adds `delta` to n's kernel lookups, and journals it with the request
   // that asked (`unique`; 0 for a FORGET).
   void AddLookups(Inode& n, int64_t delta, uint64_t unique);

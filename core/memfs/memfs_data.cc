@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <vector>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -17,6 +18,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "core/memfs/memfs_internal.h"
+#include "core/state_region.h"
 #include "core/privileges.h"
 #include "proto/abi.h"
 #include "proto/notify.h"
@@ -127,6 +129,27 @@ Result<AttrReply> MemFs::SetAttr(const RequestContext& ctx, uint64_t nodeid,
 // ---------------------------------------------------------------------------
 // File data.
 
+uint64_t MemFs::AppendPosition(const RequestContext& ctx, const Inode& n, std::span<const uint8_t> data) {
+  if (journal_ == nullptr) return n.data.size();
+  // Where the first run began is recorded before a byte is written: a
+  // server killed after it wrote (and journaled the size) but before the
+  // answer left would otherwise have the resent WRITE append it twice.
+  const uint64_t first = ctx.unique & ~abi::kUniqueResend;
+  if ((ctx.unique & abi::kUniqueResend) != 0) {
+    if (std::optional<uint64_t> at = journal_->IntentDetail(first); at && *at <= n.data.size()) {
+      // Taken only if its bytes are there (another writer may have come
+      // between the crash and the resend: then the first run wrote none).
+      const size_t have = static_cast<size_t>(std::min<uint64_t>(data.size(), n.data.size() - *at));
+      std::vector<uint8_t> there(have);
+      if (have > 0 && n.data.Read(*at, there) == have && std::equal(there.begin(), there.end(), data.begin())) {
+        return *at;
+      }
+    }
+  }
+  journal_->RecordIntentDetail(first, n.data.size());
+  return n.data.size();
+}
+
 Result<size_t> MemFs::Read(const RequestContext& ctx, uint64_t nodeid,
                            uint64_t fh, uint64_t offset, std::span<uint8_t> out,
                            uint32_t flags) {
@@ -209,8 +232,8 @@ Result<size_t> MemFs::Write(const RequestContext& ctx, uint64_t nodeid,
     // Write-back flushes (kWriteCache) carry offsets the kernel already chose.
     const bool append =
         (flags & O_APPEND) != 0 && (write_flags & abi::kWriteCache) == 0;
-    const uint64_t pos = append ? n->data.size() : offset;
     if (data.empty()) return size_t{0};
+    const uint64_t pos = append ? AppendPosition(ctx, *n, data) : offset;
     if (pos >= kMaxFileSize) return Errno(EFBIG);
     const size_t len =
         static_cast<size_t>(std::min<uint64_t>(data.size(), kMaxFileSize - pos));

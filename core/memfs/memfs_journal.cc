@@ -63,6 +63,13 @@ enum MemfsRecord : uint16_t {
   kHandleOpened = 107,    // HandleRecord
   kHandleReleased = 108,  // uint64_t fh
   kHighWater = 109,       // HighWaterRecord
+  kEntryBatch = 110,      // (BatchHead, kEntrySet or kEntryGone payload)*: all or none
+};
+
+struct BatchHead {
+  uint16_t type;
+  uint16_t reserved;
+  uint32_t size;
 };
 
 struct Time {
@@ -255,6 +262,18 @@ void MemFs::JournalReplay::Apply(uint16_t type, std::span<const uint8_t> payload
       handles.erase(fh);
       return;
     }
+    case kEntryBatch: {
+      BatchHead h;
+      std::string part;
+      while (r.Get(&h)) {
+        if (!r.GetString(h.size, &part) || (h.type != kEntrySet && h.type != kEntryGone)) {
+          ++bad_records;
+          return;
+        }
+        Apply(h.type, BytesOf(part));
+      }
+      return;
+    }
     case kHighWater: {
       HighWaterRecord h;
       if (!r.Get(&h)) break;
@@ -329,12 +348,32 @@ void MemFs::JournalEntry(const Inode& dir, uint64_t cookie, std::string_view nam
   std::string bytes;
   Put(&bytes, EntryRecord{dir.id, cookie, child.id});
   bytes += name;
+  if (entry_batch_ != nullptr) {
+    Put(entry_batch_, BatchHead{kEntrySet, 0, static_cast<uint32_t>(bytes.size())});
+    *entry_batch_ += bytes;
+    return;
+  }
   JournalAppend(kEntrySet, BytesOf(bytes));
 }
 
 void MemFs::JournalEntryGone(const Inode& dir, uint64_t cookie) {
   if (journal_ == nullptr) return;
-  JournalAppend(kEntryGone, BytesOf(EntryRecord{dir.id, cookie, 0}));
+  const EntryRecord gone{dir.id, cookie, 0};
+  if (entry_batch_ != nullptr) {
+    Put(entry_batch_, BatchHead{kEntryGone, 0, static_cast<uint32_t>(sizeof(gone))});
+    Put(entry_batch_, gone);
+    return;
+  }
+  JournalAppend(kEntryGone, BytesOf(gone));
+}
+
+MemFs::EntryBatch::EntryBatch(MemFs* fs) : fs_(fs) { fs_->entry_batch_ = &records_; }
+
+void MemFs::EntryBatch::Commit() {
+  if (!open_) return;
+  open_ = false;
+  fs_->entry_batch_ = nullptr;
+  if (fs_->journal_ != nullptr && !records_.empty()) fs_->JournalAppend(kEntryBatch, BytesOf(records_));
 }
 
 void MemFs::JournalFreed(const Inode& n) {
@@ -481,6 +520,9 @@ void MemFs::Rebuild() {
   }
   root->dir->parent = root;
   uint64_t entries = 0;
+  // Link counts and directory sizes follow from the entries (a record of
+  // a count may lag the entries it counts by one crash).
+  std::unordered_map<Inode*, uint32_t> names, subdirs, entries_in;
   for (auto& [key, e] : replay.entries) {
     Inode* dir = find(key.first);
     Inode* child = find(e.child);
@@ -488,11 +530,25 @@ void MemFs::Rebuild() {
       ++replay.bad_records;
       continue;
     }
+    ++names[child];
+    ++entries_in[dir];
+    if (child->dir != nullptr) ++subdirs[dir];
     auto it = dir->dir->slots.emplace_hint(dir->dir->slots.end(), key.second, DirData::Slot{std::move(e.name), child});
     dir->dir->by_name.emplace(it->second.name, it);
     dir->dir->next_cookie.store(std::max<uint64_t>(dir->dir->next_cookie.load(), key.second + 1));
     if (child->dir != nullptr) child->dir->parent = dir;
     ++entries;
+  }
+  for (auto& [id, n] : table) {
+    Inode* i = n.get();
+    memfs::WriteLock l(&i->mu);
+    if (i->dir != nullptr) {
+      const bool named = i == root || names[i] != 0;
+      i->nlink = named ? 2 + subdirs[i] : 0;
+      i->dir_size = (2 + entries_in[i]) * memfs::kDirentSize;
+    } else {
+      i->nlink = names[i];
+    }
   }
   auto never_answered = [this](uint64_t unique) {
     return unique != 0 && journal_->HasIntent(unique) && journal_->FindAnswer(unique).empty();
@@ -532,8 +588,9 @@ void MemFs::Rebuild() {
     memfs::ReadLock l(&table_mu_);
     for (const auto& [id, n] : inodes_) unreferenced.push_back(n.get());
   }
-  for (Inode* n : unreferenced) MaybeFree(n);
+  // (Slots first: a freed file gives its slot back, once.)
   store_->FreeUnused();
+  for (Inode* n : unreferenced) MaybeFree(n);
   if (replay.bad_records != 0) {
     Log(LogLevel::kWarning, "memfs journal: %u records did not fit the file system and were left out",
         replay.bad_records);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -614,6 +615,26 @@ std::vector<CrashCase> CrashCases() {
       {"RENAME", make_file,
        [](const std::string& mnt) { return static_cast<long>(rename((mnt + "/a").c_str(), (mnt + "/b").c_str())); },
        [](const std::string& mnt) { return !Exists(mnt + "/a") && Exists(mnt + "/b"); }},
+      // XATTR_CREATE made it the first time, REMOVEXATTR removed it: run
+      // again, they would fail (EEXIST, ENODATA).
+      {"SETXATTR", make_file,
+       [](const std::string& mnt) {
+         return static_cast<long>(setxattr((mnt + "/a").c_str(), "user.k", "v", 1, XATTR_CREATE));
+       },
+       [](const std::string& mnt) {
+         char v[4];
+         return getxattr((mnt + "/a").c_str(), "user.k", v, sizeof(v)) == 1;
+       }},
+      {"REMOVEXATTR",
+       [make_file](const std::string& mnt) {
+         make_file(mnt);
+         setxattr((mnt + "/a").c_str(), "user.k", "v", 1, 0);
+       },
+       [](const std::string& mnt) { return static_cast<long>(removexattr((mnt + "/a").c_str(), "user.k")); },
+       [](const std::string& mnt) {
+         char v[4];
+         return getxattr((mnt + "/a").c_str(), "user.k", v, sizeof(v)) < 0 && errno == ENODATA;
+       }},
       {"OPEN", make_file,
        [](const std::string& mnt) {
          const int fd = open((mnt + "/a").c_str(), O_RDONLY | O_CLOEXEC);

@@ -5,6 +5,7 @@
 // checkpoint, and without what a request the kernel never got an answer to
 // had added.
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -169,6 +170,16 @@ TEST_F(MemFsJournalTest, ASuccessorHoldsTheSameFileSystem) {
   ASSERT_TRUE(fs.Unlink(root, kRoot, "freed").ok());
   fs.Forget(freed->entry.nodeid, 1);
 
+  // Preallocated (kept size and grown), and a range zeroed: blocks the
+  // successor must find allocated too.
+  Result<CreateReply> pre = fs.Create(root, kRoot, "pre", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(fs.Fallocate(root, pre->entry.nodeid, pre->open.fh, 0, 3 * 4096, FALLOC_FL_KEEP_SIZE).ok());
+  ASSERT_TRUE(fs.Fallocate(root, pre->entry.nodeid, pre->open.fh, 8 * 4096, 4096, 0).ok());
+  ASSERT_TRUE(fs.Write(root, pre->entry.nodeid, pre->open.fh, 0, Bytes(std::string(5 * 4096, 'p')), 0, O_RDWR).ok());
+  ASSERT_TRUE(fs.Fallocate(root, pre->entry.nodeid, pre->open.fh, 4096, 4096, FALLOC_FL_ZERO_RANGE).ok());
+  fs.Release(root, pre->entry.nodeid, pre->open.fh, 0, 0, 0);
+  ASSERT_EQ(fs.GetAttr(root, pre->entry.nodeid, nullptr)->attr.blocks, 6u * 8) << "blocks 0-4 and 8";
+
   std::map<std::string, std::string> before, after;
   Dump(fs, kRoot, "", &before);
   const size_t inodes = fs.InodeCount(), handles = fs.OpenHandleCount();
@@ -244,6 +255,97 @@ TEST_F(MemFsJournalTest, ACheckpointKeepsTheFileSystemAndShortensTheJournal) {
   EXPECT_EQ(after, before);
   EXPECT_EQ(next->OpenHandleCount(), 1u);  // "held"
   EXPECT_EQ(next->InodeCount(), fs.InodeCount());
+}
+
+// An O_APPEND write the server carried out (and journaled) and died
+// answering is resent: it lands where its first run began, not once more
+// at the end.
+TEST_F(MemFsJournalTest, AResentAppendIsWrittenWhereItsFirstRunBegan) {
+  MemFs& fs = First();
+  Result<CreateReply> c = fs.Create(Ctx(0, 0), kRoot, "log", S_IFREG | 0644, 0, O_CREAT | O_RDWR | O_APPEND);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(fs.Write(Ctx(0, 0), c->entry.nodeid, c->open.fh, 0, Bytes("head"), 0, O_RDWR | O_APPEND).ok());
+  const uint64_t unique = 0x2000;
+  region_->RecordIntent(unique);
+  ASSERT_TRUE(fs.Write(Ctx(0, 0, unique), c->entry.nodeid, c->open.fh, 0, Bytes("body"), 0, O_RDWR | O_APPEND).ok());
+  std::unique_ptr<MemFs> next = Successor();
+  Result<size_t> again = next->Write(Ctx(0, 0, unique | abi::kUniqueResend), c->entry.nodeid, c->open.fh, 0,
+                                     Bytes("body"), 0, O_RDWR | O_APPEND);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(next->GetAttr(Ctx(0, 0), c->entry.nodeid, nullptr)->attr.size, 8u) << "appended twice";
+  // A later append goes to the end.
+  ASSERT_TRUE(next->Write(Ctx(0, 0, 0x2002), c->entry.nodeid, c->open.fh, 0, Bytes("tail"), 0, O_RDWR | O_APPEND).ok());
+  std::string data(12, '\0');
+  ASSERT_TRUE(next->Read(Ctx(0, 0), c->entry.nodeid, c->open.fh, 0,
+                         std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()), data.size()), 0)
+                  .ok());
+  EXPECT_EQ(data, "headbodytail");
+}
+
+// A server may die between any two journal records. A successor built
+// from every prefix of the journal of a run of renames (moves, a replace,
+// an exchange) finds each file under exactly one name, with the link
+// count of its names, and lists every directory.
+TEST_F(MemFsJournalTest, EveryPrefixOfTheJournalIsAConsistentFileSystem) {
+  MemFs& fs = First();
+  const RequestContext root = Ctx(0, 0);
+  const uint64_t a = fs.Mkdir(root, kRoot, "a", 0755, 0)->nodeid;
+  const uint64_t b = fs.Mkdir(root, kRoot, "b", 0755, 0)->nodeid;
+  std::vector<uint64_t> files;
+  for (const char* name : {"f", "g", "h"}) {
+    Result<CreateReply> c = fs.Create(root, a, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(fs.Write(root, c->entry.nodeid, c->open.fh, 0, Bytes(name), 0, O_RDWR).ok());
+    fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
+    files.push_back(c->entry.nodeid);
+  }
+  const uint64_t sub = fs.Mkdir(root, a, "sub", 0755, 0)->nodeid;
+  size_t setup = 0;  // records before the renames
+  region_->Replay([&](uint16_t, std::span<const uint8_t>) { ++setup; });
+  ASSERT_TRUE(fs.Rename(root, a, "f", b, "f2", 0).ok());                 // a move
+  ASSERT_TRUE(fs.Rename(root, a, "g", b, "f2", 0).ok());                 // a replace (f's last name)
+  ASSERT_TRUE(fs.Rename(root, a, "sub", b, "sub", 0).ok());              // a directory moves
+  ASSERT_TRUE(fs.Rename(root, a, "h", b, "sub", RENAME_EXCHANGE).ok());  // a file and a directory swap
+  ASSERT_TRUE(fs.Link(root, files[2], a, "h-link").ok());
+
+  std::vector<std::pair<uint16_t, std::string>> records;
+  region_->Replay([&](uint16_t type, std::span<const uint8_t> payload) {
+    records.emplace_back(type, std::string(reinterpret_cast<const char*>(payload.data()), payload.size()));
+  });
+  ASSERT_GT(records.size(), setup + 10);
+  for (size_t k = setup; k <= records.size(); ++k) {
+    SCOPED_TRACE("the first " + std::to_string(k) + " records");
+    absl::StatusOr<std::unique_ptr<StateRegion>> prefix = StateRegion::Create();
+    ASSERT_TRUE(prefix.ok());
+    (*prefix)->header().initialized.store(1);
+    for (size_t i = 0; i < k; ++i) {
+      ASSERT_TRUE((*prefix)->Append(records[i].first, Bytes(records[i].second)));
+    }
+    MemFsOptions o = Options();
+    o.journal = prefix->get();
+    MemFs next(o);
+    next.Init(InitInfo{});
+    std::map<std::string, std::string> tree;
+    Dump(next, kRoot, "", &tree);
+    // Names per inode, against each one's link count.
+    std::map<uint64_t, int> names;
+    std::map<uint64_t, uint32_t> nlink;
+    for (const auto& [path, line] : tree) {
+      const uint64_t ino = std::stoull(line.substr(4));
+      ++names[ino];
+      nlink[ino] = static_cast<uint32_t>(std::stoul(line.substr(line.find("nlink=") + 6)));
+    }
+    for (const auto& [ino, count] : names) {
+      // Only h gets a second name (the link, last).
+      EXPECT_TRUE(count == 1 || (ino == files[2] && count == 2)) << "inode " << ino << ": " << count << " names";
+      if (ino != a && ino != b && ino != sub) EXPECT_EQ(nlink[ino], static_cast<uint32_t>(count)) << "inode " << ino;
+    }
+    // The moved file: under one name (f, then f2), until the replace ends it.
+    if (names.count(files[0]) != 0) EXPECT_EQ(names[files[0]], 1);
+    EXPECT_EQ(names.count(files[1]), 1u) << "g lost its name";
+    EXPECT_EQ(names.count(files[2]), 1u) << "h lost its name";
+    EXPECT_EQ(names.count(sub), 1u) << "sub lost its name";
+  }
 }
 
 // A CREATE the server carried out and died answering (its intent is in

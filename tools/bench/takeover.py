@@ -3,8 +3,9 @@
 
   sudo /usr/bin/python3 tools/bench/takeover.py [--crashes N] [--upgrades N] [--repeats N]
 
-For each configuration (memfs with kernel data, passthrough with kernel
-passthrough, passthrough with data through the daemon), efused
+For each configuration (memfs with kernel data, memfs with daemon data,
+passthrough with kernel passthrough, passthrough with data through the
+daemon), efused
 --supervise=on serves while two client processes run: 4 KiB O_DIRECT
 random reads of a 64 MiB file (every block checked) and a create loop
 (O_CREAT|O_EXCL, then close; each file unlinked 1,000 creations later, so
@@ -54,6 +55,9 @@ FILE_BLOCKS = 16384  # 64 MiB of 4 KiB blocks
 
 CONFIGS = [
     ("memfs, kernel data", ["--fs=memfs", "--size=1G"]),
+    # what a user without root gets: the bytes in the supervisor's memfd,
+    # the rest in memfs's journal
+    ("memfs, daemon data", ["--fs=memfs", "--size=1G", "--memfs_data=daemon"]),
     ("passthrough", ["--fs=passthrough", "--source=" + SRC]),
     ("passthrough, daemon I/O", ["--fs=passthrough", "--source=" + SRC, "--passthrough=off"]),
 ]

@@ -600,6 +600,11 @@ absl::StatusOr<std::unique_ptr<FileSystem>> MakeFileSystem(const DaemonConfig& c
   // Under a supervisor (or an fd store): the data in the memfd it keeps,
   // and the rest journaled for a successor to rebuild.
   o.data_fd = c.memfs_storage_fd;
+  if (o.data_fd < 0) {
+    absl::StatusOr<int> store = MakeMemfsStorage(c);  // this server's own
+    if (!store.ok()) return store.status();
+    o.data_fd = *store;
+  }
   o.journal = c.session.state;
   // Only this mount changes memfs, so its listings stay right without
   // OPENDIR; but then nobody checks an opendir() but the kernel, which it
