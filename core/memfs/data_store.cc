@@ -74,9 +74,10 @@ std::optional<uint32_t> DataStore::TakeSlot() {
 }
 
 void DataStore::GiveBack(uint32_t slot) {
-  Punch(slot, 0, uint64_t{1} << kSlotShift);
   absl::MutexLock l(&mu_);
   if (!IsUsed(slot)) return;  // given back already: never twice in free_
+  // Emptied before it is free (a punch of an empty range costs little).
+  Punch(slot, 0, uint64_t{1} << kSlotShift);
   SetUsed(slot, false);
   free_.push_back(slot);
 }

@@ -75,16 +75,6 @@ MemFs::MemFs(MemFsOptions opts)
   }
 }
 
-MemFs::~MemFs() {
-  if (compactor_.joinable()) {
-    {
-      absl::MutexLock l(&compact_mu_);
-      compact_stop_ = true;
-      compact_cv_.Signal();
-    }
-    compactor_.join();
-  }
-}
 
 std::shared_ptr<MemFs::Inode> MemFs::Find(uint64_t nodeid) const {
   memfs::ReadLock l(&table_mu_);
@@ -596,6 +586,15 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
   if (noreplace && dst != nullptr) return Errno(EEXIST);
   // POSIX: two links to one file (or one name to itself): nothing to do.
   if (src == dst) return OkStatus();
+  // An exchange is its own undo: one its first run made (that run recorded
+  // which inode it moved away from `name`, in the request's intent) is not
+  // made again when the kernel resends it to a successor.
+  const uint64_t first_run = ctx.unique & ~abi::kUniqueResend;
+  if (exchange && journal_ != nullptr && (ctx.unique & abi::kUniqueResend) != 0) {
+    if (std::optional<uint64_t> moved = journal_->IntentDetail(first_run); moved && dst->id == *moved) {
+      return OkStatus();
+    }
+  }
   if (!sdir->MayAccess(ctx, kW) || !ddir->MayAccess(ctx, kW)) {
     return Errno(EACCES);
   }
@@ -624,6 +623,7 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
   // Its entry records (source gone, target set, a replaced one) are one.
   EntryBatch batch(this);
   if (exchange) {
+    if (journal_ != nullptr && first_run != 0) journal_->RecordIntentDetail(first_run, src->id);
     // Both names keep their cookies; only what they point at swaps.
     sit->second.inode = dst;
     dit->second.inode = src;
@@ -782,8 +782,8 @@ Result<CreateReply> MemFs::TmpFile(const RequestContext& ctx, uint64_t parent,
 void MemFs::Init(const InitInfo& info) {
   kernel_ = info.kernel;
   if (rebuild_pending_) {
-    rebuild_pending_ = false;
     Rebuild();
+    rebuild_pending_ = false;
   }
   // (Test fault: the first server only; its successor must serve.)
   crash_before_listing_drop_ = journal_ != nullptr && TestFault("crash_before_listing_drop").has_value() &&

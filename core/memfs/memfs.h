@@ -118,6 +118,10 @@ class MemFs : public FileSystem {
   // kernel holds a lookup of, root excluded).
   void AppendStatus(std::vector<std::pair<std::string, std::string>>* lines) const override;
   void Init(const InitInfo& info) override;
+  // A successor waiting to take over (a standby, a planned successor)
+  // gathers what the journal says as it grows, so that taking over reads
+  // only its last records.
+  void FollowJournal() override;
   // memfs data changes only through this mount, so the kernel's page cache
   // stays right once filled (see FileSystem::StoreInPageCache).
   Result<uint64_t> StoreInPageCache(uint64_t nodeid, uint64_t max_bytes) override;
@@ -334,6 +338,12 @@ class MemFs : public FileSystem {
   void RunCompactor();
   // A successor's: the file system as the journal left it.
   void Rebuild() ABSL_LOCKS_EXCLUDED(tree_mu_);
+  // What FollowJournal gathered, and the log offset it read to.
+  struct JournalReplayDeleter {
+    void operator()(JournalReplay* r) const;  // where JournalReplay is whole
+  };
+  std::unique_ptr<JournalReplay, JournalReplayDeleter> followed_;
+  uint64_t followed_to_ = 0;
 
   const MemFsOptions opts_;
   SpaceAccount space_;

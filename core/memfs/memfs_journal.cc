@@ -287,6 +287,19 @@ void MemFs::JournalReplay::Apply(uint16_t type, std::span<const uint8_t> payload
   ++bad_records;
 }
 
+void MemFs::JournalReplayDeleter::operator()(JournalReplay* r) const { delete r; }
+
+MemFs::~MemFs() {
+  if (compactor_.joinable()) {
+    {
+      absl::MutexLock l(&compact_mu_);
+      compact_stop_ = true;
+      compact_cv_.Signal();
+    }
+    compactor_.join();
+  }
+}
+
 void MemFs::JournalAppend(uint16_t type, std::span<const uint8_t> payload) {
   if (!journal_refuses_ && journal_->Append(type, payload)) {
     if (!compact_pending_.load(std::memory_order_relaxed) && !checkpointing_.load(std::memory_order_relaxed) &&
@@ -468,10 +481,18 @@ void MemFs::MaybeCheckpoint() {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
 }
 
+void MemFs::FollowJournal() {
+  if (!rebuild_pending_) return;
+  if (followed_ == nullptr) followed_.reset(new JournalReplay());
+  JournalReplay& replay = *followed_;
+  followed_to_ = journal_->Replay([&](uint16_t type, std::span<const uint8_t> payload) { replay.Apply(type, payload); },
+                                  followed_to_, [&] { replay.Clear(); });
+}
+
 void MemFs::Rebuild() {
-  JournalReplay replay;
-  journal_->Replay([&](uint16_t type, std::span<const uint8_t> payload) { replay.Apply(type, payload); }, 0,
-                   [&] { replay.Clear(); });
+  FollowJournal();  // the records since the last call, or all of them
+  JournalReplay replay = std::move(*followed_);
+  followed_.reset();
   memfs::WriteLock tl(&tree_mu_);
   std::unordered_map<uint64_t, std::shared_ptr<Inode>> table;
   uint64_t charged = 0;
@@ -554,8 +575,14 @@ void MemFs::Rebuild() {
     return unique != 0 && journal_->HasIntent(unique) && journal_->FindAnswer(unique).empty();
   };
   for (auto [id, count] : replay.lookups) {
-    for (const auto& [unique, delta] : replay.lookups_by_request[id])
-      if (never_answered(unique)) count -= delta;
+    for (const auto& [unique, delta] : replay.lookups_by_request[id]) {
+      if (!never_answered(unique)) continue;
+      count -= delta;
+      // Journaled under the same request: a later successor that finds it
+      // still unanswered takes both out (no second subtraction), and one
+      // that finds it answered (its resend added again) keeps both.
+      JournalAppend(kLookupsAdded, BytesOf(LookupRecord{id, -delta, unique}));
+    }
     if (Inode* n = find(id); n != nullptr && count > 0) n->lookups.store(static_cast<uint64_t>(count));
   }
   {

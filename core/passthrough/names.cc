@@ -11,9 +11,12 @@
 #include <cerrno>
 #include <utility>
 #include <climits>
+#include <optional>
 
 #include "core/clock.h"
 #include "core/passthrough/internal.h"
+#include "core/state_region.h"
+#include "proto/abi.h"
 
 namespace efuse {
 
@@ -331,6 +334,23 @@ Status PassthroughFs::Rename(const RequestContext& ctx, uint64_t parent, std::st
   Result<SharedFd> tfd = NodePathFd(newparent);
   if (!tfd.ok()) return tfd.error();
   const CName cname(name), cnew(newname);
+  if ((flags & RENAME_EXCHANGE) != 0 && opts_.state != nullptr && ctx.unique != 0) {
+    // An exchange is its own undo: resent after its first run made it
+    // (that run recorded the inode it moved away from `name`), it is not
+    // made again.
+    const uint64_t first = ctx.unique & ~abi::kUniqueResend;
+    struct stat moved, here;
+    if ((ctx.unique & abi::kUniqueResend) != 0) {
+      std::optional<uint64_t> was = opts_.state->IntentDetail(first);
+      if (was && fstatat((*tfd)->get(), cnew.c_str(), &here, AT_SYMLINK_NOFOLLOW) == 0 &&
+          static_cast<uint64_t>(here.st_ino) == *was) {
+        return OkStatus();
+      }
+    }
+    if (fstatat((*ffd)->get(), cname.c_str(), &moved, AT_SYMLINK_NOFOLLOW) == 0) {
+      opts_.state->RecordIntentDetail(first, static_cast<uint64_t>(moved.st_ino));
+    }
+  }
   Victim v;
   const bool replaces =
       (flags & RENAME_EXCHANGE) == 0 && StatVictim((*tfd)->get(), cnew.c_str(), &v) && v.last_link;

@@ -615,6 +615,35 @@ std::vector<CrashCase> CrashCases() {
       {"RENAME", make_file,
        [](const std::string& mnt) { return static_cast<long>(rename((mnt + "/a").c_str(), (mnt + "/b").c_str())); },
        [](const std::string& mnt) { return !Exists(mnt + "/a") && Exists(mnt + "/b"); }},
+      // An exchange is its own undo: made again, it would swap back.
+      {"RENAME2",
+       [make_file](const std::string& mnt) {
+         make_file(mnt);
+         mkdir((mnt + "/d").c_str(), 0755);
+       },
+       [](const std::string& mnt) {
+         return static_cast<long>(
+             renameat2(AT_FDCWD, (mnt + "/a").c_str(), AT_FDCWD, (mnt + "/d").c_str(), RENAME_EXCHANGE));
+       },
+       [](const std::string& mnt) {
+         // The kernel's own names (its dentries, swapped when it got the
+         // success) against the server's: a listing, which it reads from the
+         // server (a resent change drops what it kept of it).
+         struct stat a, d;
+         if (lstat((mnt + "/a").c_str(), &a) != 0 || !S_ISDIR(a.st_mode) || lstat((mnt + "/d").c_str(), &d) != 0 ||
+             !S_ISREG(d.st_mode)) {
+           return false;
+         }
+         DIR* dir = opendir(mnt.c_str());
+         if (dir == nullptr) return false;
+         bool a_is_dir = false, d_is_file = false;
+         while (dirent* e = readdir(dir)) {
+           if (std::string(e->d_name) == "a") a_is_dir = e->d_type == DT_DIR && e->d_ino == a.st_ino;
+           if (std::string(e->d_name) == "d") d_is_file = e->d_type == DT_REG && e->d_ino == d.st_ino;
+         }
+         closedir(dir);
+         return a_is_dir && d_is_file;
+       }},
       // XATTR_CREATE made it the first time, REMOVEXATTR removed it: run
       // again, they would fail (EEXIST, ENODATA).
       {"SETXATTR", make_file,

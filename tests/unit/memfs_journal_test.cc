@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -348,6 +349,43 @@ TEST_F(MemFsJournalTest, EveryPrefixOfTheJournalIsAConsistentFileSystem) {
   }
 }
 
+// A standby follows the journal while the server serves (FollowJournal,
+// about once a second), checkpoints included, and takes over with what it
+// gathered plus the last records.
+TEST_F(MemFsJournalTest, AFollowerHoldsTheSameFileSystemWhenItTakesOver) {
+  checkpoint_bytes_ = 64 << 10;
+  MemFs& fs = First();
+  const RequestContext root = Ctx(0, 0);
+  auto standby = std::make_unique<MemFs>(Options());  // built while the server serves
+  standby->FollowJournal();
+  const uint64_t dir = fs.Mkdir(root, kRoot, "d", 0755, 0)->nodeid;
+  const uint64_t checkpoints = region_->header().checkpoints.load();
+  for (int n = 0; n < 3000; ++n) {
+    const std::string name = "f" + std::to_string(n);
+    Result<CreateReply> c = fs.Create(root, dir, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(fs.Write(root, c->entry.nodeid, c->open.fh, 0, Bytes(name), 0, O_RDWR).ok());
+    fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
+    if (n % 3 != 0) {
+      ASSERT_TRUE(fs.Unlink(root, dir, name).ok());
+      fs.Forget(c->entry.nodeid, 1);
+    }
+    if (n % 500 == 0) standby->FollowJournal();
+  }
+  // (The compactor is asynchronous: wait, bounded, for one checkpoint.)
+  for (int i = 0; i < 2000 && region_->header().checkpoints.load() == checkpoints; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_GT(region_->header().checkpoints.load(), checkpoints) << "no checkpoint while it followed";
+  standby->FollowJournal();
+  ASSERT_TRUE(fs.Rename(root, dir, "f0", kRoot, "last", 0).ok());  // after the last follow
+  std::map<std::string, std::string> before, after;
+  Dump(fs, kRoot, "", &before);
+  standby->Init(InitInfo{});
+  Dump(*standby, kRoot, "", &after);
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(standby->InodeCount(), fs.InodeCount());
+}
+
 // A CREATE the server carried out and died answering (its intent is in
 // the region, its answer not): the kernel never had the handle or the
 // lookup, and resends the request. The successor keeps the file (the
@@ -365,6 +403,42 @@ TEST_F(MemFsJournalTest, WhatANeverAnsweredRequestGaveIsNotRevived) {
   Result<Entry> e = next->Lookup(Ctx(0, 0), kRoot, "made");
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->nodeid, c->entry.nodeid);
+  // The kernel resends the CREATE; the successor serves and answers it.
+  // Its lookup counts once: the next successor keeps it and the Lookup's,
+  // not the first run's too.
+  ASSERT_TRUE(next->Create(Ctx(0, 0, unique | abi::kUniqueResend), kRoot, "made", S_IFREG | 0644, 0, O_CREAT | O_RDWR)
+                  .ok());
+  abi::OutHeader answer{};
+  answer.len = sizeof(answer);
+  answer.unique = unique;
+  iovec iov{&answer, sizeof(answer)};
+  ASSERT_TRUE(region_->RecordAnswer(unique, std::span<const iovec>(&iov, 1)));
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  next.reset();
+  EXPECT_EQ(Successor()->LookupCount(c->entry.nodeid), 2u) << "the first run's lookup came back";
+  EXPECT_EQ(Successor()->LookupCount(c->entry.nodeid), 2u);
+}
+
+// RENAME_EXCHANGE undoes itself: resent after its first run swapped the
+// names (and died answering), it must not swap them back.
+TEST_F(MemFsJournalTest, AResentExchangeIsNotMadeTwice) {
+  MemFs& fs = First();
+  const RequestContext root = Ctx(0, 0);
+  const uint64_t x = fs.Mkdir(root, kRoot, "x", 0755, 0)->nodeid;
+  Result<CreateReply> y = fs.Create(root, kRoot, "y", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(y.ok());
+  const uint64_t unique = 0x3000;
+  region_->RecordIntent(unique);
+  ASSERT_TRUE(fs.Rename(Ctx(0, 0, unique), kRoot, "x", kRoot, "y", RENAME_EXCHANGE).ok());
+  std::unique_ptr<MemFs> next = Successor();
+  ASSERT_TRUE(next->Rename(Ctx(0, 0, unique | abi::kUniqueResend), kRoot, "x", kRoot, "y", RENAME_EXCHANGE).ok());
+  EXPECT_EQ(next->Lookup(root, kRoot, "y")->nodeid, x) << "swapped back";
+  EXPECT_EQ(next->Lookup(root, kRoot, "x")->nodeid, y->entry.nodeid);
+  // A resent exchange its first run did not make is made.
+  const uint64_t other = 0x3010;
+  region_->RecordIntent(other);
+  ASSERT_TRUE(next->Rename(Ctx(0, 0, other | abi::kUniqueResend), kRoot, "x", kRoot, "y", RENAME_EXCHANGE).ok());
+  EXPECT_EQ(next->Lookup(root, kRoot, "y")->nodeid, y->entry.nodeid);
 }
 
 // A server killed after it wrote into a slot and before it journaled the
