@@ -127,6 +127,20 @@ class MemFsJournalTest : public ::testing::Test {
     return fs;
   }
 
+  // File "f<n>" in `dir`, written and closed; unlinked and forgotten
+  // unless kept.
+  static void Churn(MemFs& fs, uint64_t dir, int n, bool keep) {
+    const RequestContext root = Ctx(0, 0);
+    const std::string name = "f" + std::to_string(n);
+    Result<CreateReply> c = fs.Create(root, dir, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE(fs.Write(root, c->entry.nodeid, c->open.fh, 0, Bytes(name), 0, O_RDWR).ok());
+    fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
+    if (keep) return;
+    ASSERT_TRUE(fs.Unlink(root, dir, name).ok());
+    fs.Forget(c->entry.nodeid, 1);
+  }
+
   std::unique_ptr<StateRegion> region_;
   int data_fd_ = -1;
   uint64_t checkpoint_bytes_ = 8 << 20;
@@ -230,17 +244,7 @@ TEST_F(MemFsJournalTest, ACheckpointKeepsTheFileSystemAndShortensTheJournal) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   int n = 0;
   while (region_->header().checkpoints.load() < 2 && std::chrono::steady_clock::now() < deadline) {
-    for (int i = 0; i < 100; ++i, ++n) {
-      const std::string name = "f" + std::to_string(n);
-      Result<CreateReply> c = fs.Create(root, dir, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
-      ASSERT_TRUE(c.ok());
-      ASSERT_TRUE(fs.Write(root, c->entry.nodeid, c->open.fh, 0, Bytes(name), 0, O_RDWR).ok());
-      fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
-      if (n % 10 != 0) {
-        ASSERT_TRUE(fs.Unlink(root, dir, name).ok());
-        fs.Forget(c->entry.nodeid, 1);
-      }
-    }
+    for (int i = 0; i < 100; ++i, ++n) ASSERT_NO_FATAL_FAILURE(Churn(fs, dir, n, /*keep=*/n % 10 == 0));
   }
   ASSERT_GE(region_->header().checkpoints.load(), 2u) << "no checkpoint in 20 s";
   EXPECT_GE(n, 100) << "checkpointed before the churn";
@@ -361,15 +365,7 @@ TEST_F(MemFsJournalTest, AFollowerHoldsTheSameFileSystemWhenItTakesOver) {
   const uint64_t dir = fs.Mkdir(root, kRoot, "d", 0755, 0)->nodeid;
   const uint64_t checkpoints = region_->header().checkpoints.load();
   for (int n = 0; n < 3000; ++n) {
-    const std::string name = "f" + std::to_string(n);
-    Result<CreateReply> c = fs.Create(root, dir, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
-    ASSERT_TRUE(c.ok());
-    ASSERT_TRUE(fs.Write(root, c->entry.nodeid, c->open.fh, 0, Bytes(name), 0, O_RDWR).ok());
-    fs.Release(root, c->entry.nodeid, c->open.fh, 0, 0, 0);
-    if (n % 3 != 0) {
-      ASSERT_TRUE(fs.Unlink(root, dir, name).ok());
-      fs.Forget(c->entry.nodeid, 1);
-    }
+    ASSERT_NO_FATAL_FAILURE(Churn(fs, dir, n, /*keep=*/n % 3 == 0));
     if (n % 500 == 0) standby->FollowJournal();
   }
   // (The compactor is asynchronous: wait, bounded, for one checkpoint.)
