@@ -142,6 +142,14 @@ void OffloadPolicy::Scan() {
   std::vector<uint64_t> to_store, to_keep_backing;
   for (const HotInode& row : rows_) {
     if (auto a = active_.find(row.nodeid); a != active_.end()) a->second = now;
+    if (first_scan_ && options_.successor && row.counts[EFUSE_HOT_READ] >= options_.hot_requests &&
+        !baselines_.contains(row.nodeid)) {
+      // (OffloadOptions::successor.) Pushed again only when a push made now
+      // would be due again.
+      Baseline& b = baselines_[row.nodeid];
+      b.stored_at_ns = now;
+      b.reads_at_store = row.counts[EFUSE_HOT_READ];
+    }
     // Most rows never need a baseline (no change seen, never stored): none
     // is kept for them, so the map stays as small as the hot set.
     static const Baseline kNone;
@@ -190,6 +198,7 @@ void OffloadPolicy::Scan() {
     auto it = hot_.find(id);
     if (it != hot_.end()) it->second.flags &= static_cast<uint8_t>(~kCached);
   }
+  first_scan_ = false;
   if (now - last_sweep_ns_ > kSweepIntervalNs) {
     ForgetIdle(now);
     last_sweep_ns_ = now;

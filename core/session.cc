@@ -335,7 +335,9 @@ absl::Status Session::Run() {
           counting || !options_.offload ? "" : "; no offload policy");
     }
     if (options_.offload && counting) {
-      offload_ = std::make_unique<OffloadPolicy>(options_.offload_options, options_.telemetry, fs_);
+      OffloadOptions offload_options = options_.offload_options;
+      offload_options.successor = takeover;
+      offload_ = std::make_unique<OffloadPolicy>(offload_options, options_.telemetry, fs_);
       dispatcher_->SetOffload(offload_.get());
     }
   }

@@ -170,6 +170,22 @@ TEST_F(OffloadTest, HotReadsArePushedAndOpensKeepTheCache) {
   EXPECT_EQ(policy_.counters().stored_bytes.load(), 4096u);
 }
 
+// A successor's policy (a takeover): the kernel still holds what the dead
+// server pushed. A file hot for reads at its first scan is not pushed again
+// then; one that becomes hot later is, as before.
+TEST_F(OffloadTest, ASuccessorDoesNotPushAgainWhatItsPredecessorPushed) {
+  OffloadOptions o = Options();
+  o.successor = true;
+  OffloadPolicy successor(o, &table_, &fs_);
+  table_.Add(7, EFUSE_HOT_READ, 64);  // counts carry on in the pinned maps
+  successor.Scan();
+  EXPECT_TRUE(fs_.stored.empty());
+  table_.Add(7, EFUSE_HOT_READ, 64);
+  table_.Add(8, EFUSE_HOT_READ, 64);
+  successor.Scan();
+  EXPECT_EQ(fs_.stored, std::vector<uint64_t>{8});
+}
+
 TEST_F(OffloadTest, ABackendThatCannotStoreKeepsDroppingTheCache) {
   fs_.store_error = ENOSYS;
   table_.Add(7, EFUSE_HOT_READ, 64);
