@@ -217,7 +217,9 @@ Result<uint64_t> MemFs::StoreInPageCache(uint64_t nodeid, uint64_t max_bytes) {
     {
       memfs::ReadLock l(&n->mu);
       if (n->dead) return Errno(ENOENT);
-      n->data.Read(off, chunk);
+      // Short only if the store failed (the size cannot change meanwhile):
+      // never push what the buffer held before.
+      if (n->data.Read(off, chunk) != chunk.size()) return Errno(EIO);
     }
     proto::Reply r = proto::NotifyStore(nodeid, off, chunk);
     if (Status s = kernel_->Notify(r.Iov()); !s.ok()) return s.error();
