@@ -662,8 +662,10 @@ Status MemFs::Rename(const RequestContext& ctx, uint64_t parent,
   if (src_is_dir) src->dir->parent = ddir;
   src->TouchCtime(now);
   JournalInode(*src);
-  JournalInode(*ddir);
-  if (dst != nullptr) JournalInode(*dst);
+  if (dst != nullptr) {
+    JournalInode(*ddir);  // its TouchDir above (AddEntry journals it otherwise)
+    JournalInode(*dst);
+  }
   batch.Commit();  // before the replaced file's end
   if (dst != nullptr) MaybeFree(dst);
   return OkStatus();
