@@ -13,8 +13,9 @@ cat <<MSG
 efuse memfs is mounting at $MNT (in memory, 1 GiB by default).
   use it:   ls $MNT; echo hello > $MNT/hello; cat $MNT/hello
   status:   build/tools/efusectl/efusectl status
-  stop:     Ctrl-C here, or: kill -TERM \$(pidof efused), or: umount $MNT
-  recover:  if the daemon was killed hard: build/tools/efusectl/efusectl umount $MNT
+  stop:     Ctrl-C here, or: umount $MNT
+  crashes:  a supervisor keeps the mount; a server killed hard is followed by a new one
+            (build/tools/efusectl/efusectl restart $MNT upgrades it the same way)
 
 MSG
 exec build/tools/efused/efused --fs=memfs -o allow_other,default_permissions "$@" "$MNT"

@@ -281,6 +281,11 @@ std::string EfuseMount::StatusFile(unsigned dev_minor) const {
       args.push_back("--transport=" + forced_transport_);
     }
   }
+  // The suites test a transport, not supervision (on by default), which a
+  // test asks for by name; one server process keeps their logs and kills plain.
+  bool names_supervision = false;
+  for (const std::string& f : flags) names_supervision = names_supervision || f.starts_with("--supervise");
+  if (!names_supervision && !default_supervision_) args.push_back("--supervise=off");
   args.push_back(path_);
   std::vector<char*> argv = ArgvOf(args);
   std::string command;

@@ -172,6 +172,9 @@ class EfuseMount {
   // Runs in the forked child just before it execs efused (e.g. to install a
   // seccomp filter that takes a kernel feature away from the daemon).
   void SetChildSetup(std::function<void()> setup) { child_setup_ = std::move(setup); }
+  // Start passes --supervise=off unless its flags name --supervise; this
+  // leaves supervision to efused's default instead.
+  void LeaveSupervisionToTheDefault() { default_supervision_ = true; }
 
   // Sends `sig` and waits (kExitTimeout) for exit status 0 and no mount left.
   ::testing::AssertionResult Stop(int sig = SIGTERM);
@@ -204,6 +207,7 @@ class EfuseMount {
   std::string path_;
   std::string forced_transport_;  // from EFUSE_TRANSPORT, checked at Stop
   std::function<void()> child_setup_;
+  bool default_supervision_ = false;
   std::string log_path_;
   pid_t pid_ = -1;
   // The daemon's status file (<dir>/<dev_minor>.status) names its pid.

@@ -45,6 +45,19 @@ std::string OpenHandlesOf(const std::map<std::string, std::string>& kv) {
   return it == kv.end() ? "(none named)" : it->second;
 }
 
+// SIGKILL to the server of supervised mount `m`; returns its pid.
+pid_t KillServerOf(EfuseMount& m) {
+  std::map<std::string, std::string> kv;
+  EXPECT_TRUE(StatusReader(&m).Fresh(&kv));
+  const pid_t server = static_cast<pid_t>(std::atol(kv["server_pid"].c_str()));
+  EXPECT_GT(server, 0);
+  EXPECT_NE(server, m.pid()) << "the status file names the supervisor as the server";
+  if (server > 0) {
+    EXPECT_EQ(kill(server, SIGKILL), 0);
+  }
+  return server;
+}
+
 struct TakeoverConfig {
   const char* name;
   bool passthrough;  // else memfs
@@ -83,17 +96,6 @@ class TakeoverTest : public ::testing::TestWithParam<TakeoverConfig> {
   }
   // SIGKILL to the server; returns its pid.
   pid_t KillServer() { return KillServerOf(mount_); }
-  static pid_t KillServerOf(EfuseMount& m) {
-    std::map<std::string, std::string> kv;
-    EXPECT_TRUE(StatusReader(&m).Fresh(&kv));
-    const pid_t server = static_cast<pid_t>(std::atol(kv["server_pid"].c_str()));
-    EXPECT_GT(server, 0);
-    EXPECT_NE(server, m.pid()) << "the status file names the supervisor as the server";
-    if (server > 0) {
-      EXPECT_EQ(kill(server, SIGKILL), 0);
-    }
-    return server;
-  }
 
   int RunUnderLoad(std::chrono::seconds run, const std::function<void()>& disrupt);
   // efusectl restart into a server with test fault `fault` set: it goes back.
@@ -1034,6 +1036,55 @@ TEST(TakeoverOptionsTest, RestartTakesNewOptionsAndRefusesThoseOfANewMount) {
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 
+// File "f" of `m` written with `first`, then opened to append.
+UniqueFd AppendingFileWith(EfuseMount& m, const std::string& first) {
+  std::string error;
+  EXPECT_TRUE(WriteFile(m.Path("f"), first, &error)) << error;
+  return UniqueFd(open(m.Path("f").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+}
+
+// efused with no --supervise is supervised: its server killed, a successor
+// serves the same mount, an open file's writes carry on.
+TEST(TakeoverOptionsTest, AMountIsSupervisedByDefault) {
+  EfuseMount m;
+  m.LeaveSupervisionToTheDefault();
+  ASSERT_TRUE(m.Start({}));
+  std::string error;
+  UniqueFd fd = AppendingFileWith(m, "one");
+  ASSERT_TRUE(fd.ok());
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["connection_held_by"], "supervisor (pid " + std::to_string(m.pid()) + ")") << m.LogForMessage();
+  const pid_t first = KillServerOf(m);
+  ASSERT_EQ(write(fd.get(), "two", 3), 3) << strerror(errno);
+  std::string back;
+  ASSERT_TRUE(ReadFile(m.Path("f"), &back, &error)) << error;
+  EXPECT_EQ(back, "onetwo");
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_NE(kv["server_pid"], std::to_string(first));
+  EXPECT_EQ(kv["server_generation"], "2");
+  fd.Reset();
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
+// Asking for the FUSE ring, which this kernel cannot hand to a successor,
+// leaves a default mount unsupervised, and the log says so in one line.
+TEST(TakeoverOptionsTest, AskingForTheFuseRingLeavesADefaultMountUnsupervised) {
+  EfuseMount m;
+  m.LeaveSupervisionToTheDefault();
+  ASSERT_TRUE(m.Start({"--transport=uring"}));
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv.count("server_pid"), 0u) << "no supervisor, no server apart from it";
+  EXPECT_EQ(kv["pid"], std::to_string(m.pid()));
+  EXPECT_NE(m.Log().find("--transport=uring: not supervised"), std::string::npos) << m.LogForMessage();
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+  // Said as refused when supervision is asked for by name.
+  CommandResult r = RunCommand({EFUSED_PATH, "--supervise=on", "--transport=uring", m.path()}, seconds(10));
+  EXPECT_EQ(r.exit_code(), 2) << r.err;
+  EXPECT_NE(r.err.find("--transport=uring with --supervise=on"), std::string::npos) << r.err;
+}
+
 // The supervisor killed: its server keeps the connection (its own
 // descriptors) and serves on, unsupervised; the status file names it, and
 // SIGTERM to it unmounts.
@@ -1041,8 +1092,7 @@ TEST(TakeoverOptionsTest, AKilledSupervisorLeavesItsServerServing) {
   EfuseMount m;
   ASSERT_TRUE(m.Start({"--supervise=on"}));
   std::string error;
-  ASSERT_TRUE(WriteFile(m.Path("f"), "one", &error)) << error;
-  UniqueFd fd(open(m.Path("f").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  UniqueFd fd = AppendingFileWith(m, "one");
   ASSERT_TRUE(fd.ok());
   std::map<std::string, std::string> kv;
   ASSERT_TRUE(StatusReader(&m).Fresh(&kv));

@@ -29,6 +29,9 @@ import kreqs  # (this directory)
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(REPO, "build", "bench")
 EFUSED = os.path.join(REPO, "build", "tools", "efused", "efused")
+# efused runs here with --supervise=off: the comparisons are of the data and
+# request paths (the FUSE io_uring queues, which a supervised server cannot
+# use on this kernel); takeover.py measures what supervision costs.
 PLL = os.path.join(OUT, "passthrough_ll")
 # libfuse master's in-memory example, built by run.sh from LIBFUSE_SRC.
 MEMFS_LL = os.path.join(OUT, "libfuse", "example", "memfs_ll")
@@ -154,18 +157,18 @@ def make_targets(selected):
     src = DATA
     all_t = [
         Target("native"),
-        Target("efuse-pt", [EFUSED, "--fs=passthrough", "--source=" + src,
+        Target("efuse-pt", [EFUSED, "--supervise=off", "--fs=passthrough", "--source=" + src,
                             "--passthrough=auto", "@MNT@"]),
-        Target("efuse-pt-off", [EFUSED, "--fs=passthrough", "--source=" + src,
+        Target("efuse-pt-off", [EFUSED, "--supervise=off", "--fs=passthrough", "--source=" + src,
                                 "--passthrough=off", "@MNT@"]),
         # the option for users who need no extended attributes
-        Target("efuse-pt-noxattr", [EFUSED, "--fs=passthrough", "--source=" + src,
+        Target("efuse-pt-noxattr", [EFUSED, "--supervise=off", "--fs=passthrough", "--source=" + src,
                                     "--passthrough=auto", "--xattrs=false", "@MNT@"]),
         # directories opened with OPENDIR (by default the kernel opens
         # them itself and keeps their listings)
-        Target("efuse-pt-dirh", [EFUSED, "--fs=passthrough", "--source=" + src,
+        Target("efuse-pt-dirh", [EFUSED, "--supervise=off", "--fs=passthrough", "--source=" + src,
                                  "--passthrough=auto", "--dir_handles=on", "@MNT@"]),
-        Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
+        Target("efuse-memfs", [EFUSED, "--supervise=off", "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
                persistent=False),
         # passthrough_ll holds an fd per inode the kernel knows: with
         # RLIMIT_NOFILE 20,000 it fails the 20,000-file phases. Raised where
@@ -211,9 +214,9 @@ def make_memfs_targets(selected):
     daemon (--memfs_data=daemon); the peer is libfuse master's memfs_ll,
     on /dev/fuse and with its io_uring option, where run.sh built it."""
     all_t = [TmpfsTarget("tmpfs"),
-             Target("efuse-memfs-kernel", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=kernel",
+             Target("efuse-memfs-kernel", [EFUSED, "--supervise=off", "--fs=memfs", "--size=4G", "--memfs_data=kernel",
                                            "@MNT@"], persistent=False),
-             Target("efuse-memfs", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
+             Target("efuse-memfs", [EFUSED, "--supervise=off", "--fs=memfs", "--size=4G", "--memfs_data=daemon", "@MNT@"],
                     persistent=False)]
     if os.access(MEMFS_LL, os.X_OK):
         all_t += [Target("memfs_ll", [MEMFS_LL, "-f", "@MNT@"], persistent=False),
@@ -236,13 +239,13 @@ def make_transport_targets(selected):
     peer: passthrough_ll over tmpfs (data in memory too; timeout=0). The
     offload policy is off: it would raise the hot file's attribute lifetime
     and the GETATTR loop would no longer reach the daemon."""
-    all_t = [Target("memfs-" + tr, [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon", "--transport=" + tr,
+    all_t = [Target("memfs-" + tr, [EFUSED, "--supervise=off", "--fs=memfs", "--size=4G", "--memfs_data=daemon", "--transport=" + tr,
                                     "--attr_timeout=0", "--offload=off", "@MNT@"],
                     persistent=False)
              for tr in TRANSPORTS]
     # uring whose workers never poll (efused --poll_us=0; the default polls
     # 50 us while clients hop between CPUs)
-    all_t.append(Target("memfs-uring-nopoll", [EFUSED, "--fs=memfs", "--size=4G", "--memfs_data=daemon",
+    all_t.append(Target("memfs-uring-nopoll", [EFUSED, "--supervise=off", "--fs=memfs", "--size=4G", "--memfs_data=daemon",
                                                "--transport=uring",
                                                "--poll_us=0", "--attr_timeout=0", "--offload=off", "@MNT@"],
                         persistent=False))
@@ -258,7 +261,7 @@ def make_offload_pairs():
     """Per offload workload, the two daemons compared (memfs, a fresh one per
     run). Telemetry is on in both offload runs: the off side is counted by
     the same BPF programs and differs only in the policy."""
-    memfs = [EFUSED, "--fs=memfs", "--size=512M", "--memfs_data=daemon"]
+    memfs = [EFUSED, "--supervise=off", "--fs=memfs", "--size=512M", "--memfs_data=daemon"]
     zero = ["--attr_timeout=0", "--entry_timeout=0"]
 
     def offload(extra):

@@ -128,7 +128,7 @@ def slab_bytes():
 def run_memfs(a):
     os.makedirs(MNT, exist_ok=True)
     subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"])
-    argv = [EFUSED, "--fs=memfs", "--size=4G", "--max_inodes=%d" % (a.files + a.files // 1000 + 16),
+    argv = [EFUSED, "--supervise=off", "--fs=memfs", "--size=4G", "--max_inodes=%d" % (a.files + a.files // 1000 + 16),
             "--memfs_data=" + a.memfs, MNT]
     p = start_efused(argv)
     try:
@@ -171,7 +171,7 @@ def main():
     build(a.files)
     os.makedirs(MNT, exist_ok=True)
     subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"])
-    argv = [EFUSED, "--fs=passthrough", "--source=" + SRC, MNT]
+    argv = [EFUSED, "--supervise=off", "--fs=passthrough", "--source=" + SRC, MNT]
     if a.fd_cache:
         argv.insert(1, "--fd_cache=%d" % a.fd_cache)
     p = start_efused(argv)

@@ -147,7 +147,7 @@ int Restart(const std::string& mp, const std::string& binary) {
   const std::vector<std::string> lines = efuse::ctl::FreshStatusFile(*id);
   const long generation = StatusValue(lines, "server_generation");
   if (generation <= 0) {
-    std::fprintf(stderr, "efusectl restart: %s is not supervised (efused --supervise=on)\n", mp.c_str());
+    std::fprintf(stderr, "efusectl restart: %s is not supervised (efused --supervise=off, or --transport=uring)\n", mp.c_str());
     return 1;
   }
   if (efuse::ctl::StatusText(lines, "connection_held_by").starts_with("service manager")) {

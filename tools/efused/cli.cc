@@ -133,7 +133,9 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(std::string, log_to, "stderr",
           "where the log goes: stderr, or syslog (the journal under systemd; the mount "
           "helper's choice)");
-ABSL_FLAG(std::string, supervise, "off",
+ABSL_FLAG(std::string, supervise, "auto",
+          "auto (the default): on, unless --transport=uring asks for the FUSE io_uring queues, "
+          "which this kernel cannot hand to a successor (then off, said in one log line); "
           "on: a supervisor process mounts and keeps the connection (and memfs's storage) while "
           "server processes come and go: a server that dies (SIGKILL, a crash) is followed by a "
           "successor that takes over without unmounting, open files and working directories "
@@ -343,17 +345,21 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   if (c.max_inodes < 1) return absl::InvalidArgumentError("--max_inodes: must be at least 1");
 
   const std::string supervise = absl::GetFlag(FLAGS_supervise);
-  if (supervise != "on" && supervise != "off" && supervise != "systemd")
-    return absl::InvalidArgumentError("--supervise: '" + supervise + "' is not on, off or systemd");
-  c.supervise = supervise != "off";
+  if (supervise != "auto" && supervise != "on" && supervise != "off" && supervise != "systemd")
+    return absl::InvalidArgumentError("--supervise: '" + supervise + "' is not auto, on, off or systemd");
+  c.transport = absl::GetFlag(FLAGS_transport);
+  if (absl::StatusOr<uring::TransportChoice> t = uring::ParseTransportChoice(c.transport); !t.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--transport: ", t.status().message()));
+  // Supervised by default: a crash or an upgrade must not end the mount.
+  // An explicit --transport=uring is the one wish a supervised server
+  // cannot meet here (below), so it alone leaves a default mount unsupervised.
+  const bool unsupervised_for_the_ring = supervise == "auto" && c.transport == "uring";  // said at the end
+  c.supervise = supervise == "on" || supervise == "systemd" || (supervise == "auto" && c.transport != "uring");
   c.fd_store = supervise == "systemd";
   if (c.fd_store && std::getenv("NOTIFY_SOCKET") == nullptr)
     return absl::InvalidArgumentError(
         "--supervise=systemd: $NOTIFY_SOCKET is not set (run it as a Type=notify service with "
         "FileDescriptorStoreMax=)");
-  c.transport = absl::GetFlag(FLAGS_transport);
-  if (absl::StatusOr<uring::TransportChoice> t = uring::ParseTransportChoice(c.transport); !t.ok())
-    return absl::InvalidArgumentError(absl::StrCat("--transport: ", t.status().message()));
   // Linux (6.18) cannot hand FUSE-over-io_uring queues to a successor: a
   // dead server's ring entries keep their requests out of FUSE_NOTIFY_RESEND
   // (fuse_resend walks the /dev/fuse processing lists only), and requests
@@ -361,8 +367,9 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   // reads get no requests. Supervised servers read /dev/fuse (uring-dev).
   if (c.supervise && c.transport == "uring")
     return absl::InvalidArgumentError(
-        "--transport=uring with --supervise=on: this kernel cannot hand FUSE-over-io_uring queues to a "
-        "successor server (use uring-dev or auto)");
+        "--transport=uring with --supervise=" + supervise +
+        ": this kernel cannot hand FUSE-over-io_uring queues to a successor server (use uring-dev or auto, "
+        "or --supervise=off)");
   c.poll_us = absl::GetFlag(FLAGS_poll_us);
   if (c.poll_us > 10000) return absl::InvalidArgumentError("--poll_us: must be 0..10000");
   c.queue_depth = absl::GetFlag(FLAGS_queue_depth);
@@ -397,6 +404,7 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   absl::Status s = ParseMountOptions(mount_words, &m);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("-o: ", s.message()));
   bool added_default_permissions = false;
+  bool locks_kept_by_the_kernel = false;  // said at the end
   if (c.fs == "passthrough") {
     absl::Status ps = BuildPassthroughConfig(&c, &added_default_permissions);
     if (ps.ok() && c.supervise && c.passthrough.locks) {
@@ -404,9 +412,7 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
       // would go with it while their owners still believe they hold them.
       // Kept by the kernel, they outlive any server.
       c.passthrough.locks = false;
-      Log(LogLevel::kInfo,
-          "--supervise=on: file locks are kept by the kernel, local to this mount (a source lock would "
-          "die with the server that holds it)");
+      locks_kept_by_the_kernel = true;
     }
     if (!ps.ok()) return ps;
   } else if (!absl::GetFlag(FLAGS_source).empty()) {
@@ -539,6 +545,17 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   // Blocking locks wait on their own threads (the dispatcher's async
   // slots), not on workers.
   c.passthrough.max_lock_waiters = 64;
+  // What the daemon chose for the user, once every option is good.
+  if (unsupervised_for_the_ring) {
+    Log(LogLevel::kInfo,
+        "--transport=uring: not supervised (this kernel cannot hand FUSE-over-io_uring queues to a "
+        "successor server): a crash or an upgrade ends the mount");
+  }
+  if (locks_kept_by_the_kernel) {
+    Log(LogLevel::kInfo,
+        "supervised: file locks are kept by the kernel, local to this mount (a source lock would "
+        "die with the server that holds it)");
+  }
   if (added_default_permissions) {
     Log(LogLevel::kInfo,
         "passthrough: a mount users other than root may use (allow_other or user_id): "
