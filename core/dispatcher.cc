@@ -256,6 +256,7 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
   ctx.groups = req.groups;
 
   std::optional<JournalingSender> journaling;
+  std::optional<DyingSender> dying;  // (a test fault)
   ReplySender* out = &sender;
   if (answers_ != nullptr) {
     const uint64_t first_unique = req.header.unique & ~abi::kUniqueResend;
@@ -288,6 +289,10 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
       }
       journaling.emplace(&sender, answers_, first_unique, crash, std::move(amend));
       out = &*journaling;
+    } else if (crash_before_reply_ && *crash_before_reply_ == proto::OpcodeName(op) &&
+               answers_->header().generation.load() == 1) {
+      dying.emplace(&sender, first_unique);
+      out = &*dying;
     }
   }
 

@@ -122,6 +122,7 @@ class Dispatcher {
 
  private:
   class JournalingSender;
+  class DyingSender;
   // Whether a second execution of `op` could answer differently (or do
   // something twice) than the first.
   static bool NotIdempotent(abi::Opcode op);

@@ -96,6 +96,25 @@ class Dispatcher::LaterTaker final : public LaterSource, public ReplySender {
   bool taken_ = false;
 };
 
+// Test fault crash_before_reply for a request that records no answer (a
+// LOOKUP): dies having carried it out with success, its answer unsent
+// (errors, a name not found, are sent).
+class Dispatcher::DyingSender final : public ReplySender {
+ public:
+  DyingSender(ReplySender* out, uint64_t unique) : out_(out), unique_(unique) {}
+  int Send(proto::Reply& reply) override {
+    if (reply.error() != 0) return out_->Send(reply);
+    Log(LogLevel::kWarning, "test fault crash_before_reply: unique %u carried out, dying unsent", unique_);
+    raise(SIGKILL);
+    return -EIO;
+  }
+  std::unique_ptr<ReplySender> Detach() override { return nullptr; }  // answered in line
+
+ private:
+  ReplySender* out_;
+  uint64_t unique_;
+};
+
 // Records each answer in the state region before it is sent.
 class Dispatcher::JournalingSender final : public ReplySender {
  public:

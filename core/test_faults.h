@@ -11,7 +11,9 @@
 //                          daemon that stopped answering, as the kernel
 //                          sees it (for --request_timeout)
 //   crash_before_reply=OP  the first server of a supervised mount dies
-//                          after recording its answer to OP, unsent
+//                          after recording its answer to OP, unsent (an
+//                          OP whose answer is not recorded, LOOKUP: after
+//                          carrying out the first that succeeds)
 //   crash_before_answer=OP the same, after carrying OP out and before its
 //                          answer is recorded (only its intent is)
 //   journal_checkpoint_at=BYTES  the takeover journal is checkpointed

@@ -361,6 +361,7 @@ Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
                             std::string_view name) {
   if (name.size() > kMaxNameLength) return Errno(ENAMETOOLONG);
   memfs::ReadLock tl(&tree_mu_);
+  if ((ctx.unique & abi::kUniqueResend) != 0) TakeOutLookupsOfResent(ctx.unique & ~abi::kUniqueResend);
   Inode* dir = FindInTree(parent);
   if (dir == nullptr) return Errno(ENOENT);
   if (name == "." && dir->type != S_IFDIR) {

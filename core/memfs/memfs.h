@@ -31,7 +31,8 @@
 //                    (never an Inode::mu); a push holds no lock while the
 //                    kernel takes its pages.
 //   5. leaves of their own: the data store's slot mutex, the state
-//      region's append mutex, compact_mu_ (the compactor's wakeup).
+//      region's append mutex, compact_mu_ (the compactor's wakeup),
+//      unsure_lookups_mu_.
 // The byte budget (SpaceAccount) is a lock-free counter.
 //
 // Policies: node ids start at 2 and are never reused (generation 0); files
@@ -43,12 +44,14 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -329,6 +332,9 @@ class MemFs : public FileSystem {
   // Adds `delta` to n's kernel lookups, and journals it with the request
   // that asked (`unique`; 0 for a FORGET).
   void AddLookups(Inode& n, int64_t delta, uint64_t unique);
+  // A resent LOOKUP (`unique` without the resend bit): what its first run
+  // counted, kept by a rebuild, is taken out before it counts again.
+  void TakeOutLookupsOfResent(uint64_t unique) ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
   void JournalHandle(uint64_t fh, const Handle& h) ABSL_SHARED_LOCKS_REQUIRED(handles_mu_);
   void JournalHandleGone(uint64_t fh) ABSL_EXCLUSIVE_LOCKS_REQUIRED(handles_mu_);
   void JournalAppend(uint16_t type, std::span<const uint8_t> payload);
@@ -344,6 +350,14 @@ class MemFs : public FileSystem {
   };
   std::unique_ptr<JournalReplay, JournalReplayDeleter> followed_;
   uint64_t followed_to_ = 0;
+  // Lookups the rebuild kept that requests with no intent (LOOKUP) added,
+  // by request: node id and count. Whether the kernel had their answers
+  // is not known; it resends a request it did not, and that resend takes
+  // them out (TakeOutLookupsOfResent). The most recent kUnsureLookupsKept
+  // requests only: those in flight when the server died are among them.
+  static constexpr size_t kUnsureLookupsKept = 4096;
+  absl::Mutex unsure_lookups_mu_;  // a leaf
+  std::map<uint64_t, std::vector<std::pair<uint64_t, int64_t>>> unsure_lookups_ ABSL_GUARDED_BY(unsure_lookups_mu_);
 
   const MemFsOptions opts_;
   SpaceAccount space_;

@@ -404,6 +404,22 @@ void MemFs::AddLookups(Inode& n, int64_t delta, uint64_t unique) {
   JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n.id, delta, unique & ~abi::kUniqueResend}));
 }
 
+void MemFs::TakeOutLookupsOfResent(uint64_t unique) {
+  std::vector<std::pair<uint64_t, int64_t>> counted;
+  {
+    absl::MutexLock l(&unsure_lookups_mu_);
+    auto it = unsure_lookups_.find(unique);
+    if (it == unsure_lookups_.end()) return;
+    counted = std::move(it->second);
+    unsure_lookups_.erase(it);
+  }
+  // The kernel never had them (it resends only what was not answered), so
+  // it holds none of them: each node still counts at least as many.
+  for (auto [id, delta] : counted) {
+    if (Inode* n = FindInTree(id); n != nullptr) AddLookups(*n, -delta, unique);
+  }
+}
+
 void MemFs::JournalHandle(uint64_t fh, const Handle& h) {
   if (journal_ == nullptr) return;
   JournalAppend(kHandleOpened, BytesOf(HandleRecord{fh, h.inode->id, h.flags, 0, h.opened_by}));
@@ -574,8 +590,14 @@ void MemFs::Rebuild() {
   auto never_answered = [this](uint64_t unique) {
     return unique != 0 && journal_->HasIntent(unique) && journal_->FindAnswer(unique).empty();
   };
+  std::map<uint64_t, std::map<uint64_t, int64_t>> unsure;  // unique -> node id -> count
   for (auto [id, count] : replay.lookups) {
     for (const auto& [unique, delta] : replay.lookups_by_request[id]) {
+      if (unique != 0 && !journal_->HasIntent(unique)) {
+        // A LOOKUP's: kept; its resend, if one comes, takes it out.
+        unsure[unique][id] += delta;
+        continue;
+      }
       if (!never_answered(unique)) continue;
       count -= delta;
       // Journaled under the same request: a later successor that finds it
@@ -584,6 +606,18 @@ void MemFs::Rebuild() {
       JournalAppend(kLookupsAdded, BytesOf(LookupRecord{id, -delta, unique}));
     }
     if (Inode* n = find(id); n != nullptr && count > 0) n->lookups.store(static_cast<uint64_t>(count));
+  }
+  {
+    absl::MutexLock l(&unsure_lookups_mu_);
+    unsure_lookups_.clear();
+    // Uniques grow: the last ones are the requests most recently made.
+    for (auto it = unsure.rbegin(); it != unsure.rend() && unsure_lookups_.size() < kUnsureLookupsKept; ++it) {
+      std::vector<std::pair<uint64_t, int64_t>> counted;
+      for (auto [id, delta] : it->second) {
+        if (delta > 0 && find(id) != nullptr) counted.emplace_back(id, delta);
+      }
+      if (!counted.empty()) unsure_lookups_.emplace(it->first, std::move(counted));
+    }
   }
   {
     memfs::WriteLock l(&handles_mu_);

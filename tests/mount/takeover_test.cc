@@ -728,6 +728,40 @@ TEST_P(TakeoverTest, ARequestCarriedOutButNotAnsweredIsAnsweredOnce) {
   }
 }
 
+// A LOOKUP that the server carried out and died before answering (test
+// fault crash_before_reply=LOOKUP: the first that finds a name; a LOOKUP
+// records no answer) is resent and counted once: the file it found,
+// unlinked, is forgotten by the kernel and freed. (memfs with daemon data
+// journals lookup counts; counted twice, the file stayed until unmount.)
+TEST_P(TakeoverTest, ALookupCarriedOutButNotAnsweredCountsOnce) {
+  EfuseMount m;
+  ScratchDir source;
+  std::vector<std::string> flags = Flags(source);
+  flags.push_back("--entry_timeout=0");  // each stat looks its name up again
+  m.SetChildSetup([] { setenv("EFUSE_TEST_FAULTS", "crash_before_reply=LOOKUP", 1); });
+  ASSERT_TRUE(m.Start(flags));
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  const std::string inodes_before = kv["memfs_inodes"];
+  std::string error;
+  ASSERT_TRUE(WriteFile(m.Path("a"), "data", &error)) << error;
+  struct stat st;
+  ASSERT_EQ(stat(m.Path("a").c_str(), &st), 0) << strerror(errno) << m.LogForMessage();
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
+  ASSERT_EQ(unlink(m.Path("a").c_str()), 0) << strerror(errno);
+  if (kv.count("memfs_inodes") != 0) {
+    // The kernel's FORGET follows the unlink (waited for, bounded).
+    for (int i = 0; i < 500 && kv["memfs_inodes"] != inodes_before; ++i) {
+      std::this_thread::sleep_for(milliseconds(10));
+      ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+    }
+    EXPECT_EQ(kv["memfs_inodes"], inodes_before) << "the unlinked file stayed: a lookup counted twice"
+                                                 << m.LogForMessage();
+  }
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
 // The journal is checkpointed as it grows (test fault: at 64 KiB instead
 // of 8 MiB), so a successor reads what is live, not every node ever born.
 // The first server dies halfway through its first checkpoint (test fault

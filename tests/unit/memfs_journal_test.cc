@@ -343,10 +343,14 @@ TEST_F(MemFsJournalTest, EveryPrefixOfTheJournalIsAConsistentFileSystem) {
     for (const auto& [ino, count] : names) {
       // Only h gets a second name (the link, last).
       EXPECT_TRUE(count == 1 || (ino == files[2] && count == 2)) << "inode " << ino << ": " << count << " names";
-      if (ino != a && ino != b && ino != sub) EXPECT_EQ(nlink[ino], static_cast<uint32_t>(count)) << "inode " << ino;
+      if (ino != a && ino != b && ino != sub) {
+        EXPECT_EQ(nlink[ino], static_cast<uint32_t>(count)) << "inode " << ino;
+      }
     }
     // The moved file: under one name (f, then f2), until the replace ends it.
-    if (names.count(files[0]) != 0) EXPECT_EQ(names[files[0]], 1);
+    if (names.count(files[0]) != 0) {
+      EXPECT_EQ(names[files[0]], 1);
+    }
     EXPECT_EQ(names.count(files[1]), 1u) << "g lost its name";
     EXPECT_EQ(names.count(files[2]), 1u) << "h lost its name";
     EXPECT_EQ(names.count(sub), 1u) << "sub lost its name";
@@ -413,6 +417,38 @@ TEST_F(MemFsJournalTest, WhatANeverAnsweredRequestGaveIsNotRevived) {
   next.reset();
   EXPECT_EQ(Successor()->LookupCount(c->entry.nodeid), 2u) << "the first run's lookup came back";
   EXPECT_EQ(Successor()->LookupCount(c->entry.nodeid), 2u);
+}
+
+// A LOOKUP counted by a server that died before answering it (a LOOKUP
+// records no intent: whether the kernel had its answer is not known): the
+// successor keeps the count, and takes it out when the kernel resends the
+// request (proof it never had the answer), which then counts once. A
+// LOOKUP whose answer the kernel had is not resent: its count stays.
+TEST_F(MemFsJournalTest, AResentLookupCountsOnce) {
+  MemFs& fs = First();
+  Result<CreateReply> c = fs.Create(Ctx(0, 0), kRoot, "looked", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(c.ok());
+  fs.Release(Ctx(0, 0), c->entry.nodeid, c->open.fh, 0, 0, 0);
+  fs.Forget(c->entry.nodeid, 1);
+  const uint64_t answered = 0x2000, unanswered = 0x2002;
+  ASSERT_TRUE(fs.Lookup(Ctx(0, 0, answered), kRoot, "looked").ok());
+  ASSERT_TRUE(fs.Lookup(Ctx(0, 0, unanswered), kRoot, "looked").ok());
+  std::unique_ptr<MemFs> next = Successor();
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  ASSERT_TRUE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u) << "the resent LOOKUP counted twice";
+  // Its second run's answer lost too: the next successor, resent again.
+  next.reset();
+  next = Successor();
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  ASSERT_TRUE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  // The kernel forgets both: unlinked, the file is freed.
+  const size_t inodes = next->InodeCount();
+  ASSERT_TRUE(next->Unlink(Ctx(0, 0), kRoot, "looked").ok());
+  next->Forget(c->entry.nodeid, 2);
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 0u);
+  EXPECT_EQ(next->InodeCount(), inodes - 1) << "the unlinked file stayed";
 }
 
 // RENAME_EXCHANGE undoes itself: resent after its first run swapped the
