@@ -130,6 +130,19 @@ bool StateRegion::HasIntent(uint64_t unique) const {
   return false;
 }
 
+StateRegion::Recorded StateRegion::RecordedRequests() const {
+  Recorded r;
+  const AnswerSlot* slots = answers();
+  for (size_t i = 0; i < kAnswerSlots; ++i) {
+    const uint64_t unique = slots[i].unique.load(std::memory_order_acquire);
+    if (unique == 0) continue;
+    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;  // rewritten as it was read
+    (IsIntent(bytes) ? r.intents : r.answered).insert(unique);
+  }
+  return r;
+}
+
 absl::StatusOr<std::unique_ptr<StateRegion>> StateRegion::Create() {
   int fd = memfd_create("efuse-state", MFD_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, "memfd_create(efuse-state)");

@@ -36,6 +36,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_set>
 
 #include <sys/uio.h>
 
@@ -171,6 +172,17 @@ class StateRegion {
   void RecordIntentDetail(uint64_t unique, uint64_t detail);
   std::optional<uint64_t> IntentDetail(uint64_t unique) const;
   static constexpr int32_t kIntentMark = INT32_MIN;
+  // The uniques of every intent and every answer recorded, read at once
+  // (a rebuild asks about many requests; HasIntent reads every slot).
+  struct Recorded {
+    std::unordered_set<uint64_t> intents;
+    std::unordered_set<uint64_t> answered;
+    // Carried out (an intent) and never answered: the kernel resends it.
+    bool NeverAnswered(uint64_t unique) const {
+      return unique != 0 && intents.contains(unique) && !answered.contains(unique);
+    }
+  };
+  Recorded RecordedRequests() const;
 
  private:
   struct AnswerSlot;

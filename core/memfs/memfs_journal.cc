@@ -587,13 +587,12 @@ void MemFs::Rebuild() {
       i->nlink = names[i];
     }
   }
-  auto never_answered = [this](uint64_t unique) {
-    return unique != 0 && journal_->HasIntent(unique) && journal_->FindAnswer(unique).empty();
-  };
+  const StateRegion::Recorded recorded = journal_->RecordedRequests();
+  auto never_answered = [&recorded](uint64_t unique) { return recorded.NeverAnswered(unique); };
   std::map<uint64_t, std::map<uint64_t, int64_t>> unsure;  // unique -> node id -> count
   for (auto [id, count] : replay.lookups) {
     for (const auto& [unique, delta] : replay.lookups_by_request[id]) {
-      if (unique != 0 && !journal_->HasIntent(unique)) {
+      if (unique != 0 && !recorded.intents.contains(unique)) {
         // A LOOKUP's: kept; its resend, if one comes, takes it out.
         unsure[unique][id] += delta;
         continue;

@@ -297,10 +297,9 @@ void PassthroughFs::FinishRecovery() {
   size_t lost = 0, unanswered = 0;
   absl::flat_hash_set<int32_t> backing_in_use;
   std::vector<int32_t> backing_unused;
+  const StateRegion::Recorded recorded = opts_.state->RecordedRequests();
   for (const auto& [fh, h] : r->open) {
-    const bool never_answered = h.opened_by != 0 && opts_.state->HasIntent(h.opened_by) &&
-                                opts_.state->FindAnswer(h.opened_by).empty();
-    if (never_answered) {
+    if (recorded.NeverAnswered(h.opened_by)) {
       absl::MutexLock l(&recovered_handles_mu_);
       recovered_handles_.erase(fh);
       ++unanswered;

@@ -70,6 +70,17 @@ TEST(StateRegionTest, AnAnswerRecordedIsFoundAndAnIntentIsTold) {
   (*r)->RecordIntent(44);
   EXPECT_TRUE((*r)->HasIntent(44));
   EXPECT_FALSE((*r)->HasIntent(42));
+  // Read at once: 44 carried out and never answered; 46 answered after its
+  // intent; 42 answered only.
+  (*r)->RecordIntent(46);
+  ASSERT_TRUE((*r)->RecordAnswer(46, std::span<const iovec>(&v, 1)));
+  const StateRegion::Recorded recorded = (*r)->RecordedRequests();
+  EXPECT_TRUE(recorded.NeverAnswered(44));
+  EXPECT_FALSE(recorded.NeverAnswered(46));
+  EXPECT_FALSE(recorded.NeverAnswered(42));
+  EXPECT_FALSE(recorded.NeverAnswered(0));
+  EXPECT_TRUE(recorded.intents.contains(46));
+  EXPECT_FALSE(recorded.intents.contains(42));
 }
 
 // A checkpoint moves the log's beginning: replay starts at it, a reader
