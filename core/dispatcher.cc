@@ -277,17 +277,18 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
           : crash_before_answer_ && *crash_before_answer_ == proto::OpcodeName(op) ? JournalingSender::Crash::kBeforeAnswer
                                                                                    : JournalingSender::Crash::kNo;
       JournalingSender::Amend amend;
-      if ((req.header.unique & abi::kUniqueResend) != 0 && answers_->HasIntent(first_unique)) {
+      const bool cut_off = (req.header.unique & abi::kUniqueResend) != 0 && answers_->HasIntent(first_unique);
+      if (cut_off) {
         // Its server died while carrying it out: it may have taken effect.
         amend = [this, &req, &ctx](int err) {
           std::optional<Reply> r = AfterIntent(req, ctx, err);
           if (r) answers_->header().answers_replayed.fetch_add(1);
           return r;
         };
-      } else {
-        answers_->RecordIntent(first_unique);
       }
-      journaling.emplace(&sender, answers_, first_unique, crash, std::move(amend));
+      journaling.emplace(&sender, answers_, first_unique, crash, std::move(amend),
+                         crash == JournalingSender::Crash::kBeforeAnswer ? crash_before_answer_after_ : 0);
+      if (!cut_off) answers_->RecordIntent(first_unique);
       out = &*journaling;
     } else if (crash_before_reply_ && *crash_before_reply_ == proto::OpcodeName(op) &&
                answers_->header().generation.load() == 1) {

@@ -141,6 +141,7 @@ class Dispatcher {
   // right after recording its answer to this opcode, before sending it.
   const std::optional<std::string> crash_before_reply_ = TestFault("crash_before_reply");
   const std::optional<std::string> crash_before_answer_ = TestFault("crash_before_answer");
+  const uint64_t crash_before_answer_after_ = std::stoull(TestFault("crash_before_answer_after").value_or("0"));
   // core/test_faults.h: LOOKUPs of this name get no answer.
   const std::optional<std::string> no_reply_lookup_ = TestFault("no_reply_lookup");
   std::mutex unanswered_mu_;

@@ -5,6 +5,8 @@
 #ifndef EFUSE_CORE_DISPATCHER_PARTS_H_
 #define EFUSE_CORE_DISPATCHER_PARTS_H_
 
+#include <unistd.h>
+
 #include <csignal>
 #include <functional>
 #include <memory>
@@ -121,20 +123,39 @@ class Dispatcher::JournalingSender final : public ReplySender {
   // `amend`: for a request resent after its intent was recorded, the answer
   // to give instead of an error its first run may have caused (or none).
   using Amend = std::function<std::optional<proto::Reply>(int err)>;
-  // Test faults: die before the answer is recorded, or after, unsent.
+  // Test faults: die before the answer is recorded (once `others` more
+  // answers were recorded, up to 30 s), or after, unsent.
   enum class Crash { kNo, kBeforeAnswer, kBeforeReply };
-  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, Crash crash, Amend amend = nullptr)
-      : out_(out), region_(region), unique_(unique), crash_(crash), amend_(std::move(amend)) {}
+  // Holds the request's intents (StateRegion::Hold) until its answer is
+  // recorded: made before the intent is recorded.
+  JournalingSender(ReplySender* out, StateRegion* region, uint64_t unique, Crash crash, Amend amend = nullptr,
+                   uint64_t others = 0)
+      : out_(out),
+        region_(region),
+        unique_(unique),
+        crash_(crash),
+        amend_(std::move(amend)),
+        hold_(region->Hold(unique)),
+        others_(others),
+        recorded_at_start_(region->header().answers_recorded.load()) {}
+  ~JournalingSender() override { region_->Release(hold_); }
+  JournalingSender(const JournalingSender&) = delete;
+  JournalingSender& operator=(const JournalingSender&) = delete;
   int Send(proto::Reply& reply) override {
     if (amend_ && reply.error() < 0) {
       if (std::optional<proto::Reply> better = amend_(-reply.error())) return Send(*better);
     }
     if (crash_ == Crash::kBeforeAnswer) {
+      for (int i = 0; i < 30000 && region_->header().answers_recorded.load() < recorded_at_start_ + others_; ++i) {
+        usleep(1000);
+      }
       Log(LogLevel::kWarning, "test fault crash_before_answer: unique %u carried out, dying before its answer is "
           "recorded", unique_);
       raise(SIGKILL);
     }
     region_->RecordAnswer(unique_, reply.Iov());
+    region_->Release(hold_);
+    hold_ = 0;
     if (crash_ == Crash::kBeforeReply) {
       Log(LogLevel::kWarning, "test fault crash_before_reply: answer to unique %u recorded, dying unsent",
           unique_);
@@ -169,6 +190,9 @@ class Dispatcher::JournalingSender final : public ReplySender {
   uint64_t unique_;
   Crash crash_;
   Amend amend_;
+  size_t hold_;
+  uint64_t others_;
+  uint64_t recorded_at_start_;
 };
 
 }  // namespace efuse

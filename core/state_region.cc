@@ -59,11 +59,47 @@ StateRegion::AnswerSlot* StateRegion::answers() const {
   return reinterpret_cast<AnswerSlot*>(reinterpret_cast<uint8_t*>(header_) + kHeaderPage);
 }
 
+size_t StateRegion::Hold(uint64_t unique) {
+  for (size_t i = 0; i < kHolds; ++i) {
+    uint64_t free = 0;
+    if (holds_[i].compare_exchange_strong(free, unique, std::memory_order_acq_rel)) {
+      size_t used = holds_used_.load(std::memory_order_relaxed);
+      while (used < i + 1 && !holds_used_.compare_exchange_weak(used, i + 1, std::memory_order_acq_rel)) {
+      }
+      return i + 1;
+    }
+  }
+  return 0;
+}
+
+void StateRegion::Release(size_t ticket) {
+  if (ticket != 0) holds_[ticket - 1].store(0, std::memory_order_release);
+}
+
+bool StateRegion::Held(uint64_t unique) const {
+  const size_t used = holds_used_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < used; ++i) {
+    if (holds_[i].load(std::memory_order_acquire) == unique) return true;
+  }
+  return false;
+}
+
 bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
   size_t total = 0;
   for (const iovec& v : reply) total += v.iov_len;
   if (total > kAnswerBytes || unique == 0) return false;
-  AnswerSlot& slot = answers()[header_->answers_recorded.fetch_add(1) % kAnswerSlots];
+  // The next slot in turn, passing over the intents of requests held (at
+  // most kHolds of them, so a slot comes within kHolds + 1 turns).
+  AnswerSlot* slots = answers();
+  AnswerSlot* chosen = nullptr;
+  for (size_t turn = 0; chosen == nullptr; ++turn) {
+    AnswerSlot& next = slots[header_->answers_recorded.fetch_add(1) % kAnswerSlots];
+    const uint64_t previous = next.unique.load(std::memory_order_acquire);
+    int32_t mark = 0;
+    std::memcpy(&mark, next.bytes + 4, sizeof(mark));
+    if (turn > kHolds || previous == 0 || mark != kIntentMark || !Held(previous)) chosen = &next;
+  }
+  AnswerSlot& slot = *chosen;
   slot.unique.store(0, std::memory_order_release);
   size_t at = 0;
   for (const iovec& v : reply) {

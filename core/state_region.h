@@ -184,6 +184,15 @@ class StateRegion {
   };
   Recorded RecordedRequests() const;
 
+  // The intents of a request being carried out are not overwritten by the
+  // slots' rotation, however many answers others record meanwhile (a slow
+  // request among many quick ones): held from before its intent until its
+  // answer is recorded. Process-local; any thread. A hold is a ticket: 0
+  // when none was free (the intents are then only as safe as the rotation).
+  static constexpr size_t kHolds = 256;
+  size_t Hold(uint64_t unique);
+  void Release(size_t ticket);
+
  private:
   struct AnswerSlot;
   StateRegion(int fd, StateHeader* header) : fd_(fd), header_(header) {}
@@ -193,8 +202,13 @@ class StateRegion {
   // Maps at least `bytes` of log, growing the memfd only if it is smaller.
   bool MapAtLeast(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  bool Held(uint64_t unique) const;
+
   int fd_;
   StateHeader* header_;
+  // holds_[ticket - 1]: a unique held, or 0. Scanned up to holds_used_.
+  std::unique_ptr<std::atomic<uint64_t>[]> holds_{new std::atomic<uint64_t>[kHolds]()};
+  std::atomic<size_t> holds_used_{0};
   mutable absl::Mutex mu_;
   uint8_t* log_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;

@@ -16,6 +16,10 @@
 //                          carrying out the first that succeeds)
 //   crash_before_answer=OP the same, after carrying OP out and before its
 //                          answer is recorded (only its intent is)
+//   crash_before_answer_after=N  with crash_before_answer: waits (up to
+//                          30 s) until N more answers were recorded by
+//                          other requests before it dies (a slow request
+//                          among many quick ones)
 //   journal_checkpoint_at=BYTES  the takeover journal is checkpointed
 //                          from BYTES on (instead of 8 MiB)
 //   crash_in_checkpoint=1  the first server dies halfway through writing

@@ -762,6 +762,45 @@ TEST_P(TakeoverTest, ALookupCarriedOutButNotAnsweredCountsOnce) {
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 
+// A request carried out slowly while many others are answered (test
+// fault: CREATE waits until 1,100 other answers were recorded, more than
+// the 512 answer slots hold, then its server dies) keeps its intent: resent,
+// it is answered as its first run would have been, not with EEXIST.
+TEST_P(TakeoverTest, ASlowRequestKeepsItsIntentWhileOthersAreAnswered) {
+  EfuseMount m;
+  ScratchDir source;
+  std::vector<std::string> flags = Flags(source);
+  // Two workers, one read each: the other requests reach the worker the
+  // slow one does not hold up.
+  flags.push_back("--workers=2");
+  flags.push_back("--queue_depth=1");
+  m.SetChildSetup(
+      [] { setenv("EFUSE_TEST_FAULTS", "crash_before_answer=CREATE,crash_before_answer_after=1100", 1); });
+  ASSERT_TRUE(m.Start(flags));
+  ASSERT_EQ(mkdir(m.Path("others").c_str(), 0755), 0) << strerror(errno);
+  int slow_fd = -1, slow_errno = 0;
+  std::thread slow([&] {
+    slow_fd = open(m.Path("slow").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    slow_errno = errno;
+  });
+  // Each a LOOKUP and a SYMLINK: an intent and an answer.
+  for (int i = 0; i < 700; ++i) {
+    ASSERT_EQ(symlink("t", m.Path("others/s" + std::to_string(i)).c_str()), 0) << i << ": " << strerror(errno);
+  }
+  slow.join();
+  EXPECT_GE(slow_fd, 0) << strerror(slow_errno) << m.LogForMessage();
+  if (slow_fd >= 0) close(slow_fd);
+  std::map<std::string, std::string> kv;
+  ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  EXPECT_EQ(kv["takeovers"], "1") << "the fault did not fire" << m.LogForMessage();
+  for (int i = 0; i < 500 && OpenHandlesOf(kv) != "0"; ++i) {  // (the RELEASE)
+    std::this_thread::sleep_for(milliseconds(10));
+    ASSERT_TRUE(StatusReader(&m).Fresh(&kv));
+  }
+  EXPECT_EQ(OpenHandlesOf(kv), "0") << "the first run's handle stayed open" << m.LogForMessage();
+  EXPECT_TRUE(m.Stop()) << m.LogForMessage();
+}
+
 // The journal is checkpointed as it grows (test fault: at 64 KiB instead
 // of 8 MiB), so a successor reads what is live, not every node ever born.
 // The first server dies halfway through its first checkpoint (test fault
