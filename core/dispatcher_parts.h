@@ -7,7 +7,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -100,12 +102,22 @@ class Dispatcher::LaterTaker final : public LaterSource, public ReplySender {
 
 // Test fault crash_before_reply for a request that records no answer (a
 // LOOKUP): dies having carried it out with success, its answer unsent
-// (errors, a name not found, are sent).
+// (errors and a name not found, an entry of node 0, are sent).
 class Dispatcher::DyingSender final : public ReplySender {
  public:
   DyingSender(ReplySender* out, uint64_t unique) : out_(out), unique_(unique) {}
   int Send(proto::Reply& reply) override {
-    if (reply.error() != 0) return out_->Send(reply);
+    // The answer's first 8 bytes after the out header: a LOOKUP's node id.
+    uint8_t head[sizeof(abi::OutHeader) + sizeof(uint64_t)] = {};
+    size_t have = 0;
+    for (const iovec& v : reply.Iov()) {
+      const size_t n = std::min(v.iov_len, sizeof(head) - have);
+      std::memcpy(head + have, v.iov_base, n);
+      have += n;
+    }
+    uint64_t node = 0;
+    std::memcpy(&node, head + sizeof(abi::OutHeader), sizeof(node));
+    if (reply.error() != 0 || have < sizeof(head) || node == 0) return out_->Send(reply);
     Log(LogLevel::kWarning, "test fault crash_before_reply: unique %u carried out, dying unsent", unique_);
     raise(SIGKILL);
     return -EIO;

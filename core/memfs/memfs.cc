@@ -360,8 +360,8 @@ void MemFs::MaybeFree(Inode* n) {
 Result<Entry> MemFs::Lookup(const RequestContext& ctx, uint64_t parent,
                             std::string_view name) {
   if (name.size() > kMaxNameLength) return Errno(ENAMETOOLONG);
-  memfs::ReadLock tl(&tree_mu_);
   if ((ctx.unique & abi::kUniqueResend) != 0) TakeOutLookupsOfResent(ctx.unique & ~abi::kUniqueResend);
+  memfs::ReadLock tl(&tree_mu_);
   Inode* dir = FindInTree(parent);
   if (dir == nullptr) return Errno(ENOENT);
   if (name == "." && dir->type != S_IFDIR) {
@@ -813,6 +813,9 @@ Result<OpenReply> MemFs::OpenDir(const RequestContext& ctx, uint64_t nodeid,
 
 Status MemFs::ReadDir(const RequestContext& ctx, uint64_t nodeid, uint64_t fh,
                       uint64_t offset, DirSink& sink) {
+  if (sink.plus() && (ctx.unique & abi::kUniqueResend) != 0) {
+    TakeOutLookupsOfResent(ctx.unique & ~abi::kUniqueResend);
+  }
   memfs::ReadLock tl(&tree_mu_);
   std::shared_ptr<Inode> dir = Find(nodeid);
   if (dir == nullptr) return Errno(ENOENT);

@@ -332,9 +332,10 @@ class MemFs : public FileSystem {
   // Adds `delta` to n's kernel lookups, and journals it with the request
   // that asked (`unique`; 0 for a FORGET).
   void AddLookups(Inode& n, int64_t delta, uint64_t unique);
-  // A resent LOOKUP (`unique` without the resend bit): what its first run
-  // counted, kept by a rebuild, is taken out before it counts again.
-  void TakeOutLookupsOfResent(uint64_t unique) ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
+  // A resent LOOKUP or READDIRPLUS (`unique` without the resend bit): what
+  // its first run counted, kept by a rebuild, is taken out before it counts
+  // again. Rare (after a takeover only): takes tree_mu_ exclusively.
+  void TakeOutLookupsOfResent(uint64_t unique) ABSL_LOCKS_EXCLUDED(tree_mu_);
   void JournalHandle(uint64_t fh, const Handle& h) ABSL_SHARED_LOCKS_REQUIRED(handles_mu_);
   void JournalHandleGone(uint64_t fh) ABSL_EXCLUSIVE_LOCKS_REQUIRED(handles_mu_);
   void JournalAppend(uint16_t type, std::span<const uint8_t> payload);
@@ -350,7 +351,8 @@ class MemFs : public FileSystem {
   };
   std::unique_ptr<JournalReplay, JournalReplayDeleter> followed_;
   uint64_t followed_to_ = 0;
-  // Lookups the rebuild kept that requests with no intent (LOOKUP) added,
+  // Lookups the rebuild kept that requests with no intent (LOOKUP,
+  // READDIRPLUS) added,
   // by request: node id and count. Whether the kernel had their answers
   // is not known; it resends a request it did not, and that resend takes
   // them out (TakeOutLookupsOfResent). The most recent kUnsureLookupsKept

@@ -414,9 +414,14 @@ void MemFs::TakeOutLookupsOfResent(uint64_t unique) {
     unsure_lookups_.erase(it);
   }
   // The kernel never had them (it resends only what was not answered), so
-  // it holds none of them: each node still counts at least as many.
+  // it holds none of them: each node still counts at least as many. One
+  // left with no lookup, no name and no handle goes.
+  memfs::WriteLock tl(&tree_mu_);
   for (auto [id, delta] : counted) {
-    if (Inode* n = FindInTree(id); n != nullptr) AddLookups(*n, -delta, unique);
+    if (Inode* n = FindInTree(id); n != nullptr) {
+      AddLookups(*n, -delta, unique);
+      MaybeFree(n);
+    }
   }
 }
 
@@ -478,9 +483,31 @@ void MemFs::MaybeCheckpoint() {
         }
         JournalInode(*all[i]);
       }
+      // The lookups whose answers may not have reached the kernel (a rebuild
+      // kept them) stay tied to their requests, for the resend to take out
+      // after a later takeover too.
+      std::unordered_map<uint64_t, std::vector<std::pair<uint64_t, int64_t>>> unsure_by_node;
+      {
+        absl::MutexLock l(&unsure_lookups_mu_);
+        for (const auto& [unique, counted] : unsure_lookups_) {
+          for (auto [id, delta] : counted) unsure_by_node[id].emplace_back(unique, delta);
+        }
+      }
       for (const std::shared_ptr<Inode>& n : all) {
         const uint64_t count = n->lookups.load(std::memory_order_relaxed);
-        if (count != 0) JournalAppend(kLookupsSet, BytesOf(LookupRecord{n->id, static_cast<int64_t>(count), 0}));
+        if (count != 0) {
+          int64_t sure = static_cast<int64_t>(count);
+          auto unsure = unsure_by_node.find(n->id);
+          if (unsure != unsure_by_node.end()) {
+            for (auto [unique, delta] : unsure->second) sure -= delta;
+          }
+          JournalAppend(kLookupsSet, BytesOf(LookupRecord{n->id, std::max<int64_t>(sure, 0), 0}));
+          if (unsure != unsure_by_node.end() && sure >= 0) {
+            for (auto [unique, delta] : unsure->second) {
+              JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n->id, delta, unique}));
+            }
+          }
+        }
         if (n->dir == nullptr) continue;
         for (const auto& [cookie, slot] : n->dir->slots) JournalEntry(*n, cookie, slot.name, *slot.inode);
       }

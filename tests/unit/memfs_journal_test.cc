@@ -141,6 +141,16 @@ class MemFsJournalTest : public ::testing::Test {
     fs.Forget(c->entry.nodeid, 1);
   }
 
+  // File `name` in the root, created and closed, its lookup forgotten: the
+  // kernel knows nothing of it.
+  static void MakeUnknownFile(MemFs& fs, const std::string& name, uint64_t* node) {
+    Result<CreateReply> c = fs.Create(Ctx(0, 0), kRoot, name, S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+    ASSERT_TRUE(c.ok());
+    fs.Release(Ctx(0, 0), c->entry.nodeid, c->open.fh, 0, 0, 0);
+    fs.Forget(c->entry.nodeid, 1);
+    *node = c->entry.nodeid;
+  }
+
   std::unique_ptr<StateRegion> region_;
   int data_fd_ = -1;
   uint64_t checkpoint_bytes_ = 8 << 20;
@@ -426,29 +436,57 @@ TEST_F(MemFsJournalTest, WhatANeverAnsweredRequestGaveIsNotRevived) {
 // LOOKUP whose answer the kernel had is not resent: its count stays.
 TEST_F(MemFsJournalTest, AResentLookupCountsOnce) {
   MemFs& fs = First();
-  Result<CreateReply> c = fs.Create(Ctx(0, 0), kRoot, "looked", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
-  ASSERT_TRUE(c.ok());
-  fs.Release(Ctx(0, 0), c->entry.nodeid, c->open.fh, 0, 0, 0);
-  fs.Forget(c->entry.nodeid, 1);
+  uint64_t node = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeUnknownFile(fs, "looked", &node));
   const uint64_t answered = 0x2000, unanswered = 0x2002;
   ASSERT_TRUE(fs.Lookup(Ctx(0, 0, answered), kRoot, "looked").ok());
   ASSERT_TRUE(fs.Lookup(Ctx(0, 0, unanswered), kRoot, "looked").ok());
   std::unique_ptr<MemFs> next = Successor();
-  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  EXPECT_EQ(next->LookupCount(node), 2u);
   ASSERT_TRUE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
-  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u) << "the resent LOOKUP counted twice";
+  EXPECT_EQ(next->LookupCount(node), 2u) << "the resent LOOKUP counted twice";
   // Its second run's answer lost too: the next successor, resent again.
   next.reset();
   next = Successor();
-  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  EXPECT_EQ(next->LookupCount(node), 2u);
   ASSERT_TRUE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
-  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 2u);
+  EXPECT_EQ(next->LookupCount(node), 2u);
   // The kernel forgets both: unlinked, the file is freed.
   const size_t inodes = next->InodeCount();
   ASSERT_TRUE(next->Unlink(Ctx(0, 0), kRoot, "looked").ok());
-  next->Forget(c->entry.nodeid, 2);
-  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 0u);
+  next->Forget(node, 2);
+  EXPECT_EQ(next->LookupCount(node), 0u);
   EXPECT_EQ(next->InodeCount(), inodes - 1) << "the unlinked file stayed";
+}
+
+// The same across a checkpoint the successor writes before the resend
+// comes (and dies after): the next successor still knows which request
+// made the count. The resend's take-out frees a file it was the last to
+// hold (unlinked meanwhile).
+TEST_F(MemFsJournalTest, AResentLookupsFirstCountOutlivesACheckpointAndFreesWhatItHeld) {
+  MemFs& fs = First();
+  uint64_t node = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeUnknownFile(fs, "looked", &node));
+  const uint64_t unanswered = 0x3002;
+  ASSERT_TRUE(fs.Lookup(Ctx(0, 0, unanswered), kRoot, "looked").ok());
+  checkpoint_bytes_ = 64 << 10;
+  std::unique_ptr<MemFs> next = Successor();
+  const uint64_t dir = next->Mkdir(Ctx(0, 0), kRoot, "churn", 0755, 0)->nodeid;
+  const uint64_t committed = region_->header().checkpoints.load();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (int n = 0; region_->header().checkpoints.load() == committed && std::chrono::steady_clock::now() < deadline;) {
+    for (int i = 0; i < 100; ++i, ++n) ASSERT_NO_FATAL_FAILURE(Churn(*next, dir, n, /*keep=*/false));
+  }
+  ASSERT_GT(region_->header().checkpoints.load(), committed) << "no checkpoint in 20 s";
+  next.reset();
+  next = Successor();
+  EXPECT_EQ(next->LookupCount(node), 1u);
+  // Unlinked by someone else first: the kernel never held the file.
+  ASSERT_TRUE(next->Unlink(Ctx(0, 0), kRoot, "looked").ok());
+  const size_t inodes = next->InodeCount();
+  EXPECT_FALSE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
+  EXPECT_EQ(next->LookupCount(node), 0u) << "the first run's count outlived the checkpoint";
+  EXPECT_EQ(next->InodeCount(), inodes - 1) << "the file nobody holds stayed";
 }
 
 // RENAME_EXCHANGE undoes itself: resent after its first run swapped the

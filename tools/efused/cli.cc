@@ -79,7 +79,8 @@ ABSL_FLAG(bool, readdir_ahead, true,
           "a cold tree walk overlaps the source's disk reads");
 ABSL_FLAG(bool, source_locks, true,
           "passthrough: carry POSIX, OFD and flock locks to the source files (else the "
-          "kernel keeps them, local to this mount)");
+          "kernel keeps them, local to this mount, as it does for a supervised mount: a "
+          "source lock would die with its server)");
 ABSL_FLAG(std::string, size, "1G", "memfs: capacity of file data (e.g. 512M, 4G); ENOSPC past it");
 ABSL_FLAG(uint64_t, max_inodes, 1u << 20, "memfs: maximum number of inodes");
 ABSL_FLAG(std::string, memfs_data, "auto",
@@ -351,10 +352,19 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   if (absl::StatusOr<uring::TransportChoice> t = uring::ParseTransportChoice(c.transport); !t.ok())
     return absl::InvalidArgumentError(absl::StrCat("--transport: ", t.status().message()));
   // Supervised by default: a crash or an upgrade must not end the mount.
-  // An explicit --transport=uring is the one wish a supervised server
-  // cannot meet here (below), so it alone leaves a default mount unsupervised.
-  const bool unsupervised_for_the_ring = supervise == "auto" && c.transport == "uring";  // said at the end
-  c.supervise = supervise == "on" || supervise == "systemd" || (supervise == "auto" && c.transport != "uring");
+  // A server a supervisor started is supervised whatever its options say
+  // now (a restart reads them again). Otherwise an explicit
+  // --transport=uring, a wish a supervised server cannot meet here (below),
+  // leaves a default mount unsupervised; so does a service manager's
+  // notify socket, whose service expects its main process to serve and
+  // keeps the mount only with --supervise=systemd.
+  const bool supervisors_server = !mounted_at.empty();
+  const bool under_a_service_manager = std::getenv("NOTIFY_SOCKET") != nullptr;
+  const bool automatic = supervise == "auto" && !supervisors_server;
+  const bool unsupervised_for_the_ring = automatic && c.transport == "uring";  // said at the end
+  const bool unsupervised_for_the_service = automatic && !unsupervised_for_the_ring && under_a_service_manager;
+  c.supervise = supervise == "on" || supervise == "systemd" || (supervise == "auto" && supervisors_server) ||
+                (automatic && !unsupervised_for_the_ring && !unsupervised_for_the_service);
   c.fd_store = supervise == "systemd";
   if (c.fd_store && std::getenv("NOTIFY_SOCKET") == nullptr)
     return absl::InvalidArgumentError(
@@ -367,7 +377,7 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   // reads get no requests. Supervised servers read /dev/fuse (uring-dev).
   if (c.supervise && c.transport == "uring")
     return absl::InvalidArgumentError(
-        "--transport=uring with --supervise=" + supervise +
+        "--transport=uring with --supervise=" + (supervisors_server ? std::string("on (a supervised mount)") : supervise) +
         ": this kernel cannot hand FUSE-over-io_uring queues to a successor server (use uring-dev or auto, "
         "or --supervise=off)");
   c.poll_us = absl::GetFlag(FLAGS_poll_us);
@@ -550,6 +560,11 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
     Log(LogLevel::kInfo,
         "--transport=uring: not supervised (this kernel cannot hand FUSE-over-io_uring queues to a "
         "successor server): a crash or an upgrade ends the mount");
+  }
+  if (unsupervised_for_the_service) {
+    Log(LogLevel::kInfo,
+        "a service ($NOTIFY_SOCKET): not supervised, a crash ends the mount (--supervise=systemd keeps "
+        "it in the service's fd store)");
   }
   if (locks_kept_by_the_kernel) {
     Log(LogLevel::kInfo,
