@@ -168,6 +168,9 @@ class Dispatcher::JournalingSender final : public ReplySender {
     region_->RecordAnswer(unique_, reply.Iov());
     region_->Release(hold_);
     hold_ = 0;
+    // A resend of a request cut off mid-way: its predecessor's intents were
+    // held since the takeover (StateRegion::HoldUnanswered).
+    if (amend_) region_->ReleaseHoldsOf(unique_);
     if (crash_ == Crash::kBeforeReply) {
       Log(LogLevel::kWarning, "test fault crash_before_reply: answer to unique %u recorded, dying unsent",
           unique_);

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/log.h"
 
 namespace efuse {
 namespace {
@@ -76,6 +77,21 @@ void StateRegion::Release(size_t ticket) {
   if (ticket != 0) holds_[ticket - 1].store(0, std::memory_order_release);
 }
 
+void StateRegion::HoldUnanswered() {
+  const Recorded recorded = RecordedRequests();
+  for (uint64_t unique : recorded.intents) {
+    if (recorded.NeverAnswered(unique)) Hold(unique);
+  }
+}
+
+void StateRegion::ReleaseHoldsOf(uint64_t unique) {
+  const size_t used = holds_used_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < used; ++i) {
+    uint64_t held = unique;
+    holds_[i].compare_exchange_strong(held, 0, std::memory_order_acq_rel);
+  }
+}
+
 bool StateRegion::Held(uint64_t unique) const {
   const size_t used = holds_used_.load(std::memory_order_acquire);
   for (size_t i = 0; i < used; ++i) {
@@ -88,17 +104,27 @@ bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
   size_t total = 0;
   for (const iovec& v : reply) total += v.iov_len;
   if (total > kAnswerBytes || unique == 0) return false;
-  // The next slot in turn, passing over the intents of requests held (at
-  // most kHolds of them, so a slot comes within kHolds + 1 turns).
+  // The next slot in turn, passing over the intents of requests held. A
+  // whole lap of held intents (more requests in flight than slots) takes
+  // the next one anyway, and says so once.
   AnswerSlot* slots = answers();
   AnswerSlot* chosen = nullptr;
   for (size_t turn = 0; chosen == nullptr; ++turn) {
-    AnswerSlot& next = slots[header_->answers_recorded.fetch_add(1) % kAnswerSlots];
+    AnswerSlot& next = slots[header_->answer_turns.fetch_add(1) % kAnswerSlots];
     const uint64_t previous = next.unique.load(std::memory_order_acquire);
     int32_t mark = 0;
     std::memcpy(&mark, next.bytes + 4, sizeof(mark));
-    if (turn > kHolds || previous == 0 || mark != kIntentMark || !Held(previous)) chosen = &next;
+    if (previous == 0 || mark != kIntentMark || !Held(previous)) {
+      chosen = &next;
+    } else if (turn >= kAnswerSlots) {
+      chosen = &next;
+      static std::atomic<bool> said{false};
+      if (!said.exchange(true)) {
+        Log(LogLevel::kWarning, "every answer slot holds the intent of a request in flight: one is overwritten");
+      }
+    }
   }
+  header_->answers_recorded.fetch_add(1, std::memory_order_relaxed);
   AnswerSlot& slot = *chosen;
   slot.unique.store(0, std::memory_order_release);
   size_t at = 0;

@@ -101,6 +101,9 @@ struct StateHeader {
   // The status file's rewrite count, across servers (a reader that signals
   // for a rewrite waits for a higher one, whichever server writes it).
   std::atomic<uint64_t> status_seq;
+  // Turns of the answer slots' rotation (one per answer or intent recorded,
+  // one per held intent passed over).
+  std::atomic<uint64_t> answer_turns;
 };
 
 // CLOCK_MONOTONIC in ns (the same clock in every process).
@@ -109,7 +112,8 @@ uint64_t MonotonicNs();
 class StateRegion {
  public:
   // 7: memfs with its data in the daemon journals its tables (memfs_journal.cc).
-  static constexpr uint32_t kStateLayout = 7;
+  // 8: answer_turns; memfs's batch records carry lookup counts.
+  static constexpr uint32_t kStateLayout = 8;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();
@@ -192,6 +196,11 @@ class StateRegion {
   static constexpr size_t kHolds = 256;
   size_t Hold(uint64_t unique);
   void Release(size_t ticket);
+  // A successor's, before the kernel resends what its predecessor held:
+  // holds the intents of requests carried out and never answered, each
+  // until its resend's answer is recorded (ReleaseHoldsOf).
+  void HoldUnanswered();
+  void ReleaseHoldsOf(uint64_t unique);
 
  private:
   struct AnswerSlot;

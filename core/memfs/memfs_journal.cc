@@ -63,7 +63,10 @@ enum MemfsRecord : uint16_t {
   kHandleOpened = 107,    // HandleRecord
   kHandleReleased = 108,  // uint64_t fh
   kHighWater = 109,       // HighWaterRecord
-  kEntryBatch = 110,      // (BatchHead, kEntrySet or kEntryGone payload)*: all or none
+  // (BatchHead, kEntrySet, kEntryGone, kLookupsSet or kLookupsAdded
+  // payload)*: all or none (a rename's entries; a count and the requests
+  // it is tied to)
+  kEntryBatch = 110,
 };
 
 struct BatchHead {
@@ -266,7 +269,8 @@ void MemFs::JournalReplay::Apply(uint16_t type, std::span<const uint8_t> payload
       BatchHead h;
       std::string part;
       while (r.Get(&h)) {
-        if (!r.GetString(h.size, &part) || (h.type != kEntrySet && h.type != kEntryGone)) {
+        if (!r.GetString(h.size, &part) ||
+            (h.type != kEntrySet && h.type != kEntryGone && h.type != kLookupsSet && h.type != kLookupsAdded)) {
           ++bad_records;
           return;
         }
@@ -419,7 +423,7 @@ void MemFs::TakeOutLookupsOfResent(uint64_t unique) {
   memfs::WriteLock tl(&tree_mu_);
   for (auto [id, delta] : counted) {
     if (Inode* n = FindInTree(id); n != nullptr) {
-      AddLookups(*n, -delta, unique);
+      AddLookups(*n, -std::min<int64_t>(delta, static_cast<int64_t>(n->lookups.load())), unique);
       MaybeFree(n);
     }
   }
@@ -494,19 +498,28 @@ void MemFs::MaybeCheckpoint() {
         }
       }
       for (const std::shared_ptr<Inode>& n : all) {
-        const uint64_t count = n->lookups.load(std::memory_order_relaxed);
-        if (count != 0) {
-          int64_t sure = static_cast<int64_t>(count);
-          auto unsure = unsure_by_node.find(n->id);
-          if (unsure != unsure_by_node.end()) {
-            for (auto [unique, delta] : unsure->second) sure -= delta;
+        const int64_t count = static_cast<int64_t>(n->lookups.load(std::memory_order_relaxed));
+        auto unsure = count == 0 ? unsure_by_node.end() : unsure_by_node.find(n->id);
+        if (unsure != unsure_by_node.end()) {
+          // The count and the requests tied to part of it, in one record (a
+          // kill between them would leave the count without its part). The
+          // newest requests first, within the count: FORGETs lowered it for
+          // older ones the kernel did have.
+          std::sort(unsure->second.begin(), unsure->second.end(), std::greater<>());
+          std::string ties;
+          int64_t tied = 0;
+          for (auto [unique, delta] : unsure->second) {
+            if (tied + delta > count) continue;
+            tied += delta;
+            Put(&ties, BatchHead{kLookupsAdded, 0, sizeof(LookupRecord)});
+            Put(&ties, LookupRecord{n->id, delta, unique});
           }
-          JournalAppend(kLookupsSet, BytesOf(LookupRecord{n->id, std::max<int64_t>(sure, 0), 0}));
-          if (unsure != unsure_by_node.end() && sure >= 0) {
-            for (auto [unique, delta] : unsure->second) {
-              JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n->id, delta, unique}));
-            }
-          }
+          std::string batch;
+          Put(&batch, BatchHead{kLookupsSet, 0, sizeof(LookupRecord)});
+          Put(&batch, LookupRecord{n->id, count - tied, 0});
+          JournalAppend(kEntryBatch, BytesOf(batch + ties));
+        } else if (count != 0) {
+          JournalAppend(kLookupsSet, BytesOf(LookupRecord{n->id, count, 0}));
         }
         if (n->dir == nullptr) continue;
         for (const auto& [cookie, slot] : n->dir->slots) JournalEntry(*n, cookie, slot.name, *slot.inode);

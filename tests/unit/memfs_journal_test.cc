@@ -141,6 +141,18 @@ class MemFsJournalTest : public ::testing::Test {
     fs.Forget(c->entry.nodeid, 1);
   }
 
+  // Files made and removed in a directory of their own until the
+  // compactor commits a checkpoint (bounded: 20 s).
+  void ChurnUntilACheckpoint(MemFs& fs) {
+    const uint64_t dir = fs.Mkdir(Ctx(0, 0), kRoot, "churn", 0755, 0)->nodeid;
+    const uint64_t committed = region_->header().checkpoints.load();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (int n = 0; region_->header().checkpoints.load() == committed && std::chrono::steady_clock::now() < deadline;) {
+      for (int i = 0; i < 100; ++i, ++n) ASSERT_NO_FATAL_FAILURE(Churn(fs, dir, n, /*keep=*/false));
+    }
+    ASSERT_GT(region_->header().checkpoints.load(), committed) << "no checkpoint in 20 s";
+  }
+
   // File `name` in the root, created and closed, its lookup forgotten: the
   // kernel knows nothing of it.
   static void MakeUnknownFile(MemFs& fs, const std::string& name, uint64_t* node) {
@@ -471,13 +483,7 @@ TEST_F(MemFsJournalTest, AResentLookupsFirstCountOutlivesACheckpointAndFreesWhat
   ASSERT_TRUE(fs.Lookup(Ctx(0, 0, unanswered), kRoot, "looked").ok());
   checkpoint_bytes_ = 64 << 10;
   std::unique_ptr<MemFs> next = Successor();
-  const uint64_t dir = next->Mkdir(Ctx(0, 0), kRoot, "churn", 0755, 0)->nodeid;
-  const uint64_t committed = region_->header().checkpoints.load();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  for (int n = 0; region_->header().checkpoints.load() == committed && std::chrono::steady_clock::now() < deadline;) {
-    for (int i = 0; i < 100; ++i, ++n) ASSERT_NO_FATAL_FAILURE(Churn(*next, dir, n, /*keep=*/false));
-  }
-  ASSERT_GT(region_->header().checkpoints.load(), committed) << "no checkpoint in 20 s";
+  ASSERT_NO_FATAL_FAILURE(ChurnUntilACheckpoint(*next));
   next.reset();
   next = Successor();
   EXPECT_EQ(next->LookupCount(node), 1u);
@@ -487,6 +493,28 @@ TEST_F(MemFsJournalTest, AResentLookupsFirstCountOutlivesACheckpointAndFreesWhat
   EXPECT_FALSE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
   EXPECT_EQ(next->LookupCount(node), 0u) << "the first run's count outlived the checkpoint";
   EXPECT_EQ(next->InodeCount(), inodes - 1) << "the file nobody holds stayed";
+}
+
+// Requests a rebuild is unsure of may add up to more than the count (a
+// FORGET lowered it for one whose answer the kernel had): a checkpoint
+// keeps the whole count, tying to requests only what fits, newest first.
+TEST_F(MemFsJournalTest, ACheckpointKeepsACountItsUnsureRequestsExceed) {
+  MemFs& fs = First();
+  uint64_t node = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeUnknownFile(fs, "looked", &node));
+  const uint64_t answered = 0x4000, unanswered = 0x4002;
+  ASSERT_TRUE(fs.Lookup(Ctx(0, 0, answered), kRoot, "looked").ok());
+  fs.Forget(node, 1);  // the kernel had that answer
+  ASSERT_TRUE(fs.Lookup(Ctx(0, 0, unanswered), kRoot, "looked").ok());
+  checkpoint_bytes_ = 64 << 10;
+  std::unique_ptr<MemFs> next = Successor();
+  EXPECT_EQ(next->LookupCount(node), 1u);
+  ASSERT_NO_FATAL_FAILURE(ChurnUntilACheckpoint(*next));
+  next.reset();
+  next = Successor();
+  EXPECT_EQ(next->LookupCount(node), 1u) << "the checkpoint lost the count";
+  ASSERT_TRUE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
+  EXPECT_EQ(next->LookupCount(node), 1u) << "the resent LOOKUP counted twice";
 }
 
 // RENAME_EXCHANGE undoes itself: resent after its first run swapped the

@@ -83,6 +83,47 @@ TEST(StateRegionTest, AnAnswerRecordedIsFoundAndAnIntentIsTold) {
   EXPECT_FALSE(recorded.intents.contains(42));
 }
 
+// The intent of a request in flight is kept however many answers others
+// record (the slots' rotation passes over it), and goes with the rotation
+// once released. A successor holds its predecessor's unanswered intents
+// until their resends are answered.
+TEST(StateRegionTest, AHeldIntentOutlivesTheRotation) {
+  absl::StatusOr<std::unique_ptr<StateRegion>> r = StateRegion::Create();
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::string message(24, 'x');
+  iovec v{message.data(), message.size()};
+  auto answer_many = [&](StateRegion& region, uint64_t first) {
+    for (uint64_t u = first; u < first + 2 * StateRegion::kAnswerSlots; u += 2) {
+      ASSERT_TRUE(region.RecordAnswer(u, std::span<const iovec>(&v, 1)));
+    }
+  };
+  const uint64_t recorded = (*r)->header().answers_recorded.load();
+  const size_t ticket = (*r)->Hold(100);
+  ASSERT_NE(ticket, 0u);
+  (*r)->RecordIntent(100);
+  (*r)->RecordIntent(102);  // not held
+  ASSERT_NO_FATAL_FAILURE(answer_many(**r, 1000));
+  EXPECT_TRUE((*r)->HasIntent(100));
+  EXPECT_FALSE((*r)->HasIntent(102));
+  EXPECT_EQ((*r)->header().answers_recorded.load(), recorded + 2 + StateRegion::kAnswerSlots)
+      << "answers_recorded counts answers and intents, not slots passed over";
+  (*r)->Release(ticket);
+  ASSERT_NO_FATAL_FAILURE(answer_many(**r, 1000000));
+  EXPECT_FALSE((*r)->HasIntent(100));
+
+  // 104 carried out and never answered by a server that died.
+  (*r)->RecordIntent(104);
+  const int dup_fd = fcntl((*r)->fd(), F_DUPFD_CLOEXEC, 0);
+  absl::StatusOr<std::unique_ptr<StateRegion>> successor = StateRegion::Adopt(dup_fd);
+  ASSERT_TRUE(successor.ok()) << successor.status();
+  (*successor)->HoldUnanswered();
+  ASSERT_NO_FATAL_FAILURE(answer_many(**successor, 2000000));
+  EXPECT_TRUE((*successor)->HasIntent(104)) << "the intent went before its resend came";
+  (*successor)->ReleaseHoldsOf(104);
+  ASSERT_NO_FATAL_FAILURE(answer_many(**successor, 3000000));
+  EXPECT_FALSE((*successor)->HasIntent(104));
+}
+
 // A checkpoint moves the log's beginning: replay starts at it, a reader
 // that had read the older part is told to forget it, and the memory before
 // it goes back to the system. One never committed (its server killed

@@ -359,6 +359,9 @@ absl::StatusOr<DaemonConfig> BuildConfig(const std::vector<char*>& positional, c
   // notify socket, whose service expects its main process to serve and
   // keeps the mount only with --supervise=systemd.
   const bool supervisors_server = !mounted_at.empty();
+  if (supervisors_server && supervise == "off")
+    return absl::InvalidArgumentError(
+        "--supervise=off: this mount is supervised (only a new mount can change it)");
   const bool under_a_service_manager = std::getenv("NOTIFY_SOCKET") != nullptr;
   const bool automatic = supervise == "auto" && !supervisors_server;
   const bool unsupervised_for_the_ring = automatic && c.transport == "uring";  // said at the end
