@@ -203,12 +203,12 @@ std::string Session::ResendHeld() {
   if ((dispatcher_->connection().kernel_flags & abi::init::kHasResend) == 0) {
     return "this kernel cannot resend (no FUSE_HAS_RESEND): requests the last server held are lost";
   }
-  // Their intents stay until their resends are answered, however many
-  // answers come first.
-  options_.state->HoldUnanswered();
   proto::Reply r = proto::NotifyResend();
   Status ns = Notify(r.Iov());
   if (!ns.ok()) return absl::StrCat("FUSE_NOTIFY_RESEND failed: ", std::strerror(ns.error().value()));
+  // Their intents stay until their resends are answered, however many
+  // answers come first (no worker reads yet).
+  options_.state->HoldUnanswered();
   options_.state->header().requests_resent.fetch_add(1);
   return "asked the kernel to resend what it held";
 }

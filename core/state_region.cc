@@ -19,6 +19,9 @@ namespace {
 
 constexpr uint64_t kMagic = 0x6566757365535431ULL;  // "efuseST1"
 constexpr uint64_t kHeaderPage = 4096;
+// An answer slot's unique while a writer fills it (no FUSE unique has bit
+// 62: the kernel counts in steps of 2 from 0, and marks resends with 63).
+constexpr uint64_t kSlotBeingWritten = uint64_t{1} << 62;
 constexpr uint64_t kGrowBytes = 1 << 20;
 static_assert(sizeof(StateHeader) <= kHeaderPage);
 
@@ -79,17 +82,37 @@ void StateRegion::Release(size_t ticket) {
 
 void StateRegion::HoldUnanswered() {
   const Recorded recorded = RecordedRequests();
+  absl::MutexLock l(&adopted_mu_);
+  size_t unheld = 0;
   for (uint64_t unique : recorded.intents) {
-    if (recorded.NeverAnswered(unique)) Hold(unique);
+    if (!recorded.NeverAnswered(unique)) continue;
+    if (const size_t ticket = Hold(unique); ticket != 0) {
+      adopted_.emplace_back(ticket, unique);
+    } else {
+      ++unheld;
+    }
   }
+  if (unheld != 0) Log(LogLevel::kWarning, "%u requests cut off by the last server's end not held: no hold free", unheld);
+  adopted_holds_.store(!adopted_.empty(), std::memory_order_relaxed);
 }
 
 void StateRegion::ReleaseHoldsOf(uint64_t unique) {
+  // Compared, not stored: the entry may belong to another request by now.
   const size_t used = holds_used_.load(std::memory_order_acquire);
   for (size_t i = 0; i < used; ++i) {
     uint64_t held = unique;
     holds_[i].compare_exchange_strong(held, 0, std::memory_order_acq_rel);
   }
+}
+
+void StateRegion::ReleaseAdopted() {
+  absl::MutexLock l(&adopted_mu_);
+  if (!adopted_holds_.exchange(false)) return;
+  for (auto [ticket, unique] : adopted_) {
+    uint64_t held = unique;
+    holds_[ticket - 1].compare_exchange_strong(held, 0, std::memory_order_acq_rel);
+  }
+  adopted_.clear();
 }
 
 bool StateRegion::Held(uint64_t unique) const {
@@ -107,17 +130,21 @@ bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
   // The next slot in turn, passing over the intents of requests held. A
   // whole lap of held intents (more requests in flight than slots) takes
   // the next one anyway, and says so once.
+  // A slot is claimed by swapping its unique for kSlotBeingWritten: two
+  // writers (one that went a lap past held intents) never share one.
   AnswerSlot* slots = answers();
   AnswerSlot* chosen = nullptr;
   for (size_t turn = 0; chosen == nullptr; ++turn) {
     AnswerSlot& next = slots[header_->answer_turns.fetch_add(1) % kAnswerSlots];
-    const uint64_t previous = next.unique.load(std::memory_order_acquire);
+    uint64_t previous = next.unique.load(std::memory_order_acquire);
+    if (previous == kSlotBeingWritten) continue;
     int32_t mark = 0;
     std::memcpy(&mark, next.bytes + 4, sizeof(mark));
-    if (previous == 0 || mark != kIntentMark || !Held(previous)) {
-      chosen = &next;
-    } else if (turn >= kAnswerSlots) {
-      chosen = &next;
+    const bool held_intent = previous != 0 && mark == kIntentMark && Held(previous);
+    if (held_intent && turn < kAnswerSlots) continue;
+    if (!next.unique.compare_exchange_strong(previous, kSlotBeingWritten, std::memory_order_acq_rel)) continue;
+    chosen = &next;
+    if (held_intent) {
       static std::atomic<bool> said{false};
       if (!said.exchange(true)) {
         Log(LogLevel::kWarning, "every answer slot holds the intent of a request in flight: one is overwritten");
@@ -126,7 +153,6 @@ bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
   }
   header_->answers_recorded.fetch_add(1, std::memory_order_relaxed);
   AnswerSlot& slot = *chosen;
-  slot.unique.store(0, std::memory_order_release);
   size_t at = 0;
   for (const iovec& v : reply) {
     std::memcpy(slot.bytes + at, v.iov_base, v.iov_len);
@@ -197,7 +223,7 @@ StateRegion::Recorded StateRegion::RecordedRequests() const {
   const AnswerSlot* slots = answers();
   for (size_t i = 0; i < kAnswerSlots; ++i) {
     const uint64_t unique = slots[i].unique.load(std::memory_order_acquire);
-    if (unique == 0) continue;
+    if (unique == 0 || unique == kSlotBeingWritten) continue;
     std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
     if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;  // rewritten as it was read
     (IsIntent(bytes) ? r.intents : r.answered).insert(unique);

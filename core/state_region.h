@@ -37,6 +37,8 @@
 #include <span>
 #include <string>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include <sys/uio.h>
 
@@ -196,11 +198,17 @@ class StateRegion {
   static constexpr size_t kHolds = 256;
   size_t Hold(uint64_t unique);
   void Release(size_t ticket);
-  // A successor's, before the kernel resends what its predecessor held:
-  // holds the intents of requests carried out and never answered, each
-  // until its resend's answer is recorded (ReleaseHoldsOf).
+  // A successor's, once the kernel was asked to resend what its
+  // predecessor held: holds the intents of requests carried out and never
+  // answered, each until its resend's answer is recorded (ReleaseHoldsOf),
+  // all of them once a request that is not a resend comes
+  // (ReleaseUnresent: the kernel queues the resent first; one never resent,
+  // its caller gone, must not hold a slot for good).
   void HoldUnanswered();
   void ReleaseHoldsOf(uint64_t unique);
+  void ReleaseUnresent() {
+    if (adopted_holds_.load(std::memory_order_relaxed)) ReleaseAdopted();
+  }
 
  private:
   struct AnswerSlot;
@@ -212,12 +220,17 @@ class StateRegion {
   bool MapAtLeast(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   bool Held(uint64_t unique) const;
+  void ReleaseAdopted();
 
   int fd_;
   StateHeader* header_;
   // holds_[ticket - 1]: a unique held, or 0. Scanned up to holds_used_.
   std::unique_ptr<std::atomic<uint64_t>[]> holds_{new std::atomic<uint64_t>[kHolds]()};
   std::atomic<size_t> holds_used_{0};
+  // HoldUnanswered's holds not released yet: (ticket, unique).
+  std::atomic<bool> adopted_holds_{false};
+  absl::Mutex adopted_mu_;
+  std::vector<std::pair<size_t, uint64_t>> adopted_ ABSL_GUARDED_BY(adopted_mu_);
   mutable absl::Mutex mu_;
   uint8_t* log_ ABSL_GUARDED_BY(mu_) = nullptr;
   uint64_t capacity_ ABSL_GUARDED_BY(mu_) = 0;

@@ -111,17 +111,24 @@ TEST(StateRegionTest, AHeldIntentOutlivesTheRotation) {
   ASSERT_NO_FATAL_FAILURE(answer_many(**r, 1000000));
   EXPECT_FALSE((*r)->HasIntent(100));
 
-  // 104 carried out and never answered by a server that died.
+  // 104 and 106 carried out and never answered by a server that died.
   (*r)->RecordIntent(104);
+  (*r)->RecordIntent(106);
   const int dup_fd = fcntl((*r)->fd(), F_DUPFD_CLOEXEC, 0);
   absl::StatusOr<std::unique_ptr<StateRegion>> successor = StateRegion::Adopt(dup_fd);
   ASSERT_TRUE(successor.ok()) << successor.status();
   (*successor)->HoldUnanswered();
   ASSERT_NO_FATAL_FAILURE(answer_many(**successor, 2000000));
   EXPECT_TRUE((*successor)->HasIntent(104)) << "the intent went before its resend came";
-  (*successor)->ReleaseHoldsOf(104);
+  EXPECT_TRUE((*successor)->HasIntent(106));
+  (*successor)->ReleaseHoldsOf(104);  // its resend answered
   ASSERT_NO_FATAL_FAILURE(answer_many(**successor, 3000000));
   EXPECT_FALSE((*successor)->HasIntent(104));
+  EXPECT_TRUE((*successor)->HasIntent(106));
+  // A new request came: 106 is not going to be resent (its caller gone).
+  (*successor)->ReleaseUnresent();
+  ASSERT_NO_FATAL_FAILURE(answer_many(**successor, 4000000));
+  EXPECT_FALSE((*successor)->HasIntent(106)) << "an intent never resent stayed held";
 }
 
 // A checkpoint moves the log's beginning: replay starts at it, a reader

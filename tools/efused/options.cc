@@ -272,6 +272,7 @@ constexpr const char* kFixedOptions[] = {
     "fs",         "source",          "memfs_data",  "size",        "max_inodes",   "o",
     "max_write",  "passthrough",     "writeback_cache", "posix_acl", "xattrs",      "killpriv_v2",
     "readdirplus", "auto_inval_data", "source_locks", "idmap",     "request_timeout", "dir_handles",
+    "supervise",
 };
 }  // namespace
 
