@@ -81,6 +81,14 @@ void StateRegion::Release(size_t ticket) {
 }
 
 void StateRegion::HoldUnanswered() {
+  // No other server writes now (the last one is dead, or retired having
+  // finished what it carried out): a slot it was writing when it died is
+  // free again (its request kept its intent, so its resend is caught).
+  AnswerSlot* slots = answers();
+  for (size_t i = 0; i < kAnswerSlots; ++i) {
+    uint64_t torn = kSlotBeingWritten;
+    slots[i].unique.compare_exchange_strong(torn, 0, std::memory_order_acq_rel);
+  }
   const Recorded recorded = RecordedRequests();
   absl::MutexLock l(&adopted_mu_);
   size_t unheld = 0;
@@ -93,6 +101,7 @@ void StateRegion::HoldUnanswered() {
     }
   }
   if (unheld != 0) Log(LogLevel::kWarning, "%u requests cut off by the last server's end not held: no hold free", unheld);
+  adopted_until_ = header_->answers_recorded.load() + kUnresentAfter;
   adopted_holds_.store(!adopted_.empty(), std::memory_order_relaxed);
 }
 
@@ -107,7 +116,7 @@ void StateRegion::ReleaseHoldsOf(uint64_t unique) {
 
 void StateRegion::ReleaseAdopted() {
   absl::MutexLock l(&adopted_mu_);
-  if (!adopted_holds_.exchange(false)) return;
+  if (header_->answers_recorded.load() < adopted_until_ || !adopted_holds_.exchange(false)) return;
   for (auto [ticket, unique] : adopted_) {
     uint64_t held = unique;
     holds_[ticket - 1].compare_exchange_strong(held, 0, std::memory_order_acq_rel);
@@ -137,7 +146,7 @@ bool StateRegion::RecordAnswer(uint64_t unique, std::span<const iovec> reply) {
   for (size_t turn = 0; chosen == nullptr; ++turn) {
     AnswerSlot& next = slots[header_->answer_turns.fetch_add(1) % kAnswerSlots];
     uint64_t previous = next.unique.load(std::memory_order_acquire);
-    if (previous == kSlotBeingWritten) continue;
+    if (previous == kSlotBeingWritten && turn < 2 * kAnswerSlots) continue;
     int32_t mark = 0;
     std::memcpy(&mark, next.bytes + 4, sizeof(mark));
     const bool held_intent = previous != 0 && mark == kIntentMark && Held(previous);
@@ -177,6 +186,7 @@ std::string StateRegion::FindAnswer(uint64_t unique) const {
   for (size_t i = 0; i < kAnswerSlots; ++i) {
     if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
     std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
     if (slots[i].unique.load(std::memory_order_acquire) == unique && !IsIntent(bytes)) return bytes;
   }
   return "";
@@ -200,6 +210,7 @@ std::optional<uint64_t> StateRegion::IntentDetail(uint64_t unique) const {
   for (size_t i = 0; i < kAnswerSlots; ++i) {
     if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
     std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
     if (slots[i].unique.load(std::memory_order_acquire) != unique || !IsIntent(bytes) || bytes.size() < 24) continue;
     uint64_t detail = 0;
     std::memcpy(&detail, bytes.data() + 16, sizeof(detail));
@@ -213,6 +224,7 @@ bool StateRegion::HasIntent(uint64_t unique) const {
   for (size_t i = 0; i < kAnswerSlots; ++i) {
     if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
     std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
     if (slots[i].unique.load(std::memory_order_acquire) == unique && IsIntent(bytes)) return true;
   }
   return false;
@@ -225,6 +237,7 @@ StateRegion::Recorded StateRegion::RecordedRequests() const {
     const uint64_t unique = slots[i].unique.load(std::memory_order_acquire);
     if (unique == 0 || unique == kSlotBeingWritten) continue;
     std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
+    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
     if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;  // rewritten as it was read
     (IsIntent(bytes) ? r.intents : r.answered).insert(unique);
   }

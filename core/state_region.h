@@ -201,9 +201,11 @@ class StateRegion {
   // A successor's, once the kernel was asked to resend what its
   // predecessor held: holds the intents of requests carried out and never
   // answered, each until its resend's answer is recorded (ReleaseHoldsOf),
-  // all of them once a request that is not a resend comes
-  // (ReleaseUnresent: the kernel queues the resent first; one never resent,
-  // its caller gone, must not hold a slot for good).
+  // the rest once kUnresentAfter answers were recorded since
+  // (ReleaseUnresent, on new requests: the kernel queues the resent first,
+  // and each takes its own hold as it is handled; one never resent, its
+  // caller gone, must not hold a slot for good). Also frees a slot the
+  // last server died writing.
   void HoldUnanswered();
   void ReleaseHoldsOf(uint64_t unique);
   void ReleaseUnresent() {
@@ -229,6 +231,8 @@ class StateRegion {
   std::atomic<size_t> holds_used_{0};
   // HoldUnanswered's holds not released yet: (ticket, unique).
   std::atomic<bool> adopted_holds_{false};
+  static constexpr uint64_t kUnresentAfter = 4 * kAnswerSlots;
+  uint64_t adopted_until_ ABSL_GUARDED_BY(adopted_mu_) = 0;
   absl::Mutex adopted_mu_;
   std::vector<std::pair<size_t, uint64_t>> adopted_ ABSL_GUARDED_BY(adopted_mu_);
   mutable absl::Mutex mu_;
