@@ -269,9 +269,9 @@ void Dispatcher::Handle(std::span<const uint8_t> request, std::span<uint8_t> scr
       }
     }
     if (NotIdempotent(req.opcode())) {
-      // The kernel queues what it resends first: a new request means no
-      // other resend is coming, so the predecessor's intents held for them
-      // go with the rotation.
+      // A new request: once enough answers followed a takeover, the
+      // predecessor's intents that no resend came for go with the rotation
+      // (StateRegion::HoldUnanswered).
       if ((req.header.unique & abi::kUniqueResend) == 0) answers_->ReleaseUnresent();
       // (The first server only: its successor must answer.)
       const bool first = answers_->header().generation.load() == 1;

@@ -181,13 +181,20 @@ bool IsIntent(const std::string& bytes) {
 }
 }  // namespace
 
+uint64_t StateRegion::ReadSlot(size_t i, uint64_t unique, std::string* bytes) const {
+  const AnswerSlot& slot = answers()[i];
+  const uint64_t found = slot.unique.load(std::memory_order_acquire);
+  if (found == 0 || found == kSlotBeingWritten || (unique != 0 && found != unique)) return 0;
+  bytes->assign(reinterpret_cast<const char*>(slot.bytes), std::min<size_t>(slot.size, kAnswerBytes));
+  std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
+  return slot.unique.load(std::memory_order_acquire) == found ? found : 0;  // else rewritten as it was read
+}
+
 std::string StateRegion::FindAnswer(uint64_t unique) const {
-  const AnswerSlot* slots = answers();
+  if (unique == 0) return "";  // never recorded
+  std::string bytes;
   for (size_t i = 0; i < kAnswerSlots; ++i) {
-    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
-    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
-    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
-    if (slots[i].unique.load(std::memory_order_acquire) == unique && !IsIntent(bytes)) return bytes;
+    if (ReadSlot(i, unique, &bytes) != 0 && !IsIntent(bytes)) return bytes;
   }
   return "";
 }
@@ -206,12 +213,10 @@ void StateRegion::RecordIntentDetail(uint64_t unique, uint64_t detail) {
 }
 
 std::optional<uint64_t> StateRegion::IntentDetail(uint64_t unique) const {
-  const AnswerSlot* slots = answers();
+  if (unique == 0) return std::nullopt;  // never recorded
+  std::string bytes;
   for (size_t i = 0; i < kAnswerSlots; ++i) {
-    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
-    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
-    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
-    if (slots[i].unique.load(std::memory_order_acquire) != unique || !IsIntent(bytes) || bytes.size() < 24) continue;
+    if (ReadSlot(i, unique, &bytes) == 0 || !IsIntent(bytes) || bytes.size() < 24) continue;
     uint64_t detail = 0;
     std::memcpy(&detail, bytes.data() + 16, sizeof(detail));
     return detail;
@@ -220,26 +225,21 @@ std::optional<uint64_t> StateRegion::IntentDetail(uint64_t unique) const {
 }
 
 bool StateRegion::HasIntent(uint64_t unique) const {
-  const AnswerSlot* slots = answers();
+  if (unique == 0) return false;  // never recorded
+  std::string bytes;
   for (size_t i = 0; i < kAnswerSlots; ++i) {
-    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;
-    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
-    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
-    if (slots[i].unique.load(std::memory_order_acquire) == unique && IsIntent(bytes)) return true;
+    if (ReadSlot(i, unique, &bytes) != 0 && IsIntent(bytes)) return true;
   }
   return false;
 }
 
 StateRegion::Recorded StateRegion::RecordedRequests() const {
   Recorded r;
-  const AnswerSlot* slots = answers();
+  std::string bytes;
   for (size_t i = 0; i < kAnswerSlots; ++i) {
-    const uint64_t unique = slots[i].unique.load(std::memory_order_acquire);
-    if (unique == 0 || unique == kSlotBeingWritten) continue;
-    std::string bytes(reinterpret_cast<const char*>(slots[i].bytes), std::min<size_t>(slots[i].size, kAnswerBytes));
-    std::atomic_thread_fence(std::memory_order_acquire);  // the copy before the second look
-    if (slots[i].unique.load(std::memory_order_acquire) != unique) continue;  // rewritten as it was read
-    (IsIntent(bytes) ? r.intents : r.answered).insert(unique);
+    if (const uint64_t unique = ReadSlot(i, 0, &bytes); unique != 0) {
+      (IsIntent(bytes) ? r.intents : r.answered).insert(unique);
+    }
   }
   return r;
 }

@@ -222,6 +222,9 @@ class StateRegion {
   bool MapAtLeast(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   bool Held(uint64_t unique) const;
+  // Slot i's unique and a whole copy of its bytes, if it holds `unique`
+  // (0: any request); 0 if not, or if it was rewritten as it was read.
+  uint64_t ReadSlot(size_t i, uint64_t unique, std::string* bytes) const;
   void ReleaseAdopted();
 
   int fd_;

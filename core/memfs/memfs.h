@@ -352,8 +352,7 @@ class MemFs : public FileSystem {
   std::unique_ptr<JournalReplay, JournalReplayDeleter> followed_;
   uint64_t followed_to_ = 0;
   // Lookups the rebuild kept that requests with no intent (LOOKUP,
-  // READDIRPLUS) added,
-  // by request: node id and count. Whether the kernel had their answers
+  // READDIRPLUS) added, by request: node id and count. Whether the kernel had their answers
   // is not known; it resends a request it did not, and that resend takes
   // them out (TakeOutLookupsOfResent). The most recent kUnsureLookupsKept
   // requests only: those in flight when the server died are among them.
