@@ -90,9 +90,16 @@ void ReportRestartCalledOff(uint64_t device, const std::string& why) {
   sigemptyset(&held);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&held, s);
   sigprocmask(SIG_SETMASK, &held, nullptr);
-  // Its own session: a terminal's ^C or hangup reaches the supervisor only,
-  // which passes it on once.
-  setsid();
+  // Its own process group: a terminal's ^C or hangup reaches the
+  // supervisor only, which passes it on once. The supervisor's session,
+  // not one of its own: the scheduler groups a session's processes
+  // (autogroup), and a server in a group apart from the clients that
+  // started it answers them later (a create loop: 9% slower). Job control
+  // never stops it: from a background group, a write to the terminal
+  // would raise SIGTTOU (with `stty tostop`), ignored here.
+  setpgid(0, 0);
+  signal(SIGTTOU, SIG_IGN);
+  signal(SIGTTIN, SIG_IGN);
   // Out of the way of 3..3+n first, so no dup2 overwrites one still to move.
   std::vector<int> high;
   for (const auto& [name, fd] : fds) high.push_back(fcntl(fd, F_DUPFD_CLOEXEC, 100));
