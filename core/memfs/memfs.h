@@ -44,6 +44,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -100,6 +101,11 @@ struct MemFsOptions {
   // A checkpoint is due once the journal has grown past this many bytes
   // and four times its last checkpoint.
   uint64_t journal_checkpoint_bytes = 8 << 20;
+  // A checkpoint writes this many inodes at a time, letting requests go on
+  // between; tests make it small and run `between_checkpoint_chunks` (on
+  // the compactor's thread, no lock held) to change the tree there.
+  size_t checkpoint_chunk = 512;
+  std::function<void()> between_checkpoint_chunks = nullptr;
 };
 
 class MemFs : public FileSystem {
@@ -342,6 +348,9 @@ class MemFs : public FileSystem {
   // Writes a checkpoint once the journal has grown well past the last one;
   // on the compactor's thread, which JournalAppend wakes when one is due.
   void MaybeCheckpoint() ABSL_LOCKS_EXCLUDED(tree_mu_);
+  // A checkpoint's records of these inodes (at of total: a test fault's place).
+  void CheckpointInodes(std::span<const std::shared_ptr<Inode>> chunk, size_t at, size_t total)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   void RunCompactor();
   // A successor's: the file system as the journal left it.
   void Rebuild() ABSL_LOCKS_EXCLUDED(tree_mu_);
