@@ -23,6 +23,11 @@ constexpr uint64_t kHeaderPage = 4096;
 // 62: the kernel counts in steps of 2 from 0, and marks resends with 63).
 constexpr uint64_t kSlotBeingWritten = uint64_t{1} << 62;
 constexpr uint64_t kGrowBytes = 1 << 20;
+// The log's pages are made this far ahead of its end (AppendLocked).
+constexpr uint64_t kPopulateAhead = 256 << 10;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
 static_assert(sizeof(StateHeader) <= kHeaderPage);
 
 struct RecordHead {
@@ -339,6 +344,14 @@ bool StateRegion::AppendLocked(uint16_t type, std::span<const uint8_t> payload) 
   if (!payload.empty()) std::memcpy(log_ + end + sizeof(head), payload.data(), payload.size());
   // The record's bytes before the length that makes it count.
   header_->log_end.store(end + need, std::memory_order_release);
+  // Into a new window: the next one's pages are made now, in one call,
+  // instead of one fault per page on later requests' way (memfs's create
+  // loop with its data in the daemon went from 0.88-0.95 of an unsupervised
+  // server to 0.98). Only a hint: an older kernel refuses it.
+  if (end / kPopulateAhead != (end + need) / kPopulateAhead) {
+    const uint64_t next = ((end + need) / kPopulateAhead + 1) * kPopulateAhead;
+    if (MapAtLeast(next + kPopulateAhead)) madvise(log_ + next, kPopulateAhead, MADV_POPULATE_WRITE);
+  }
   return true;
 }
 
