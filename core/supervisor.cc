@@ -131,6 +131,9 @@ bool ForkGated(const std::vector<std::string>& argv, std::vector<std::pair<std::
   fds.emplace_back(kGateFdName, ends[1]);
   const pid_t child = fork();
   if (child == 0) ExecServer(argv, fds, mountpoint);
+  // Its own group from the parent's side too (the child does the same):
+  // whichever runs first, a terminal's ^C after fork returns misses it.
+  if (child > 0) setpgid(child, child);
   close(ends[1]);
   if (child < 0) {
     close(ends[0]);
@@ -343,6 +346,7 @@ int Supervise(const SupervisorOptions& options) {
       break;
     }
     if (child == 0) ExecServer(server_argv, fds, mp);
+    setpgid(child, child);  // as in ForkGated (after exec: refused, harmless)
     // (A standby or planned successor was started with server_argv too.)
     const std::vector<std::string> child_argv = server_argv;
     // This server comes to serve once the serving generation passes this.

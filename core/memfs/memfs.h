@@ -360,14 +360,25 @@ class MemFs : public FileSystem {
   };
   std::unique_ptr<JournalReplay, JournalReplayDeleter> followed_;
   uint64_t followed_to_ = 0;
-  // Lookups the rebuild kept that requests with no intent (LOOKUP,
-  // READDIRPLUS) added, by request: node id and count. Whether the kernel had their answers
-  // is not known; it resends a request it did not, and that resend takes
-  // them out (TakeOutLookupsOfResent). The most recent kUnsureLookupsKept
-  // requests only: those in flight when the server died are among them.
+  // The last kUnsureLookupsKept lookups requests counted, each as
+  // (request, node id, count), kept through checkpoints (a checkpoint ties
+  // them to the counts it writes) and rebuilds, so that a request in flight
+  // when its server died is among them. A rebuild takes out what requests
+  // carried out and never answered had counted (their intents say so); a
+  // LOOKUP or READDIRPLUS records no intent, so whether the kernel had its
+  // answer is not known until it resends it (then it did not), and that
+  // resend takes the first count out (TakeOutLookupsOfResent). A ring: the
+  // oldest go first.
   static constexpr size_t kUnsureLookupsKept = 4096;
+  struct UnsureLookup {
+    uint64_t unique = 0;  // 0: an empty place
+    uint64_t id = 0;
+    int64_t delta = 0;
+  };
   absl::Mutex unsure_lookups_mu_;  // a leaf
-  std::map<uint64_t, std::vector<std::pair<uint64_t, int64_t>>> unsure_lookups_ ABSL_GUARDED_BY(unsure_lookups_mu_);
+  std::vector<UnsureLookup> unsure_lookups_ ABSL_GUARDED_BY(unsure_lookups_mu_) =
+      std::vector<UnsureLookup>(kUnsureLookupsKept);
+  size_t unsure_next_ ABSL_GUARDED_BY(unsure_lookups_mu_) = 0;
 
   const MemFsOptions opts_;
   SpaceAccount space_;

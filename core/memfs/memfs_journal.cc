@@ -24,11 +24,13 @@
 // its successor (core/dispatcher_journal.cc), which makes it again.
 //
 // Compaction: once the journal has grown past 8 MiB and four times its last
-// checkpoint, a checkpoint is written holding tree_mu_ exclusively (no
-// namespace change, lookup or handle change can run): the id high-water
-// marks, every inode, every lookup count, every entry, every handle. Reads
-// and writes go on meanwhile; their inode records, interleaved, only repeat
-// a newer state of an inode the checkpoint also holds.
+// checkpoint, a checkpoint is written: the id high-water marks, then every
+// inode with its lookup count (tied to the requests of the last lookups
+// counted) and its entries, 512 inodes per hold of tree_mu_ (exclusive),
+// then every handle. Requests go on between the chunks and reads and
+// writes during them; a record one writes meanwhile is either before the
+// checkpoint's record of the same thing, which then holds its effect, or
+// after it (MaybeCheckpoint).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -39,6 +41,8 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -406,16 +410,22 @@ void MemFs::AddLookups(Inode& n, int64_t delta, uint64_t unique) {
   }
   if (journal_ == nullptr || delta == 0) return;
   JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n.id, delta, unique & ~abi::kUniqueResend}));
+  if (delta > 0 && unique != 0) {
+    absl::MutexLock l(&unsure_lookups_mu_);
+    unsure_lookups_[unsure_next_++ % kUnsureLookupsKept] = UnsureLookup{unique & ~abi::kUniqueResend, n.id, delta};
+  }
 }
 
 void MemFs::TakeOutLookupsOfResent(uint64_t unique) {
   std::vector<std::pair<uint64_t, int64_t>> counted;
   {
     absl::MutexLock l(&unsure_lookups_mu_);
-    auto it = unsure_lookups_.find(unique);
-    if (it == unsure_lookups_.end()) return;
-    counted = std::move(it->second);
-    unsure_lookups_.erase(it);
+    for (UnsureLookup& u : unsure_lookups_) {
+      if (u.unique != unique) continue;
+      counted.emplace_back(u.id, u.delta);
+      u = UnsureLookup{};
+    }
+    if (counted.empty()) return;
   }
   // The kernel never had them (it resends only what was not answered), so
   // it holds none of them: each node still counts at least as many. One
@@ -516,9 +526,11 @@ void MemFs::CheckpointInodes(std::span<const std::shared_ptr<Inode>> chunk, size
   // taken its own out since the last.)
   std::unordered_map<uint64_t, std::vector<std::pair<uint64_t, int64_t>>> unsure_by_node;
   {
+    std::unordered_set<uint64_t> ids;
+    for (const std::shared_ptr<Inode>& n : chunk) ids.insert(n->id);
     absl::MutexLock l(&unsure_lookups_mu_);
-    for (const auto& [unique, counted] : unsure_lookups_) {
-      for (auto [id, delta] : counted) unsure_by_node[id].emplace_back(unique, delta);
+    for (const UnsureLookup& u : unsure_lookups_) {
+      if (u.unique != 0 && ids.contains(u.id)) unsure_by_node[u.id].emplace_back(u.unique, u.delta);
     }
   }
   for (size_t i = 0; i < chunk.size(); ++i) {
@@ -672,16 +684,20 @@ void MemFs::Rebuild() {
     if (Inode* n = find(id); n != nullptr && count > 0) n->lookups.store(static_cast<uint64_t>(count));
   }
   {
-    absl::MutexLock l(&unsure_lookups_mu_);
-    unsure_lookups_.clear();
-    // Uniques grow: the last ones are the requests most recently made.
-    for (auto it = unsure.rbegin(); it != unsure.rend() && unsure_lookups_.size() < kUnsureLookupsKept; ++it) {
-      std::vector<std::pair<uint64_t, int64_t>> counted;
+    // Uniques grow: the last ones are the requests most recently made,
+    // kept, and put in the ring last (the oldest go first).
+    std::vector<UnsureLookup> kept;
+    for (auto it = unsure.rbegin(); it != unsure.rend() && kept.size() < kUnsureLookupsKept; ++it) {
       for (auto [id, delta] : it->second) {
-        if (delta > 0 && find(id) != nullptr) counted.emplace_back(id, delta);
+        if (delta > 0 && find(id) != nullptr && kept.size() < kUnsureLookupsKept) {
+          kept.push_back(UnsureLookup{it->first, id, delta});
+        }
       }
-      if (!counted.empty()) unsure_lookups_.emplace(it->first, std::move(counted));
     }
+    absl::MutexLock l(&unsure_lookups_mu_);
+    unsure_lookups_.assign(kUnsureLookupsKept, UnsureLookup{});
+    unsure_next_ = 0;
+    for (auto it = kept.rbegin(); it != kept.rend(); ++it) unsure_lookups_[unsure_next_++] = *it;
   }
   {
     memfs::WriteLock l(&handles_mu_);

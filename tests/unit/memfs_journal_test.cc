@@ -563,6 +563,45 @@ TEST_F(MemFsJournalTest, AResentLookupsFirstCountOutlivesACheckpointAndFreesWhat
   EXPECT_EQ(next->InodeCount(), inodes - 1) << "the file nobody holds stayed";
 }
 
+// The same CREATE, with a checkpoint written between it and its server's
+// death: the checkpoint keeps its lookup tied to it, and the successor
+// still leaves that lookup out (and the handle).
+TEST_F(MemFsJournalTest, WhatANeverAnsweredRequestGaveIsNotRevivedAfterACheckpoint) {
+  checkpoint_bytes_ = 64 << 10;
+  MemFs& fs = First();
+  const uint64_t unique = 0x1000;
+  region_->RecordIntent(unique);
+  Result<CreateReply> c = fs.Create(Ctx(0, 0, unique), kRoot, "made", S_IFREG | 0644, 0, O_CREAT | O_RDWR);
+  ASSERT_TRUE(c.ok());
+  ASSERT_NO_FATAL_FAILURE(ChurnUntilACheckpoint(fs));
+  std::unique_ptr<MemFs> next = Successor();
+  EXPECT_EQ(next->OpenHandleCount(), 0u);
+  EXPECT_EQ(next->LookupCount(c->entry.nodeid), 0u) << "the unanswered CREATE's lookup came back";
+}
+
+// A LOOKUP counted before a checkpoint, by a server that died after it
+// without answering: the checkpoint keeps the count tied to the request
+// (it writes counts, and the request's own record is before it), so the
+// resend takes the first count out and counts once.
+TEST_F(MemFsJournalTest, ALookupCountedBeforeACheckpointAndResentCountsOnce) {
+  checkpoint_bytes_ = 64 << 10;
+  MemFs& fs = First();
+  uint64_t node = 0;
+  ASSERT_NO_FATAL_FAILURE(MakeUnknownFile(fs, "looked", &node));
+  const uint64_t unanswered = 0x3002;
+  ASSERT_TRUE(fs.Lookup(Ctx(0, 0, unanswered), kRoot, "looked").ok());
+  ASSERT_NO_FATAL_FAILURE(ChurnUntilACheckpoint(fs));
+  std::unique_ptr<MemFs> next = Successor();
+  EXPECT_EQ(next->LookupCount(node), 1u);
+  ASSERT_TRUE(next->Lookup(Ctx(0, 0, unanswered | abi::kUniqueResend), kRoot, "looked").ok());
+  EXPECT_EQ(next->LookupCount(node), 1u) << "the resent LOOKUP counted twice";
+  // Unlinked and forgotten, the file goes: nothing holds it any more.
+  ASSERT_TRUE(next->Unlink(Ctx(0, 0), kRoot, "looked").ok());
+  next->Forget(node, 1);
+  EXPECT_EQ(next->LookupCount(node), 0u);
+  EXPECT_EQ(next->InodeCount(), fs.InodeCount() - 1) << "the unlinked file stayed";
+}
+
 // Requests a rebuild is unsure of may add up to more than the count (a
 // FORGET lowered it for one whose answer the kernel had): a checkpoint
 // keeps the whole count, tying to requests only what fits, newest first.
