@@ -481,11 +481,11 @@ void MemFs::MaybeCheckpoint() {
     memfs::WriteLock tl(&tree_mu_);
     begin = journal_->BeginCheckpoint();
     if (begin) {
-      memfs::ReadLock l(&table_mu_);
-      all.reserve(inodes_.size());
-      for (const auto& [id, n] : inodes_) all.push_back(n);
-    }
-    if (begin) {
+      {
+        memfs::ReadLock l(&table_mu_);
+        all.reserve(inodes_.size());
+        for (const auto& [id, n] : inodes_) all.push_back(n);
+      }
       memfs::ReadLock l(&handles_mu_);
       JournalAppend(kHighWater, BytesOf(HighWaterRecord{next_id_, next_fh_}));
     }
@@ -520,10 +520,10 @@ void MemFs::MaybeCheckpoint() {
 }
 
 void MemFs::CheckpointInodes(std::span<const std::shared_ptr<Inode>> chunk, size_t at, size_t total) {
-  // The lookups whose answers may not have reached the kernel (a rebuild
-  // kept them) stay tied to their requests, for the resend to take out
-  // after a later takeover too. (Read with the chunk: a resend may have
-  // taken its own out since the last.)
+  // The last lookups counted stay tied to their requests (a request cut
+  // off by a crash has its first count taken out after the takeover). Read
+  // with each chunk: lookups counted since the last one are among them, and
+  // a resend may have taken its own out.
   std::unordered_map<uint64_t, std::vector<std::pair<uint64_t, int64_t>>> unsure_by_node;
   {
     std::unordered_set<uint64_t> ids;
