@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <deque>
 #include <fstream>
 #include <functional>
 #include <cstring>
@@ -266,14 +267,14 @@ TEST_P(TakeoverTest, ARequestHeldByTheDeadServerIsResent) {
   EXPECT_TRUE(m.Stop()) << m.LogForMessage();
 }
 
-// The server is killed every 0.5-2 s while threads create, write, fsync,
-// rename, unlink, make and remove directories, and a writer appends and
-// fsyncs records: no call may fail, and afterwards every acknowledged
-// change is there (each name's content, each appended record).
-// Creates, renames, unlinks, mkdir/rmdir in three directories and an
-// fsync'ing appender run while `disrupt` is called every 0.5-2 s for `run`;
-// then every acknowledged file and record must be there, and no client call
-// may have failed. Returns how often `disrupt` ran.
+// Creates, writes, fsyncs, renames, unlinks, mkdir/rmdir in three
+// directories and an fsync'ing appender run while `disrupt` (a kill or a
+// planned restart) is called every 0.5-2 s for `run`; no client call may
+// fail, and afterwards every acknowledged change is there: each kept
+// name's content, each unlinked name gone, each appended record. Each
+// worker keeps at most kLiveFiles files (it unlinks its oldest past that),
+// so a faster machine makes more changes, never a fuller file system.
+// Returns how often `disrupt` ran.
 int TakeoverTest::RunUnderLoad(std::chrono::seconds run, const std::function<void()>& disrupt) {
   const auto kRun = run;
   std::atomic<bool> stop{false};
@@ -283,26 +284,44 @@ int TakeoverTest::RunUnderLoad(std::chrono::seconds run, const std::function<voi
     std::lock_guard<std::mutex> l(failures_mu);
     if (failures.size() < 20) failures.push_back(what + ": " + strerror(errno));
   };
-  // name -> content of every acknowledged file, per worker.
+  // Per worker: name -> content of every acknowledged file, its names in
+  // the order made, and the names acknowledged as unlinked.
+  constexpr size_t kLiveFiles = 4096;
   std::vector<std::map<std::string, std::string>> acked(3);
+  std::vector<std::deque<std::string>> made(3);
+  std::vector<std::vector<std::string>> unlinked(3);
   std::vector<std::thread> workers;
   for (int k = 0; k < 3; ++k) {
     workers.emplace_back([&, k] {
       const std::string dir = mount_.Path("w" + std::to_string(k));
       if (mkdir(dir.c_str(), 0755) != 0) return fail("mkdir " + dir);
+      auto remove = [&](const std::string& name) {
+        if (unlink(name.c_str()) != 0) return false;
+        acked[k].erase(name);
+        unlinked[k].push_back(name);
+        return true;
+      };
       for (int i = 1; !stop.load(); ++i) {
         const std::string a = dir + "/f" + std::to_string(i), b = a + ".r";
         const std::string data(100 + i % 900, static_cast<char>('a' + i % 26));
         const int fd = open(a.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0) return fail("create " + a);
-        if (write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) fail("write " + a);
-        if (fsync(fd) != 0) fail("fsync " + a);
-        if (close(fd) != 0) fail("close " + a);
+        const bool written = write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+        if (!written) fail("write " + a);
+        const bool synced = written && fsync(fd) == 0;
+        if (written && !synced) fail("fsync " + a);
+        if (close(fd) != 0) return fail("close " + a);
+        if (!synced) return;  // (its content was never acknowledged)
         if (rename(a.c_str(), b.c_str()) != 0) return fail("rename " + a);
         acked[k][b] = data;
         if (i % 3 == 0) {
-          if (unlink(b.c_str()) != 0) return fail("unlink " + b);
-          acked[k].erase(b);
+          if (!remove(b)) return fail("unlink " + b);
+        } else {
+          made[k].push_back(b);
+        }
+        if (made[k].size() > kLiveFiles) {
+          if (!remove(made[k].front())) return fail("unlink " + made[k].front());
+          made[k].pop_front();
         }
         if (i % 5 == 0) {
           const std::string d = dir + "/d" + std::to_string(i);
@@ -339,16 +358,32 @@ int TakeoverTest::RunUnderLoad(std::chrono::seconds run, const std::function<voi
   for (std::thread& t : workers) t.join();
   appender.join();
   for (const std::string& f : failures) ADD_FAILURE() << f;
+  size_t kept = 0, gone = 0, mismatched = 0;
   for (const auto& names : acked) {
     for (const auto& [name, data] : names) {
       std::string back, error;
-      EXPECT_TRUE(ReadFile(name, &back, &error) && back == data) << name << ": " << error;
+      const bool ok = ReadFile(name, &back, &error) && back == data;
+      if (!ok && ++mismatched <= 20) {
+        ADD_FAILURE() << name << ": " << (error.empty() ? std::to_string(back.size()) + " bytes, not the " +
+                                                             std::to_string(data.size()) + " acknowledged"
+                                                       : error);
+      }
+      ++kept;
+    }
+  }
+  EXPECT_EQ(mismatched, 0u) << "acknowledged files not as written";
+  for (const auto& names : unlinked) {
+    for (const std::string& name : names) {
+      struct stat st;
+      EXPECT_TRUE(lstat(name.c_str(), &st) != 0 && errno == ENOENT) << name << " was unlinked, yet is there";
+      ++gone;
     }
   }
   std::string log, error;
   EXPECT_TRUE(ReadFile(mount_.Path("log"), &log, &error)) << error;
   EXPECT_EQ(log.size(), static_cast<size_t>(records.load()) * 16) << "appended records";
-  std::cout << kills << " takeovers under load, " << records.load() << " records" << std::endl;
+  std::cout << kills << " takeovers under load, " << kept << " files kept, " << gone << " unlinked, "
+            << records.load() << " records" << std::endl;
   return kills;
 }
 
