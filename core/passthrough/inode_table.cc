@@ -206,16 +206,22 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
     auto it = s.by_id.find(nodeid);
     if (it == s.by_id.end()) {
       // One the last server named and the kernel forgets before asking
-      // for it again: left out of the next journal checkpoint. (Not kept
-      // among the forgotten: whether its file was unlinked meanwhile is
-      // not known, and most are, as churn goes.)
-      if (!recovered_nodes_.contains(nodeid)) return;
-      l.Release();
+      // for it again: among the forgotten, for the file handles given out
+      // (whether its file was unlinked meanwhile is asked when one comes:
+      // LookupSelf), unless its file has a newer id. Left out of the next
+      // checkpoint's nodes the kernel holds either way.
+      auto rit = recovered_nodes_.find(nodeid);
+      if (rit == recovered_nodes_.end()) return;
       {
         absl::MutexLock f(&recovered_forgotten_mu_);
         if (!recovered_forgotten_.insert(nodeid).second) return;
       }
-      JournalDropped(nodeid, /*kept=*/false);
+      const ForgottenNode& last = rit->second;
+      auto hit = recovered_by_handle_.find(std::make_pair(last.dev, last.handle));
+      kept = !last.handle.empty() && hit != recovered_by_handle_.end() && hit->second == nodeid;
+      if (kept) RememberForgotten(s, nodeid, ForgottenNode{last.dev, last.type, last.handle, 0});
+      l.Release();
+      JournalDropped(nodeid, kept);
       return;
     }
     Inode& inode = *it->second;
@@ -322,6 +328,14 @@ Result<Entry> PassthroughFs::LookupSelf(uint64_t nodeid) {
     fd = *opened;
   }
   if (fd < 0) return Errno::Last();
+  // A file without a name is gone for a handle, as on a local file system
+  // (the source may still open one kept open, or kept alive by a backing
+  // file; a forgotten node's unlink may have gone through another server).
+  struct stat links;
+  if (fstat(fd, &links) == 0 && links.st_nlink == 0 && !S_ISDIR(links.st_mode)) {
+    close(fd);
+    return Errno(ESTALE);
+  }
   struct statx st;
   Result<std::shared_ptr<Inode>> n = RememberAs(nodeid, fd, &st);
   if (!n.ok()) return n.error();

@@ -66,7 +66,8 @@
 //   3. Shard::mu       (passthrough.cc) the inode table, 64 shards by node id;
 //                      node ids encode their shard so Forget finds it.
 //   4. HandleShard::mu the open handles, 16 shards; mounts_mu_, the mount
-//                      fds by device.
+//                      fds by device; recovered_forgotten_mu_ (the last
+//                      server's nodes forgotten here).
 // FdCache shards and the DirPrefetcher's queue (taken under DirStream::mu)
 // are leaves. No syscall is made under a table lock.
 #ifndef EFUSE_CORE_PASSTHROUGH_PASSTHROUGH_H_

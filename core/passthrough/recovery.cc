@@ -473,9 +473,16 @@ bool PassthroughFs::CompactJournal() {
   // and those whose file has a newer id: what follows wins in a replay.
   // One revived from now on is journaled again as it comes back.
   {
-    absl::MutexLock l(&recovered_forgotten_mu_);
+    // A copy: Unremember takes recovered_forgotten_mu_ under a shard's lock,
+    // which Find takes. One forgotten after the copy is written born here
+    // and forgotten later (its dropped record, or the forgotten below).
+    absl::flat_hash_set<uint64_t> forgotten_since;
+    {
+      absl::MutexLock l(&recovered_forgotten_mu_);
+      forgotten_since = recovered_forgotten_;
+    }
     for (const auto& [id, f] : recovered_nodes_) {
-      if (recovered_forgotten_.contains(id) || Find(id) != nullptr) continue;
+      if (forgotten_since.contains(id) || Find(id) != nullptr) continue;
       auto hit = recovered_by_handle_.find(std::make_pair(f.dev, f.handle));
       if (hit == recovered_by_handle_.end() || hit->second != id) continue;
       if (!AppendNode(kNodeBorn, id, f.dev, f.type, f.handle)) return false;

@@ -236,21 +236,6 @@ INSTANTIATE_TEST_SUITE_P(Backends, IdmapTest,
 // ---------------------------------------------------------------------------
 // Export: file handles that outlive the kernel's and the daemon's memory.
 
-struct FileHandle {
-  std::vector<unsigned char> bytes;  // struct file_handle + f_handle
-  file_handle* get() { return reinterpret_cast<file_handle*>(bytes.data()); }
-};
-
-// name_to_handle_at of `path`; empty bytes (and errno) on failure.
-FileHandle HandleOf(const std::string& path) {
-  FileHandle h;
-  h.bytes.resize(sizeof(file_handle) + MAX_HANDLE_SZ);
-  h.get()->handle_bytes = MAX_HANDLE_SZ;
-  int mount_id = 0;
-  if (name_to_handle_at(AT_FDCWD, path.c_str(), h.get(), &mount_id, 0) != 0) h.bytes.clear();
-  return h;
-}
-
 class ExportTest : public IdmapTest {
  protected:
   // Drops the kernel's unused dentries and inodes (the mount's among them)

@@ -675,6 +675,15 @@ bool WriteFile(const std::string& path, std::string_view data, std::string* erro
   return ok;
 }
 
+FileHandle HandleOf(const std::string& path) {
+  FileHandle h;
+  h.bytes.resize(sizeof(file_handle) + MAX_HANDLE_SZ);
+  h.get()->handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), h.get(), &mount_id, 0) != 0) h.bytes.clear();
+  return h;
+}
+
 bool ReadFile(const std::string& path, std::string* data, std::string* error) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

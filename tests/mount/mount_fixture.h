@@ -336,6 +336,14 @@ bool ReadFile(const std::string& path, std::string* data, std::string* error);
 bool PwriteAll(int fd, const void* data, size_t size, off_t offset);
 bool PreadAll(int fd, void* data, size_t size, off_t offset, size_t* got);
 
+// A file handle (struct file_handle and its bytes) for open_by_handle_at.
+struct FileHandle {
+  std::vector<unsigned char> bytes;
+  file_handle* get() { return reinterpret_cast<file_handle*>(bytes.data()); }
+};
+// name_to_handle_at of `path`; empty bytes (and errno) on failure.
+FileHandle HandleOf(const std::string& path);
+
 // `base` followed by `extra` (daemon flags of a suite and of its parameter).
 inline std::vector<std::string> WithFlags(std::vector<std::string> base,
                                           const std::vector<std::string>& extra) {
