@@ -684,6 +684,59 @@ FileHandle HandleOf(const std::string& path) {
   return h;
 }
 
+bool MakeExportedFiles(const std::string& mount_path, ExportedFiles* out, std::string* error) {
+  const std::string dir = mount_path + "/dir", file = dir + "/file", removed = mount_path + "/removed";
+  if (mkdir(dir.c_str(), 0755) != 0) {
+    *error = "mkdir " + dir + ": " + ErrnoText(errno);
+    return false;
+  }
+  if (!WriteFile(file, "exported data", error) || !WriteFile(removed, "soon gone", error)) return false;
+  struct stat file_st, dir_st;
+  if (stat(file.c_str(), &file_st) != 0 || stat(dir.c_str(), &dir_st) != 0) {
+    *error = "stat: " + ErrnoText(errno);
+    return false;
+  }
+  out->file_ino = file_st.st_ino;
+  out->dir_ino = dir_st.st_ino;
+  out->file = HandleOf(file);
+  out->dir = HandleOf(dir);
+  out->removed = HandleOf(removed);
+  if (out->file.bytes.empty() || out->dir.bytes.empty() || out->removed.bytes.empty()) {
+    *error = "name_to_handle_at: " + ErrnoText(errno);
+    return false;
+  }
+  if (unlink(removed.c_str()) != 0) {
+    *error = "unlink " + removed + ": " + ErrnoText(errno);
+    return false;
+  }
+  out->mount_fd = UniqueFd(open(mount_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (out->mount_fd.get() < 0) {
+    *error = "open " + mount_path + ": " + ErrnoText(errno);
+    return false;
+  }
+  return true;
+}
+
+void CheckExportedFiles(ExportedFiles& files, UniqueFd* dir) {
+  // The file: same inode, same data, found again by its node id.
+  UniqueFd f(open_by_handle_at(files.mount_fd.get(), files.file.get(), O_RDONLY | O_CLOEXEC));
+  ASSERT_GE(f.get(), 0) << "open_by_handle_at(file): " << ErrnoText(errno);
+  char buf[64] = {};
+  ASSERT_EQ(read(f.get(), buf, sizeof(buf)), 13);
+  EXPECT_EQ(std::string(buf), "exported data");
+  struct stat st;
+  ASSERT_EQ(fstat(f.get(), &st), 0);
+  EXPECT_EQ(st.st_ino, files.file_ino);
+  *dir = UniqueFd(open_by_handle_at(files.mount_fd.get(), files.dir.get(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_GE(dir->get(), 0) << "open_by_handle_at(dir): " << ErrnoText(errno);
+  ASSERT_EQ(fstat(dir->get(), &st), 0);
+  EXPECT_EQ(st.st_ino, files.dir_ino);
+  // A removed file's handle is stale, as on a local file system.
+  errno = 0;
+  EXPECT_LT(open_by_handle_at(files.mount_fd.get(), files.removed.get(), O_RDONLY | O_CLOEXEC), 0);
+  EXPECT_EQ(errno, ESTALE) << ErrnoText(errno);
+}
+
 bool ReadFile(const std::string& path, std::string* data, std::string* error) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {

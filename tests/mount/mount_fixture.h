@@ -344,6 +344,20 @@ struct FileHandle {
 // name_to_handle_at of `path`; empty bytes (and errno) on failure.
 FileHandle HandleOf(const std::string& path);
 
+// What the export tests hand out: dir/file ("exported data"), dir, and a
+// file removed after its handle was taken; the mount's root open.
+struct ExportedFiles {
+  FileHandle file, dir, removed;
+  ino_t file_ino = 0, dir_ino = 0;
+  UniqueFd mount_fd;
+};
+// Makes them under `mount_path`; false and *error on failure.
+bool MakeExportedFiles(const std::string& mount_path, ExportedFiles* out, std::string* error);
+// Opens the file and the directory by their handles (the same inodes, the
+// file's data) and expects ESTALE for the removed one. The directory's
+// descriptor in *dir.
+void CheckExportedFiles(ExportedFiles& files, UniqueFd* dir);
+
 // `base` followed by `extra` (daemon flags of a suite and of its parameter).
 inline std::vector<std::string> WithFlags(std::vector<std::string> base,
                                           const std::vector<std::string>& extra) {
