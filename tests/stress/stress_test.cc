@@ -330,6 +330,12 @@ class Worker {
       SysError("close " + rel, errno);
       ok = false;
     }
+    // Failed (and reported): its content is unknown, so it leaves the
+    // model and the tree rather than fail every later check of it.
+    if (!ok) {
+      unlink(Abs(rel).c_str());
+      return;
+    }
     const uint64_t token = ++tokens_;
     model_.names[rel] = token;
     model_.tokens[token] = fc;
@@ -359,8 +365,13 @@ class Worker {
       SysError("close " + rel, errno);
       ok = false;
     }
+    if (!ok) {  // (reported; as in Create)
+      unlink(Abs(rel).c_str());
+      model_.Erase(rel);
+      return;
+    }
     fc = next;
-    if (ok && CheckOwn(rel)) Done("resize");
+    if (CheckOwn(rel)) Done("resize");
   }
 
   void RenameModel(const std::string& from, const std::string& to) {
