@@ -217,8 +217,7 @@ void PassthroughFs::Unremember(uint64_t nodeid, uint64_t n) {
         if (!recovered_forgotten_.insert(nodeid).second) return;
       }
       const ForgottenNode& last = rit->second;
-      auto hit = recovered_by_handle_.find(std::make_pair(last.dev, last.handle));
-      kept = !last.handle.empty() && hit != recovered_by_handle_.end() && hit->second == nodeid;
+      kept = IsNewestIdOfItsFile(nodeid, last);
       if (kept) RememberForgotten(s, nodeid, ForgottenNode{last.dev, last.type, last.handle, 0});
       l.Release();
       JournalDropped(nodeid, kept);
@@ -328,16 +327,8 @@ Result<Entry> PassthroughFs::LookupSelf(uint64_t nodeid) {
     fd = *opened;
   }
   if (fd < 0) return Errno::Last();
-  // A file without a name is gone for a handle, as on a local file system
-  // (the source may still open one kept open, or kept alive by a backing
-  // file; a forgotten node's unlink may have gone through another server).
-  struct stat links;
-  if (fstat(fd, &links) == 0 && links.st_nlink == 0 && !S_ISDIR(links.st_mode)) {
-    close(fd);
-    return Errno(ESTALE);
-  }
   struct statx st;
-  Result<std::shared_ptr<Inode>> n = RememberAs(nodeid, fd, &st);
+  Result<std::shared_ptr<Inode>> n = RememberAs(nodeid, fd, &st, /*unlinked_is_stale=*/true);
   if (!n.ok()) return n.error();
   return MakeEntry(**n, ToAttributes(st));
 }
@@ -352,11 +343,19 @@ Result<int> PassthroughFs::OpenNodeByHandle(const ForgottenNode& f) {
 }
 
 Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::RememberAs(uint64_t nodeid, int fd,
-                                                                        struct statx* st) {
+                                                                        struct statx* st, bool unlinked_is_stale) {
   if (Statx(fd, st) != 0) {
     const int err = errno;
     close(fd);
     return Errno(err);
+  }
+  // A file without a name is gone for a file handle, as on a local file
+  // system (the source may still open one kept open, or kept alive by a
+  // backing file; a forgotten node's unlink may have gone through another
+  // server).
+  if (unlinked_is_stale && st->stx_nlink == 0 && !S_ISDIR(st->stx_mode)) {
+    close(fd);
+    return Errno(ESTALE);
   }
   Result<std::shared_ptr<Inode>> n = Remember(fd, *st);
   if (!n.ok()) return n.error();

@@ -467,8 +467,13 @@ class PassthroughFs : public FileSystem {
   // (ESTALE: the file is gone).
   Result<int> OpenNodeByHandle(const ForgottenNode& f);
   // The node `nodeid` again, from an O_PATH `fd` of its file (taken over;
-  // *st filled): ESTALE if that file is known under another id now.
-  Result<std::shared_ptr<Inode>> RememberAs(uint64_t nodeid, int fd, struct statx* st);
+  // *st filled): ESTALE if that file is known under another id now, or,
+  // with `unlinked_is_stale` (a file handle's LOOKUP "."), has no name.
+  Result<std::shared_ptr<Inode>> RememberAs(uint64_t nodeid, int fd, struct statx* st,
+                                            bool unlinked_is_stale = false);
+  // The last server's node `nodeid` (journaled as `journaled`) is the id
+  // its file had last, not one a newer id replaced.
+  bool IsNewestIdOfItsFile(uint64_t nodeid, const ForgottenNode& journaled) const;
   // A node id the journal knows, opened again by its file handle.
   Result<std::shared_ptr<Inode>> Revive(uint64_t nodeid);
   // A handle the kernel still holds from the last server, opened again.

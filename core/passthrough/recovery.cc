@@ -334,6 +334,11 @@ void PassthroughFs::FinishRecovery() {
                    unanswered == 0 ? "" : absl::StrCat("; ", unanswered, " opened by a request never answered, dropped")));
 }
 
+bool PassthroughFs::IsNewestIdOfItsFile(uint64_t nodeid, const ForgottenNode& journaled) const {
+  auto hit = recovered_by_handle_.find(std::make_pair(journaled.dev, journaled.handle));
+  return hit != recovered_by_handle_.end() && hit->second == nodeid;
+}
+
 Result<std::shared_ptr<PassthroughFs::Inode>> PassthroughFs::Revive(uint64_t nodeid) {
   // One revival per node: a second would count a second lookup.
   absl::MutexLock revive(&revive_mu_);
@@ -482,9 +487,7 @@ bool PassthroughFs::CompactJournal() {
       forgotten_since = recovered_forgotten_;
     }
     for (const auto& [id, f] : recovered_nodes_) {
-      if (forgotten_since.contains(id) || Find(id) != nullptr) continue;
-      auto hit = recovered_by_handle_.find(std::make_pair(f.dev, f.handle));
-      if (hit == recovered_by_handle_.end() || hit->second != id) continue;
+      if (forgotten_since.contains(id) || Find(id) != nullptr || !IsNewestIdOfItsFile(id, f)) continue;
       if (!AppendNode(kNodeBorn, id, f.dev, f.type, f.handle)) return false;
       ++nodes;
     }

@@ -384,11 +384,10 @@ class FsxTest : public MountTest, public ::testing::WithParamInterface<FsxConfig
     }
   }
 
-  // `operations` random steps, then the file is checked after fsync with
-  // its cached pages dropped (and in the source), and every operation kind
-  // must have run.
-  // `operations` random steps, then more while `more` says so (at most
-  // ten times as many), then the checks.
+  // `operations` random steps, then more while `more` says so (at most ten
+  // times as many); then the file is checked after fsync with its cached
+  // pages dropped (and in the source), and every operation kind must have
+  // run.
   void RunAndCheckModel(int operations, const std::function<bool()>& more = nullptr);
 
   std::string path_;
