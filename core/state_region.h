@@ -115,7 +115,8 @@ class StateRegion {
  public:
   // 7: memfs with its data in the daemon journals its tables (memfs_journal.cc).
   // 8: answer_turns; memfs's batch records carry lookup counts.
-  static constexpr uint32_t kStateLayout = 8;
+  // 9: memfs's batch records carry inodes and handles (a new name's).
+  static constexpr uint32_t kStateLayout = 9;
 
   // A new, empty region (the supervisor, before the first server).
   static absl::StatusOr<std::unique_ptr<StateRegion>> Create();

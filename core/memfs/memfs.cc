@@ -166,21 +166,25 @@ Result<MemFs::Inode*> MemFs::NewInode(const RequestContext& ctx, Inode* parent,
     n->dir = std::make_unique<DirData>();
     n->dir->parent = parent;
   }
-  JournalInode(*n);
   Inode* raw = n.get();
   memfs::WriteLock l(&table_mu_);
   inodes_.emplace(raw->id, std::move(n));
   return raw;
 }
 
-void MemFs::AddEntry(Inode* dir, std::string_view name, Inode* child,
-                     const timespec& now) {
+uint64_t MemFs::LinkEntry(Inode* dir, std::string_view name, Inode* child, const timespec& now) {
   DirData& d = *dir->dir;
   const uint64_t cookie = d.next_cookie.fetch_add(1, std::memory_order_relaxed);
   auto it = d.slots.emplace_hint(d.slots.end(), cookie,
                                  DirData::Slot{std::string(name), child});
   d.by_name.emplace(it->second.name, it);
   dir->TouchDir(now, 1, child->type == S_IFDIR ? 1 : 0);
+  return cookie;
+}
+
+void MemFs::AddEntry(Inode* dir, std::string_view name, Inode* child,
+                     const timespec& now) {
+  const uint64_t cookie = LinkEntry(dir, name, child, now);
   JournalEntry(*dir, cookie, name, *child);
   JournalInode(*dir);
   DirChanged(dir);
@@ -243,7 +247,7 @@ void MemFs::BeginWrite(Inode& n) {
 
 void MemFs::EndWrite(Inode& n) { n.writers.fetch_sub(1, std::memory_order_relaxed); }
 
-OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t unique) {
+OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t unique, bool journal) {
   n->opens.fetch_add(1, std::memory_order_relaxed);
   memfs::WriteLock l(&handles_mu_);
   OpenReply reply;
@@ -263,13 +267,13 @@ OpenReply MemFs::NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t un
     reply.open_flags |= abi::kFopenKeepCache;
   }
   auto [it, added] = handles_.emplace(reply.fh, Handle{std::move(n), flags, unique & ~abi::kUniqueResend});
-  JournalHandle(reply.fh, it->second);
+  if (journal) JournalHandle(reply.fh, it->second);
   return reply;
 }
 
 Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
                                    std::shared_ptr<Inode> n, uint32_t flags,
-                                   uint32_t open_flags, bool is_new) {
+                                   uint32_t open_flags) {
   const uint32_t access = flags & O_ACCMODE;
   uint32_t mask = access == O_RDONLY ? kR : access == O_WRONLY ? kW : kR | kW;
   // execve() opens with execute permission alone (a 0711 program runs for
@@ -289,13 +293,12 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
   bool killed = false;
   {
     memfs::WriteLock l(&n->mu);
-    // A new file is opened with the rights asked for, whatever its mode.
-    if (!is_new && !Permits(ctx, n->mode, n->uid, n->gid, mask)) {
+    if (!Permits(ctx, n->mode, n->uid, n->gid, mask)) {
       if (writes) EndWrite(*n);
       return Errno(EACCES);
     }
     const timespec now = Now();
-    if (!is_new && n->type == S_IFREG && (flags & O_TRUNC) != 0) {
+    if (n->type == S_IFREG && (flags & O_TRUNC) != 0) {
       n->data.Truncate(0);
       n->mtime = n->ctime = now;
       n->DropCapability(space_);
@@ -304,7 +307,7 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
       killed = KillSuidgid(&n->mode, n->gid, ctx);
       if (killed) n->ctime = now;
     }
-    if (killed || (!is_new && n->type == S_IFREG && (flags & O_TRUNC) != 0)) JournalInodeLocked(*n);
+    if (killed || (n->type == S_IFREG && (flags & O_TRUNC) != 0)) JournalInodeLocked(*n);
   }
   if (writes && !write_handle) EndWrite(*n);
   // An OPEN reply carries no attributes.
@@ -444,8 +447,10 @@ Result<Entry> MemFs::Mknod(const RequestContext& ctx, uint64_t parent,
   Result<Inode*> n =
       NewInode(ctx, *dir, type | (mode & ~umask & kPermBits), rdev);
   if (!n) return n.error();
-  AddEntry(*dir, name, *n, Now());
-  AddLookups(*(*n), 1, ctx.unique);
+  const uint64_t cookie = LinkEntry(*dir, name, *n, Now());
+  CountLookups(**n, 1, ctx.unique);
+  JournalNewName(**dir, cookie, name, **n, ctx.unique);
+  DirChanged(*dir);
   return LockedEntryOf(**n);
 }
 
@@ -461,8 +466,10 @@ Result<Entry> MemFs::Mkdir(const RequestContext& ctx, uint64_t parent,
   const uint32_t perm = mode & ~umask & (0777 | S_ISVTX);
   Result<Inode*> n = NewInode(ctx, *dir, S_IFDIR | perm, 0);
   if (!n) return n.error();
-  AddEntry(*dir, name, *n, Now());
-  AddLookups(*(*n), 1, ctx.unique);
+  const uint64_t cookie = LinkEntry(*dir, name, *n, Now());
+  CountLookups(**n, 1, ctx.unique);
+  JournalNewName(**dir, cookie, name, **n, ctx.unique);
+  DirChanged(*dir);
   return LockedEntryOf(**n);
 }
 
@@ -480,8 +487,10 @@ Result<Entry> MemFs::Symlink(const RequestContext& ctx, uint64_t parent,
     space_.Release(target.size());
     return n.error();
   }
-  AddEntry(*dir, name, *n, Now());
-  AddLookups(*(*n), 1, ctx.unique);
+  const uint64_t cookie = LinkEntry(*dir, name, *n, Now());
+  CountLookups(**n, 1, ctx.unique);
+  JournalNewName(**dir, cookie, name, **n, ctx.unique);
+  DirChanged(*dir);
   return LockedEntryOf(**n);
 }
 
@@ -723,7 +732,7 @@ Result<OpenReply> MemFs::Open(const RequestContext& ctx, uint64_t nodeid,
   memfs::ReadLock tl(&tree_mu_);
   std::shared_ptr<Inode> n = Find(nodeid);
   if (n == nullptr) return Errno(ENOENT);
-  return OpenInode(ctx, std::move(n), flags, open_flags, /*is_new=*/false);
+  return OpenInode(ctx, std::move(n), flags, open_flags);
 }
 
 Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
@@ -746,7 +755,7 @@ Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
                                                   : dir->dir->parent;
     if (existing->type == S_IFDIR) return Errno(EISDIR);
     Result<OpenReply> open =
-        OpenInode(ctx, Find(existing->id), flags, open_flags, /*is_new=*/false);
+        OpenInode(ctx, Find(existing->id), flags, open_flags);
     if (!open) return open.error();
     AddLookups(*existing, 1, ctx.unique);
     return CreateReply{LockedEntryOf(*existing), *open};
@@ -755,12 +764,15 @@ Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
   Result<Inode*> n =
       NewInode(ctx, dir, S_IFREG | (mode & ~umask & kPermBits), 0);
   if (!n) return n.error();
-  AddEntry(dir, name, *n, Now());
-  Result<OpenReply> open =
-      OpenInode(ctx, Find((*n)->id), flags, 0, /*is_new=*/true);
-  if (!open) return open.error();  // unreachable: a new file opens
-  AddLookups(*(*n), 1, ctx.unique);
-  return CreateReply{LockedEntryOf(**n), *open};
+  const uint64_t cookie = LinkEntry(dir, name, *n, Now());
+  // Opened with the rights asked for, whatever its mode (none of
+  // OpenInode's checks applies to a new file).
+  if ((flags & O_ACCMODE) != O_RDONLY) BeginWrite(**n);  // new: never being pushed
+  const OpenReply open = NewHandle(Find((*n)->id), flags, ctx.unique, /*journal=*/false);
+  CountLookups(**n, 1, ctx.unique);
+  JournalNewName(*dir, cookie, name, **n, ctx.unique, &open, flags);
+  DirChanged(dir);
+  return CreateReply{LockedEntryOf(**n), open};
 }
 
 Result<CreateReply> MemFs::TmpFile(const RequestContext& ctx, uint64_t parent,

@@ -275,6 +275,7 @@ class MemFs : public FileSystem {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   // Creates an inode owned by the caller, not yet linked anywhere, with
   // setgid-directory inheritance from `parent`; ENOSPC past max_inodes.
+  // Not journaled: the caller journals it once it is whole (JournalNewName).
   Result<Inode*> NewInode(const RequestContext& ctx, Inode* parent,
                           uint32_t mode, uint32_t rdev,
                           std::string_view target = {})
@@ -284,6 +285,10 @@ class MemFs : public FileSystem {
   // are the caller's business.
   void AddEntry(Inode* dir, std::string_view name, Inode* child,
                 const timespec& now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+  // AddEntry's change alone, for a caller that journals it (JournalNewName)
+  // and then calls DirChanged: the new entry's cookie.
+  uint64_t LinkEntry(Inode* dir, std::string_view name, Inode* child, const timespec& now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   void RemoveEntry(Inode* dir, std::string_view name, const timespec& now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   // The sticky-directory rule: only root, the directory's owner or the
@@ -295,13 +300,15 @@ class MemFs : public FileSystem {
       ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
   // Registers an open handle on `n`.
   // `unique`: the request that opens it (the journal's opened_by).
-  OpenReply NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t unique)
+  // `journal`: false for a caller that journals it itself (JournalNewName).
+  OpenReply NewHandle(std::shared_ptr<Inode> n, uint32_t flags, uint64_t unique, bool journal = true)
       ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
-  // Opens `n`: permission checks (skipped for a file just created), O_TRUNC,
-  // kOpenKillSuidgid.
+  // Opens an existing `n`: permission checks, O_TRUNC, kOpenKillSuidgid
+  // (a file just created is opened with the rights asked for, whatever its
+  // mode: Create).
   Result<OpenReply> OpenInode(const RequestContext& ctx,
                               std::shared_ptr<Inode> n, uint32_t flags,
-                              uint32_t open_flags, bool is_new)
+                              uint32_t open_flags)
       ABSL_SHARED_LOCKS_REQUIRED(tree_mu_);
   void ReleaseHandle(uint64_t fh) ABSL_LOCKS_EXCLUDED(tree_mu_);
   // Frees `n` once nothing refers to it: no link, no kernel lookup, no open
@@ -313,11 +320,27 @@ class MemFs : public FileSystem {
   // whole current state of what it names, read under that thing's lock, so
   // the last record of a thing is never older than a change already made.
   struct JournalReplay;
+  struct InodeRecord;
+  // n's state as journaled: the fixed part, then the whole of it (the
+  // symlink target and xattrs after the fixed part). n.mu held.
+  InodeRecord InodeRecordOf(const Inode& n) const;
+  void PutInodeState(const Inode& n, const InodeRecord& rec, std::string* out) const;
   void JournalInode(const Inode& n);  // takes n.mu
   void JournalInodeLocked(const Inode& n);  // n.mu held (shared at least)
   void JournalEntry(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child);
   void JournalEntryGone(const Inode& dir, uint64_t cookie);
   void JournalFreed(const Inode& n);
+  // A new inode under its first name (create, mknod, mkdir, symlink): the
+  // inode, its entry, the directory, the lookup the reply gives the kernel
+  // and, for a create, the handle (`open`, opened with `flags`), as one
+  // record: one append per request instead of five (the journal's share of
+  // a create loop's cost), and a successor sees all of them or none. After
+  // the change, under tree_mu_ held exclusively (which orders the entry,
+  // the count and the handle); takes dir.mu and child.mu, which order the
+  // inodes' states against their other changes.
+  void JournalNewName(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child,
+                      uint64_t unique, const OpenReply* open = nullptr, uint32_t flags = 0)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   // Makes the entry records of one namespace change (a rename's two or
   // three) one journal record: a successor sees all of them or none.
   // Under tree_mu_ held exclusively.
@@ -338,6 +361,8 @@ class MemFs : public FileSystem {
   // Adds `delta` to n's kernel lookups, and journals it with the request
   // that asked (`unique`; 0 for a FORGET).
   void AddLookups(Inode& n, int64_t delta, uint64_t unique);
+  // AddLookups without the journal record (JournalNewName writes it).
+  void CountLookups(Inode& n, int64_t delta, uint64_t unique);
   // A resent LOOKUP or READDIRPLUS (`unique` without the resend bit): what
   // its first run counted, kept by a rebuild, is taken out before it counts
   // again. Rare (after a takeover only): takes tree_mu_ exclusively.

@@ -41,6 +41,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -67,9 +68,9 @@ enum MemfsRecord : uint16_t {
   kHandleOpened = 107,    // HandleRecord
   kHandleReleased = 108,  // uint64_t fh
   kHighWater = 109,       // HighWaterRecord
-  // (BatchHead, kEntrySet, kEntryGone, kLookupsSet or kLookupsAdded
-  // payload)*: all or none (a rename's entries; a count and the requests
-  // it is tied to)
+  // (BatchHead, payload of any other type)*: all or none (a rename's
+  // entries; a count and the requests it is tied to; a new name with its
+  // inode, directory, count and handle)
   kEntryBatch = 110,
 };
 
@@ -82,24 +83,6 @@ struct BatchHead {
 struct Time {
   int64_t sec;
   int64_t nsec;
-};
-
-struct InodeRecord {
-  uint64_t id;
-  uint32_t slot;
-  uint32_t type;
-  uint32_t mode;
-  uint32_t uid;
-  uint32_t gid;
-  uint32_t rdev;
-  uint32_t nlink;
-  uint32_t xattrs;
-  Time atime, mtime, ctime, btime;
-  uint64_t size;  // regular files
-  uint64_t dir_size;
-  uint64_t next_cookie;  // directories
-  uint32_t target_size;
-  uint32_t reserved;
 };
 
 struct XattrHead {
@@ -149,6 +132,19 @@ std::span<const uint8_t> BytesOf(const T& v) {
   return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&v), sizeof(v));
 }
 
+// One part of a batch record (kEntryBatch).
+void PutPart(std::string* batch, uint16_t type, std::string_view bytes) {
+  Put(batch, BatchHead{type, 0, static_cast<uint32_t>(bytes.size())});
+  *batch += bytes;
+}
+template <typename T>
+  requires std::is_trivially_copyable_v<T>
+void PutPart(std::string* batch, uint16_t type, const T& record, std::string_view tail = {}) {
+  Put(batch, BatchHead{type, 0, static_cast<uint32_t>(sizeof(record) + tail.size())});
+  Put(batch, record);
+  *batch += tail;
+}
+
 std::span<const uint8_t> BytesOf(const std::string& s) {
   return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }
@@ -178,6 +174,26 @@ class RecordReader {
 
 
 }  // namespace
+
+// An inode's state in the journal (kInodeState, then its symlink target
+// and its xattrs).
+struct MemFs::InodeRecord {
+  uint64_t id;
+  uint32_t slot;
+  uint32_t type;
+  uint32_t mode;
+  uint32_t uid;
+  uint32_t gid;
+  uint32_t rdev;
+  uint32_t nlink;
+  uint32_t xattrs;
+  Time atime, mtime, ctime, btime;
+  uint64_t size;  // regular files
+  uint64_t dir_size;
+  uint64_t next_cookie;  // directories
+  uint32_t target_size;
+  uint32_t reserved;
+};
 
 // What replay gathers before the tables are built.
 struct MemFs::JournalReplay {
@@ -273,8 +289,7 @@ void MemFs::JournalReplay::Apply(uint16_t type, std::span<const uint8_t> payload
       BatchHead h;
       std::string part;
       while (r.Get(&h)) {
-        if (!r.GetString(h.size, &part) ||
-            (h.type != kEntrySet && h.type != kEntryGone && h.type != kLookupsSet && h.type != kLookupsAdded)) {
+        if (!r.GetString(h.size, &part) || h.type == kEntryBatch) {
           ++bad_records;
           return;
         }
@@ -332,6 +347,34 @@ void MemFs::JournalInode(const Inode& n) {
 
 void MemFs::JournalInodeLocked(const Inode& n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   if (journal_ == nullptr || n.dead) return;
+  InodeRecord rec = InodeRecordOf(n);
+  if (rec.xattrs == 0 && n.target.empty()) return JournalAppend(kInodeState, BytesOf(rec));
+  std::string bytes;
+  PutInodeState(n, rec, &bytes);
+  JournalAppend(kInodeState, BytesOf(bytes));
+}
+
+void MemFs::JournalNewName(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child,
+                           uint64_t unique, const OpenReply* open, uint32_t flags) {
+  if (journal_ == nullptr) return;
+  unique &= ~abi::kUniqueResend;
+  std::string batch;
+  std::string state;
+  // The directory's lock before its new child's (increasing node ids).
+  memfs::ReadLock dl(&dir.mu);
+  memfs::ReadLock cl(&child.mu);
+  PutInodeState(child, InodeRecordOf(child), &state);
+  PutPart(&batch, kInodeState, state);
+  PutPart(&batch, kEntrySet, EntryRecord{dir.id, cookie, child.id}, name);
+  state.clear();
+  PutInodeState(dir, InodeRecordOf(dir), &state);
+  PutPart(&batch, kInodeState, state);
+  PutPart(&batch, kLookupsAdded, LookupRecord{child.id, 1, unique});
+  if (open != nullptr) PutPart(&batch, kHandleOpened, HandleRecord{open->fh, child.id, flags, 0, unique});
+  JournalAppend(kEntryBatch, BytesOf(batch));
+}
+
+MemFs::InodeRecord MemFs::InodeRecordOf(const Inode& n) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
   InodeRecord rec{};
   rec.id = n.id;
   rec.slot = n.data.slot();
@@ -352,16 +395,18 @@ void MemFs::JournalInodeLocked(const Inode& n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   // that changed it still holds.
   rec.next_cookie = n.dir != nullptr ? n.dir->next_cookie.load(std::memory_order_relaxed) : 0;
   rec.target_size = static_cast<uint32_t>(n.target.size());
-  if (rec.xattrs == 0 && n.target.empty()) return JournalAppend(kInodeState, BytesOf(rec));
-  std::string bytes;
-  Put(&bytes, rec);
-  bytes += n.target;
+  return rec;
+}
+
+void MemFs::PutInodeState(const Inode& n, const InodeRecord& rec, std::string* out) const
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  Put(out, rec);
+  *out += n.target;
   for (const auto& [name, value] : n.xattrs) {
-    Put(&bytes, XattrHead{static_cast<uint32_t>(name.size()), static_cast<uint32_t>(value.size())});
-    bytes += name;
-    bytes += value;
+    Put(out, XattrHead{static_cast<uint32_t>(name.size()), static_cast<uint32_t>(value.size())});
+    *out += name;
+    *out += value;
   }
-  JournalAppend(kInodeState, BytesOf(bytes));
 }
 
 void MemFs::JournalEntry(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child) {
@@ -369,22 +414,14 @@ void MemFs::JournalEntry(const Inode& dir, uint64_t cookie, std::string_view nam
   std::string bytes;
   Put(&bytes, EntryRecord{dir.id, cookie, child.id});
   bytes += name;
-  if (entry_batch_ != nullptr) {
-    Put(entry_batch_, BatchHead{kEntrySet, 0, static_cast<uint32_t>(bytes.size())});
-    *entry_batch_ += bytes;
-    return;
-  }
+  if (entry_batch_ != nullptr) return PutPart(entry_batch_, kEntrySet, bytes);
   JournalAppend(kEntrySet, BytesOf(bytes));
 }
 
 void MemFs::JournalEntryGone(const Inode& dir, uint64_t cookie) {
   if (journal_ == nullptr) return;
   const EntryRecord gone{dir.id, cookie, 0};
-  if (entry_batch_ != nullptr) {
-    Put(entry_batch_, BatchHead{kEntryGone, 0, static_cast<uint32_t>(sizeof(gone))});
-    Put(entry_batch_, gone);
-    return;
-  }
+  if (entry_batch_ != nullptr) return PutPart(entry_batch_, kEntryGone, gone);
   JournalAppend(kEntryGone, BytesOf(gone));
 }
 
@@ -403,14 +440,20 @@ void MemFs::JournalFreed(const Inode& n) {
 }
 
 void MemFs::AddLookups(Inode& n, int64_t delta, uint64_t unique) {
+  CountLookups(n, delta, unique);
+  if (journal_ != nullptr && delta != 0) {
+    JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n.id, delta, unique & ~abi::kUniqueResend}));
+  }
+}
+
+void MemFs::CountLookups(Inode& n, int64_t delta, uint64_t unique) {
   if (delta >= 0) {
     n.lookups.fetch_add(static_cast<uint64_t>(delta), std::memory_order_relaxed);
   } else {
     n.lookups.fetch_sub(static_cast<uint64_t>(-delta), std::memory_order_relaxed);
   }
-  if (journal_ == nullptr || delta == 0) return;
-  JournalAppend(kLookupsAdded, BytesOf(LookupRecord{n.id, delta, unique & ~abi::kUniqueResend}));
-  if (delta > 0 && unique != 0) {
+  // (Tied to their requests for checkpoints: see unsure_lookups_.)
+  if (journal_ != nullptr && delta > 0 && unique != 0) {
     absl::MutexLock l(&unsure_lookups_mu_);
     unsure_lookups_[unsure_next_++ % kUnsureLookupsKept] = UnsureLookup{unique & ~abi::kUniqueResend, n.id, delta};
   }
