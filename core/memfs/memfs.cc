@@ -316,19 +316,29 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
 }
 
 void MemFs::ReleaseHandle(uint64_t fh) {
-  memfs::WriteLock tl(&tree_mu_);
   std::shared_ptr<Inode> n;
+  bool last_of_unnamed = false;
   {
-    memfs::WriteLock l(&handles_mu_);
-    auto it = handles_.find(fh);
-    if (it == handles_.end()) return;
-    n = std::move(it->second.inode);
-    if ((it->second.flags & O_ACCMODE) != O_RDONLY) EndWrite(*n);
-    handles_.erase(it);
-    JournalHandleGone(fh);
+    // Shared: a close (RELEASE comes after it, unwaited for) must not hold
+    // up the lookups that follow it, as it did exclusively. No unlink or
+    // FORGET runs meanwhile, so the last handle of a file without a name
+    // is known here; only that may free it, exclusively, below.
+    memfs::ReadLock tl(&tree_mu_);
+    {
+      memfs::WriteLock l(&handles_mu_);
+      auto it = handles_.find(fh);
+      if (it == handles_.end()) return;
+      n = std::move(it->second.inode);
+      if ((it->second.flags & O_ACCMODE) != O_RDONLY) EndWrite(*n);
+      handles_.erase(it);
+      JournalHandleGone(fh);
+    }
+    last_of_unnamed = n->opens.fetch_sub(1, std::memory_order_relaxed) == 1 && n->nlink == 0;
   }
-  n->opens.fetch_sub(1, std::memory_order_relaxed);
-  MaybeFree(n.get());
+  if (!last_of_unnamed) return;
+  memfs::WriteLock tl(&tree_mu_);
+  // (A FORGET may have freed it in between.)
+  if (!n->Dead()) MaybeFree(n.get());
 }
 
 void MemFs::MaybeFree(Inode* n) {

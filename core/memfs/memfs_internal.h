@@ -167,6 +167,10 @@ struct MemFs::Inode {
     memfs::ReadLock l(&mu);
     return uid;
   }
+  bool Dead() const {
+    memfs::ReadLock l(&mu);
+    return dead;
+  }
   // An entry of this directory changed: `entries` and `subdirs` are the
   // changes in entry count and in subdirectory count (nlink).
   void TouchDir(const timespec& now, int entries, int subdirs) {

@@ -586,6 +586,28 @@ TEST_F(MemFsTest, UnlinkWhileOpen) {
   fs_->Release(root_, f, fh, 0, 0, 0);  // a second release is ignored
 }
 
+// The last release of an unlinked file frees it, whether the kernel's
+// FORGET came before it, after it or at the same time (a release holds
+// the tree shared, a FORGET exclusively): it is never left behind.
+TEST_F(MemFsTest, LastReleaseAndForgetRacingFreeTheFile) {
+  for (int i = 0; i < 500; ++i) {
+    const std::string name = "f" + std::to_string(i);
+    const uint64_t f = MakeFile(root_, kRoot, name);
+    const uint64_t fh = OpenFh(root_, f, O_RDWR);
+    WriteAt(f, fh, 0, "data");
+    ASSERT_EQ(Err(fs_->Unlink(root_, kRoot, name)), 0);
+    // Either one started first, in turn.
+    const auto release = [&] { fs_->Release(root_, f, fh, 0, 0, 0); };
+    const auto forget = [&] { fs_->Forget(f, 1); };
+    std::thread first = i % 2 == 0 ? std::thread(release) : std::thread(forget);
+    std::thread second = i % 2 == 0 ? std::thread(forget) : std::thread(release);
+    first.join();
+    second.join();
+    ASSERT_EQ(fs_->InodeCount(), 1u) << "round " << i;
+    ASSERT_EQ(fs_->BytesUsed(), 0u) << "round " << i;
+  }
+}
+
 TEST_F(MemFsTest, TmpFileThenLink) {
   const uint64_t d = MakeDir(root_, kRoot, "d", 0755);
   Result<CreateReply> t = fs_->TmpFile(root_, d, 0666, 022, O_RDWR);
