@@ -18,10 +18,12 @@
 //   1. tree_mu_      the namespace: directory contents, link counts, the
 //                    creation and freeing of inodes. Shared for lookups and
 //                    readdir, exclusive for every namespace change, Forget and
-//                    Release (which may free an inode).
+//                    the freeing of an inode (Release holds it shared, and
+//                    exclusively only to free the last handle's unnamed file).
 //   2. Inode::mu     one inode's attributes, data and xattrs (memfs.cc). At
-//                    most one at a time, except CopyFileRange, which takes two
-//                    in increasing node id order. Data calls (read, write,
+//                    most one at a time, except CopyFileRange and
+//                    JournalNewName (a directory's, then its new child's),
+//                    which take two in increasing node id order. Data calls (read, write,
 //                    setattr, xattrs, ...) take only this one, after a brief
 //                    table_mu_ look-up, never tree_mu_.
 //   3. table_mu_,    leaves: the node id -> inode map and the open handles;
@@ -325,6 +327,8 @@ class MemFs : public FileSystem {
   // symlink target and xattrs after the fixed part). n.mu held.
   InodeRecord InodeRecordOf(const Inode& n) const;
   void PutInodeState(const Inode& n, const InodeRecord& rec, std::string* out) const;
+  // n's state as one part of a batch record. n.mu held.
+  void PutInodePart(const Inode& n, std::string* batch) const;
   void JournalInode(const Inode& n);  // takes n.mu
   void JournalInodeLocked(const Inode& n);  // n.mu held (shared at least)
   void JournalEntry(const Inode& dir, uint64_t cookie, std::string_view name, const Inode& child);

@@ -16,7 +16,9 @@
 // change) and while the thing's lock orders it against other changes of
 // the thing: inodes under Inode::mu, entries and frees under tree_mu_
 // held exclusively, lookups under tree_mu_ (shared for additions:
-// deltas, which commute), handles under handles_mu_.
+// deltas, which commute), handles under handles_mu_ (a new name's handle
+// under tree_mu_ held exclusively: every release of a handle holds it
+// shared at least, the checkpoint's handles exclusively; JournalNewName).
 //
 // File bytes are written before the inode record that covers them (its
 // size), and a truncation is recorded after it is made: a server killed
@@ -358,20 +360,26 @@ void MemFs::JournalNewName(const Inode& dir, uint64_t cookie, std::string_view n
                            uint64_t unique, const OpenReply* open, uint32_t flags) {
   if (journal_ == nullptr) return;
   unique &= ~abi::kUniqueResend;
-  std::string batch;
-  std::string state;
+  // (Built where the last one was: no allocation on a create's way.)
+  thread_local std::string batch;
+  batch.clear();
   // The directory's lock before its new child's (increasing node ids).
   memfs::ReadLock dl(&dir.mu);
   memfs::ReadLock cl(&child.mu);
-  PutInodeState(child, InodeRecordOf(child), &state);
-  PutPart(&batch, kInodeState, state);
+  PutInodePart(child, &batch);
   PutPart(&batch, kEntrySet, EntryRecord{dir.id, cookie, child.id}, name);
-  state.clear();
-  PutInodeState(dir, InodeRecordOf(dir), &state);
-  PutPart(&batch, kInodeState, state);
+  PutInodePart(dir, &batch);
   PutPart(&batch, kLookupsAdded, LookupRecord{child.id, 1, unique});
   if (open != nullptr) PutPart(&batch, kHandleOpened, HandleRecord{open->fh, child.id, flags, 0, unique});
   JournalAppend(kEntryBatch, BytesOf(batch));
+}
+
+void MemFs::PutInodePart(const Inode& n, std::string* batch) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  const InodeRecord rec = InodeRecordOf(n);
+  size_t size = sizeof(rec) + n.target.size();
+  for (const auto& [name, value] : n.xattrs) size += sizeof(XattrHead) + name.size() + value.size();
+  Put(batch, BatchHead{kInodeState, 0, static_cast<uint32_t>(size)});
+  PutInodeState(n, rec, batch);
 }
 
 MemFs::InodeRecord MemFs::InodeRecordOf(const Inode& n) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
