@@ -317,12 +317,14 @@ Result<OpenReply> MemFs::OpenInode(const RequestContext& ctx,
 
 void MemFs::ReleaseHandle(uint64_t fh) {
   std::shared_ptr<Inode> n;
-  bool last_of_unnamed = false;
+  bool now_unused = false;
   {
     // Shared: a close (RELEASE comes after it, unwaited for) must not hold
     // up the lookups that follow it, as it did exclusively. No unlink or
-    // FORGET runs meanwhile, so the last handle of a file without a name
-    // is known here; only that may free it, exclusively, below.
+    // FORGET runs meanwhile, so the last handle of a file with neither a
+    // name nor a kernel lookup is known here (neither can come back under
+    // the shared lock: LOOKUP "." refuses a file without a name); only
+    // that one is freed, exclusively, below.
     memfs::ReadLock tl(&tree_mu_);
     {
       memfs::WriteLock l(&handles_mu_);
@@ -333,9 +335,10 @@ void MemFs::ReleaseHandle(uint64_t fh) {
       handles_.erase(it);
       JournalHandleGone(fh);
     }
-    last_of_unnamed = n->opens.fetch_sub(1, std::memory_order_relaxed) == 1 && n->nlink == 0;
+    now_unused = n->opens.fetch_sub(1, std::memory_order_relaxed) == 1 && n->nlink == 0 &&
+                 n->lookups.load(std::memory_order_relaxed) == 0;
   }
-  if (!last_of_unnamed) return;
+  if (!now_unused) return;
   memfs::WriteLock tl(&tree_mu_);
   // (A FORGET may have freed it in between.)
   if (!n->Dead()) MaybeFree(n.get());

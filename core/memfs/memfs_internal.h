@@ -256,9 +256,10 @@ struct MemFs::Inode {
 
   // Directories only. The pointer is fixed for life; contents under tree_mu_.
   std::unique_ptr<DirData> dir;
-  // Incremented holding tree_mu_ (shared suffices); decremented only holding
-  // it exclusively, which is also what freeing needs, so no count can rise
-  // from 0 while an inode is being freed.
+  // Changed holding tree_mu_: shared suffices to add, and to take away an
+  // open (ReleaseHandle then frees exclusively what it left unused); lookups
+  // are taken away exclusively. Freeing holds it exclusively, so no count
+  // changes, nor rises from 0, while an inode is being freed.
   std::atomic<uint64_t> lookups{0};
   std::atomic<uint32_t> opens{0};
   // Page-cache pushes (StoreInPageCache) and writers exclude each other:
