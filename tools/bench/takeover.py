@@ -2,6 +2,7 @@
 """Takeover bench: what a client sees when a supervised server is replaced.
 
   sudo /usr/bin/python3 tools/bench/takeover.py [--crashes N] [--upgrades N] [--repeats N]
+      [--steady-only | --takeovers-only] [--only NAME] [--baseline=PATH]
 
 For each configuration (memfs with kernel data, memfs with daemon data,
 passthrough with kernel passthrough, passthrough with data through the
@@ -26,7 +27,11 @@ loop (fstat, attribute lifetime 0, offload off), medians of --repeats, for
 --supervise=off on the default transport (the FUSE io_uring queues),
 --supervise=off on uring-dev (the transport a supervised server uses) and
 --supervise=on: on ÷ off on uring-dev is the journal's cost, on ÷ off on
-the default what a user pays in all.
+the default what a user pays in all. Beside the rates, the serving
+server's CPU time per operation (exact, from schedstat), which this noisy
+2-core machine spreads less than the rates: off on uring-dev → on.
+--baseline=PATH adds a supervised server of another efused binary (an
+earlier build) to the turns, for a before/after in one run.
 """
 import argparse
 import array
@@ -77,10 +82,10 @@ def status():
     return kv
 
 
-def mount(flags):
+def mount(flags, binary=EFUSED):
     os.makedirs(MNT, exist_ok=True)
     logf = open(os.path.join(ROOT, "efused.log"), "a")
-    p = subprocess.Popen([EFUSED] + flags + [MNT], stdout=logf, stderr=logf)
+    p = subprocess.Popen([binary] + flags + [MNT], stdout=logf, stderr=logf)
     for _ in range(400):
         if os.path.ismount(MNT):
             break
@@ -219,43 +224,61 @@ def run_phase(kind, cycles):
 STEADY_RUNS = [0]
 
 
-def steady_once(flags):
-    """Creates/s and GETATTRs/s of one mount with these flags."""
-    p = mount(flags + ["--attr_timeout=0", "--offload=off"])
+def cpu_ns(pid):
+    """CPU time of every thread of `pid` (exact, from schedstat; not the
+    tick-sampled user/system split)."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended
+    return total
+
+
+def steady_once(flags, binary=EFUSED):
+    """Creates/s and GETATTRs/s of one mount with these flags, and the
+    serving server's CPU time per create and per GETATTR (us)."""
+    p = mount(flags + ["--attr_timeout=0", "--offload=off"], binary)
     try:
         # Steady state: a supervised mount's standby loads in its first
         # second; every mount gets the same time.
         time.sleep(2)
+        server = int(status().get("server_pid", p.pid))
         STEADY_RUNS[0] += 1
         d = os.path.join(MNT, "s%d" % STEADY_RUNS[0])
         os.mkdir(d)
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), cpu_ns(server)
         while time.perf_counter() - t0 < 3:
             for _ in range(200):
                 os.close(os.open(os.path.join(d, "f%07d" % n), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
                 n += 1
         creates = n / (time.perf_counter() - t0)
+        create_us = (cpu_ns(server) - c0) / 1e3 / n
         fd = os.open(os.path.join(d, "f0000000"), os.O_RDONLY)
-        n, t0 = 0, time.perf_counter()
+        n, t0, c0 = 0, time.perf_counter(), cpu_ns(server)
         while time.perf_counter() - t0 < 3:
             for _ in range(1000):
                 os.fstat(fd)
             n += 1000
         getattrs = n / (time.perf_counter() - t0)
+        getattr_us = (cpu_ns(server) - c0) / 1e3 / n
         os.close(fd)
-        return creates, getattrs
+        return creates, getattrs, create_us, getattr_us
     finally:
         unmount(p)
 
 
 def steady(variants, repeats):
-    """Medians of `repeats` of each variant's (creates/s, GETATTRs/s); the
-    variants take turns, so a drift of the machine falls on all alike."""
+    """Medians of `repeats` of each variant's steady_once figures; a variant
+    is (flags, binary). The variants take turns, so a drift of the machine
+    falls on all alike."""
     runs = [[] for _ in variants]
     for _ in range(repeats):
-        for i, flags in enumerate(variants):
-            runs[i].append(steady_once(flags))
-    return [(statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for rs in runs]
+        for i, (flags, binary) in enumerate(variants):
+            runs[i].append(steady_once(flags, binary))
+    return [tuple(statistics.median(r[k] for r in rs) for k in range(4)) for rs in runs]
 
 
 def main():
@@ -266,6 +289,8 @@ def main():
     ap.add_argument("--steady-only", action="store_true", help="only the steady-state cost of supervision")
     ap.add_argument("--takeovers-only", action="store_true", help="no steady-state rows")
     ap.add_argument("--only", help="only the configurations whose name contains this (e.g. 'daemon I/O')")
+    ap.add_argument("--baseline", help="another efused binary (an earlier build): its supervised server "
+                    "takes turns with the others, for a before/after in one run")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("takeover: run as root")
@@ -309,15 +334,24 @@ def main():
     if a.takeovers_only:
         return 0
     print()
-    print("| configuration | loop | off, default transport | off, uring-dev | on | on ÷ off (uring-dev): the journal | on ÷ off (default) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| configuration | loop | off, default transport | off, uring-dev | on | on ÷ off (uring-dev): the journal | on ÷ off (default) | server CPU per op, off (uring-dev) → on |%s" %
+          (" on, baseline |" if a.baseline else ""))
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |%s" % (" ---: |" if a.baseline else ""))
     for name, flags in configs:
-        (c0, g0), (cd, gd), (c1, g1) = steady(
-            [flags + ["--supervise=off"], flags + ["--supervise=off", "--transport=uring-dev"], flags + ["--supervise=on"]],
-            a.repeats)
-        for loop, base, dev, on in (("create", c0, cd, c1), ("GETATTR", g0, gd, g1)):
-            print("| %s | %s | %.0f/s | %.0f/s | %.0f/s | %.2f | %.2f |" % (name, loop, base, dev, on, on / dev, on / base),
-                  flush=True)
+        variants = [(flags + ["--supervise=off"], EFUSED), (flags + ["--supervise=off", "--transport=uring-dev"], EFUSED),
+                    (flags + ["--supervise=on"], EFUSED)]
+        if a.baseline:
+            variants.append((flags + ["--supervise=on"], a.baseline))
+        medians = steady(variants, a.repeats)
+        (c0, g0, _, _), (cd, gd, cd_us, gd_us), (c1, g1, c1_us, g1_us) = medians[:3]
+        for loop, base, dev, on, dev_us, on_us, k in (("create", c0, cd, c1, cd_us, c1_us, 0),
+                                                      ("GETATTR", g0, gd, g1, gd_us, g1_us, 1)):
+            extra = ""
+            if a.baseline:
+                b = medians[3]
+                extra = " %.0f/s (%.2f), %.2f us |" % (b[k], b[k] / dev, b[k + 2])
+            print("| %s | %s | %.0f/s | %.0f/s | %.0f/s | %.2f | %.2f | %.2f → %.2f us |%s" % (
+                name, loop, base, dev, on, on / dev, on / base, dev_us, on_us, extra), flush=True)
 
 
 if __name__ == "__main__":
