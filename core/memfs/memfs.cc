@@ -190,6 +190,14 @@ void MemFs::AddEntry(Inode* dir, std::string_view name, Inode* child,
   DirChanged(dir);
 }
 
+void MemFs::AddNewName(Inode* dir, std::string_view name, Inode* child, uint64_t unique, const OpenReply* open,
+                       uint32_t flags) {
+  const uint64_t cookie = LinkEntry(dir, name, child, Now());
+  CountLookups(*child, 1, unique);
+  JournalNewName(*dir, cookie, name, *child, unique, open, flags);
+  DirChanged(dir);
+}
+
 void MemFs::RemoveEntry(Inode* dir, std::string_view name,
                         const timespec& now) {
   DirData& d = *dir->dir;
@@ -460,10 +468,7 @@ Result<Entry> MemFs::Mknod(const RequestContext& ctx, uint64_t parent,
   Result<Inode*> n =
       NewInode(ctx, *dir, type | (mode & ~umask & kPermBits), rdev);
   if (!n) return n.error();
-  const uint64_t cookie = LinkEntry(*dir, name, *n, Now());
-  CountLookups(**n, 1, ctx.unique);
-  JournalNewName(**dir, cookie, name, **n, ctx.unique);
-  DirChanged(*dir);
+  AddNewName(*dir, name, *n, ctx.unique);
   return LockedEntryOf(**n);
 }
 
@@ -479,10 +484,7 @@ Result<Entry> MemFs::Mkdir(const RequestContext& ctx, uint64_t parent,
   const uint32_t perm = mode & ~umask & (0777 | S_ISVTX);
   Result<Inode*> n = NewInode(ctx, *dir, S_IFDIR | perm, 0);
   if (!n) return n.error();
-  const uint64_t cookie = LinkEntry(*dir, name, *n, Now());
-  CountLookups(**n, 1, ctx.unique);
-  JournalNewName(**dir, cookie, name, **n, ctx.unique);
-  DirChanged(*dir);
+  AddNewName(*dir, name, *n, ctx.unique);
   return LockedEntryOf(**n);
 }
 
@@ -500,10 +502,7 @@ Result<Entry> MemFs::Symlink(const RequestContext& ctx, uint64_t parent,
     space_.Release(target.size());
     return n.error();
   }
-  const uint64_t cookie = LinkEntry(*dir, name, *n, Now());
-  CountLookups(**n, 1, ctx.unique);
-  JournalNewName(**dir, cookie, name, **n, ctx.unique);
-  DirChanged(*dir);
+  AddNewName(*dir, name, *n, ctx.unique);
   return LockedEntryOf(**n);
 }
 
@@ -777,14 +776,11 @@ Result<CreateReply> MemFs::Create(const RequestContext& ctx, uint64_t parent,
   Result<Inode*> n =
       NewInode(ctx, dir, S_IFREG | (mode & ~umask & kPermBits), 0);
   if (!n) return n.error();
-  const uint64_t cookie = LinkEntry(dir, name, *n, Now());
   // Opened with the rights asked for, whatever its mode (none of
   // OpenInode's checks applies to a new file).
   if ((flags & O_ACCMODE) != O_RDONLY) BeginWrite(**n);  // new: never being pushed
   const OpenReply open = NewHandle(Find((*n)->id), flags, ctx.unique, /*journal=*/false);
-  CountLookups(**n, 1, ctx.unique);
-  JournalNewName(*dir, cookie, name, **n, ctx.unique, &open, flags);
-  DirChanged(dir);
+  AddNewName(dir, name, *n, ctx.unique, &open, flags);
   return CreateReply{LockedEntryOf(**n), open};
 }
 

@@ -287,10 +287,15 @@ class MemFs : public FileSystem {
   // are the caller's business.
   void AddEntry(Inode* dir, std::string_view name, Inode* child,
                 const timespec& now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
-  // AddEntry's change alone, for a caller that journals it (JournalNewName)
-  // and then calls DirChanged: the new entry's cookie.
+  // AddEntry's change alone (AddEntry and AddNewName journal it): the new
+  // entry's cookie.
   uint64_t LinkEntry(Inode* dir, std::string_view name, Inode* child, const timespec& now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
+  // A new inode's first name: AddEntry, and the kernel's lookup the reply
+  // gives it (request `unique`), with a create's handle (`open`, opened
+  // with `flags`) journaled as one record (JournalNewName).
+  void AddNewName(Inode* dir, std::string_view name, Inode* child, uint64_t unique,
+                  const OpenReply* open = nullptr, uint32_t flags = 0) ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   void RemoveEntry(Inode* dir, std::string_view name, const timespec& now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   // The sticky-directory rule: only root, the directory's owner or the

@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -375,11 +376,12 @@ void MemFs::JournalNewName(const Inode& dir, uint64_t cookie, std::string_view n
 }
 
 void MemFs::PutInodePart(const Inode& n, std::string* batch) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  const InodeRecord rec = InodeRecordOf(n);
-  size_t size = sizeof(rec) + n.target.size();
-  for (const auto& [name, value] : n.xattrs) size += sizeof(XattrHead) + name.size() + value.size();
-  Put(batch, BatchHead{kInodeState, 0, static_cast<uint32_t>(size)});
-  PutInodeState(n, rec, batch);
+  // The head's size once the state is written (what PutInodeState wrote).
+  const size_t head = batch->size();
+  Put(batch, BatchHead{kInodeState, 0, 0});
+  PutInodeState(n, InodeRecordOf(n), batch);
+  const uint32_t size = static_cast<uint32_t>(batch->size() - head - sizeof(BatchHead));
+  std::memcpy(batch->data() + head + offsetof(BatchHead, size), &size, sizeof(size));
 }
 
 MemFs::InodeRecord MemFs::InodeRecordOf(const Inode& n) const ABSL_NO_THREAD_SAFETY_ANALYSIS {
