@@ -242,18 +242,8 @@ class ExportTest : public IdmapTest {
   // until the daemon has been told to forget every node but the root
   // (memfs_known_to_kernel, pt_inodes), bounded in time.
   ::testing::AssertionResult ForgetEverything() {
-    StatusReader status(&mount_);
     const std::string key = GetParam().engine_passthrough() ? "pt_inodes" : "memfs_known_to_kernel";
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    for (;;) {
-      std::map<std::string, std::string> kv;
-      if (!status.Fresh(&kv)) return ::testing::AssertionFailure() << "no status";
-      if (kv[key] == "0") return ::testing::AssertionSuccess();
-      if (std::chrono::steady_clock::now() > deadline)
-        return ::testing::AssertionFailure() << key << " still " << kv[key] << " 10 s after drop_caches";
-      std::ofstream("/proc/sys/vm/drop_caches") << "2";
-      usleep(20000);
-    }
+    return StatusEventually(&mount_, [&](auto& kv) { return kv[key] == "0"; }, /*drop_caches=*/true);
   }
   uint64_t Lookups() {
     std::map<std::string, uint64_t> counts;

@@ -732,9 +732,7 @@ void CheckExportedFiles(ExportedFiles& files, UniqueFd* dir) {
   ASSERT_EQ(fstat(dir->get(), &st), 0);
   EXPECT_EQ(st.st_ino, files.dir_ino);
   // A removed file's handle is stale, as on a local file system.
-  errno = 0;
-  EXPECT_LT(open_by_handle_at(files.mount_fd.get(), files.removed.get(), O_RDONLY | O_CLOEXEC), 0);
-  EXPECT_EQ(errno, ESTALE) << ErrnoText(errno);
+  EXPECT_ERRNO(open_by_handle_at(files.mount_fd.get(), files.removed.get(), O_RDONLY | O_CLOEXEC), ESTALE);
 }
 
 bool ReadFile(const std::string& path, std::string* data, std::string* error) {
@@ -813,6 +811,26 @@ bool ParseStatusFile(const std::string& path, std::map<std::string, std::string>
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult StatusEventually(const EfuseMount* m,
+                                            const std::function<bool(std::map<std::string, std::string>&)>& done,
+                                            bool drop_caches) {
+  StatusReader status(m);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    std::map<std::string, std::string> kv;
+    if (::testing::AssertionResult fresh = status.Fresh(&kv); !fresh) return fresh;
+    if (done(kv)) return ::testing::AssertionSuccess();
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::testing::AssertionResult failure = ::testing::AssertionFailure();
+      failure << "not so 10 s later" << (drop_caches ? " (dropping caches)" : "") << "; the last status:";
+      for (const auto& [key, value] : kv) failure << "\n  " << key << ": " << value;
+      return failure;
+    }
+    if (drop_caches) std::ofstream("/proc/sys/vm/drop_caches") << "2";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 uint64_t StatusReader::Number(const std::string& key) {

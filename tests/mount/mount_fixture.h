@@ -236,6 +236,14 @@ class StatusReader {
   const EfuseMount* mount_;
 };
 
+// Reads `m`'s status until `done` holds of it, for at most 10 s; with
+// `drop_caches`, drops the kernel's unused dentries and inodes between
+// reads (for it to forget the mount's nodes). A failure lists the last
+// status.
+::testing::AssertionResult StatusEventually(const EfuseMount* m,
+                                            const std::function<bool(std::map<std::string, std::string>&)>& done,
+                                            bool drop_caches = false);
+
 class MountTest : public ::testing::Test {
  protected:
   // Flags for efused (the mount point is added last).

@@ -1037,30 +1037,21 @@ TEST_P(TakeoverTest, FileHandlesOutliveTakeoversAndForgottenNodes) {
   ExportedFiles files;
   std::string error;
   ASSERT_TRUE(MakeExportedFiles(mount_.path(), &files, &error)) << error;
-  // Until `done` holds of the status, bounded.
-  auto await = [&](const std::function<bool(std::map<std::string, std::string>&)>& done, bool drop_caches) {
-    for (auto end = std::chrono::steady_clock::now() + seconds(10); std::chrono::steady_clock::now() < end;) {
-      std::map<std::string, std::string> kv = Status();
-      if (done(kv)) return true;
-      if (drop_caches) std::ofstream("/proc/sys/vm/drop_caches") << "2";
-      std::this_thread::sleep_for(milliseconds(20));
-    }
-    return false;
-  };
 
   KillServer();
-  ASSERT_TRUE(await([](auto& kv) { return kv["takeovers"] == "1"; }, false)) << mount_.LogForMessage();
+  ASSERT_TRUE(StatusEventually(&mount_, [](auto& kv) { return kv["takeovers"] == "1"; })) << mount_.LogForMessage();
   // The kernel forgets dir and dir/file: memfs counts their lookups down,
   // passthrough keeps the last server's nodes among the forgotten.
-  ASSERT_TRUE(await(
+  ASSERT_TRUE(StatusEventually(
+      &mount_,
       [](auto& kv) {
         return kv.contains("memfs_known_to_kernel") ? kv["memfs_known_to_kernel"] == "0"
                                                     : std::atol(kv["pt_forgotten_remembered"].c_str()) >= 2;
       },
-      true))
+      /*drop_caches=*/true))
       << "the kernel's forgetting never came (or was not kept)" << mount_.LogForMessage();
   KillServer();
-  ASSERT_TRUE(await([](auto& kv) { return kv["takeovers"] == "2"; }, false)) << mount_.LogForMessage();
+  ASSERT_TRUE(StatusEventually(&mount_, [](auto& kv) { return kv["takeovers"] == "2"; })) << mount_.LogForMessage();
 
   UniqueFd d;
   CheckExportedFiles(files, &d);
